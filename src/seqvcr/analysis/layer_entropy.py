@@ -1,0 +1,272 @@
+"""Layer-wise representation entropy of a trained run (the paper's collapse measurement, Sec. 3.3).
+
+For every hidden state L0..LN of the model (L0 = token + position embeddings, LN = after the final
+LayerNorm, the Hugging Face convention of ``seqvcr.model``) and every sequence of a fixed sample:
+
+* **per-sequence entropy** (the paper's quantity, Eq. 2): Z = that sequence's T token representations
+  (T x d), Gram K = Z Z^T over its own tokens, ``seqvcr.entropy.matrix_entropy(Z, alpha)``. The
+  distribution over sequences gives the mean, the sample standard deviation, a 95% confidence interval
+  for the mean (normal approximation, ``mean +- 1.96 std / sqrt(n)``) and the histogram of Fig. 4.
+* **dataset-level entropy**: one vector per sequence -- the mean of its T token representations -- and
+  the entropy of those n vectors (Gram over sequences). It measures how spread the sequences are from
+  each other, where the per-sequence entropy measures how spread one sequence's tokens are.
+
+Which tokens: the sequence is the training sequence (question, question end, pause block, chain of
+thought when the run uses one, answer, ``<eos>``), run teacher-forced as in training. T counts every
+real token the model reads -- the whole sequence except the final ``<eos>``, which is never an input
+(training feeds ``ids[:, :-1]``; decoding stops at ``<eos>``) -- and no padding.
+
+Which sequences: the whole file when it holds at most ``n_sequences`` lines; otherwise a sample of
+``n_sequences`` lines drawn without replacement with ``seed`` (``seed=None``: the first n lines), kept in
+file order. The chosen line indices are stored in the result, so every number can be traced back.
+
+Entropies are in nats (natural log), raw (uncentred) Gram as in the paper; ``normalize=True`` divides
+each value by the log of its rank bound, ``log(min(T, d))``, giving values in [0, 1] as in the paper's
+appendix plots. The default (alpha = 1) is the von Neumann entropy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqvcr.datafiles import resolve_data_path
+from seqvcr.entropy import matrix_entropy
+from seqvcr.errors import ConfigError, DataError
+from seqvcr.runs import LoadedRun, load_run, select_device, write_json_atomic
+from seqvcr.sequences import encode_examples
+from seqvcr.tasks import read_examples
+
+__all__ = [
+    "ENTROPY_CSV",
+    "ENTROPY_JSON",
+    "ENTROPY_VALUES_CSV",
+    "compute_layer_entropy",
+    "sample_indices",
+    "summarize",
+    "write_entropy",
+]
+
+ENTROPY_JSON = "entropy.json"
+ENTROPY_CSV = "entropy.csv"
+ENTROPY_VALUES_CSV = "entropy_values.csv"
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
+    """The line indices (0-based, ascending) of the fixed sample: all lines when ``n`` is None or >= total,
+    else ``n`` lines drawn without replacement with ``seed`` (the first ``n`` when ``seed`` is None)."""
+    if n is None or n >= total:
+        return list(range(total))
+    if n < 1:
+        raise ConfigError(f"n_sequences: expected an integer >= 1, got {n}")
+    if seed is None:
+        return list(range(n))
+    g = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(total, generator=g)[:n].tolist())
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std (n - 1), 95% CI of the mean (normal approximation) and quantiles of ``values``."""
+    n = len(values)
+    if n == 0:
+        nan = float("nan")
+        return {"n": 0, "mean": nan, "std": nan, "ci95": [nan, nan], "ci95_half": nan}
+    t = torch.tensor(values, dtype=torch.float64)
+    mean = float(t.mean())
+    std = float(t.std(unbiased=True)) if n > 1 else 0.0
+    half = Z95 * std / math.sqrt(n)
+    q = torch.quantile(t, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "ci95": [mean - half, mean + half],
+        "ci95_half": half,
+        "min": q[0],
+        "q25": q[1],
+        "median": q[2],
+        "q75": q[3],
+        "max": q[4],
+    }
+
+
+def _progress(enabled: bool, text: str) -> None:
+    if enabled:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+@torch.no_grad()
+def compute_layer_entropy(
+    run: str | os.PathLike[str] | LoadedRun,
+    data_file: str | os.PathLike[str],
+    n_sequences: int | None = 1000,
+    seed: int | None = 0,
+    batch_size: int = 256,
+    alpha: float = 1.0,
+    normalize: bool = False,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Per-sequence and dataset-level matrix entropy of every layer of a trained run (see module doc).
+
+    Args:
+        run: a run directory (``config.yaml`` + ``checkpoint.pt``) or an already loaded run.
+        data_file: a data file in the run's task format; ``ref:...`` names a shipped reference file.
+        n_sequences: size of the fixed sample (None: every line of the file).
+        seed: sampling seed when the file is larger than the sample (None: the first lines).
+        batch_size: sequences per forward pass.
+        alpha: Renyi order (1 = von Neumann, the paper's choice).
+        normalize: divide by log(min(T, d)) (per sequence) / log(min(n, d)) (dataset level).
+        device: ``cpu``, ``cuda``, ``auto``.
+        progress: write a progress line per batch on stderr.
+
+    Returns:
+        A JSON-able dict: ``layers`` (one dict per hidden state with ``layer``, ``name``, ``mean``,
+        ``std``, ``ci95``, quantiles, ``values`` = the per-sequence entropies in sample order and
+        ``dataset`` = the dataset-level entropy) and the metadata needed to reproduce it.
+    """
+    t0 = time.perf_counter()
+    if n_sequences is None:
+        n_sequences = 1000
+    dev = select_device(device) if isinstance(device, str) else device
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, device=dev)
+    model = loaded.model
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+
+    examples = read_examples(loaded.task, resolve_data_path(data_file))
+    indices = sample_indices(len(examples), n_sequences, seed)
+    chosen = [examples[i] for i in indices]
+    data = encode_examples(loaded.fmt, chosen, where=str(data_file))
+    if data.max_length > model.config.block_size:
+        raise DataError(
+            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
+            f"{model.config.block_size} positions"
+        )
+    n = len(chosen)
+    n_layers = model.config.n_layer + 1  # L0 (embeddings) .. LN
+    d = model.config.n_embd
+    # T_i: every real token except the final <eos> (never an input); at least one token
+    lengths = (data.lengths - 1).clamp(min=1).tolist()
+    per_seq = torch.zeros(n_layers, n, dtype=torch.float64)
+    seq_means = torch.zeros(n_layers, n, d, dtype=torch.float64)
+    n_batches = math.ceil(n / batch_size)
+    for b, start in enumerate(range(0, n, batch_size)):
+        rows = list(range(start, min(n, start + batch_size)))
+        width = max(lengths[r] for r in rows)
+        x = data.ids[rows, :width].to(dev)  # (B, width)
+        out = model(x, output_hidden_states=True)
+        assert out.hidden_states is not None
+        by_len: dict[int, list[int]] = defaultdict(list)  # sequences of equal length share one batched call
+        for j, r in enumerate(rows):
+            by_len[lengths[r]].append(j)
+        for layer, h in enumerate(out.hidden_states):
+            h = h.detach().to(torch.float64)  # (B, width, d)
+            for t_len, members in by_len.items():
+                z = h[members, :t_len]  # (b, T, d): real tokens only
+                ent = matrix_entropy(z, alpha, normalize=normalize).cpu()  # (b,)
+                idx = torch.tensor([rows[j] for j in members])
+                per_seq[layer, idx] = ent
+                seq_means[layer, idx] = z.mean(1).cpu()  # (b, d): one vector per sequence
+        _progress(progress and n_batches > 1, f"entropy: batch {b + 1}/{n_batches} ({len(rows)} sequences)")
+    dataset = matrix_entropy(seq_means, alpha, normalize=normalize)  # (n_layers,)
+    model.train(was_training)
+
+    layers: list[dict[str, Any]] = []
+    for layer in range(n_layers):
+        values = per_seq[layer].tolist()
+        layers.append(
+            {
+                "layer": layer,
+                "name": f"L{layer}",
+                **summarize(values),
+                "dataset": float(dataset[layer]),
+                "values": values,
+            }
+        )
+    seconds = time.perf_counter() - t0
+    cfg = loaded.config
+    return {
+        "run_dir": str(loaded.run_dir),
+        "data": str(data_file),
+        "task": loaded.task.describe(),
+        "method": cfg.method.name,
+        "step": loaded.step,
+        "n": n,
+        "file_lines": len(examples),
+        "sample": "all" if n == len(examples) else ("first" if seed is None else f"random (seed {seed})"),
+        "seed": seed,
+        "indices": indices,
+        "alpha": alpha,
+        "normalized": normalize,
+        "units": "fraction of log(min(T, d))" if normalize else "nats",
+        "tokens": "every real token of the teacher-forced training sequence except the final <eos>",
+        "tokens_per_sequence": {"min": min(lengths), "max": max(lengths)},
+        "n_embd": d,
+        "n_layer": model.config.n_layer,
+        "dataset_level": "entropy of the n per-sequence mean vectors (mean over each sequence's tokens)",
+        "ci": "95% normal approximation, mean +- 1.96 * std / sqrt(n), std with n - 1",
+        "layers": layers,
+        "seconds": seconds,
+        "device": str(dev),
+    }
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def entropy_csv(result: dict[str, Any]) -> str:
+    """One row per layer: summary statistics and the dataset-level entropy."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["layer", "name", "n", "mean", "std", "ci95_low", "ci95_high", "median", "dataset_entropy"])
+    for L in result["layers"]:
+        w.writerow([L["layer"], L["name"], L["n"], L["mean"], L["std"], L["ci95"][0], L["ci95"][1],
+                    L.get("median", ""), L["dataset"]])
+    return buf.getvalue()
+
+
+def values_csv(result: dict[str, Any]) -> str:
+    """Long format, one row per (sequence, layer): the whole distribution, for histograms elsewhere."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["line", "layer", "entropy"])
+    indices = result["indices"]
+    for L in result["layers"]:
+        for line, v in zip(indices, L["values"]):
+            w.writerow([line, L["layer"], repr(float(v))])
+    return buf.getvalue()
+
+
+def write_entropy(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``entropy.json`` (everything), ``entropy.csv`` (per layer) and ``entropy_values.csv``
+    (per sequence and layer) into ``out_dir``, each atomically. Returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / ENTROPY_JSON, "csv": out / ENTROPY_CSV, "values_csv": out / ENTROPY_VALUES_CSV}
+    write_json_atomic(paths["json"], result)
+    _atomic_text(paths["csv"], entropy_csv(result))
+    _atomic_text(paths["values_csv"], values_csv(result))
+    return paths
+
+
+def brief(result: dict[str, Any]) -> dict[str, Any]:
+    """The result without the per-sequence values and indices (what the command prints)."""
+    out = {k: v for k, v in result.items() if k not in ("layers", "indices")}
+    out["layers"] = [{k: v for k, v in L.items() if k != "values"} for L in result["layers"]]
+    return out

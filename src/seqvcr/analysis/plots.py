@@ -1,0 +1,238 @@
+"""The paper's figures as PNG files (matplotlib, no display needed), for one run or several side by side.
+
+* :func:`plot_entropy_per_layer` -- mean per-sequence entropy per layer with 95% CIs, and the
+  dataset-level entropy (Fig. 2);
+* :func:`plot_entropy_hist` -- the distribution of per-sequence entropy, one panel per layer, runs
+  overlaid (Fig. 4);
+* :func:`plot_position_accuracy` -- accuracy per answer position (Fig. 6), with the majority-class
+  baseline of each position as the "chance" reference;
+* :func:`plot_loss_curves` -- training LM loss against step on a log axis, and validation exact match
+  against step (Fig. 5: the phase transition).
+
+Every function takes a list of :class:`Series` (one per run: label, method, data) so that colours are
+the same for a configuration in every figure: the paper's five configurations have fixed colours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = [
+    "METHOD_COLORS",
+    "Series",
+    "plot_entropy_hist",
+    "plot_entropy_per_layer",
+    "plot_loss_curves",
+    "plot_position_accuracy",
+]
+
+METHOD_COLORS: dict[str, str] = {
+    "vanilla": "#1f77b4",
+    "pause": "#ff7f0e",
+    "seqvcr": "#2ca02c",
+    "seqvcr_pause": "#d62728",
+    "cot": "#9467bd",
+}
+_EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_LINESTYLES = ["-", "--", ":", "-."]
+DPI = 130
+
+
+@dataclass
+class Series:
+    """One run in a figure: its legend label, its configuration (for the colour) and its data."""
+
+    label: str
+    method: str
+    data: Any
+
+
+def _styles(series: Sequence[Series]) -> list[dict[str, Any]]:
+    """Colour by configuration; repeated configurations (seeds, variants) get other line styles."""
+    seen: dict[str, int] = {}
+    extra = 0
+    out = []
+    for s in series:
+        k = seen.get(s.method, 0)
+        seen[s.method] = k + 1
+        color = METHOD_COLORS.get(s.method)
+        if color is None:
+            color = _EXTRA_COLORS[extra % len(_EXTRA_COLORS)]
+            extra += 1
+        out.append({"color": color, "linestyle": _LINESTYLES[k % len(_LINESTYLES)]})
+    return out
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, p)
+    return p
+
+
+def _legend(ax: Any, n: int) -> None:
+    if n:
+        ax.legend(fontsize=8, frameon=False)
+
+
+def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Fig. 2: per-sequence entropy per layer (mean and 95% CI) and dataset-level entropy per layer.
+
+    ``series[i].data`` is a result of ``compute_layer_entropy``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = _styles(series)
+    max_layers = 1
+    for s, st in zip(series, styles):
+        layers = s.data["layers"]
+        xs = [L["layer"] for L in layers]
+        max_layers = max(max_layers, len(xs))
+        means = [L["mean"] for L in layers]
+        half = [L["ci95_half"] for L in layers]
+        axes[0].errorbar(xs, means, yerr=half, marker="o", ms=4, capsize=3, label=s.label, **st)
+        axes[1].plot(xs, [L["dataset"] for L in layers], marker="o", ms=4, label=s.label, **st)
+    first = series[0].data if series else {}
+    unit = "normalised entropy" if first.get("normalized") else "entropy (nats)"
+    n = first.get("n", "?")
+    axes[0].set_title(f"per-sequence entropy (mean, 95% CI; {n} sequences)", fontsize=10)
+    axes[1].set_title("dataset-level entropy (one mean vector per sequence)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("layer (L0 = embeddings)")
+        ax.set_ylabel(unit)
+        ax.set_xticks(range(max_layers))
+        ax.set_xticklabels([f"L{i}" for i in range(max_layers)])
+        ax.grid(alpha=0.3)
+    _legend(axes[0], len(series))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Fig. 4: histograms of per-sequence entropy, one panel per layer, the runs overlaid.
+
+    Bins are shared by all runs within a panel so the distributions are comparable.
+    """
+    n_layers = max((len(s.data["layers"]) for s in series), default=1)
+    ncols = min(4, n_layers)
+    nrows = math.ceil(n_layers / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.7 * nrows), squeeze=False)
+    styles = _styles(series)
+    for layer in range(nrows * ncols):
+        ax = axes[layer // ncols][layer % ncols]
+        if layer >= n_layers:
+            ax.axis("off")
+            continue
+        vals = [s.data["layers"][layer]["values"] if layer < len(s.data["layers"]) else [] for s in series]
+        flat = [v for vs in vals for v in vs]
+        if not flat:
+            ax.axis("off")
+            continue
+        lo, hi = min(flat), max(flat)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.05, hi + 0.05
+        bins = [lo + (hi - lo) * i / 30 for i in range(31)]
+        for s, st, vs in zip(series, styles, vals):
+            if vs:
+                ax.hist(vs, bins=bins, color=st["color"], alpha=0.45, label=s.label)
+                ax.hist(vs, bins=bins, color=st["color"], histtype="step", linewidth=1.0)
+        ax.set_title(f"L{layer}", fontsize=10)
+        ax.tick_params(labelsize=8)
+        if layer % ncols == 0:
+            ax.set_ylabel("sequences", fontsize=9)
+        if layer // ncols == nrows - 1 or layer + ncols >= n_layers:
+            unit = "normalised entropy" if series[0].data.get("normalized") else "entropy (nats)"
+            ax.set_xlabel(unit, fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=9, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))
+    top = 0.9 if nrows == 1 else 0.93
+    if title:
+        fig.suptitle(title, fontsize=11, y=1.06 if nrows == 1 else 1.03)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    return _save(fig, path)
+
+
+def plot_position_accuracy(
+    series: Sequence[Series],
+    path: str | os.PathLike[str],
+    baseline: Sequence[float] | None = None,
+    title: str = "",
+    position_note: str = "",
+) -> Path:
+    """Fig. 6: accuracy per answer position. ``series[i].data`` is a list of accuracies (position 0 first);
+    ``baseline`` (optional) is the majority-class accuracy per position, drawn as the chance level."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    styles = _styles(series)
+    width = 0
+    for s, st in zip(series, styles):
+        acc = list(s.data)
+        width = max(width, len(acc))
+        ax.plot(range(1, len(acc) + 1), acc, marker="o", ms=5, label=s.label, **st)
+    if baseline:
+        ax.plot(range(1, len(baseline) + 1), list(baseline), color="0.45", linestyle=(0, (2, 2)), marker="x",
+                ms=5, label="majority-class baseline")
+        width = max(width, len(baseline))
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xticks(range(1, width + 1))
+    ax.set_xlabel("answer position" + (f" ({position_note})" if position_note else ""))
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Fig. 5: training LM loss (log scale) and validation exact match against the training step.
+
+    ``series[i].data`` is the list of records of a run's ``metrics.jsonl``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = _styles(series)
+    any_eval = False
+    for s, st in zip(series, styles):
+        train = [r for r in s.data if r.get("kind") == "train" and r.get("lm_loss") is not None]
+        evals = [r for r in s.data if r.get("kind") == "eval" and r.get("exact_match") is not None]
+        if train:
+            axes[0].plot([r["step"] for r in train], [max(float(r["lm_loss"]), 1e-6) for r in train],
+                         label=s.label, **st)
+        if evals:
+            any_eval = True
+            # a run logs its final evaluation at the last step too; keep the last record of each step
+            by_step = {int(r["step"]): float(r["exact_match"]) for r in evals}
+            steps = sorted(by_step)
+            axes[1].plot(steps, [by_step[k] for k in steps], marker="o", ms=3, label=s.label, **st)
+    axes[0].set_yscale("log")
+    axes[0].set_title("training loss (next-token, answer tokens)", fontsize=10)
+    axes[0].set_ylabel("LM loss (log scale)")
+    axes[1].set_title("validation exact match during training", fontsize=10)
+    axes[1].set_ylabel("exact match")
+    axes[1].set_ylim(-0.03, 1.03)
+    if not any_eval:
+        axes[1].text(0.5, 0.5, "no evaluation records", ha="center", va="center", transform=axes[1].transAxes)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3, which="both")
+    _legend(axes[0], len(series))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)

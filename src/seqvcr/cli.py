@@ -1,0 +1,169 @@
+"""The ``seqvcr`` command: data, train, eval, entropy, report, demo, sweep, bench, export-hf.
+
+Plain argparse. Every user error is a ``SeqVCRError`` and is printed as one line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqvcr.errors import RunDirError, SeqVCRError
+
+
+def _command_line() -> str:
+    return "seqvcr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# --------------------------------------------------------------------------- data
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="generate a task's train/valid/test files in the task's line format")
+    p.add_argument("task", help="mult | arith | lis")
+    p.add_argument("--digits", type=int, default=4, help="mult: digits of the first operand")
+    p.add_argument("--digits-b", type=int, default=None, help="mult: digits of the second operand")
+    p.add_argument("--operators", type=int, default=4, help="arith: number of operators")
+    p.add_argument("--modulus", type=int, default=11, help="arith: prime modulus")
+    p.add_argument("--under", action="store_true", help="arith: mix in fewer operators (Feng et al.)")
+    p.add_argument("--length", type=int, default=50, help="lis: sequence length")
+    p.add_argument("--train", type=int, default=10000, help="number of training examples")
+    p.add_argument("--valid", type=int, default=0, help="number of validation examples (0: none)")
+    p.add_argument("--test", type=int, default=0, help="number of test examples (0: none)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--exclude", nargs="*", default=[], help="files whose problems training must not contain")
+    p.add_argument("--no-cot", action="store_true", help="write the direct-answer format")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=_cmd_data)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from seqvcr.datafiles import resolve_data_path
+    from seqvcr.tasks import make_task, read_examples, write_examples
+
+    options: dict[str, Any]
+    if args.task == "mult":
+        options = {"digits": args.digits, "digits_b": args.digits_b}
+    elif args.task == "arith":
+        options = {"operators": args.operators, "modulus": args.modulus, "under": args.under}
+    else:
+        options = {"length": args.length}
+    task = make_task(args.task, **options)
+    out = Path(args.out)
+    wanted = {"test": args.test, "valid": args.valid, "train": args.train}
+    if not args.force:
+        for split, n in wanted.items():
+            if n > 0 and (out / f"{split}.txt").exists():
+                raise RunDirError(f"{out / f'{split}.txt'} already exists; use --force to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    excluded: set[str] = set()
+    for f in args.exclude:
+        excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
+    seeds = {"test": args.seed + 2, "valid": args.seed + 1, "train": args.seed}
+    summary: dict[str, Any] = {"task": task.describe(), "out": str(out)}
+    for split in ("test", "valid", "train"):
+        n = wanted[split]
+        if n <= 0:
+            continue
+        examples = task.generate(n, seed=seeds[split], exclude=frozenset(excluded))
+        excluded |= {task.key(ex) for ex in examples}
+        write_examples(task, out / f"{split}.txt", examples, cot=not args.no_cot)
+        summary[split] = len(examples)
+        print(f"wrote {len(examples)} examples to {out / f'{split}.txt'}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one run from a YAML config (overrides as section.key=value)")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", help="e.g. optim.lr=1e-3 method.name=seqvcr_pause")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from seqvcr.config import load_config
+    from seqvcr.training import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = train(cfg, out, force=args.force, progress=not args.quiet, command=_command_line())
+    if result:
+        print(
+            json.dumps(
+                {"run_dir": str(out), "steps": result["steps"], "valid": result["valid"]["exact_match"]}
+            )
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="exact match and accuracy per answer position of a trained run on a file")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="a data file in the task's line format")
+    p.add_argument("--predictions", default=None, help="write one JSON object per example here")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from seqvcr.evaluation import evaluate_file
+
+    summary = evaluate_file(
+        args.run_dir,
+        args.data,
+        predictions=args.predictions,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqvcr",
+        description="Seq-VCR: train and measure transformers on multi-step arithmetic (Arefin et al. 2025).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    for name in ("seqvcr.analysis.cli", "seqvcr.experiments.cli", "seqvcr.bench", "seqvcr.hf_cli"):
+        try:
+            module = __import__(name, fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SeqVCRError as err:
+        print(f"seqvcr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seqvcr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The configuration schema: nested dataclasses, YAML files for values, ``key=value`` overrides.
+
+A config names the task, the model, the method (one of the paper's five configurations), the Seq-VCR
+knobs, the optimiser and the training loop. ``resolve`` fills every default that depends on other
+values (model preset sizes, the per-task Seq-VCR coefficients) so the file saved in a run directory is
+complete and can be re-run as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqvcr.errors import ConfigError
+
+TASK_NAMES = ("mult", "arith", "lis")
+
+# The paper's five configurations: (chain of thought, pause tokens, Seq-VCR).
+METHODS: dict[str, tuple[bool, bool, bool]] = {
+    "vanilla": (False, False, False),
+    "cot": (True, False, False),
+    "pause": (False, True, False),
+    "seqvcr": (False, False, True),
+    "seqvcr_pause": (False, True, True),
+}
+
+# Seq-VCR coefficients (lambda1, lambda2) the paper uses per task (SPEC section 1).
+TASK_COEFFICIENTS: dict[str, tuple[float, float]] = {
+    "mult": (1.0, 0.004),
+    "arith": (0.1, 0.5),
+    "lis": (0.1, 0.5),
+}
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2-small": {"n_layer": 12, "n_head": 12, "n_embd": 768, "dropout": 0.1},
+    "mingpt": {"n_layer": 4, "n_head": 4, "n_embd": 256, "dropout": 0.1},
+    "tiny": {"n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.0},
+}
+
+
+@dataclass
+class TaskConfig:
+    """Which task and which data. Files override generation; generated sets are seeded."""
+
+    name: str = "mult"  # mult | arith | lis
+    digits: int = 4  # mult: digits of the first operand
+    digits_b: int | None = None  # mult: digits of the second operand (default: digits)
+    operators: int = 4  # arith: number of operators
+    modulus: int = 11  # arith: prime modulus
+    under: bool = False  # arith: mix in fewer operators (Feng et al.'s training mix)
+    length: int = 50  # lis: sequence length
+    train_size: int = 808_000  # generated training examples (ignored when train_file is set)
+    valid_size: int = 1000  # generated validation examples (ignored when valid_file is set)
+    train_file: str | None = None
+    valid_file: str | None = None
+    test_file: str | None = None  # excluded from generated training data; used by `seqvcr eval`
+    data_seed: int = 1234
+
+    def task_options(self) -> dict[str, Any]:
+        """The constructor options of the chosen task (see ``seqvcr.tasks.make_task``)."""
+        if self.name == "mult":
+            return {"digits": self.digits, "digits_b": self.digits_b}
+        if self.name == "arith":
+            return {"operators": self.operators, "modulus": self.modulus, "under": self.under}
+        return {"length": self.length}
+
+
+@dataclass
+class ModelConfig:
+    """GPT-2 architecture; ``preset`` gives sizes, explicit fields override it."""
+
+    preset: str = "mingpt"  # gpt2-small | mingpt | tiny
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    dropout: float | None = None
+    bias: bool = True
+    tie_weights: bool = True
+    block_size: int | None = None  # default: the longest training/validation sequence
+    init_from: str | None = None  # local Hugging Face GPT-2 directory to fine-tune from
+
+
+@dataclass
+class MethodConfig:
+    """One of the paper's five configurations; ``pauses`` is used by pause and seqvcr_pause."""
+
+    name: str = "vanilla"  # vanilla | cot | pause | seqvcr | seqvcr_pause
+    pauses: int = 2
+
+    @property
+    def cot(self) -> bool:
+        return METHODS[self.name][0]
+
+    @property
+    def num_pauses(self) -> int:
+        return self.pauses if METHODS[self.name][1] else 0
+
+    @property
+    def seqvcr(self) -> bool:
+        return METHODS[self.name][2]
+
+
+@dataclass
+class SeqVCRConfig:
+    """Knobs of the Seq-VCR regulariser (used when the method includes it)."""
+
+    lambda1: float | None = None  # variance weight; default: the task's (mult 1.0, others 0.1)
+    lambda2: float | None = None  # covariance weight; default: the task's (mult 0.004, others 0.5)
+    eta: float = 1e-3
+    proj_dim: int = 2048
+    layer: int = -1  # hidden state index: 0 = embeddings, n_layer (or -1) = last layer
+    over: str = "batch"  # batch (Eq. 3) | batch_time (App. F)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then decay; training length in epochs or steps."""
+
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    batch_size: int = 32  # global batch (= the Seq-VCR covariance batch)
+    epochs: float = 1.0
+    max_steps: int | None = None  # when set, overrides epochs
+    warmup: float = 0.0  # fraction of all steps spent in linear warm-up
+    schedule: str = "linear"  # linear | cosine | constant
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class TrainConfig:
+    """The loop: seeds, device, precision, logging, evaluation and checkpoint cadence."""
+
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, then cpu) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile the model (static shapes)
+    threads: int | None = None  # CPU threads (default: torch's choice)
+    log_every: int = 50
+    eval_every: int = 500
+    eval_examples: int = 500  # validation examples per periodic evaluation (0 = all)
+    eval_batch_size: int = 256
+    checkpoint_every: int = 500
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    seqvcr: SeqVCRConfig = field(default_factory=SeqVCRConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "task.name": TASK_NAMES,
+    "model.preset": tuple(MODEL_PRESETS),
+    "method.name": tuple(METHODS),
+    "seqvcr.over": ("batch", "batch_time"),
+    "optim.schedule": ("linear", "cosine", "constant"),
+    "train.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check (and gently coerce: int -> float) a YAML value against a field's type hint."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    return True, value
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a dict, rejecting unknown keys and ill-typed values."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"unknown config key {where!r}; allowed: {', '.join(names)}")
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], key)
+            continue
+        ok, value = _type_ok(data[name], tp)
+        if not ok:
+            raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {data[name]!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict (unknown keys are errors)."""
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad YAML is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{line}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
+    return data
+
+
+def set_by_path(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for key 'a.b', creating sections as needed."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def get_by_path(data: dict[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config has no key {key!r}")
+        node = node[part]
+    return node
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars) to a config dict."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. optim.lr=1e-3")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        set_by_path(out, key.strip(), value)
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    data = load_yaml(path) if path is not None else {}
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks that the type hints cannot express."""
+    flat = to_dict(cfg)
+    for key, allowed in _CHOICES.items():
+        value = get_by_path(flat, key)
+        if value not in allowed:
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}")
+    positive = {
+        "optim.batch_size": cfg.optim.batch_size,
+        "optim.lr": cfg.optim.lr,
+        "seqvcr.proj_dim": cfg.seqvcr.proj_dim,
+        "seqvcr.eta": cfg.seqvcr.eta,
+        "train.log_every": cfg.train.log_every,
+        "train.eval_every": cfg.train.eval_every,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.eval_batch_size": cfg.train.eval_batch_size,
+    }
+    for key, value in positive.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"config key {key!r} must be > 0, got {value!r}")
+    for key in ("seqvcr.lambda1", "seqvcr.lambda2"):
+        value = get_by_path(flat, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {value!r}")
+    if cfg.method.pauses < 0:
+        raise ConfigError(f"config key 'method.pauses' must be >= 0, got {cfg.method.pauses}")
+    if cfg.method.seqvcr and cfg.optim.batch_size < 2:
+        raise ConfigError(
+            f"Seq-VCR needs a batch of at least 2 sequences (covariance across the batch), "
+            f"got optim.batch_size={cfg.optim.batch_size}"
+        )
+    if cfg.optim.max_steps is not None and cfg.optim.max_steps < 1:
+        raise ConfigError(f"config key 'optim.max_steps' must be >= 1, got {cfg.optim.max_steps}")
+    if cfg.optim.max_steps is None and cfg.optim.epochs <= 0:
+        raise ConfigError(f"config key 'optim.epochs' must be > 0, got {cfg.optim.epochs}")
+    if not 0.0 <= cfg.optim.warmup < 1.0:
+        raise ConfigError(f"config key 'optim.warmup' is a fraction in [0, 1), got {cfg.optim.warmup}")
+    if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0:
+        raise ConfigError("config keys 'optim.weight_decay' and 'optim.grad_clip' must be >= 0")
+    if cfg.task.train_size < 1 and cfg.task.train_file is None:
+        raise ConfigError(f"config key 'task.train_size' must be >= 1, got {cfg.task.train_size}")
+
+
+def resolve(cfg: Config) -> Config:
+    """Return a copy with every derived default filled in (preset sizes, task coefficients)."""
+    out = copy.deepcopy(cfg)
+    preset = MODEL_PRESETS[out.model.preset]
+    for key, value in preset.items():
+        if getattr(out.model, key) is None:
+            setattr(out.model, key, value)
+    lam1, lam2 = TASK_COEFFICIENTS[out.task.name]
+    if out.seqvcr.lambda1 is None:
+        out.seqvcr.lambda1 = lam1
+    if out.seqvcr.lambda2 is None:
+        out.seqvcr.lambda2 = lam2
+    if out.model.n_embd % out.model.n_head != 0:
+        raise ConfigError(
+            f"model.n_embd ({out.model.n_embd}) must be divisible by model.n_head ({out.model.n_head})"
+        )
+    n_layer = out.model.n_layer
+    if not -(n_layer + 1) <= out.seqvcr.layer <= n_layer:
+        raise ConfigError(
+            f"config key 'seqvcr.layer': {out.seqvcr.layer} is out of range for a {n_layer}-layer model "
+            f"(allowed {-(n_layer + 1)}..{n_layer}; 0 = embeddings, {n_layer} or -1 = last layer)"
+        )
+    validate(out)
+    return out
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    """Write the config as YAML (atomically)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(p)

@@ -1,0 +1,185 @@
+"""Multi-process helpers, and an all-gather with gradients for global-batch Seq-VCR statistics.
+
+Seq-VCR's covariance is taken across the batch, so under data parallelism each rank should see the
+projected states of the whole global batch, not only its own shard. ``all_gather_with_grad`` gives every
+rank the concatenation (along dim 0, in rank order) and routes gradients back to each rank's own shard.
+
+Gradient convention (the usual one, as in SimCLR / lightly's ``GatherLayer``)
+-----------------------------------------------------------------------------
+Every rank computes the SAME global Seq-VCR loss ``L(X_all)`` on the gathered tensor, adds its own
+per-rank next-token loss (a mean over its shard), and DDP averages the parameter gradients over the
+``W`` ranks. For the parameters to receive exactly the single-process gradient of
+``mean-LM-loss(full batch) + L(X_all)``, the backward of the gather all-reduces (SUM) the incoming
+gradient of ``X_all`` and returns the local rank's slice. Each rank then holds ``W * dL/dX_r`` for its
+shard, and after DDP's division by ``W`` the parameters get ``sum_r dL/dX_r dX_r/dtheta = dL/dtheta``.
+The same factor applies to the LM loss: a per-rank mean is ``W`` times the full-batch mean's gradient
+on that shard. So, shard by shard, the gradient reaching the local inputs is ``W`` times the
+single-process gradient, and parameter gradients after DDP averaging are exactly the single-process
+ones (for equal shard sizes; for unequal shard sizes the Seq-VCR part stays exact, only the LM part's
+per-rank mean weighting differs, as it always does under DDP).
+
+More generally the SUM all-reduce makes the parameters' gradient that of ``(1/W) sum_r L_r(X_all)`` when
+ranks compute different losses ``L_r`` on the gathered tensor.
+
+Shards may have different sizes along dim 0 (the last batch of an epoch); the sizes are exchanged
+first, which costs one tiny extra all-gather per call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from seqvcr.errors import ConfigError
+
+__all__ = [
+    "all_gather_with_grad",
+    "barrier",
+    "destroy",
+    "init_from_env",
+    "is_distributed",
+    "is_main_process",
+    "local_rank",
+    "rank",
+    "world_size",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# process-group helpers (all safe to call in a single, non-distributed process)
+
+
+def is_distributed() -> bool:
+    """True when a default process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank(group: Any = None) -> int:
+    """This process's rank in ``group`` (the default group if None); 0 when not distributed."""
+    return dist.get_rank(group) if is_distributed() else 0
+
+
+def world_size(group: Any = None) -> int:
+    """Number of processes in ``group`` (the default group if None); 1 when not distributed."""
+    return dist.get_world_size(group) if is_distributed() else 1
+
+
+def local_rank() -> int:
+    """The rank on this node from torchrun's ``LOCAL_RANK`` (0 if unset): picks the CUDA device."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a single process): the one that writes files and logs."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank; a no-op in a single process."""
+    if is_distributed():
+        dist.barrier()
+
+
+def init_from_env(backend: str | None = None) -> bool:
+    """Initialise the default process group from torchrun's environment variables.
+
+    Reads ``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` (``env://``). With no
+    ``WORLD_SIZE`` or ``WORLD_SIZE <= 1`` nothing is initialised (single process). The backend is
+    ``nccl`` when CUDA is available (and the CUDA device is set to ``LOCAL_RANK``), else ``gloo``.
+    Calling it when a group is already initialised does nothing.
+
+    Returns:
+        True when running distributed after the call.
+
+    Raises:
+        ConfigError: ``WORLD_SIZE > 1`` but one of the other variables is missing.
+    """
+    if is_distributed():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"distributed: WORLD_SIZE > 1 but {', '.join(missing)} not set; launch with torchrun"
+        )
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend, init_method="env://")
+    return True
+
+
+def destroy() -> None:
+    """Tear down the default process group if there is one."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------------
+# all-gather
+
+
+def _gather_sizes(n: int, device: torch.device, group: Any) -> list[int]:
+    """Every rank's dim-0 size, in rank order."""
+    local = torch.tensor([n], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(sizes, local, group=group)
+    return [int(s.item()) for s in sizes]
+
+
+def _gather_cat(x: Tensor, sizes: list[int], group: Any) -> Tensor:
+    """Concatenate ``x`` from every rank along dim 0; shards of unequal size are padded to the max."""
+    n_max = max(sizes)
+    x = x.contiguous()
+    if x.shape[0] < n_max:
+        pad = x.new_zeros((n_max - x.shape[0], *x.shape[1:]))
+        x = torch.cat([x, pad], 0)  # (n_max, ...)
+    buffers = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(buffers, x, group=group)
+    return torch.cat([b[:s] for b, s in zip(buffers, sizes)], 0)  # (sum(sizes), ...)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Forward: concatenation of every rank's tensor. Backward: SUM all-reduce, then the local slice."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, group: Any) -> Tensor:  # type: ignore[override]
+        sizes = _gather_sizes(x.shape[0], x.device, group)
+        ctx.group = group
+        ctx.sizes = sizes
+        ctx.rank = dist.get_rank(group)
+        return _gather_cat(x, sizes, group)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        grad = grad.contiguous().clone()  # (sum(sizes), ...) never reduce autograd's buffer in place
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None
+
+
+def all_gather_with_grad(x: Tensor, group: Any = None) -> Tensor:
+    """Concatenate ``x`` (n_r, ...) from every rank along dim 0, in rank order, with gradients.
+
+    In a single process (or a group of one) this returns ``x`` itself. Tensors that do not require a
+    gradient (e.g. a bool padding mask) are gathered without autograd; bool tensors travel as uint8.
+    Shards may differ in size along dim 0 but must agree on the other dims and dtype.
+
+    Backward: the incoming gradient of the concatenation is all-reduced (SUM) over the ranks and the
+    local slice is returned; see the module docstring for why this makes DDP-averaged parameter
+    gradients equal to the single-process ones on the full batch.
+    """
+    if not is_distributed() or dist.get_world_size(group) == 1:
+        return x
+    if x.requires_grad:
+        return _AllGatherWithGrad.apply(x, group)
+    sizes = _gather_sizes(x.shape[0], x.device, group)
+    if x.dtype == torch.bool:
+        return _gather_cat(x.to(torch.uint8), sizes, group).bool()
+    return _gather_cat(x, sizes, group)

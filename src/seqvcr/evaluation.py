@@ -1,0 +1,202 @@
+"""Exact match by greedy decoding (the paper's metric), accuracy per answer position, throughput.
+
+Examples are grouped by prompt length so every batch decodes with one shared KV cache and no attention
+mask; within a group, batches of ``batch_size`` are decoded greedily until every row has emitted the
+end token (or the longest reference continuation of the group is reached).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from seqvcr.model import GPT
+from seqvcr.sequences import EncodedData, SequenceFormat
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation.
+
+    exact_match: fraction of examples whose decoded answer equals the reference exactly.
+    position_accuracy: for answer position k (in the file's order; least significant digit first for
+    multiplication), the fraction of examples whose k-th answer token is right.
+    """
+
+    exact_match: float
+    position_accuracy: list[float]
+    n: int
+    seconds: float
+    examples_per_s: float
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "exact_match": self.exact_match,
+            "n": self.n,
+            "position_accuracy": self.position_accuracy,
+            "examples_per_s": self.examples_per_s,
+            "seconds": self.seconds,
+        }
+
+
+def _autocast(device: torch.device, precision: str):  # noqa: ANN202 - context manager
+    use_bf16 = device.type == "cuda" and precision in ("auto", "bf16")
+    if use_bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def generate_continuations(
+    model: GPT,
+    data: EncodedData,
+    fmt: SequenceFormat,
+    batch_size: int = 256,
+    precision: str = "auto",
+    max_new_tokens: int | None = None,
+) -> list[list[str]]:
+    """Greedy continuation of every prompt in ``data`` (token strings, cut at the first <eos>)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[list[str]] = [[] for _ in range(len(data))]
+    prompt_lengths = data.prompt_lengths.tolist()
+    lengths = data.lengths.tolist()
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompt_lengths):
+        groups.setdefault(p, []).append(i)
+    eos = fmt.tokenizer.eos_id
+    for p, members in sorted(groups.items()):
+        for start in range(0, len(members), batch_size):
+            rows = members[start : start + batch_size]
+            idx = torch.tensor(rows, dtype=torch.long, device=data.ids.device)
+            prompt = data.ids[idx, :p].to(device)  # (B, p)
+            budget = max_new_tokens or max(lengths[r] - p for r in rows)
+            budget = min(budget, model.config.block_size - p)
+            with _autocast(device, precision):
+                gen = model.generate(prompt, budget, eos_id=eos)  # (B, budget)
+            for r, row in zip(rows, gen.tolist()):
+                if eos in row:
+                    row = row[: row.index(eos) + 1]
+                out[r] = fmt.tokenizer.decode(row)
+    model.train(was_training)
+    return out
+
+
+def score(
+    fmt: SequenceFormat, continuations: Sequence[Sequence[str]], answers: Sequence[Sequence[str]]
+) -> tuple[float, list[float], list[dict[str, Any]]]:
+    """Exact match, accuracy per answer position, and one prediction record per example."""
+    n = len(answers)
+    width = max((len(a) for a in answers), default=0)
+    hits = [0] * width
+    counts = [0] * width
+    correct_total = 0
+    records: list[dict[str, Any]] = []
+    for cont, gold in zip(continuations, answers):
+        pred = fmt.extract_answer(cont)
+        correct = list(pred) == list(gold)
+        correct_total += correct
+        for k, g in enumerate(gold):
+            counts[k] += 1
+            hits[k] += k < len(pred) and pred[k] == g
+        records.append(
+            {
+                "target": " ".join(gold),
+                "prediction": " ".join(pred),
+                "correct": bool(correct),
+                "output": " ".join(cont),
+            }
+        )
+    pos_acc = [h / c if c else 0.0 for h, c in zip(hits, counts)]
+    return (correct_total / n if n else 0.0), pos_acc, records
+
+
+def evaluate(
+    model: GPT,
+    fmt: SequenceFormat,
+    data: EncodedData,
+    batch_size: int = 256,
+    precision: str = "auto",
+) -> EvalResult:
+    """Greedy-decode every example of ``data`` and score it against the reference answers."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    conts = generate_continuations(model, data, fmt, batch_size=batch_size, precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    em, pos, records = score(fmt, conts, data.answers)
+    return EvalResult(
+        exact_match=em,
+        position_accuracy=pos,
+        n=len(data),
+        seconds=seconds,
+        examples_per_s=len(data) / seconds if seconds > 0 else float("inf"),
+        predictions=records,
+    )
+
+
+def evaluate_file(
+    run_dir: str,
+    data_file: str,
+    *,
+    predictions: str | None = None,
+    batch_size: int = 256,
+    limit: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Score a trained run on a data file; optionally write one JSON line per example.
+
+    The file is read with the run's task (so Deng et al.'s reference files work directly); the run's
+    configuration decides whether a chain of thought and pause tokens are used.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from seqvcr.runs import load_run, select_device
+    from seqvcr.sequences import encode_examples
+    from seqvcr.tasks import read_examples
+
+    dev = select_device(device)
+    run = load_run(run_dir, device=dev)
+    from seqvcr.datafiles import resolve_data_path
+
+    examples = read_examples(run.task, resolve_data_path(data_file))
+    if limit:
+        examples = examples[:limit]
+    data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
+    if data.max_length > run.model.config.block_size:
+        from seqvcr.errors import DataError
+
+        raise DataError(
+            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
+            f"{run.model.config.block_size} positions"
+        )
+    result = evaluate(run.model, run.fmt, data, batch_size=batch_size, precision=run.config.train.precision)
+    if predictions:
+        out = Path(predictions)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "w") as f:
+            for i, rec in enumerate(result.predictions):
+                f.write(json.dumps({"index": i, **rec}) + "\n")
+        os.replace(tmp, out)
+    summary = {
+        "run_dir": str(run_dir),
+        "data": str(data_file),
+        "task": run.task.describe(),
+        "method": run.config.method.name,
+        "step": run.step,
+        **result.summary(),
+        "device": str(dev),
+    }
+    return summary

@@ -1,0 +1,12 @@
+"""Ablation plans, sweeps, executors and aggregated reports (see docs/sweeps.md).
+
+* ``plan``: the plan YAML format and its validation (``load_plan``);
+* ``sweep``: expansion into runs with stable ids, the sweep directory and the worker (``run_one``);
+* ``executors``: local process pool, SLURM job array (submitit), printed commands;
+* ``aggregate``: ``report_sweep``: tables (Markdown, CSV) and plots over seeds;
+* ``cli``: the ``seqvcr sweep`` and ``seqvcr sweep-run`` subcommands.
+"""
+
+from __future__ import annotations
+
+__all__ = ["aggregate", "cli", "executors", "plan", "sweep"]

@@ -1,0 +1,601 @@
+"""Aggregated reports of a sweep: one row per setting, one column per metric, over seeds.
+
+``report_sweep(SWEEP_DIR)`` reads only the sweep directory (manifest.json, and per run result.json,
+eval.json, entropy.json, error.txt), so a copied sweep directory reports the same anywhere. It writes
+to ``SWEEP_DIR/report`` (or ``out``):
+
+* ``report.md``: per study, the seed's table layout -- one row per replacement, one column per metric --
+  then entropy per layer and accuracy per answer position, the plots, and the runs that are missing,
+  crashed or skipped;
+* ``summary.csv`` (one row per setting), ``layer_entropy.csv`` and ``position_accuracy.csv`` (long
+  format), ``runs.csv`` (one row per run, the raw numbers);
+* per study, PNG plots of exact match and of mean intermediate-layer entropy against the ablated value,
+  of entropy per layer, and of accuracy per answer position.
+
+Statistics over the seeds of a setting (only finished runs count; ``n`` says how many):
+mean, sample standard deviation (n - 1 in the denominator) and a 95% confidence interval for the mean,
+``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile (exact, computed here; 12.71 for
+2 seeds, 4.30 for 3, 2.78 for 5). With one seed there is no spread: std and CI are left empty.
+"Entropy" is the paper's matrix entropy (Eq. 2) of each layer, averaged over the evaluated sequences by
+``seqvcr.analysis.layer_entropy``; the summary column averages layers 1..N-1 (the intermediate layers,
+excluding the embeddings L0 and the last layer LN) of a run, then over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqvcr.errors import RunDirError
+from seqvcr.experiments import sweep as S
+
+REPORT_MARK = "<!-- seqvcr sweep report -->"
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def _t_two_sided_prob(t: float, nu: int) -> float:
+    """P(|T| < t) for Student's t with ``nu`` degrees of freedom (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(nu))
+    s, c = math.sin(theta), math.cos(theta)
+    if nu % 2 == 1:
+        if nu == 1:
+            return 2.0 * theta / math.pi
+        term = total = c
+        for k in range(3, nu - 1, 2):
+            term *= c * c * (k - 1) / k
+            total += term
+        return 2.0 / math.pi * (theta + s * total)
+    term = total = 1.0
+    for k in range(2, nu - 1, 2):
+        term *= c * c * (k - 1) / k
+        total += term
+    return s * total
+
+
+def t_quantile(p: float, nu: int) -> float:
+    """The ``p`` quantile (p > 0.5) of Student's t with ``nu`` >= 1 degrees of freedom."""
+    if nu < 1 or not 0.5 < p < 1.0:
+        raise ValueError(f"t_quantile needs nu >= 1 and 0.5 < p < 1, got nu={nu}, p={p}")
+    target = 2.0 * p - 1.0  # two-sided mass
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_prob(hi, nu) < target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_two_sided_prob(mid, nu) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclass
+class Stats:
+    """Mean, sample std and 95% CI of a few values (NaN where undefined)."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2.0
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> Stats:
+    """Stats over seeds: std with n-1, CI from Student's t (see the module docstring)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        nan = float("nan")
+        return Stats(0, nan, nan, nan, nan, [])
+    mean = sum(vals) / n
+    if n == 1:
+        nan = float("nan")
+        return Stats(1, mean, nan, nan, nan, vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    return Stats(n, mean, std, mean - half, mean + half, vals)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def layer_means(entropy: dict[str, Any]) -> list[float]:
+    """Mean entropy per hidden state (L0..LN) from an entropy.json written by the analysis module."""
+    layers = entropy.get("layers")
+    if isinstance(layers, list) and layers and isinstance(layers[0], dict):
+        ordered = sorted(layers, key=lambda d: d.get("layer", 0))
+        return [float(d["mean"]) for d in ordered]
+    if isinstance(layers, dict):
+        items = sorted(layers.items(), key=lambda kv: int(str(kv[0]).lstrip("L")))
+        return [float(v["mean"] if isinstance(v, dict) else v) for _, v in items]
+    for key in ("mean", "means", "layer_mean", "per_layer"):
+        value = entropy.get(key)
+        if isinstance(value, list):
+            return [float(v["mean"] if isinstance(v, dict) else v) for v in value]
+    raise RunDirError("entropy.json: no per-layer means found (expected 'layers' with 'mean' per layer)")
+
+
+def intermediate_mean(means: Sequence[float]) -> float:
+    """Average over layers 1..N-1 of L0..LN (NaN when the model has fewer than two layers)."""
+    inner = list(means[1:-1])
+    return sum(inner) / len(inner) if inner else float("nan")
+
+
+@dataclass
+class RunRecord:
+    """The numbers of one run, as read from its directory."""
+
+    id: str
+    seed: int
+    status: str
+    exact_match: float | None = None
+    position_accuracy: list[float] | None = None
+    layer_entropy: list[float] | None = None
+    entropy_intermediate: float | None = None
+    eval_n: int | None = None
+    steps: int | None = None
+    train_time_s: float | None = None
+    machine: str | None = None
+    error: str | None = None
+
+
+def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
+    rd = sweep / S.RUNS / run["id"]
+    status = S.run_status(sweep, run["id"])
+    rec = RunRecord(run["id"], int(run["seed"]), status)
+    if status == "skipped":
+        rec.error = run.get("skip") or (S.read_json(rd / S.SPEC) or {}).get("skip")
+    if (rd / S.ERROR).is_file() and status != "done":
+        rec.error = (rd / S.ERROR).read_text().splitlines()[0] if (rd / S.ERROR).stat().st_size else "error"
+    if status != "done":
+        return rec
+    result = S.read_json(rd / "result.json") or {}
+    rec.steps = result.get("steps")
+    rec.train_time_s = result.get("train_time_s")
+    rec.machine = result.get("machine_description")
+    ev = S.read_json(rd / S.EVAL)
+    if ev:
+        rec.exact_match = ev.get("exact_match")
+        rec.position_accuracy = ev.get("position_accuracy")
+        rec.eval_n = ev.get("n")
+    ent = S.read_json(rd / S.ENTROPY)
+    if ent:
+        rec.layer_entropy = layer_means(ent)
+        rec.entropy_intermediate = intermediate_mean(rec.layer_entropy)
+    return rec
+
+
+@dataclass
+class SettingSummary:
+    """One row of a study table."""
+
+    study: str
+    label: str
+    value: Any
+    factors: list[list[Any]]
+    planned: int
+    runs: list[RunRecord]
+    exact_match: Stats
+    entropy: Stats
+    layer_entropy: list[Stats]
+    position_accuracy: list[Stats]
+
+    @property
+    def done(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.status == "done"]
+
+
+def _per_index(lists: list[list[float]]) -> list[Stats]:
+    width = max((len(x) for x in lists), default=0)
+    return [summarize([x[i] for x in lists if i < len(x)]) for i in range(width)]
+
+
+def summarize_setting(study: str, setting: dict[str, Any], records: dict[str, RunRecord]) -> SettingSummary:
+    runs = [records[rid] for rid in setting["runs"].values()]
+    done = [r for r in runs if r.status == "done"]
+    return SettingSummary(
+        study=study,
+        label=setting["label"],
+        value=setting.get("value"),
+        factors=setting.get("factors") or [],
+        planned=len(runs),
+        runs=runs,
+        exact_match=summarize([r.exact_match for r in done if r.exact_match is not None]),
+        entropy=summarize([r.entropy_intermediate for r in done if r.entropy_intermediate is not None]),
+        layer_entropy=_per_index([r.layer_entropy for r in done if r.layer_entropy]),
+        position_accuracy=_per_index([r.position_accuracy for r in done if r.position_accuracy]),
+    )
+
+
+def collect(sweep_dir: str | Path) -> tuple[dict[str, Any], dict[str, RunRecord], list[list[SettingSummary]]]:
+    """Manifest, the record of every run, and the summaries per study (in plan order)."""
+    sweep = Path(sweep_dir)
+    manifest = S.load_manifest(sweep)
+    records = {r["id"]: read_run(sweep, r) for r in manifest["runs"]}
+    studies = [
+        [summarize_setting(st["name"], s, records) for s in st["settings"]] for st in manifest["studies"]
+    ]
+    return manifest, records, studies
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.{digits}f}"
+
+
+def _pm(st: Stats, digits: int = 3) -> str:
+    if st.n == 0:
+        return "--"
+    if st.n == 1:
+        return f"{st.mean:.{digits}f}"
+    return f"{st.mean:.{digits}f} ± {st.std:.{digits}f}"
+
+
+def _ci(st: Stats, digits: int = 3) -> str:
+    if st.n < 2:
+        return "--"
+    return f"[{st.ci_low:.{digits}f}, {st.ci_high:.{digits}f}]"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _seeds_cell(s: SettingSummary) -> str:
+    done = len(s.done)
+    skipped = sum(r.status == "skipped" for r in s.runs)
+    if skipped == s.planned:
+        return "skipped"
+    return f"{done}/{s.planned}"
+
+
+def _slug(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return keep.strip("_") or "study"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if (isinstance(v, float) and math.isnan(v)) or v is None else v for v in row])
+    S._atomic_write(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _x_positions(values: list[Any]) -> tuple[list[float], list[str], bool]:
+    """Numeric x when every value is a number (log scale when they span >= 8x), else categories."""
+    uniq: list[Any] = []
+    for v in values:
+        if v not in uniq:
+            uniq.append(v)
+    if _numeric(uniq) and len(uniq) > 1:
+        xs = [float(v) for v in values]
+        log = min(xs) > 0 and max(xs) / min(xs) >= 8
+        return xs, [f"{v:g}" for v in uniq], log
+    index = {v: i for i, v in enumerate(uniq)}
+    return [float(index[v]) for v in values], [str(v) for v in uniq], False
+
+
+def _groups(study: list[SettingSummary]) -> list[tuple[str, list[tuple[Any, SettingSummary]]]]:
+    """Series to draw: crossed studies get one series per combination of the other factors."""
+    groups: dict[str, list[tuple[Any, SettingSummary]]] = {}
+    for s in study:
+        if len(s.factors) > 1:
+            key = " | ".join(str(f[1]) for f in s.factors[1:])
+            x = s.factors[0][2] if s.factors[0][2] is not None else s.factors[0][1]
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                x = s.factors[0][1]
+        else:
+            key = ""
+            x = s.value if s.value is not None else s.label
+            if not isinstance(x, (int, float, str)) or isinstance(x, bool):
+                x = s.label
+        groups.setdefault(key, []).append((x, s))
+    return list(groups.items())
+
+
+def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: str, path: Path,
+                   xlabel: str) -> bool:
+    """Mean and 95% CI (error bars) of a metric against the ablated value; seeds as faint dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(study)
+    all_x = [x for _, items in groups for x, _ in items]
+    xs_all, ticks, log = _x_positions(all_x)
+    numeric = _numeric(all_x) and len(set(all_x)) > 1
+    pos = dict(zip(map(repr, all_x), xs_all))
+    any_point = False
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    n_groups = len(groups)
+    for gi, (name, items) in enumerate(groups):
+        color = colors[gi % len(colors)]
+        offset = 0.0 if numeric or n_groups == 1 else (gi - (n_groups - 1) / 2) * 0.08
+        xs, means, lo, hi = [], [], [], []
+        for x, s in items:
+            st: Stats = s.exact_match if which == "exact_match" else s.entropy
+            if st.n == 0:
+                continue
+            px = pos[repr(x)] * (1.0 if numeric else 1.0) + offset
+            xs.append(px)
+            means.append(st.mean)
+            lo.append(st.mean - st.ci_low if st.n > 1 else 0.0)
+            hi.append(st.ci_high - st.mean if st.n > 1 else 0.0)
+            ax.scatter([px] * len(st.values), st.values, s=14, color=color, alpha=0.35, zorder=2,
+                       linewidths=0)
+            any_point = True
+        if not xs:
+            continue
+        ax.errorbar(xs, means, yerr=[lo, hi], color=color, marker="o", ms=5, capsize=3, lw=1.5,
+                    label=name or None, zorder=3)
+    if not any_point:
+        plt.close(fig)
+        return False
+    if numeric:
+        if log:
+            ax.set_xscale("log", base=2 if all(float(v).is_integer() for v in all_x) else 10)
+        uniq = sorted({float(v) for v in all_x})
+        ax.set_xticks(uniq)
+        ax.set_xticklabels([f"{v:g}" for v in uniq])
+        ax.minorticks_off()
+    else:
+        ax.set_xticks(range(len(ticks)))
+        long = max(len(t) for t in ticks) > 12 or len(ticks) > 6
+        ax.set_xticklabels(ticks, rotation=30 if long else 0, ha="right" if long else "center", fontsize=8)
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
+    if which == "exact_match":
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if n_groups > 1:
+        ax.legend(fontsize=8, title=None, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: str, title: str,
+                path: Path) -> bool:
+    """One line per setting: entropy per layer, or accuracy per answer position (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [(s.label, s.layer_entropy if which == "layer" else s.position_accuracy) for s in study]
+    series = [(lab, sts) for lab, sts in series if sts and any(st.n for st in sts)]
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(8.6, 4.4))
+    cmap = plt.get_cmap("viridis" if len(series) > 10 else "tab10")
+    for i, (lab, sts) in enumerate(series):
+        color = cmap(i / max(1, len(series) - 1)) if len(series) > 10 else cmap(i % 10)
+        xs = [k for k, st in enumerate(sts) if st.n]
+        ys = [sts[k].mean for k in xs]
+        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.4, color=color, label=lab)
+        if all(sts[k].n > 1 for k in xs):
+            ax.fill_between(xs, [sts[k].ci_low for k in xs], [sts[k].ci_high for k in xs],
+                            color=color, alpha=0.10, lw=0)
+    width = max(len(sts) for _, sts in series)
+    ax.set_xticks(range(width))
+    if which == "layer":
+        ax.set_xticklabels([f"L{k}" for k in range(width)], fontsize=8)
+    else:
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _prepare_out(sweep: Path, out: str | Path | None, force: bool) -> Path:
+    dest = Path(out) if out is not None else sweep / "report"
+    if dest.exists() and any(dest.iterdir()) and not force:
+        md = dest / "report.md"
+        ours = md.is_file() and REPORT_MARK in md.read_text()[:400]
+        if not ours:
+            raise RunDirError(
+                f"{dest}: exists and does not hold a sweep report; use --force or another --out"
+            )
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.png"):
+        old.unlink()
+    return dest
+
+
+def _wrap(text: str, width: int = 70) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) if text else ""
+
+
+def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    """Write the aggregated report of a sweep (see the module docstring); returns report.md's path.
+
+    The default destination is SWEEP_DIR/report; a report written there before is replaced. A folder
+    that holds something else is refused unless ``force``.
+    """
+    sweep = Path(sweep_dir)
+    manifest, records, studies = collect(sweep)
+    dest = _prepare_out(sweep, out, force)
+    metrics = manifest.get("metrics", [])
+    counts: dict[str, int] = {}
+    for r in records.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    machines = sorted({r.machine for r in records.values() if r.machine})
+
+    md: list[str] = [REPORT_MARK, f"# Sweep report: {manifest['name']}", ""]
+    if manifest.get("description"):
+        md += [manifest["description"], ""]
+    md += [
+        f"- sweep directory: `{sweep.name}` ({len(records)} runs: "
+        + ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if k in counts) + ")",
+        f"- seeds: {', '.join(map(str, manifest.get('seeds', [])))}; metrics: {', '.join(metrics)}",
+        f"- base config: `{manifest.get('base') or '(inline)'}`; eval data: "
+        + (f"`{manifest['eval_data']}`" if manifest.get("eval_data") else "each setting's task.test_file, "
+           "else its held-out validation set")
+        + (f" (first {manifest['eval_limit']} examples)" if manifest.get("eval_limit") else ""),
+    ]
+    if machines:
+        md.append(f"- measured on: {'; '.join(machines)}")
+    md += [
+        "- statistics over seeds: mean ± sample std; 95% CI = mean ± t(0.975, n-1)·std/√n (Student's t); "
+        "one seed gives no CI",
+        "- entropy: matrix entropy (Eq. 2) per layer, mean over sequences; the summary column averages "
+        "the intermediate layers L1..L(N-1)",
+        "",
+    ]
+
+    summary_rows: list[list[Any]] = []
+    layer_rows: list[list[Any]] = []
+    pos_rows: list[list[Any]] = []
+    for st_meta, study in zip(manifest["studies"], studies):
+        name = st_meta["name"]
+        slug = _slug(name)
+        md += [f"## {name}", ""]
+        if st_meta.get("part"):
+            md += [f"Ablated part: {st_meta['part']} (action: {st_meta.get('action')})", ""]
+        header = ["setting", "seeds"]
+        if "exact_match" in metrics:
+            header += ["exact match (mean ± std)", "95% CI"]
+        if "matrix_entropy" in metrics:
+            header += ["entropy L1..L(N-1) (mean ± std)", "95% CI"]
+        rows = []
+        for s in study:
+            row = [s.label, _seeds_cell(s)]
+            if "exact_match" in metrics:
+                row += [_pm(s.exact_match), _ci(s.exact_match)]
+            if "matrix_entropy" in metrics:
+                row += [_pm(s.entropy), _ci(s.entropy)]
+            rows.append(row)
+            summary_rows.append([
+                name, s.label, s.value if not isinstance(s.value, (dict, list)) else s.label,
+                s.planned, len(s.done), ",".join(str(r.seed) for r in s.done),
+                s.exact_match.mean, s.exact_match.std, s.exact_match.ci_low, s.exact_match.ci_high,
+                s.entropy.mean, s.entropy.std, s.entropy.ci_low, s.entropy.ci_high,
+                "; ".join(sorted({r.error for r in s.runs if r.error})),
+            ])
+            for k, ls in enumerate(s.layer_entropy):
+                layer_rows.append([name, s.label, k, ls.n, ls.mean, ls.std, ls.ci_low, ls.ci_high])
+            for k, ps in enumerate(s.position_accuracy):
+                pos_rows.append([name, s.label, k, ps.n, ps.mean, ps.std, ps.ci_low, ps.ci_high])
+        md += [_md_table(header, rows), ""]
+
+        if "matrix_entropy" in metrics and any(s.layer_entropy for s in study):
+            width = max(len(s.layer_entropy) for s in study)
+            md += ["Entropy per layer (mean over seeds; L0 = embeddings, "
+                   f"L{width - 1} = last layer):", ""]
+            md += [_md_table(["setting"] + [f"L{k}" for k in range(width)],
+                             [[s.label] + [_f(s.layer_entropy[k].mean) if k < len(s.layer_entropy) else ""
+                                           for k in range(width)] for s in study]), ""]
+        if "position_accuracy" in metrics and any(s.position_accuracy for s in study):
+            width = max(len(s.position_accuracy) for s in study)
+            md += ["Accuracy per answer position (mean over seeds; position 0 = the first answer token "
+                   "of the file's order):", ""]
+            md += [_md_table(["setting"] + [f"p{k}" for k in range(width)],
+                             [[s.label] + [_f(s.position_accuracy[k].mean, 2)
+                                           if k < len(s.position_accuracy) else ""
+                                           for k in range(width)] for s in study]), ""]
+
+        xlabel = st_meta["factors"][0] if st_meta.get("factors") else name
+        title = _wrap(st_meta.get("part") or name, 80)
+        plots = []
+        if "exact_match" in metrics and _plot_vs_value(
+            study, "exact_match", "exact match", title, dest / f"{slug}_accuracy.png", xlabel
+        ):
+            plots.append((f"{slug}_accuracy.png", "exact match vs ablated value"))
+        if "matrix_entropy" in metrics:
+            if _plot_vs_value(study, "entropy", "entropy, mean of L1..L(N-1)", title,
+                              dest / f"{slug}_entropy.png", xlabel):
+                plots.append((f"{slug}_entropy.png", "entropy vs ablated value"))
+            if _plot_lines(study, "layer", "layer", "matrix entropy (mean over seeds)", title,
+                           dest / f"{slug}_layer_entropy.png"):
+                plots.append((f"{slug}_layer_entropy.png", "entropy per layer"))
+        if "position_accuracy" in metrics and _plot_lines(
+            study, "position", "answer position", "accuracy (mean over seeds)", title,
+            dest / f"{slug}_position_accuracy.png"
+        ):
+            plots.append((f"{slug}_position_accuracy.png", "accuracy per answer position"))
+        for file, alt in plots:
+            md += [f"![{alt}]({file})", ""]
+
+        notes = []
+        for s in study:
+            for r in s.runs:
+                if r.status != "done":
+                    why = f": {r.error}" if r.error else ""
+                    notes.append(f"- {s.label}, seed {r.seed} (`runs/{r.id}`): {r.status}{why}")
+        if notes:
+            md += ["Runs not in the table:", ""] + sorted(set(notes)) + [""]
+
+    _write_csv(dest / "summary.csv",
+               ["study", "setting", "value", "seeds_planned", "seeds_done", "seeds", "exact_match_mean",
+                "exact_match_std", "exact_match_ci95_low", "exact_match_ci95_high", "entropy_mean",
+                "entropy_std", "entropy_ci95_low", "entropy_ci95_high", "notes"], summary_rows)
+    _write_csv(dest / "layer_entropy.csv",
+               ["study", "setting", "layer", "n", "mean", "std", "ci95_low", "ci95_high"], layer_rows)
+    _write_csv(dest / "position_accuracy.csv",
+               ["study", "setting", "position", "n", "mean", "std", "ci95_low", "ci95_high"], pos_rows)
+    run_rows = []
+    for r in manifest["runs"]:
+        rec = records[r["id"]]
+        run_rows.append([r["id"], r["study"], r["setting"], rec.seed, rec.status, rec.exact_match,
+                         rec.entropy_intermediate, rec.eval_n, rec.steps, rec.train_time_s, rec.error])
+    _write_csv(dest / "runs.csv",
+               ["id", "study", "setting", "seed", "status", "exact_match", "entropy_intermediate",
+                "eval_examples", "steps", "train_time_s", "error"], run_rows)
+    S._atomic_write(dest / "report.md", "\n".join(md).rstrip() + "\n")
+    return dest / "report.md"
+
+
+def copy_sweep(src: str | Path, dst: str | Path, *, with_checkpoints: bool = False) -> Path:
+    """Copy a sweep directory (without checkpoints by default); the copy reports the same."""
+    ignore = None if with_checkpoints else shutil.ignore_patterns("checkpoint.pt", "*.tmp*", ".lock")
+    shutil.copytree(src, dst, ignore=ignore)
+    return Path(dst)
+
+
+__all__ = ["Stats", "collect", "copy_sweep", "report_sweep", "summarize", "t_quantile"]

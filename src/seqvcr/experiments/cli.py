@@ -1,0 +1,196 @@
+"""``seqvcr sweep PLAN`` and the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``.
+
+``seqvcr report SWEEP_DIR`` is registered by ``seqvcr.analysis.cli`` and dispatches to
+``seqvcr.experiments.aggregate.report_sweep`` when the directory holds a manifest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqvcr.errors import ConfigError, RunDirError
+from seqvcr.experiments import executors as E
+from seqvcr.experiments import sweep as S
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sweep`` and ``sweep-run`` subcommands to the ``seqvcr`` parser."""
+    p = sub.add_parser(
+        "sweep",
+        help="expand an ablation plan into runs and execute them (local pool, SLURM, or print commands)",
+        description="Expand PLAN (a plan YAML, or an existing sweep directory) into runs under one sweep "
+        "directory and execute the pending ones. Re-running skips finished runs and resumes "
+        "interrupted ones from their checkpoints.",
+    )
+    p.add_argument("plan", help="plan YAML (see plans/), or a sweep directory to continue")
+    p.add_argument("--executor", choices=E.EXECUTORS, default="local",
+                   help="local: worker processes here; slurm: a submitit job array; print: one command "
+                   "per pending run (default: local)")
+    p.add_argument("--out", default=None, help="sweep directory (default: sweeps/<plan name>)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: parallel runs (default: one per GPU, else 1 on CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="local, CPU: torch threads per worker (default: cores // workers)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and list the settings and runs with their status; write nothing")
+    p.add_argument("--gpt2-dir", default=None,
+                   help="local Hugging Face GPT-2 directory for plans that fine-tune ($gpt2_dir)")
+    p.add_argument("--only", nargs="*", default=None, metavar="RUN_ID", help="run only these run ids")
+    p.add_argument("--no-report", action="store_true", help="local: do not write the report at the end")
+    g = p.add_argument_group("slurm")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--gpus-per-job", type=int, default=1)
+    g.add_argument("--cpus-per-job", type=int, default=8)
+    g.add_argument("--mem-gb", type=int, default=None)
+    g.add_argument("--time", type=int, default=24 * 60, help="minutes per job (requeued on timeout)")
+    g.add_argument("--parallelism", type=int, default=64, help="array tasks running at once")
+    g.add_argument("--account", default=None)
+    g.add_argument("--qos", default=None)
+    g.add_argument("--constraint", default=None)
+    g.add_argument("--wait", action="store_true", help="block until the jobs finish, then report")
+    p.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("sweep-run", help=argparse.SUPPRESS,
+                       description="Train, evaluate and measure one run of a sweep (what every executor "
+                       "runs; use it from any scheduler).")
+    r.add_argument("sweep_dir")
+    r.add_argument("run_id")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    r.add_argument("--device", default="auto", help="device for evaluation and entropy (training uses "
+                   "the config's train.device)")
+    r.add_argument("--no-log-file", action="store_true", help="progress on stderr instead of train.log")
+    r.set_defaults(func=cmd_sweep_run)
+
+
+def _status_table(manifest: dict[str, Any], sweep: Path | None) -> list[str]:
+    lines = []
+    for st in manifest["studies"]:
+        lines.append(f"study {st['name']}: {len(st['settings'])} settings"
+                     + (f" -- {st['part']}" if st.get("part") else ""))
+        for s in st["settings"]:
+            stat = []
+            for seed, rid in s["runs"].items():
+                exists = sweep is not None and (sweep / S.RUNS / rid).is_dir()
+                status = S.run_status(sweep, rid) if exists else "pending"
+                stat.append(f"seed {seed}: {rid} {status}")
+            lines.append(f"  {s['label']:<40} " + "; ".join(stat))
+    return lines
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from seqvcr.experiments.plan import load_plan
+
+    src = Path(args.plan)
+    if src.is_dir():
+        if not (src / S.MANIFEST).is_file():
+            raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
+        if args.out is not None and Path(args.out) != src:
+            raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
+        sweep = src
+        manifest = S.refresh_manifest(sweep)
+        name = manifest["name"]
+    else:
+        plan = load_plan(src, gpt2_dir=args.gpt2_dir)
+        sweep = Path(args.out) if args.out else Path("sweeps") / plan.name
+        name = plan.name
+        if args.dry_run:
+            studies, runs = S.expand(plan)
+            manifest = {"studies": studies, "runs": []}
+            exists = (sweep / S.RUNS).is_dir()
+            print(f"plan {plan.name}: {sum(len(s['settings']) for s in studies)} settings x "
+                  f"{len(plan.seeds)} seeds = {len(runs)} runs -> {sweep}")
+            for line in _status_table(manifest, sweep if exists else None):
+                print(line)
+            for r in runs:
+                if r.skip:
+                    print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
+            return 0
+        S.prepare_sweep(plan, sweep)
+        manifest = S.load_manifest(sweep)
+
+    runs = manifest["runs"]
+    if args.only:
+        known = {r["id"] for r in runs}
+        bad = [x for x in args.only if x not in known]
+        if bad:
+            raise ConfigError(f"--only: {bad[0]!r} is not a run of this sweep")
+        runs = [r for r in runs if r["id"] in args.only]
+    status = {r["id"]: S.run_status(sweep, r["id"]) for r in runs}
+    counts = {k: sum(v == k for v in status.values()) for k in S.STATUSES}
+    todo = [r for r in runs if status[r["id"]] in ("pending", "interrupted", "crashed")]
+    if args.dry_run:
+        for line in _status_table(manifest, sweep):
+            print(line)
+        return 0
+    summary = ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if counts[k])
+    print(f"sweep {name} in {sweep}: {len(runs)} runs ({summary}); {len(todo)} to run", file=sys.stderr)
+    for r in runs:
+        if status[r["id"]] == "skipped":
+            print(f"skipped {r['id']} {E.describe_run(r)}: {r.get('skip')}", file=sys.stderr)
+
+    if args.executor == "print":
+        E.print_commands(sweep, todo)
+        print(f"printed {len(todo)} command(s); run them in any order, in parallel; then "
+              f"`seqvcr report {sweep}`", file=sys.stderr)
+        return 0
+    if args.executor == "slurm":
+        opts = E.SlurmOptions(
+            partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+            mem_gb=args.mem_gb, time_min=args.time, parallelism=args.parallelism, account=args.account,
+            qos=args.qos, constraint=args.constraint,
+        )
+        E.run_slurm(sweep, todo, opts, name=name, wait_for_jobs=args.wait)
+        S.refresh_manifest(sweep)
+        if args.wait:
+            return _finish(sweep, name, args)
+        print(f"submitted {len(todo)} job(s); when they are done: seqvcr report {sweep}", file=sys.stderr)
+        return 0
+
+    result = E.run_local(sweep, todo, workers=args.workers, threads=args.threads)
+    S.refresh_manifest(sweep)
+    if result.interrupted:
+        print(f"sweep {name}: interrupted after {result.seconds:.0f}s ({len(result.done)} run(s) finished); "
+              "re-run the same command to resume", file=sys.stderr)
+        raise KeyboardInterrupt
+    return _finish(sweep, name, args, seconds=result.seconds)
+
+
+def _finish(sweep: Path, name: str, args: argparse.Namespace, seconds: float | None = None) -> int:
+    manifest = S.load_manifest(sweep)
+    status = [S.run_status(sweep, r["id"]) for r in manifest["runs"]]
+    counts = {k: status.count(k) for k in S.STATUSES if status.count(k)}
+    took = f" in {seconds:.0f}s" if seconds is not None else ""
+    print(f"sweep {name}{took}: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=sys.stderr)
+    if not getattr(args, "no_report", False):
+        from seqvcr.experiments.aggregate import report_sweep
+
+        path = report_sweep(sweep)
+        print(f"report: {path}", file=sys.stderr)
+    crashed = [r["id"] for r, st in zip(manifest["runs"], status) if st == "crashed"]
+    for rid in crashed:
+        err = sweep / S.RUNS / rid / S.ERROR
+        print(f"crashed: {rid}: {err.read_text().splitlines()[0] if err.is_file() else '?'}", file=sys.stderr)
+    print(json.dumps({"sweep": str(sweep), **counts}))
+    return 1 if crashed else 0
+
+
+def cmd_sweep_run(args: argparse.Namespace) -> int:
+    out = S.run_one(args.sweep_dir, args.run_id, threads=args.threads, log_to_file=not args.no_log_file,
+                    device=args.device)
+    line = {"id": out.id, "status": out.status, "seconds": round(out.seconds, 1)}
+    if out.exact_match is not None:
+        line["exact_match"] = out.exact_match
+    if out.error:
+        line["error"] = out.error
+    print(json.dumps(line))
+    if out.status == "crashed":
+        print(f"run {out.id} crashed: {out.error} (see {Path(args.sweep_dir) / S.RUNS / out.id / S.ERROR})",
+              file=sys.stderr)
+        return 1
+    if out.status == "busy":
+        print(f"run {out.id} is held by another worker", file=sys.stderr)
+    return 0

@@ -1,0 +1,330 @@
+"""Where the runs of a sweep execute: a local process pool, a SLURM job array, or printed commands.
+
+All three call the same worker, ``seqvcr.experiments.sweep.run_one(sweep_dir, run_id)``.
+
+* ``local``: one process per run (``multiprocessing`` spawn context), at most ``workers`` at a time.
+  With GPUs, one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker); on CPU, ``workers``
+  processes with ``cores // workers`` torch threads each. A crashed run is recorded and reported; the
+  others go on. Ctrl-C or SIGTERM stops the workers (their checkpoints stay) and the next invocation
+  resumes them. Workers die with the parent (``PR_SET_PDEATHSIG`` on Linux), so nothing is orphaned.
+* ``slurm``: a job array through ``submitit`` (optional dependency). Each task runs one run and is
+  requeued from its checkpoint when it reaches the time limit or is preempted.
+* ``print``: one ``seqvcr sweep-run SWEEP_DIR RUN_ID`` line per pending run, for any other scheduler.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, TextIO
+
+from seqvcr.errors import SeqVCRError
+from seqvcr.experiments import sweep as S
+
+EXECUTORS = ("local", "slurm", "print")
+
+
+def _say(stream: TextIO | None, text: str) -> None:
+    stream = stream or sys.stderr
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def describe_run(run: dict[str, Any]) -> str:
+    """'setting (study), seed N' for progress lines."""
+    return f"{run['setting']} [{run['study']}] seed {run['seed']}"
+
+
+# ---------------------------------------------------------------------------------------------- local
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask when there is one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids a worker may be given (respecting an existing CUDA_VISIBLE_DEVICES)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA means CPU workers
+        n = 0
+    if n == 0:
+        return []
+    if env:
+        ids = [x.strip() for x in env.split(",") if x.strip()]
+        return ids[:n]
+    return [str(i) for i in range(n)]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no orphaned training)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, other platforms
+        pass
+
+
+def _child(sweep_dir: str, rid: str, threads: int | None, gpu: str | None) -> None:
+    """Entry point of a local worker process (spawned): one run, exit status = its outcome."""
+    _die_with_parent()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+    try:
+        out = S.run_one(sweep_dir, rid, threads=threads)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit({"done": 0, "skipped": 0, "crashed": 1, "busy": 3}.get(out.status, 1))
+
+
+@dataclass
+class LocalSummary:
+    """The result of a local execution."""
+
+    done: list[str]
+    crashed: list[str]
+    busy: list[str]
+    interrupted: bool
+    seconds: float
+
+
+class _Stop(Exception):
+    """SIGTERM received: stop the workers, keep their checkpoints."""
+
+
+def run_local(
+    sweep_dir: str | Path,
+    runs: Sequence[dict[str, Any]],
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    stream: TextIO | None = None,
+    target: Callable[..., None] = _child,
+) -> LocalSummary:
+    """Execute ``runs`` (manifest entries) with a pool of worker processes; see the module docstring."""
+    sweep = Path(sweep_dir)
+    gpus = visible_gpus()
+    if gpus:
+        n_workers = workers or len(gpus)
+        per = None
+        where = f"{n_workers} worker(s) on GPU(s) {','.join(gpus)}"
+    else:
+        cores = cpu_count()
+        n_workers = max(1, workers or 1)
+        per = threads or max(1, cores // n_workers)
+        where = f"{n_workers} CPU worker(s) x {per} thread(s) ({cores} cores)"
+    total = len(runs)
+    _say(stream, f"running {total} run(s) with {where}")
+    ctx = multiprocessing.get_context("spawn")
+    pending = list(runs)
+    active: dict[Any, tuple[Any, dict[str, Any], float, int, str | None]] = {}
+    free_gpus = list(gpus)
+    done: list[str] = []
+    crashed: list[str] = []
+    busy: list[str] = []
+    started = 0
+    t0 = time.perf_counter()
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Stop()
+
+    old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    interrupted = False
+    try:
+        while pending or active:
+            while pending and len(active) < n_workers:
+                run = pending.pop(0)
+                gpu = free_gpus.pop(0) if gpus else None
+                started += 1
+                proc = ctx.Process(target=target, args=(str(sweep), run["id"], per, gpu), daemon=False)
+                proc.start()
+                active[proc.sentinel] = (proc, run, time.perf_counter(), started, gpu)
+                _say(stream, f"[{started:>3}/{total}] start {run['id']} {describe_run(run)}"
+                     + (f" on GPU {gpu}" if gpu is not None else ""))
+            ready = wait(list(active), timeout=1.0)
+            for sentinel in ready:
+                proc, run, t_start, k, gpu = active.pop(sentinel)
+                proc.join()
+                if gpu is not None:
+                    free_gpus.append(gpu)
+                secs = time.perf_counter() - t_start
+                _finish(sweep, run, proc.exitcode, secs, k, total, stream, done, crashed, busy)
+    except (KeyboardInterrupt, _Stop):
+        interrupted = True
+        _say(stream, f"interrupted: stopping {len(active)} worker(s); their checkpoints are kept")
+        for proc, *_ in active.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc, *_ in active.values():
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    return LocalSummary(done, crashed, busy, interrupted, time.perf_counter() - t0)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _finish(
+    sweep: Path,
+    run: dict[str, Any],
+    code: int | None,
+    secs: float,
+    k: int,
+    total: int,
+    stream: TextIO | None,
+    done: list[str],
+    crashed: list[str],
+    busy: list[str],
+) -> None:
+    rid = run["id"]
+    rd = sweep / S.RUNS / rid
+    head = f"[{k:>3}/{total}]"
+    if code == 3:
+        busy.append(rid)
+        _say(stream, f"{head} busy  {rid}: another worker holds this run; left to it")
+        return
+    if code in (-signal.SIGTERM, -signal.SIGINT, 130):
+        _say(stream, f"{head} stopped {rid} after {secs:.0f}s (interrupted; resumes on the next run)")
+        return
+    if code != 0 and not (rd / S.ERROR).is_file():
+        what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        S._atomic_write(rd / S.ERROR, f"WorkerDied: the worker process died ({what}; out of memory?)\n")
+    if code == 0:
+        ev = S.read_json(rd / S.EVAL) or {}
+        em = ev.get("exact_match")
+        tail = f": exact match {em:.4f}" if isinstance(em, float) else ""
+        done.append(rid)
+        _say(stream, f"{head} done  {rid} {describe_run(run)}{tail} ({secs:.0f}s)")
+        return
+    crashed.append(rid)
+    first = (rd / S.ERROR).read_text().splitlines()[0] if (rd / S.ERROR).is_file() else "unknown error"
+    _say(stream, f"{head} CRASH {rid} {describe_run(run)}: {first} (see {rd / S.ERROR})")
+
+
+# ---------------------------------------------------------------------------------------------- slurm
+
+
+class SlurmRun:
+    """The callable each SLURM array task runs; requeued (resuming its checkpoint) on timeout."""
+
+    def __call__(self, sweep_dir: str, rid: str, threads: int | None = None) -> dict[str, Any]:
+        out = S.run_one(sweep_dir, rid, threads=threads)
+        if out.status == "crashed":
+            raise SeqVCRError(f"run {rid} crashed: {out.error} (see {sweep_dir}/runs/{rid}/error.txt)")
+        return {"id": out.id, "status": out.status, "exact_match": out.exact_match}
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit calls this on timeout/preemption: resubmit the same run (it resumes)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+@dataclass
+class SlurmOptions:
+    partition: str | None = None
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    mem_gb: int | None = None
+    time_min: int = 24 * 60
+    parallelism: int = 64
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+
+
+def run_slurm(
+    sweep_dir: str | Path,
+    runs: Sequence[dict[str, Any]],
+    options: SlurmOptions,
+    *,
+    name: str,
+    wait_for_jobs: bool = False,
+    stream: TextIO | None = None,
+) -> list[str]:
+    """Submit ``runs`` as one job array; returns the job ids. ``wait_for_jobs`` blocks until done."""
+    try:
+        import submitit
+    except ImportError:
+        raise SeqVCRError(
+            "the slurm executor needs submitit: pip install 'seqvcr[slurm]' (or pip install submitit); "
+            "or use --executor print and submit the commands yourself"
+        ) from None
+    sweep = Path(sweep_dir).resolve()
+    if not runs:
+        return []
+    ex = submitit.AutoExecutor(folder=str(sweep / "slurm" / "%j"))
+    params: dict[str, Any] = {
+        "name": f"seqvcr-{name}",
+        "timeout_min": options.time_min,
+        "gpus_per_node": options.gpus_per_job,
+        "cpus_per_task": options.cpus_per_job,
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "slurm_array_parallelism": options.parallelism,
+    }
+    if options.partition:
+        params["slurm_partition"] = options.partition
+    if options.mem_gb:
+        params["mem_gb"] = options.mem_gb
+    extra = {k: v for k, v in (("account", options.account), ("qos", options.qos),
+                               ("constraint", options.constraint)) if v}
+    if extra:
+        params["slurm_additional_parameters"] = extra
+    ex.update_parameters(**params)
+    ids = [r["id"] for r in runs]
+    threads = options.cpus_per_job if not options.gpus_per_job else None
+    jobs = ex.map_array(SlurmRun(), [str(sweep)] * len(ids), ids, [threads] * len(ids))
+    job_ids = [str(j.job_id) for j in jobs]
+    for run, jid in zip(runs, job_ids):
+        _say(stream, f"submitted {run['id']} {describe_run(run)} as job {jid}")
+    if wait_for_jobs:
+        for run, job in zip(runs, jobs):
+            try:
+                job.result()
+            except Exception as exc:  # noqa: BLE001 - reported, the others go on
+                _say(stream, f"job {job.job_id} ({run['id']}) failed: {str(exc).strip().splitlines()[-1:]}")
+    return job_ids
+
+
+# ---------------------------------------------------------------------------------------------- print
+
+
+def print_commands(
+    sweep_dir: str | Path, runs: Sequence[dict[str, Any]], stream: TextIO | None = None
+) -> int:
+    """One shell command per run, with the setting and seed as a trailing comment."""
+    stream = stream or sys.stdout
+    sd = shlex.quote(str(sweep_dir))
+    for run in runs:
+        stream.write(f"seqvcr sweep-run {sd} {run['id']}  # {describe_run(run)}\n")
+    stream.flush()
+    return len(runs)

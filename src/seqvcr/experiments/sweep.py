@@ -1,0 +1,470 @@
+"""A sweep directory: a plan expanded into runs with stable ids, a manifest, and the worker.
+
+Layout (every path inside is relative, so the directory can be copied and reported elsewhere)::
+
+    SWEEP_DIR/plan.yaml           the plan as given (for the record)
+    SWEEP_DIR/manifest.json       studies -> settings -> seed -> run id; runs with overrides and status
+    SWEEP_DIR/runs/<id>/spec.json what the worker needs: resolved config, eval data, metrics, skip reason
+    SWEEP_DIR/runs/<id>/...       the run directory of ``seqvcr.training.train`` (config.yaml,
+                                  checkpoint.pt, metrics.jsonl, result.json) plus eval.json,
+                                  entropy.json, train.log, and error.txt when it crashed
+
+A run id is the first 10 hex digits of the SHA-1 of the canonical JSON of the run's resolved config, so
+the same configuration always lands in the same directory, whichever plan or setting asked for it
+(identical settings are trained once and shared). Status is derived from the files, never stored
+alone: ``done`` = result.json plus the requested metric files; ``interrupted`` = a checkpoint (or a
+result) without them; ``crashed`` = error.txt; ``skipped`` = the spec names a reason; else ``pending``.
+
+``run_one(sweep_dir, run_id)`` is the only worker: the local pool, SLURM jobs and the commands printed
+for other schedulers all call it. It takes an exclusive lock on the run, trains (resuming from the
+checkpoint when one exists), evaluates on the eval data, measures layer entropy, and writes each file
+atomically. An exception becomes ``error.txt`` and the outcome ``crashed``; it never propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqvcr import config as C
+from seqvcr.errors import ConfigError, RunDirError
+from seqvcr.experiments.plan import GPT2_PLACEHOLDER, Plan
+
+MANIFEST = "manifest.json"
+PLAN_COPY = "plan.yaml"
+RUNS = "runs"
+SPEC = "spec.json"
+EVAL = "eval.json"
+ENTROPY = "entropy.json"
+ERROR = "error.txt"
+LOG = "train.log"
+LOCK = ".lock"
+HELDOUT = "heldout.txt"
+FORMAT_VERSION = 1
+
+STATUSES = ("done", "interrupted", "crashed", "skipped", "pending")
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """Stable id of a resolved config: sha1 of its canonical JSON, 10 hex digits."""
+    canon = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha1(canon.encode()).hexdigest()[:10]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """JSON via a temporary file and rename: readers never see half a file."""
+    _atomic_write(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+
+
+@dataclass
+class RunEntry:
+    """One training run of a sweep (a setting x a seed; shared when two settings coincide)."""
+
+    id: str
+    seed: int
+    study: str
+    setting: str
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    skip: str | None = None
+    also: list[list[str]] = dataclasses.field(default_factory=list)  # further [study, setting] pairs
+
+
+def _skip_reason(cfg: C.Config, plan: Plan) -> str | None:
+    init = cfg.model.init_from
+    if init is None:
+        return None
+    hint = f"pass --gpt2-dir DIR or set gpt2_dir in {plan.path or 'the plan'}"
+    if init == GPT2_PLACEHOLDER:
+        return f"fine-tuning needs a local Hugging Face GPT-2 directory; {hint}"
+    if not Path(init).is_dir():
+        return f"GPT-2 directory {init} not found; {hint}"
+    return None
+
+
+def expand(plan: Plan) -> tuple[list[dict[str, Any]], list[RunEntry]]:
+    """Studies (for the manifest) and the unique runs of a plan, in a stable order."""
+    runs: dict[str, RunEntry] = {}
+    studies: list[dict[str, Any]] = []
+    for study in plan.studies:
+        rows = []
+        for s in study.settings:
+            ids: dict[str, str] = {}
+            for seed in plan.seeds:
+                cfg = plan.setting_config(s, seed)
+                d = C.to_dict(cfg)
+                rid = run_id(d)
+                ids[str(seed)] = rid
+                if rid in runs:
+                    runs[rid].also.append([study.name, s.label])
+                else:
+                    runs[rid] = RunEntry(rid, seed, study.name, s.label, dict(s.overrides), d,
+                                         _skip_reason(cfg, plan))
+            rows.append({
+                "label": s.label,
+                "value": s.value,
+                "overrides": s.overrides,
+                "factors": [list(f) for f in s.factors],
+                "runs": ids,
+            })
+        studies.append({
+            "name": study.name,
+            "part": study.part,
+            "action": study.action,
+            "factors": study.factors,
+            "settings": rows,
+        })
+    return studies, list(runs.values())
+
+
+def eval_source(entry_config: dict[str, Any], plan_eval: str | None) -> str | None:
+    """The eval file of a run: the plan's eval_data, else the task's test file, else None (validation)."""
+    return plan_eval or entry_config["task"].get("test_file")
+
+
+def prepare_sweep(plan: Plan, out: str | Path) -> Path:
+    """Create or update SWEEP_DIR: plan copy, manifest, and a spec.json per run. Returns the dir.
+
+    Existing run directories are never touched (only their spec.json is rewritten); runs of an older
+    version of the plan stay on disk but leave the manifest.
+    """
+    sweep = Path(out)
+    old = read_json(sweep / MANIFEST)
+    if old is not None and old.get("name") != plan.name:
+        raise RunDirError(
+            f"{sweep}: holds sweep {old.get('name')!r}, not {plan.name!r}; choose another --out"
+        )
+    studies, runs = expand(plan)
+    (sweep / RUNS).mkdir(parents=True, exist_ok=True)
+    _atomic_write(sweep / PLAN_COPY, yaml.safe_dump(plan.raw, sort_keys=False))
+    for r in runs:
+        rd = sweep / RUNS / r.id
+        rd.mkdir(exist_ok=True)
+        spec = {
+            "id": r.id,
+            "sweep": plan.name,
+            "study": r.study,
+            "setting": r.setting,
+            "seed": r.seed,
+            "overrides": r.overrides,
+            "config": r.config,
+            "metrics": plan.metrics,
+            "eval_data": eval_source(r.config, plan.eval_data),
+            "eval_limit": plan.eval_limit,
+            "entropy_sequences": plan.entropy_sequences,
+            "skip": r.skip,
+        }
+        if read_json(rd / SPEC) != spec:
+            write_json(rd / SPEC, spec)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "name": plan.name,
+        "description": plan.description,
+        "plan": PLAN_COPY,
+        "base": plan.base_file,
+        "cross": plan.cross,
+        "metrics": plan.metrics,
+        "seeds": plan.seeds,
+        "eval_data": plan.eval_data,
+        "eval_limit": plan.eval_limit,
+        "entropy_sequences": plan.entropy_sequences,
+        "studies": studies,
+        "runs": [
+            {
+                "id": r.id,
+                "dir": f"{RUNS}/{r.id}",
+                "study": r.study,
+                "setting": r.setting,
+                "also": r.also,
+                "seed": r.seed,
+                "overrides": r.overrides,
+                "skip": r.skip,
+                "status": run_status(sweep, r.id),
+            }
+            for r in runs
+        ],
+    }
+    write_json(sweep / MANIFEST, manifest)
+    return sweep
+
+
+def load_manifest(sweep_dir: str | Path) -> dict[str, Any]:
+    sweep = Path(sweep_dir)
+    m = read_json(sweep / MANIFEST)
+    if m is None:
+        raise RunDirError(f"{sweep}: not a sweep directory (no readable {MANIFEST})")
+    return m
+
+
+def refresh_manifest(sweep_dir: str | Path) -> dict[str, Any]:
+    """Re-derive every run's status from its directory and rewrite the manifest (atomically)."""
+    sweep = Path(sweep_dir)
+    m = load_manifest(sweep)
+    for r in m["runs"]:
+        r["status"] = run_status(sweep, r["id"])
+    write_json(sweep / MANIFEST, m)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+def _metric_files(metrics: list[str]) -> list[str]:
+    files = []
+    if "exact_match" in metrics or "position_accuracy" in metrics:
+        files.append(EVAL)
+    if "matrix_entropy" in metrics:
+        files.append(ENTROPY)
+    return files
+
+
+def _eval_current(rd: Path, spec: dict[str, Any]) -> bool:
+    e = read_json(rd / EVAL)
+    return bool(e) and e.get("eval_data") == spec.get("eval_data") and e.get("eval_limit") == spec.get(
+        "eval_limit"
+    )
+
+
+def _entropy_current(rd: Path, spec: dict[str, Any]) -> bool:
+    e = read_json(rd / ENTROPY)
+    return bool(e) and e.get("eval_data") == spec.get("eval_data") and e.get(
+        "entropy_sequences"
+    ) == spec.get("entropy_sequences")
+
+
+def run_status(sweep_dir: str | Path, rid: str) -> str:
+    """done | interrupted | crashed | skipped | pending, from the files of the run directory."""
+    rd = Path(sweep_dir) / RUNS / rid
+    spec = read_json(rd / SPEC) or {}
+    if spec.get("skip"):
+        return "skipped"
+    finished = (rd / "result.json").is_file()
+    metrics = spec.get("metrics", [])
+    complete = finished
+    if finished and EVAL in _metric_files(metrics):
+        complete = complete and _eval_current(rd, spec)
+    if finished and ENTROPY in _metric_files(metrics):
+        complete = complete and _entropy_current(rd, spec)
+    if complete:
+        return "done"
+    if (rd / ERROR).is_file():
+        return "crashed"
+    if finished or (rd / "checkpoint.pt").is_file():
+        return "interrupted"
+    return "pending"
+
+
+def is_locked(sweep_dir: str | Path, rid: str) -> bool:
+    """Whether a worker holds the run right now (best effort; the lock dies with its process)."""
+    path = Path(sweep_dir) / RUNS / rid / LOCK
+    if not path.exists():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+@dataclass
+class Outcome:
+    """What ``run_one`` did: status is done | crashed | skipped | busy (another worker holds it)."""
+
+    id: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    exact_match: float | None = None
+    trained: bool = False  # False when the training had finished before (only metrics were computed)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[bool]:
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            f.truncate(0)
+            f.write(f"{os.uname().nodename} {os.getpid()}\n")
+            f.flush()
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None) -> Iterator[None]:
+    """Send file descriptor 2 (training progress, warnings) to ``path`` for the duration."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _heldout_file(rd: Path, cfg: C.Config) -> str:
+    """Write the run's validation examples (held out from training) to a file and return its path.
+
+    Used when a setting has no test file: the validation set is excluded from the generated training
+    data and never used to pick a checkpoint (the last one is scored), so it is a fair held-out set.
+    """
+    from seqvcr.runs import build_task, load_splits
+    from seqvcr.tasks import write_examples
+
+    path = rd / HELDOUT
+    if path.is_file():
+        return f"{RUNS}/{rd.name}/{HELDOUT}"
+    task = build_task(cfg)
+    small = copy_config(cfg)
+    small.task.train_size = 1  # validation data do not depend on the training set size
+    small.task.train_file = None
+    _, valid = load_splits(small, task)
+    write_examples(task, path, valid, cot=True)
+    return f"{RUNS}/{rd.name}/{HELDOUT}"
+
+
+def copy_config(cfg: C.Config) -> C.Config:
+    return C.from_dict(C.to_dict(cfg))
+
+
+def _tail(exc: BaseException) -> str:
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return "".join(lines)[-4000:]
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}".strip()
+
+
+def run_one(
+    sweep_dir: str | Path,
+    rid: str,
+    *,
+    threads: int | None = None,
+    log_to_file: bool = True,
+    device: str = "auto",
+) -> Outcome:
+    """Train, evaluate and measure one run of a sweep; never raises for a failure of the run itself.
+
+    Idempotent: a finished run is not retrained; missing or stale metric files are recomputed; an
+    interrupted run resumes from its checkpoint (``seqvcr.training.train`` does that).
+    """
+    sweep = Path(sweep_dir)
+    rd = sweep / RUNS / rid
+    spec = read_json(rd / SPEC)
+    if spec is None:
+        raise RunDirError(f"{rd}: no {SPEC}; is {rid!r} a run of the sweep in {sweep}?")
+    if spec.get("skip"):
+        return Outcome(rid, "skipped", error=spec["skip"])
+    t0 = time.perf_counter()
+    with _lock(rd / LOCK) as mine:
+        if not mine:
+            return Outcome(rid, "busy")
+        (rd / ERROR).unlink(missing_ok=True)
+        trained = False
+        try:
+            with _stderr_to(rd / LOG if log_to_file else None):
+                import torch
+
+                if threads:
+                    torch.set_num_threads(threads)
+                from seqvcr.training import train
+
+                cfg = C.from_dict(spec["config"])
+                if not (rd / "result.json").is_file():
+                    if not (rd / "checkpoint.pt").is_file():
+                        # an attempt that saved nothing: start its log of metrics afresh
+                        (rd / "metrics.jsonl").unlink(missing_ok=True)
+                    cmd = f"seqvcr sweep-run {sweep} {rid}"
+                    train(cfg, rd, progress=True, command=cmd)
+                    trained = True
+                eval_file = spec.get("eval_data")
+                metrics = spec.get("metrics", [])
+                need_eval = EVAL in _metric_files(metrics) and not _eval_current(rd, spec)
+                need_ent = ENTROPY in _metric_files(metrics) and not _entropy_current(rd, spec)
+                if (need_eval or need_ent) and eval_file is None:
+                    data_file = str(sweep / _heldout_file(rd, C.resolve(cfg)))
+                else:
+                    data_file = str(eval_file)
+                if need_eval:
+                    _evaluate(rd, spec, data_file, device)
+                if need_ent:
+                    _entropy(rd, spec, data_file, device)
+        except Exception as exc:  # noqa: BLE001 - a crashed run is recorded, not propagated
+            _atomic_write(rd / ERROR, _one_line(exc) + "\n\n" + _tail(exc))
+            return Outcome(rid, "crashed", time.perf_counter() - t0, error=_one_line(exc), trained=trained)
+    ev = read_json(rd / EVAL) or {}
+    return Outcome(rid, "done", time.perf_counter() - t0, exact_match=ev.get("exact_match"), trained=trained)
+
+
+def _evaluate(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
+    from seqvcr.evaluation import evaluate_file
+
+    summary = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device)
+    summary["run_dir"] = f"{RUNS}/{rd.name}"
+    summary["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
+    summary["eval_data"] = spec.get("eval_data")
+    summary["eval_limit"] = spec.get("eval_limit")
+    write_json(rd / EVAL, summary)
+
+
+def _entropy(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
+    try:
+        from seqvcr.analysis.layer_entropy import compute_layer_entropy
+    except ImportError as err:
+        raise ConfigError(
+            "matrix_entropy needs seqvcr.analysis.layer_entropy, which this installation lacks"
+        ) from err
+    n = spec.get("entropy_sequences")
+    result = compute_layer_entropy(str(rd), data_file, n_sequences=n, device=device)
+    result = dict(result)
+    result["run_dir"] = f"{RUNS}/{rd.name}"
+    result["eval_data"] = spec.get("eval_data")
+    result["entropy_sequences"] = n
+    write_json(rd / ENTROPY, result)

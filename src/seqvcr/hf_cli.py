@@ -1,0 +1,164 @@
+"""``seqvcr export-hf RUN_DIR OUT_DIR``: a trained run as a Hugging Face GPT-2 directory.
+
+The directory holds what ``transformers`` needs to load the model and its tokenizer::
+
+    OUT_DIR/config.json             GPT2Config (written by seqvcr.hf.save_hf_gpt2)
+    OUT_DIR/model.safetensors       GPT2LMHeadModel weights (Conv1D layout, tied head stored once)
+    OUT_DIR/tokenizer.json          a word-level tokenizer (whitespace split) with the run's vocabulary
+    OUT_DIR/tokenizer_config.json   so that AutoTokenizer / PreTrainedTokenizerFast load it
+    OUT_DIR/seqvcr.json             where it came from: run, step, task, method, prompt format
+
+so that ``GPT2LMHeadModel.from_pretrained(OUT_DIR)`` gives the same logits as the run's model, and
+``PreTrainedTokenizerFast.from_pretrained(OUT_DIR)`` gives the same token ids as seqvcr's tokenizer for a
+space-separated prompt such as ``5 6 3 2 * 7 4 3 4 || </pause_start> <pause> <pause> </pause_end>``.
+
+Training in the other direction (from a local Hugging Face GPT-2 directory) needs no command: set
+``model.init_from: DIR`` in the config (``seqvcr.runs.build_model`` calls ``seqvcr.hf.load_hf_gpt2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from seqvcr.errors import RunDirError
+from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+__all__ = ["export_hf", "register", "tokenizer_json"]
+
+#: Files this command writes; with ``--force`` they are overwritten, other files in OUT_DIR are kept.
+EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "seqvcr.json")
+
+
+def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
+    """The run's vocabulary in the ``tokenizers`` JSON format: a WordLevel model after a whitespace split.
+
+    The five special tokens (pad, eos, pause markers) are registered as special added tokens, so
+    ``decode(..., skip_special_tokens=True)`` drops them. There is no unknown token: encoding a token that
+    is not in the task's vocabulary is an error, as in seqvcr's own tokenizer.
+    """
+    special = set(SPECIAL_TOKENS)
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": i,
+                "content": tok,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for i, tok in enumerate(tokenizer.tokens)
+            if tok in special
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": None,
+        "decoder": None,  # the default decoding joins tokens with single spaces: the task format
+        "model": {"type": "WordLevel", "vocab": dict(tokenizer.index), "unk_token": "<unk>"},
+    }
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def export_hf(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+    """Write the run's model (its latest checkpoint) and tokenizer as a Hugging Face GPT-2 directory.
+
+    Refuses an ``out_dir`` that is a file, or a non-empty directory unless ``force`` (then the files
+    listed in ``EXPORT_FILES`` are overwritten and any other file is left alone). Returns a summary dict.
+
+    Raises:
+        RunDirError: ``run_dir`` is not a run with a checkpoint, or ``out_dir`` is in the way.
+    """
+    from seqvcr.hf import save_hf_gpt2
+    from seqvcr.runs import load_run
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
+    run = load_run(run_dir, device="cpu")  # RunDirError without config.yaml / checkpoint.pt
+    tok = run.fmt.tokenizer
+    save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id)  # config.json + model.safetensors
+
+    _write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok), indent=2) + "\n")
+    tok_cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": run.model.config.block_size,
+        "pad_token": tok.tokens[tok.pad_id],
+        "eos_token": tok.tokens[tok.eos_id],
+        "clean_up_tokenization_spaces": False,
+    }
+    _write_text_atomic(out / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
+
+    example = run.task.generate(1, seed=0)[0]
+    meta = {
+        "source_run": str(Path(run_dir).resolve()),
+        "step": run.step,
+        "finished": run.result is not None,
+        "task": run.task.describe(),
+        "method": run.config.method.name,
+        "pauses": run.fmt.pauses,
+        "cot": run.fmt.cot,
+        "vocabulary": list(tok.tokens),
+        "prompt_example": " ".join(run.fmt.prompt_tokens(example)),
+        "target_example": " ".join(run.fmt.target_tokens(example)),
+        "note": "greedy-decode after the prompt until the eos token; tokens are space separated",
+    }
+    _write_text_atomic(out / "seqvcr.json", json.dumps(meta, indent=2) + "\n")
+    return {
+        "run_dir": str(run_dir),
+        "out_dir": str(out),
+        "step": run.step,
+        "finished": run.result is not None,
+        "params": run.model.num_params(non_embedding=False),
+        "vocab_size": run.model.config.vocab_size,
+        "block_size": run.model.config.block_size,
+        "files": list(EXPORT_FILES),
+    }
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``export-hf`` to the ``seqvcr`` command."""
+    p = subparsers.add_parser(
+        "export-hf",
+        help="write a trained run as a Hugging Face GPT-2 directory (config.json + model.safetensors)",
+        description=(
+            "Export the latest checkpoint of RUN_DIR to OUT_DIR in the Hugging Face GPT-2 format, with a "
+            "word-level tokenizer.json for the run's vocabulary. transformers.GPT2LMHeadModel.from_pretrained"
+            "(OUT_DIR) loads it and computes the same logits. (The other direction needs no command: "
+            "set model.init_from: DIR in a training config.)"
+        ),
+    )
+    p.add_argument("run_dir", help="a run directory (config.yaml + checkpoint.pt)")
+    p.add_argument("out_dir", help="output directory (created; must be empty unless --force)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR, overwriting")
+    p.set_defaults(func=_cmd_export_hf)
+
+
+def _cmd_export_hf(args: argparse.Namespace) -> int:
+    summary = export_hf(args.run_dir, args.out_dir, force=args.force)
+    if not summary["finished"]:
+        import sys
+
+        print(
+            f"note: {args.run_dir} has no result.json; exported its latest checkpoint (step {summary['step']})",
+            file=sys.stderr,
+        )
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,184 @@
+"""Everything that turns a config into objects, and a run directory back into them.
+
+Training, evaluation, entropy analysis and reports all rebuild the task, the sequence format and the
+model through these functions, so a run directory alone (``config.yaml`` + ``checkpoint.pt``) is enough
+to score or analyse it anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqvcr import config as C
+from seqvcr.datafiles import resolve_data_path
+from seqvcr.errors import ConfigError, RunDirError
+from seqvcr.model import GPT, GPTConfig
+from seqvcr.objectives import SeqVCR
+from seqvcr.sequences import SequenceFormat
+from seqvcr.tasks import Example, Task, make_task, read_examples
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+
+
+def build_task(cfg: C.Config) -> Task:
+    return make_task(cfg.task.name, **cfg.task.task_options())
+
+
+def build_format(cfg: C.Config, task: Task | None = None) -> SequenceFormat:
+    task = task or build_task(cfg)
+    return SequenceFormat.for_task(task, cot=cfg.method.cot, pauses=cfg.method.num_pauses)
+
+
+def build_model(cfg: C.Config, vocab_size: int, block_size: int) -> GPT:
+    """A fresh GPT for the resolved config, or one initialised from a Hugging Face GPT-2 directory."""
+    m = cfg.model
+    if m.init_from:
+        from seqvcr.hf import load_hf_gpt2
+
+        model = load_hf_gpt2(m.init_from, vocab_size=vocab_size, dropout=m.dropout)
+        if model.config.block_size < block_size:
+            raise ConfigError(
+                f"model.init_from: {m.init_from} has {model.config.block_size} positions, "
+                f"the data needs {block_size}"
+            )
+        return model
+    gcfg = GPTConfig(
+        vocab_size=vocab_size,
+        block_size=block_size,
+        n_layer=m.n_layer,
+        n_head=m.n_head,
+        n_embd=m.n_embd,
+        dropout=m.dropout,
+        bias=m.bias,
+        tie_weights=m.tie_weights,
+    )
+    return GPT(gcfg)
+
+
+def build_seqvcr(cfg: C.Config, in_dim: int) -> SeqVCR | None:
+    """The Seq-VCR head (projection + loss knobs) when the method uses it, else None."""
+    if not cfg.method.seqvcr:
+        return None
+    s = cfg.seqvcr
+    return SeqVCR(in_dim, proj_dim=s.proj_dim, lambda1=s.lambda1, lambda2=s.lambda2, eta=s.eta, over=s.over)
+
+
+def test_keys(cfg: C.Config, task: Task) -> set[str]:
+    """Question keys of the configured test file (to exclude from generated training data)."""
+    if not cfg.task.test_file:
+        return set()
+    return {task.key(ex) for ex in read_examples(task, resolve_data_path(cfg.task.test_file))}
+
+
+def load_splits(cfg: C.Config, task: Task) -> tuple[list[Example], list[Example]]:
+    """Training and validation examples: read from files, or generated without overlap.
+
+    Generated validation data exclude the test file's problems; generated training data exclude both
+    the validation and the test problems.
+    """
+    t = cfg.task
+    excluded = test_keys(cfg, task)
+    if t.valid_file:
+        valid = read_examples(task, resolve_data_path(t.valid_file))
+    else:
+        valid = task.generate(t.valid_size, seed=t.data_seed + 1, exclude=frozenset(excluded))
+    excluded |= {task.key(ex) for ex in valid}
+    if t.train_file:
+        train = read_examples(task, resolve_data_path(t.train_file))
+    else:
+        train = task.generate(t.train_size, seed=t.data_seed, exclude=frozenset(excluded))
+    return train, valid
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """auto -> the local CUDA device (LOCAL_RANK under torchrun) if there is one, else CPU."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={spec!r} but CUDA is not available on this machine")
+    return dev
+
+
+def machine_info(device: torch.device | None = None) -> dict[str, Any]:
+    """Where a number was measured: CPU, core count, GPU, library versions."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device or 0)
+    return info
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    gpu = info.get("gpu")
+    base = f"{info['cpu_count']}-core {info['processor']} CPU, torch {info['torch']}"
+    return f"{gpu} GPU + {base}" if gpu else base
+
+
+@dataclass
+class LoadedRun:
+    """A trained run rebuilt from its directory."""
+
+    run_dir: Path
+    config: C.Config
+    task: Task
+    fmt: SequenceFormat
+    model: GPT
+    seqvcr: SeqVCR | None
+    step: int
+    result: dict[str, Any] | None
+
+
+def read_result(run_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(run_dir) / RESULT_FILE
+    if not p.is_file():
+        return None
+    return json.loads(p.read_text())
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild config, task, format and the trained model (eval mode) from a run directory."""
+    rd = Path(run_dir)
+    if not (rd / CONFIG_FILE).is_file():
+        raise RunDirError(f"{rd}: not a run directory (no {CONFIG_FILE})")
+    if not (rd / CHECKPOINT_FILE).is_file():
+        raise RunDirError(f"{rd}: no {CHECKPOINT_FILE}; the run has not saved a model yet")
+    cfg = C.resolve(C.load_config(rd / CONFIG_FILE))
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    ckpt = torch.load(rd / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    gcfg = GPTConfig(**ckpt["model_config"])
+    model = GPT(gcfg)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    head = build_seqvcr(cfg, gcfg.n_embd)
+    if head is not None and ckpt.get("seqvcr") is not None:
+        head.load_state_dict(ckpt["seqvcr"])
+        head.to(device).eval()
+    return LoadedRun(rd, cfg, task, fmt, model, head, int(ckpt["step"]), read_result(rd))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON via a temporary file and rename, so a reader never sees half a file."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, p)

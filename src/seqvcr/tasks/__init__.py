@@ -1,0 +1,70 @@
+"""The paper's tasks: multi-digit multiplication (Deng et al.), arithmetic expressions and LIS (Feng et al.).
+
+``make_task(name, **options)`` builds a task from its config name and options; ``task.options()`` gives
+the options back, so ``make_task(t.name, **t.options()) == t``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from seqvcr.errors import ConfigError
+from seqvcr.tasks.arithmetic import ArithmeticTask
+from seqvcr.tasks.base import Example, Task, read_examples, write_examples
+from seqvcr.tasks.lis import LISTask, lis_dp
+from seqvcr.tasks.multiplication import MultiplicationTask
+
+TASKS: tuple[str, ...] = ("mult", "arith", "lis")
+
+_CLASSES: dict[str, type[Task]] = {
+    "mult": MultiplicationTask,
+    "arith": ArithmeticTask,
+    "lis": LISTask,
+}
+
+
+def task_options(name: str) -> dict[str, Any]:
+    """The options of task ``name`` with their defaults (ConfigError for an unknown name)."""
+    cls = _task_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if k != "self"}
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """Build the task ``name`` (one of :data:`TASKS`) with the given constructor options.
+
+    Raises:
+        ConfigError: unknown task name (lists the allowed names), unknown option (lists the allowed
+            options of that task) or an option value out of range.
+    """
+    cls = _task_class(name)
+    allowed = task_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for task {name!r}; allowed: {', '.join(allowed)}"
+        )
+    return cls(**options)
+
+
+def _task_class(name: str) -> type[Task]:
+    cls = _CLASSES.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
+    return cls
+
+
+__all__ = [
+    "TASKS",
+    "ArithmeticTask",
+    "Example",
+    "LISTask",
+    "MultiplicationTask",
+    "Task",
+    "lis_dp",
+    "make_task",
+    "read_examples",
+    "task_options",
+    "write_examples",
+]

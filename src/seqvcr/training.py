@@ -1,0 +1,531 @@
+"""The training loop: next-token loss on CoT/answer tokens, plus Seq-VCR on a projected layer.
+
+One file, one loop, no framework. Per step::
+
+    x, y, mask = batch                                  # (B, T) ids, targets (-100 = no loss), valid
+    out = model(x, y, output_hidden_states=seqvcr)      # logits, LM loss, hidden states L0..LN
+    loss = out.loss + SeqVCR(proj(out.hidden_states[layer]), mask)
+
+The batch order is a pure function of (seed, step), so a run resumed from its checkpoint sees exactly
+the batches it would have seen; the checkpoint also holds the optimiser and every RNG state.
+Under ``torchrun`` each rank takes its slice of the global batch and the Seq-VCR statistics are
+computed on the gathered global batch (see ``seqvcr.distributed``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from seqvcr import config as C
+from seqvcr import distributed as dist_utils
+from seqvcr.errors import RunDirError, TrainingDivergedError
+from seqvcr.evaluation import evaluate
+from seqvcr.model import GPT
+from seqvcr.objectives import SeqVCR
+from seqvcr.runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    build_format,
+    build_model,
+    build_seqvcr,
+    build_task,
+    describe_machine,
+    load_splits,
+    machine_info,
+    select_device,
+    write_json_atomic,
+)
+from seqvcr.sequences import EncodedData, encode_examples, make_batch
+
+
+class TrainModule(nn.Module):
+    """The model and its Seq-VCR head as one module, so DDP synchronises both."""
+
+    def __init__(self, model: GPT, seqvcr: SeqVCR | None, layer: int) -> None:
+        super().__init__()
+        self.model = model
+        self.seqvcr = seqvcr
+        self.layer = layer
+        self.gather = None  # set to an all-gather with gradients under torchrun
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns (total loss, LM loss, Seq-VCR variance term, covariance term)."""
+        need_hidden = self.seqvcr is not None
+        out = self.model(x, y, output_hidden_states=need_hidden)
+        if self.seqvcr is None:
+            return out.loss, out.loss, None, None
+        h = out.hidden_states[self.layer]  # (B, T, n_embd)
+        sv = self.seqvcr(h, mask, gather=self.gather)
+        return out.loss + sv.loss, out.loss, sv.variance, sv.covariance
+
+
+def lr_at(step: int, total: int, cfg: C.OptimConfig) -> float:
+    """Linear warm-up over ``warmup * total`` steps, then linear/cosine decay to ``min_lr_ratio * lr``."""
+    warm = int(cfg.warmup * total)
+    if warm > 0 and step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant" or total <= warm:
+        return cfg.lr
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        factor = 1.0 - (1.0 - floor) * progress
+    return cfg.lr * factor
+
+
+class BatchSampler:
+    """Batch indices as a pure function of (seed, step): a fresh permutation per epoch, last partial
+    batch dropped, so every step has the same shape and resuming needs no sampler state."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.seed = seed
+        self.steps_per_epoch = max(1, n // self.batch_size)
+        self._epoch = -1
+        self._perm: torch.Tensor | None = None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+            self._epoch = epoch
+        assert self._perm is not None
+        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    last_good_step: int = 0
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(
+    path: Path, tm: TrainModule, opt: torch.optim.Optimizer, step: int, cfg: C.Config
+) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "model": tm.model.state_dict(),
+            "model_config": vars(tm.model.config).copy(),
+            "seqvcr": tm.seqvcr.state_dict() if tm.seqvcr is not None else None,
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "rng": _rng_state(),
+            "config": C.to_dict(cfg),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+class Progress:
+    """One line per log interval on stderr (and nothing on non-main ranks)."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream
+        self.t0 = time.perf_counter()
+
+    def line(self, step: int, text: str) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / max(step, 1) * (self.total - step)
+        self.stream.write(f"[{step:>7}/{self.total}] {text} | {elapsed:5.0f}s elapsed, eta {eta:5.0f}s\n")
+        self.stream.flush()
+
+
+def prepare_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
+    """Create/validate the run directory. Returns True when an interrupted run should be resumed.
+
+    A finished run (result.json present) is never overwritten without ``force``; an interrupted run
+    with the same config is resumed; one with a different config needs ``force``.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: exists and is not a directory")
+    finished = (run_dir / RESULT_FILE).is_file()
+    has_ckpt = (run_dir / CHECKPOINT_FILE).is_file()
+    if force and run_dir.is_dir():
+        for name in (RESULT_FILE, CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+        return False
+    if finished:
+        raise RunDirError(
+            f"{run_dir}: already holds a finished run (result.json); use --force to overwrite it"
+        )
+    if has_ckpt:
+        saved = C.load_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
+        if saved is None or C.to_dict(C.resolve(saved)) != C.to_dict(cfg):
+            raise RunDirError(
+                f"{run_dir}: holds an interrupted run with a different config; "
+                "use --force to start over or pick another directory"
+            )
+        return True
+    return False
+
+
+def train(
+    cfg: C.Config,
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train one run to completion (resuming if it was interrupted) and return its result dict."""
+    cfg = C.resolve(cfg)
+    rd = Path(run_dir)
+    distributed = dist_utils.init_from_env()
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    main = rank == 0
+    resume = False
+    if main:
+        resume = prepare_run_dir(rd, cfg, force)
+        rd.mkdir(parents=True, exist_ok=True)
+    if distributed:
+        flag = [resume]
+        torch.distributed.broadcast_object_list(flag, src=0)
+        resume = bool(flag[0])
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = select_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_bf16 = device.type == "cuda" and cfg.train.precision in ("auto", "bf16")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    precision = "bf16" if use_bf16 else "fp32"
+
+    torch.manual_seed(cfg.train.seed)
+    random.seed(cfg.train.seed)
+
+    # ---- data: generated or read once, tokenised once, kept on the device ----
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    train_ex, valid_ex = load_splits(cfg, task)
+    train_data = encode_examples(fmt, train_ex, where="train")
+    valid_data = encode_examples(fmt, valid_ex, where="valid")
+    seq_len = max(train_data.max_length, valid_data.max_length)
+    train_data = encode_examples(fmt, train_ex, pad_to=seq_len, where="train").to(device)
+    valid_data = valid_data.to(device)
+    block_size = cfg.model.block_size or seq_len
+    if block_size < seq_len:
+        raise RunDirError(f"model.block_size={block_size} is shorter than the longest sequence ({seq_len})")
+
+    # ---- model, Seq-VCR head, optimiser ----
+    model = build_model(cfg, fmt.tokenizer.vocab_size, block_size).to(device)
+    head = build_seqvcr(cfg, model.config.n_embd)
+    if head is not None:
+        head.to(device)
+    tm = TrainModule(model, head, cfg.seqvcr.layer)
+    if distributed:
+        tm.gather = dist_utils.all_gather_with_grad
+    opt = _optimizer(tm, cfg, device)
+
+    if cfg.optim.batch_size % world != 0:
+        raise RunDirError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
+    sampler = BatchSampler(len(train_data), cfg.optim.batch_size, cfg.train.seed)
+    total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * sampler.steps_per_epoch))
+    local_bs = sampler.batch_size // world
+
+    state = RunState()
+    ckpt_path = rd / CHECKPOINT_FILE
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        if head is not None:
+            head.load_state_dict(ckpt["seqvcr"])
+        opt.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        state.step = state.last_good_step = int(ckpt["step"])
+        if main:
+            _truncate_metrics(rd / METRICS_FILE, state.step)
+    if main:
+        C.save_yaml(cfg, rd / CONFIG_FILE)
+
+    runner: nn.Module = tm
+    if cfg.train.compile:
+        tm.model = torch.compile(model)  # type: ignore[assignment]
+    if distributed:
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        runner = nn.parallel.DistributedDataParallel(tm, **ddp_kwargs)
+
+    n_params = model.num_params()
+    prog = Progress(total, enabled=progress and main)
+    if main and progress:
+        sys.stderr.write(
+            f"training {task.describe()} / {cfg.method.name} / {n_params / 1e6:.2f}M params on "
+            f"{device} ({precision}), {len(train_data)} train / {len(valid_data)} valid examples, "
+            f"{total} steps of {sampler.batch_size}"
+            + (f" (resumed at step {state.step})" if resume else "")
+            + "\n"
+        )
+    metrics = open(rd / METRICS_FILE, "a") if main else None  # noqa: SIM115 - closed in finally
+    t_start = time.perf_counter()
+    try:
+        _loop(
+            runner,
+            tm,
+            opt,
+            cfg,
+            sampler,
+            train_data,
+            valid_data,
+            fmt,
+            state,
+            total,
+            rank,
+            local_bs,
+            autocast,
+            precision,
+            metrics,
+            prog,
+            ckpt_path,
+        )
+        train_time = time.perf_counter() - t_start
+        result: dict[str, Any] = {}
+        if main:
+            final = evaluate(
+                model, fmt, valid_data, batch_size=cfg.train.eval_batch_size, precision=precision
+            )
+            _log(
+                metrics,
+                {
+                    "kind": "eval",
+                    "step": state.step,
+                    "split": "valid",
+                    "exact_match": final.exact_match,
+                    "n": final.n,
+                    "position_accuracy": final.position_accuracy,
+                },
+            )
+            _save_checkpoint(ckpt_path, tm, opt, state.step, cfg)
+            info = machine_info(device)
+            result = {
+                "run_dir": str(rd),
+                "task": task.describe(),
+                "method": cfg.method.name,
+                "seed": cfg.train.seed,
+                "steps": state.step,
+                "params": n_params,
+                "valid": final.summary(),
+                "train_time_s": train_time,
+                "device": str(device),
+                "precision": precision,
+                "world_size": world,
+                "machine": info,
+                "machine_description": describe_machine(info),
+                "command": command,
+                "config": C.to_dict(cfg),
+            }
+            write_json_atomic(rd / RESULT_FILE, result)
+            prog.line(state.step, f"done: valid exact match {final.exact_match:.4f} on {final.n} examples")
+        return result
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if distributed:
+            dist_utils.barrier()
+
+
+def _optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernels on CUDA."""
+    decay, no_decay = [], []
+    for _, p in tm.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), **extra)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint a run resumes from, so no step appears twice."""
+    if not path.is_file():
+        return
+    kept = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _log(stream: TextIO | None, record: dict[str, Any]) -> None:
+    if stream is None:
+        return
+    stream.write(json.dumps(record) + "\n")
+    stream.flush()
+
+
+def _loop(
+    runner: nn.Module,
+    tm: TrainModule,
+    opt: torch.optim.Optimizer,
+    cfg: C.Config,
+    sampler: BatchSampler,
+    train_data: EncodedData,
+    valid_data: EncodedData,
+    fmt: Any,
+    state: RunState,
+    total: int,
+    rank: int,
+    local_bs: int,
+    autocast: Any,
+    precision: str,
+    metrics: TextIO | None,
+    prog: Progress,
+    ckpt_path: Path,
+) -> None:
+    tc = cfg.train
+    main = rank == 0
+    device = train_data.ids.device
+    valid_probe = valid_data
+    if tc.eval_examples and tc.eval_examples < len(valid_data):
+        valid_probe = valid_data.subset(range(tc.eval_examples))
+    # running sums over the log interval, kept on the device to avoid a sync per step
+    sums = torch.zeros(4, device=device)  # loss, lm loss, variance, covariance
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    tokens = 0
+    n_steps = 0
+    t_last = time.perf_counter()
+    tm.train()
+    while state.step < total:
+        step = state.step
+        lr = lr_at(step, total, cfg.optim)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = sampler.indices(step)[rank * local_bs : (rank + 1) * local_bs].to(device)
+        x, y, mask = make_batch(train_data, idx)
+        with autocast:
+            loss, lm_loss, var, cov = runner(x, y, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(tm.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        state.step += 1
+        n_steps += 1
+        tokens += int(mask.sum()) if device.type == "cpu" else 0
+        with torch.no_grad():
+            nonfinite |= ~torch.isfinite(loss.detach())
+            sums += torch.stack(
+                [
+                    loss.detach().float(),
+                    lm_loss.detach().float(),
+                    var.detach().float() if var is not None else torch.zeros((), device=device),
+                    cov.detach().float() if cov is not None else torch.zeros((), device=device),
+                ]
+            )
+        s = state.step
+        at_log = s % tc.log_every == 0 or s == total
+        at_ckpt = s % tc.checkpoint_every == 0
+        at_eval = s % tc.eval_every == 0 and s != total
+        if (at_log or at_ckpt or at_eval) and bool(nonfinite):
+            raise TrainingDivergedError(
+                f"loss became NaN/inf between steps {state.last_good_step} and {s} "
+                f"(lr {lr:.3g}); stopped. The last good checkpoint (step {state.last_good_step}) is kept "
+                f"in {ckpt_path}; lower optim.lr or raise optim.warmup and re-run with --force"
+            )
+        if at_log and n_steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                tokens = int(n_steps * x.shape[0] * x.shape[1])  # padded tokens on GPU (no sync per step)
+            now = time.perf_counter()
+            dt = max(now - t_last, 1e-9)
+            avg = (sums / n_steps).tolist()
+            world = dist_utils.world_size()
+            rec = {
+                "kind": "train",
+                "step": s,
+                "loss": avg[0],
+                "lm_loss": avg[1],
+                "seqvcr_loss": avg[0] - avg[1] if tm.seqvcr is not None else 0.0,
+                "seqvcr_variance": avg[2],
+                "seqvcr_covariance": avg[3],
+                "lr": lr,
+                "tokens_per_s": tokens * world / dt,
+                "examples_per_s": n_steps * local_bs * world / dt,
+                "elapsed_s": now - prog.t0,
+            }
+            _log(metrics, rec)
+            extra = f" (lm {avg[1]:.4f}, var {avg[2]:.4f}, cov {avg[3]:.4f})" if tm.seqvcr is not None else ""
+            prog.line(s, f"loss {avg[0]:.4f}{extra} | lr {lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s")
+            sums.zero_()
+            tokens = 0
+            n_steps = 0
+            t_last = time.perf_counter()
+        if at_eval and main:
+            res = evaluate(
+                tm.model if not cfg.train.compile else tm.model._orig_mod,
+                fmt,
+                valid_probe,
+                batch_size=tc.eval_batch_size,
+                precision=precision,
+            )
+            _log(
+                metrics,
+                {
+                    "kind": "eval",
+                    "step": s,
+                    "split": "valid",
+                    "exact_match": res.exact_match,
+                    "n": res.n,
+                    "position_accuracy": res.position_accuracy,
+                },
+            )
+            prog.line(s, f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
+            tm.train()
+            t_last = time.perf_counter()
+        if at_ckpt:
+            if main:
+                model_for_ckpt = tm
+                if cfg.train.compile:
+                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.layer)
+                _save_checkpoint(ckpt_path, model_for_ckpt, opt, s, cfg)
+            state.last_good_step = s
+    if cfg.train.compile:
+        tm.model = tm.model._orig_mod

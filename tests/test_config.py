@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seqvcr import config as C
+from seqvcr.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_resolve_to_preset_and_task_coefficients() -> None:
+    cfg = C.resolve(C.load_config(None, ["task.name=arith", "method.name=seqvcr"]))
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd) == (4, 4, 256)
+    assert (cfg.seqvcr.lambda1, cfg.seqvcr.lambda2) == (0.1, 0.5)
+    cfg = C.resolve(C.load_config(None, ["task.name=mult", "model.preset=gpt2-small"]))
+    assert (cfg.seqvcr.lambda1, cfg.seqvcr.lambda2) == (1.0, 0.004)
+    assert cfg.model.n_layer == 12 and cfg.model.n_embd == 768
+
+
+@pytest.mark.parametrize(
+    ("method", "cot", "pauses", "seqvcr"),
+    [
+        ("vanilla", False, 0, False),
+        ("cot", True, 0, False),
+        ("pause", False, 3, False),
+        ("seqvcr", False, 0, True),
+        ("seqvcr_pause", False, 3, True),
+    ],
+)
+def test_method_presets(method: str, cot: bool, pauses: int, seqvcr: bool) -> None:
+    cfg = C.load_config(None, [f"method.name={method}", "method.pauses=3"])
+    assert (cfg.method.cot, cfg.method.num_pauses, cfg.method.seqvcr) == (cot, pauses, seqvcr)
+
+
+def test_overrides_parse_yaml_scalars() -> None:
+    cfg = C.load_config(None, ["optim.lr=1e-3", "task.under=true", "model.init_from=null", "optim.epochs=2"])
+    assert cfg.optim.lr == pytest.approx(1e-3) and cfg.task.under is True
+    assert cfg.model.init_from is None and isinstance(cfg.optim.epochs, float)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=1", "unknown config key 'optim.lrr'; allowed: lr, weight_decay"),
+        ("bogus.x=1", "unknown config key 'bogus'"),
+        ("task.name=sorting", "'task.name': 'sorting' is not one of mult, arith, lis"),
+        ("method.name=magic", "not one of vanilla, cot, pause, seqvcr, seqvcr_pause"),
+        ("seqvcr.lambda1=-1", "'seqvcr.lambda1' must be >= 0"),
+        ("seqvcr.proj_dim=0", "'seqvcr.proj_dim' must be > 0"),
+        ("optim.batch_size=abc", "'optim.batch_size': expected int"),
+        ("seqvcr.over=time", "not one of batch, batch_time"),
+    ],
+)
+def test_bad_values_are_one_line_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        C.load_config(None, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_seqvcr_batch_of_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 2 sequences"):
+        C.load_config(None, ["method.name=seqvcr", "optim.batch_size=1"])
+    C.load_config(None, ["method.name=vanilla", "optim.batch_size=1"])  # fine without Seq-VCR
+
+
+def test_layer_out_of_range() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'seqvcr.layer': 7 is out of range for a 4-layer model \(allowed -5..4"
+    ):
+        C.resolve(C.load_config(None, ["seqvcr.layer=7"]))
+    assert C.resolve(C.load_config(None, ["seqvcr.layer=0"])).seqvcr.layer == 0
+
+
+def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task:\n  name: mult\n optim: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        C.load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        C.load_config(tmp_path / "missing.yaml")
+
+
+def test_save_and_reload_roundtrip(tmp_path: Path) -> None:
+    cfg = C.resolve(C.load_config(None, ["task.name=lis", "task.length=80", "method.name=seqvcr_pause"]))
+    C.save_yaml(cfg, tmp_path / "c.yaml")
+    again = C.resolve(C.load_config(tmp_path / "c.yaml"))
+    assert C.to_dict(again) == C.to_dict(cfg)
+
+
+def test_every_shipped_config_loads() -> None:
+    files = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(files) == 41  # 2 x 5 mult + 3 x 5 arith + 3 x 5 lis + tiny
+    for f in files:
+        C.resolve(C.load_config(f))

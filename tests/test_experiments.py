@@ -1,0 +1,424 @@
+"""Ablation plans and sweeps: validation, expansion, executors, idempotency, resume, aggregation."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from seqvcr import config as C
+from seqvcr.errors import ConfigError, SeqVCRError
+from seqvcr.experiments import aggregate as A
+from seqvcr.experiments import executors as E
+from seqvcr.experiments import sweep as S
+from seqvcr.experiments.plan import load_plan, parse_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANS = sorted((ROOT / "plans").rglob("*.yaml"))
+
+# A model and task small enough that a run trains in about a second on one CPU core.
+MINI: dict[str, Any] = {
+    "task": {"name": "mult", "digits": 2, "train_size": 200, "valid_size": 16},
+    "model": {"preset": "tiny", "n_layer": 1, "n_head": 2, "n_embd": 32},
+    "method": {"name": "seqvcr_pause", "pauses": 1},
+    "seqvcr": {"proj_dim": 16},
+    "optim": {"max_steps": 8, "batch_size": 8, "lr": 1e-3},
+    "train": {"device": "cpu", "log_every": 4, "eval_every": 1000, "checkpoint_every": 4,
+              "eval_examples": 8},
+}
+
+
+def mini_plan(**extra: Any) -> dict[str, Any]:
+    plan = {
+        "name": "mini",
+        "config": copy.deepcopy(MINI),
+        "ablations": [
+            {"part": "projection", "action": "REPLACE", "key": "seqvcr.proj_dim", "replacements": [8, 16]}
+        ],
+        "metrics": ["exact_match", "position_accuracy"],
+        "seeds": [0],
+    }
+    plan.update(extra)
+    return plan
+
+
+def write_plan(tmp_path: Path, plan: dict[str, Any], name: str = "plan.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("path", PLANS, ids=lambda p: str(p.relative_to(ROOT / "plans")))
+def test_shipped_plans_load(path: Path) -> None:
+    plan = load_plan(path)
+    assert plan.studies and plan.seeds
+    S.expand(plan)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.update(colour="red"), "unknown plan key 'colour'"),
+        (lambda p: p["ablations"][0].update(action="SWAP"), "action 'SWAP' is not one of"),
+        (lambda p: p["ablations"][0].update(key="seqvcr.proj_dims"), "did you mean 'seqvcr.proj_dim'"),
+        (lambda p: p["ablations"][0].update(key="seqvcr"), "is a config section"),
+        (lambda p: p["ablations"][0].update(key="optim.lr", replacements=["fast"]), "expected float"),
+        (lambda p: p["ablations"][0].update(key="seqvcr.over", replacements=["rows"]), "not one of"),
+        (lambda p: p["ablations"][0].update(replacements=[8, 8]), "give the same config"),
+        (lambda p: p["ablations"][0].update(labels=["a"]), "1 labels for 2 replacements"),
+        (lambda p: p["ablations"][0].update(colour=1), "unknown key 'colour'"),
+        (lambda p: p["config"]["model"].update(layers=3), "no key 'model.layers'"),
+        (lambda p: p.update(metrics=["accuracy"]), "'accuracy' is not one of"),
+        (lambda p: p.update(seeds=[0, 0]), "repeated seed"),
+        (lambda p: p.update(eval_data="ref:mult/9x9/test.txt"), "no such reference file"),
+        (lambda p: p["config"]["method"].update(name="vanilla"), "has no effect"),
+        (lambda p: p.update(ablations=[{"action": "REMOVE", "component": "cot"}]), "does not have it"),
+        (lambda p: p.update(ablations=[{"action": "ADD", "component": "seqvcr"}]), "already has it"),
+        (lambda p: p.update(ablations=[{"action": "ADD", "component": "wings"}]), "component 'wings'"),
+        (lambda p: p["ablations"][0].update(replacements=[{"seqvcr.lambda3": 1.0}], key=None),
+         "no key 'seqvcr.lambda3'"),
+        (lambda p: p.update(cross=True), "at least two ablations"),
+    ],
+)
+def test_plan_validation_errors(tmp_path: Path, change: Any, message: str) -> None:
+    raw = mini_plan()
+    change(raw)
+    if raw["ablations"][0].get("key", "x") is None:
+        del raw["ablations"][0]["key"]
+    with pytest.raises(ConfigError, match=None) as info:
+        load_plan(write_plan(tmp_path, raw))
+    assert message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_base_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="base: configs/nope.yaml: file not found"):
+        load_plan(write_plan(tmp_path, mini_plan(base="configs/nope.yaml")))
+
+
+def test_add_remove_components() -> None:
+    raw = mini_plan(ablations=[
+        {"action": "REMOVE", "component": "pause"},
+        {"action": "REMOVE", "component": "seqvcr", "name": "no_reg"},
+        {"action": "REPLACE", "key": "method.pauses", "replacements": [1, 3]},
+    ])
+    plan = parse_plan(raw)
+    methods = {s.label: plan.setting_config(s, 0).method.name for st in plan.studies for s in st.settings}
+    assert methods["-pause (seqvcr)"] == "seqvcr"
+    assert methods["-seqvcr (pause)"] == "pause"
+    assert methods["base (seqvcr_pause)"] == "seqvcr_pause"
+    vanilla = copy.deepcopy(MINI)
+    vanilla["method"]["name"] = "vanilla"
+    plan = parse_plan({"name": "x", "config": vanilla, "ablations": [
+        {"action": "ADD", "component": "pause", "replacements": [{"method.pauses": 2}, {"method.pauses": 4}]}]})
+    cfgs = [plan.setting_config(s, 0) for s in plan.studies[0].settings]
+    assert [(c.method.name, c.method.num_pauses) for c in cfgs] == [("vanilla", 0), ("pause", 2), ("pause", 4)]
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+
+
+SEED000_PAIRS = [(0.5, 0.002), (1.0, 0.004), (2.0, 0.008), (0.05, 0.25), (0.1, 0.5), (0.2, 1.0)]
+
+
+def test_lambda_plan_expands_to_the_seed_pairs_on_both_tasks() -> None:
+    plan = load_plan(ROOT / "plans" / "lambda_sensitivity.yaml")
+    studies, runs = S.expand(plan)
+    assert len(runs) == 6 * 2 * len(plan.seeds)
+    got = set()
+    for r in runs:
+        cfg = r.config
+        got.add((cfg["seqvcr"]["lambda1"], cfg["seqvcr"]["lambda2"], cfg["task"]["name"]))
+    assert got == {(a, b, t) for a, b in SEED000_PAIRS for t in ("mult", "arith")}
+    # the arithmetic runs get Feng et al.'s minGPT setting, the multiplication runs GPT-2 small
+    for r in runs:
+        preset = r.config["model"]["preset"]
+        assert preset == ("gpt2-small" if r.config["task"]["name"] == "mult" else "mingpt")
+
+
+def test_projection_plan_expands_to_the_four_dims() -> None:
+    plan = load_plan(ROOT / "plans" / "projection_dim.yaml")
+    _, runs = S.expand(plan)
+    dims = sorted({r.config["seqvcr"]["proj_dim"] for r in runs})
+    assert dims == [512, 1024, 2048, 4096]
+    assert len(runs) == 4 * len(plan.seeds)
+
+
+def test_run_ids_are_stable_hashes_of_the_resolved_config() -> None:
+    plan = parse_plan(mini_plan(seeds=[0, 1]))
+    _, runs1 = S.expand(plan)
+    _, runs2 = S.expand(parse_plan(mini_plan(seeds=[0, 1])))
+    assert [r.id for r in runs1] == [r.id for r in runs2]
+    assert len({r.id for r in runs1}) == 4
+    for r in runs1:
+        cfg = C.resolve(C.from_dict(r.config))
+        assert S.run_id(C.to_dict(cfg)) == r.id
+        assert len(r.id) == 10
+    # identical settings from two ablations are one run
+    raw = mini_plan(ablations=[
+        {"action": "REPLACE", "key": "seqvcr.proj_dim", "replacements": [8, 16]},
+        {"action": "REPLACE", "key": "seqvcr.eta", "replacements": [0.001, 0.01]},
+    ])
+    _, runs = S.expand(parse_plan(raw))
+    assert len(runs) == 3  # proj_dim=16 and eta=0.001 are both the base
+
+
+def test_cli_print_lists_pending_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from seqvcr.cli import main
+
+    out = tmp_path / "sweep"
+    code = main(["sweep", str(ROOT / "plans" / "lambda_sensitivity.yaml"), "--executor", "print",
+                 "--out", str(out)])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 36 and all(line.startswith(f"seqvcr sweep-run {out} ") for line in lines)
+    for a, b in SEED000_PAIRS:
+        for task in ("mult 4x4", "arith 5 ops"):
+            assert sum(f"lambda1={a!r}, lambda2={b!r} | {task}" in line for line in lines) == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(not Path(r["dir"]).is_absolute() for r in manifest["runs"])
+    assert len(manifest["studies"][0]["settings"]) == 12
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from seqvcr.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(ROOT / "plans" / "projection_dim.yaml"), "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "4 settings x 3 seeds = 12 runs" in text
+    assert not out.exists()
+
+
+def test_finetune_runs_are_skipped_without_weights(tmp_path: Path) -> None:
+    plan = load_plan(ROOT / "plans" / "cpu" / "finetune.yaml")
+    sweep = S.prepare_sweep(plan, tmp_path / "ft")
+    statuses = {S.run_status(sweep, r["id"]) for r in S.load_manifest(sweep)["runs"] if r["skip"]}
+    assert statuses == {"skipped"}
+    skipped = [r for r in S.load_manifest(sweep)["runs"] if r["skip"]]
+    assert skipped and all("--gpt2-dir" in r["skip"] for r in skipped)
+    assert S.run_one(sweep, skipped[0]["id"]).status == "skipped"
+
+
+# ---------------------------------------------------------------------------------------------- execution
+
+
+def test_run_one_is_idempotent_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seqvcr.training as T
+
+    sweep = S.prepare_sweep(parse_plan(mini_plan()), tmp_path / "sw")
+    ids = [r["id"] for r in S.load_manifest(sweep)["runs"]]
+
+    # interrupt the first run right after its first checkpoint (step 4 of 8), as a kill would
+    real_save = T._save_checkpoint
+
+    def save_then_die(path: Path, tm: Any, opt: Any, step: int, cfg: Any) -> None:
+        real_save(path, tm, opt, step, cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_one(sweep, ids[0], log_to_file=True)
+    monkeypatch.setattr(T, "_save_checkpoint", real_save)
+    assert S.run_status(sweep, ids[0]) == "interrupted"
+    assert S.run_status(sweep, ids[1]) == "pending"
+
+    out = S.run_one(sweep, ids[0])
+    assert out.status == "done" and out.trained
+    rd = sweep / "runs" / ids[0]
+    assert "resumed at step 4" in (rd / "train.log").read_text()
+    assert json.loads((rd / "result.json").read_text())["steps"] == 8
+    steps = [json.loads(x)["step"] for x in (rd / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]
+    assert steps == [4, 8]
+    ev = json.loads((rd / "eval.json").read_text())
+    assert 0.0 <= ev["exact_match"] <= 1.0 and ev["n"] == 16 and ev["run_dir"] == f"runs/{ids[0]}"
+
+    # a second call does not train again and leaves every file as it was
+    before = {p.name: p.stat().st_mtime_ns for p in rd.iterdir()}
+    again = S.run_one(sweep, ids[0])
+    assert again.status == "done" and not again.trained
+    assert {p.name: p.stat().st_mtime_ns for p in rd.iterdir()} == before
+
+
+def test_local_executor_isolates_a_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from seqvcr.cli import main
+
+    raw = mini_plan(ablations=[
+        {"part": "context", "action": "REPLACE", "key": "model.block_size", "replacements": [4, 64]},
+    ], seeds=[0, 1])
+    plan_file = write_plan(tmp_path, raw)
+    out = tmp_path / "sw"
+    code = main(["sweep", str(plan_file), "--out", str(out), "--workers", "2", "--threads", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {r["setting"] + f"/{r['seed']}": r["status"] for r in manifest["runs"]}
+    assert status == {"block_size=4/0": "crashed", "block_size=4/1": "crashed",
+                      "block_size=64/0": "done", "block_size=64/1": "done"}
+    assert err.count("CRASH") == 2 and "shorter than the longest sequence" in err
+    crashed = [r["id"] for r in manifest["runs"] if r["status"] == "crashed"]
+    first = (out / "runs" / crashed[0] / "error.txt").read_text().splitlines()[0]
+    assert first.startswith("RunDirError: model.block_size=4")
+    report = (out / "report" / "report.md").read_text()
+    assert "block_size=4, seed 0" in report and "crashed" in report
+
+    # re-running does nothing for the finished runs and retries only the crashed ones
+    code = main(["sweep", str(plan_file), "--out", str(out), "--no-report", "--only", crashed[0]])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "1 to run" in err and "running 1 run(s)" in err
+    code = main(["sweep", str(plan_file), "--out", str(out), "--executor", "print"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert sorted(line.split()[3] for line in lines) == sorted(crashed)
+
+
+def test_slurm_executor_with_a_fake_submitit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+    params: dict[str, Any] = {}
+
+    class Job:
+        def __init__(self, i: int, value: Any) -> None:
+            self.job_id = f"77_{i}"
+            self.value = value
+
+        def result(self) -> Any:
+            return self.value
+
+    class AutoExecutor:
+        def __init__(self, folder: str) -> None:
+            self.folder = folder
+
+        def update_parameters(self, **kw: Any) -> None:
+            params.update(kw)
+
+        def map_array(self, fn: Any, *arg_lists: Any) -> list[Job]:
+            assert hasattr(fn, "checkpoint")
+            jobs = []
+            for i, args in enumerate(zip(*arg_lists)):
+                calls.append((args[0], args[1]))
+                jobs.append(Job(i, None))
+            return jobs
+
+    fake = types.ModuleType("submitit")
+    fake.AutoExecutor = AutoExecutor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "submitit", fake)
+    sweep = S.prepare_sweep(parse_plan(mini_plan(seeds=[0, 1])), tmp_path / "sw")
+    runs = S.load_manifest(sweep)["runs"]
+    ids = E.run_slurm(sweep, runs, E.SlurmOptions(partition="gpu", time_min=30), name="mini")
+    assert ids == [f"77_{i}" for i in range(4)]
+    assert [c[1] for c in calls] == [r["id"] for r in runs]
+    assert all(Path(c[0]).is_absolute() for c in calls)
+    assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 30
+
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(SeqVCRError, match="pip install"):
+        E.run_slurm(sweep, runs, E.SlurmOptions(), name="mini")
+
+
+# ---------------------------------------------------------------------------------------------- aggregation
+
+
+def test_t_quantile_matches_tables() -> None:
+    for nu, t in [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622), (30, 2.0423)]:
+        assert A.t_quantile(0.975, nu) == pytest.approx(t, abs=1e-4)
+    st = A.summarize([1.0])
+    assert st.n == 1 and st.mean == 1.0 and math.isnan(st.std) and math.isnan(st.ci_low)
+
+
+def _fake_sweep(root: Path) -> tuple[Path, dict[str, dict[int, dict[str, Any]]]]:
+    """A sweep directory with hand-made result/eval/entropy files: no training."""
+    sweep = S.prepare_sweep(parse_plan(mini_plan(
+        seeds=[0, 1, 2], metrics=["exact_match", "matrix_entropy", "position_accuracy"],
+        ablations=[{"part": "proj", "action": "REPLACE", "key": "seqvcr.proj_dim", "replacements": [8, 16, 32]}],
+    )), root)
+    manifest = S.load_manifest(sweep)
+    data: dict[str, dict[int, dict[str, Any]]] = {}
+    k = 0
+    for setting in manifest["studies"][0]["settings"]:
+        data[setting["label"]] = {}
+        for seed, rid in setting["runs"].items():
+            k += 1
+            if setting["label"] == "proj_dim=32" and seed == "2":
+                continue  # one run has not finished: n = 2 for that row
+            em = (k * 37 % 11) / 11
+            pos = [1.0, (k % 5) / 5, (k % 3) / 3]
+            layers = [0.5 + 0.01 * k, 0.3 + 0.02 * k, 0.4 + 0.005 * k * k, 0.9 - 0.01 * k]
+            rd = sweep / "runs" / rid
+            spec = json.loads((rd / "spec.json").read_text())
+            (rd / "result.json").write_text(json.dumps({"steps": 8, "train_time_s": 1.0}))
+            (rd / "eval.json").write_text(json.dumps({
+                "exact_match": em, "position_accuracy": pos, "n": 16,
+                "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
+            (rd / "entropy.json").write_text(json.dumps({
+                "layers": [{"layer": i, "mean": v, "std": 0.0} for i, v in enumerate(layers)],
+                "eval_data": spec["eval_data"], "entropy_sequences": spec["entropy_sequences"]}))
+            data[setting["label"]][int(seed)] = {"em": em, "pos": pos, "layers": layers}
+    return sweep, data
+
+
+def _naive(values: list[float]) -> tuple[float, float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    t = {2: 12.706204736174694, 3: 4.302652729749462}[n]  # t(0.975, n-1), from tables
+    return mean, std, t * std / n**0.5
+
+
+def test_report_aggregates_over_seeds(tmp_path: Path) -> None:
+    sweep, data = _fake_sweep(tmp_path / "sw")
+    md = A.report_sweep(sweep)
+    assert md == sweep / "report" / "report.md"
+    rows = {r["setting"]: r for r in csv.DictReader((sweep / "report" / "summary.csv").open())}
+    assert set(rows) == {"proj_dim=8", "proj_dim=16", "proj_dim=32"}
+    for label, seeds in data.items():
+        row = rows[label]
+        assert int(row["seeds_done"]) == len(seeds) and int(row["seeds_planned"]) == 3
+        mean, std, half = _naive([s["em"] for s in seeds.values()])
+        assert float(row["exact_match_mean"]) == pytest.approx(mean)
+        assert float(row["exact_match_std"]) == pytest.approx(std)
+        assert float(row["exact_match_ci95_low"]) == pytest.approx(mean - half)
+        assert float(row["exact_match_ci95_high"]) == pytest.approx(mean + half)
+        inner = [sum(s["layers"][1:3]) / 2 for s in seeds.values()]
+        mean, std, half = _naive(inner)
+        assert float(row["entropy_mean"]) == pytest.approx(mean)
+        assert float(row["entropy_ci95_high"]) == pytest.approx(mean + half)
+    layers = list(csv.DictReader((sweep / "report" / "layer_entropy.csv").open()))
+    l2 = next(r for r in layers if r["setting"] == "proj_dim=8" and r["layer"] == "2")
+    assert float(l2["mean"]) == pytest.approx(sum(s["layers"][2] for s in data["proj_dim=8"].values()) / 3)
+    pos = list(csv.DictReader((sweep / "report" / "position_accuracy.csv").open()))
+    p1 = next(r for r in pos if r["setting"] == "proj_dim=16" and r["position"] == "1")
+    assert float(p1["mean"]) == pytest.approx(sum(s["pos"][1] for s in data["proj_dim=16"].values()) / 3)
+    text = md.read_text()
+    for label in data:
+        assert f"| {label} |" in text
+    assert "| proj_dim=32 | 2/3 |" in text and "pending" in text
+    for suffix in ("accuracy", "entropy", "layer_entropy", "position_accuracy"):
+        assert (sweep / "report" / f"proj_dim_{suffix}.png").stat().st_size > 1000
+
+    # a copy of the sweep directory (without checkpoints) reports the same numbers
+    copy_dir = A.copy_sweep(sweep, tmp_path / "elsewhere")
+    A.report_sweep(copy_dir)
+    assert (copy_dir / "report" / "summary.csv").read_text() == (sweep / "report" / "summary.csv").read_text()
+
+
+def test_report_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    sweep, _ = _fake_sweep(tmp_path / "sw")
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    with pytest.raises(SeqVCRError, match="does not hold a sweep report"):
+        A.report_sweep(sweep, out=other)
+    A.report_sweep(sweep)
+    A.report_sweep(sweep)  # our own report is replaced without --force

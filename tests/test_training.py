@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import micro_overrides
+
+from seqvcr import config as C
+from seqvcr import training
+from seqvcr.cli import main
+from seqvcr.errors import RunDirError, TrainingDivergedError
+
+
+def _cfg(method: str = "seqvcr_pause", steps: int = 20, extra: list[str] | None = None) -> C.Config:
+    return C.load_config(None, micro_overrides(method, steps) + (extra or []))
+
+
+def _records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_train_writes_a_complete_run_dir(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = training.train(_cfg(), run, progress=False)
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json"):
+        assert (run / name).is_file(), name
+    train_recs = _records(run, "train")
+    assert [r["step"] for r in train_recs] == [5, 10, 15, 20]
+    for key in (
+        "loss",
+        "lm_loss",
+        "seqvcr_loss",
+        "seqvcr_variance",
+        "seqvcr_covariance",
+        "lr",
+        "tokens_per_s",
+    ):
+        assert key in train_recs[0]
+    assert train_recs[-1]["lm_loss"] < train_recs[0]["lm_loss"]
+    assert train_recs[0]["seqvcr_variance"] > 0
+    assert [r["step"] for r in _records(run, "eval")] == [10, 20]
+    saved = json.loads((run / "result.json").read_text())
+    assert saved["steps"] == 20 == result["steps"]
+    assert 0.0 <= saved["valid"]["exact_match"] <= 1.0
+    assert len(saved["valid"]["position_accuracy"]) == 4  # 2x2 digits -> 4 answer digits
+    # the saved config is complete: it reloads to the same resolved config
+    assert C.to_dict(C.resolve(C.load_config(run / "config.yaml"))) == saved["config"]
+
+
+def test_finished_run_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    training.train(_cfg(steps=5), run, progress=False)
+    before = (run / "result.json").read_text()
+    with pytest.raises(RunDirError, match="already holds a finished run"):
+        training.train(_cfg(steps=5), run, progress=False)
+    assert (run / "result.json").read_text() == before
+    training.train(_cfg(steps=5), run, progress=False, force=True)
+
+
+def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tmp_path / "straight"
+    training.train(_cfg(), straight, progress=False)
+
+    interrupted = tmp_path / "interrupted"
+    real_lr_at = training.lr_at
+
+    def crash_at_13(step: int, total: int, cfg: C.OptimConfig) -> float:
+        if step == 13:
+            raise KeyboardInterrupt
+        return real_lr_at(step, total, cfg)
+
+    monkeypatch.setattr(training, "lr_at", crash_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(_cfg(), interrupted, progress=False)
+    assert not (interrupted / "result.json").exists()
+    assert torch.load(interrupted / "checkpoint.pt", weights_only=False)["step"] == 10
+    monkeypatch.setattr(training, "lr_at", real_lr_at)
+    training.train(_cfg(), interrupted, progress=False)
+
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(interrupted / "checkpoint.pt", weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    assert [r["step"] for r in _records(interrupted, "train")] == [5, 10, 15, 20]
+    assert _records(interrupted, "train")[-1]["loss"] == pytest.approx(
+        _records(straight, "train")[-1]["loss"]
+    )
+
+
+def test_interrupted_run_with_other_config_needs_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    real_lr_at = training.lr_at
+
+    def crash(step: int, total: int, cfg: C.OptimConfig) -> float:
+        if step == 12:
+            raise KeyboardInterrupt
+        return real_lr_at(step, total, cfg)
+
+    monkeypatch.setattr(training, "lr_at", crash)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(_cfg(), run, progress=False)
+    monkeypatch.setattr(training, "lr_at", real_lr_at)
+    with pytest.raises(RunDirError, match="different config"):
+        training.train(_cfg(extra=["optim.lr=1e-3"]), run, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    real_forward = training.TrainModule.forward
+    calls = {"n": 0}
+
+    def nan_after_12(self, x, y, mask):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        loss, lm, var, cov = real_forward(self, x, y, mask)
+        if calls["n"] > 12:
+            loss = loss * float("nan")
+        return loss, lm, var, cov
+
+    monkeypatch.setattr(training.TrainModule, "forward", nan_after_12)
+    with pytest.raises(
+        TrainingDivergedError, match=r"NaN/inf between steps 10 and 15.*last good checkpoint \(step 10\)"
+    ):
+        training.train(_cfg(), run, progress=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (run / "result.json").exists()
+
+
+def test_lr_schedule() -> None:
+    cfg = C.OptimConfig(lr=1.0, warmup=0.1, schedule="linear", min_lr_ratio=0.0)
+    lrs = [training.lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    cos = C.OptimConfig(lr=1.0, warmup=0.0, schedule="cosine", min_lr_ratio=0.1)
+    assert training.lr_at(0, 100, cos) == pytest.approx(1.0)
+    assert training.lr_at(100, 100, cos) == pytest.approx(0.1)
+
+
+def test_batch_sampler_is_a_function_of_step() -> None:
+    a = training.BatchSampler(100, 16, seed=3)
+    b = training.BatchSampler(100, 16, seed=3)
+    steps = [0, 1, 7, 5, 20, 6]
+    assert all(torch.equal(a.indices(s), b.indices(s)) for s in steps)
+    epoch0 = torch.cat([a.indices(s) for s in range(a.steps_per_epoch)])
+    assert len(set(epoch0.tolist())) == 6 * 16  # no repeats within an epoch
+
+
+def test_cli_train_eval_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert (
+        main(
+            [
+                "data",
+                "mult",
+                "--digits",
+                "2",
+                "--train",
+                "300",
+                "--test",
+                "50",
+                "--seed",
+                "5",
+                "--out",
+                str(data),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    cfg_file = tmp_path / "micro.yaml"
+    cfg_file.write_text("")
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(cfg_file),
+        *micro_overrides("vanilla", 10),
+        f"task.test_file={data / 'test.txt'}",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    capsys.readouterr()
+    preds = tmp_path / "preds.jsonl"
+    assert main(["eval", str(run), "--data", str(data / "test.txt"), "--predictions", str(preds)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 50 and len(summary["position_accuracy"]) == 4
+    lines = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(lines) == 50
+    assert {"target", "prediction", "correct"} <= set(lines[0])
+    assert summary["exact_match"] == pytest.approx(sum(r["correct"] for r in lines) / 50)
+    # a second train into the finished run directory is refused with one line
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("seqvcr train: error:") and "--force" in err and "\n" not in err
+
+
+def test_cli_bad_data_line_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 * 3 4||#### 3 0 9 0\n1 2 * x 4||#### 3 0 9 0\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqvcr",
+            "data",
+            "mult",
+            "--digits",
+            "2",
+            "--train",
+            "10",
+            "--exclude",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}:2" in proc.stderr and "Traceback" not in proc.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqvcr",
+            "data",
+            "mult",
+            "--digits",
+            "2",
+            "--train",
+            "10",
+            "--exclude",
+            str(empty),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "empty" in proc.stderr and "Traceback" not in proc.stderr
