@@ -206,7 +206,9 @@ def peak_bf16_tflops(device_name: str) -> float | None:
 # (a) Seq-VCR loss
 
 
-def naive_seq_vcr_loss(x: torch.Tensor, lambda1: float = 1.0, lambda2: float = 0.004, eta: float = 1e-3) -> torch.Tensor:
+def naive_seq_vcr_loss(
+    x: torch.Tensor, lambda1: float = 1.0, lambda2: float = 0.004, eta: float = 1e-3
+) -> torch.Tensor:
     """Seq-VCR computed the usual way, with one d x d covariance per position (the reference of (a)).
 
     This is how lightly's ``VICRegLoss`` / ``VICRegLLoss`` (and VICRegL's code) compute the terms for
@@ -225,7 +227,9 @@ def naive_seq_vcr_loss(x: torch.Tensor, lambda1: float = 1.0, lambda2: float = 0
     return lambda1 * variance + lambda2 * covariance
 
 
-def _dense_seq_vcr_loss(x: torch.Tensor, lambda1: float = 1.0, lambda2: float = 0.004, eta: float = 1e-3) -> torch.Tensor:
+def _dense_seq_vcr_loss(
+    x: torch.Tensor, lambda1: float = 1.0, lambda2: float = 0.004, eta: float = 1e-3
+) -> torch.Tensor:
     """A stronger d x d baseline: still the (T, d, d) covariance, but ||C||_F^2 - ||diag C||^2 instead of
     boolean indexing (no copy of the off-diagonal entries). x: (N, T, d)."""
     n, t, d = x.shape
@@ -274,7 +278,7 @@ def bench_a(s: Settings) -> dict[str, Any]:
     rel_grad = float((grads[ours] - g_ref).abs().max() / g_ref.abs().max().clamp(min=1e-30))
     match = rel_value <= 1e-4
     med = {k: statistics.median(v) for k, v in times.items()}
-    s.log(f"(a) ours {med[ours] * 1e3:.1f} ms, d x d {med[naive] * 1e3:.1f} ms: {med[naive] / med[ours]:.1f}x")
+    s.log(f"(a) ours {_ms(med[ours])} ms, d x d {_ms(med[naive])} ms: {med[naive] / med[ours]:.1f}x")
     return {
         "shape": {"N": n, "T": t, "d": d},
         "paper_size": (n, t, d) == PAPER_SHAPE,
@@ -390,16 +394,16 @@ def bench_b(s: Settings) -> dict[str, Any]:
         warm, reps = (1, 5) if slow else (s.warmup + 1, max(s.repeats, 5))
         block = 1 if slow else (2 if s.quick else 5)  # steps per timed block
 
-        def blocked(ts: TrainStep) -> Callable[[], None]:
+        def blocked(ts: TrainStep, k: int) -> Callable[[], None]:
             def run() -> None:
-                for _ in range(block):
+                for _ in range(k):
                     ts.step()
 
             return run
 
         with _tf32(s.cuda):
             times = measure_interleaved(
-                {"with": blocked(with_sv), "without": blocked(without)}, s.device, warm, reps
+                {"with": blocked(with_sv, block), "without": blocked(without, block)}, s.device, warm, reps
             )
             head_times = measure(with_sv.head_step(), s.device, warm, reps)
         t_with = statistics.median(times["with"]) / block
@@ -410,7 +414,7 @@ def bench_b(s: Settings) -> dict[str, Any]:
         model_flops = with_sv.model.flops_per_token(with_sv.seq_len)
         head_flops = 6 * n_embd * proj  # projection forward + backward, per token
         overhead = t_with / t_without - 1.0
-        s.log(f"(b) {case}: {t_without * 1e3:.1f} ms -> {t_with * 1e3:.1f} ms per step, overhead {overhead:+.1%}")
+        s.log(f"(b) {case}: {_ms(t_without)} -> {_ms(t_with)} ms per step, overhead {overhead:+.1%}")
         out["cases"][case] = {
             "setting": {
                 "task": with_sv.cfg.task.name + f" {cfg.task.digits}x{cfg.task.digits}",
@@ -471,7 +475,9 @@ def bench_c(s: Settings) -> dict[str, Any]:
         if best is None:
             raise SeqVCRError("bench (c): even the smallest batch does not fit on the GPU")
         bs = best[1]
-        result_step = TrainStep("gpt2-small", "seqvcr_pause", s.device, batch_size=bs, compile_model=s.compile)
+        result_step = TrainStep(
+            "gpt2-small", "seqvcr_pause", s.device, batch_size=bs, compile_model=s.compile
+        )
         times = measure(result_step.step, s.device, 5 if s.compile else 3, 5 if s.quick else 20)
     t = statistics.median(times)
     tok_s = result_step.tokens_per_step / t
@@ -553,8 +559,11 @@ def _eval_case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
     warm, reps = (0, 1) if slow else (1, 2 if s.quick else 3)
     with _tf32(s.cuda):
         times = measure_interleaved({"kv_cache": cached, "naive": naive}, s.device, warm, reps)
-        t_eval = measure(lambda: evaluate(model, fmt, data, batch_size=batch), s.device, 0, 1 if slow else reps)
-    agree = float(torch.cat([(a == b).float().flatten() for a, b in zip(outputs["cache"], outputs["naive"])]).mean())
+        t_eval = measure(
+            lambda: evaluate(model, fmt, data, batch_size=batch), s.device, 0, 1 if slow else reps
+        )
+    same = [(a == b).flatten() for a, b in zip(outputs["cache"], outputs["naive"])]
+    agree = float(torch.cat(same).float().mean())  # fraction of identical tokens
     t_cache, t_naive = statistics.median(times["kv_cache"]), statistics.median(times["naive"])
     s.log(f"(d) {preset} {digits}x{digits}: {n / t_cache:,.0f} ex/s with cache, {n / t_naive:,.0f} naive")
     return {
@@ -677,7 +686,7 @@ def evaluate_targets(results: dict[str, Any], s: Settings) -> list[dict[str, Any
     out: list[dict[str, Any]] = []
     a = results.get("a")
     if a is not None and "error" not in a:
-        setting = "N=%(N)d T=%(T)d d=%(d)d" % a["shape"]
+        setting = "N={N} T={T} d={d}".format(**a["shape"])
         status = None if a["paper_size"] else "n/a (quick: not the paper size)"
         if not a["values_match"]:
             status = "FAIL (values differ)"
@@ -697,7 +706,8 @@ def evaluate_targets(results: dict[str, Any], s: Settings) -> list[dict[str, Any
             setting = f"batch {st['batch']}, T {st['seq_len']}, proj {st['proj_dim']}, {st['precision']}"
             status = "n/a (quick)" if s.quick else None
             out.append(_target(f"b-{where.lower()}-{case}", f"Seq-VCR step overhead, {case}, {where}",
-                               setting, r["overhead"], "ratio", f"<= {limit:.0%}", r["overhead"] <= limit, status))
+                               setting, r["overhead"], "ratio", f"<= {limit:.0%}", r["overhead"] <= limit,
+                               status))
         if not s.cuda:
             for case in ("tiny", "gpt2-small"):
                 out.append(_target(f"b-gpu-{case}", f"Seq-VCR step overhead, {case}, GPU", "", None, "",
@@ -740,7 +750,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# seqvcr bench",
         "",
         f"- Machine: {report['machine_description']}",
-        f"- Device: {report['device']}" + ("" if report["gpu"] else " (no GPU available for this measurement)"),
+        f"- Device: {report['device']}"
+        + ("" if report["gpu"] else " (no GPU available for this measurement)"),
         f"- Load average (1 min) at start / end: {report['load_average'][0]} / {report['load_average'][1]}",
         f"- Command: `{report['command']}`",
         f"- Date: {report['started']}, {report['seconds']:.0f} s in all"
@@ -767,10 +778,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             continue
         if key == "a":
             sh = res["shape"]
-            lines += [f"N={sh['N']}, T={sh['T']}, d={sh['d']}, {res['dtype']}, forward + backward; values match: "
-                      f"{res['values_match']} (relative difference {res['rel_value_diff']:.1e}, gradients "
-                      f"{res['rel_grad_diff']:.1e})", "",
-                      "| implementation | median ms | min ms | loss | ratio to ours |", "|---|---|---|---|---|"]
+            lines += [f"N={sh['N']}, T={sh['T']}, d={sh['d']}, {res['dtype']}, forward + backward; "
+                      f"values match: {res['values_match']} (relative difference "
+                      f"{res['rel_value_diff']:.1e}, gradients {res['rel_grad_diff']:.1e})", "",
+                      "| implementation | median ms | min ms | loss | ratio to ours |",
+                      "|---|---|---|---|---|"]
             ours = next(iter(res["implementations"].values()))["median_s"]
             for name, v in res["implementations"].items():
                 lines.append(f"| {name} | {_ms(v['median_s'])} | {_ms(v['min_s'])} | {v['loss']:.6f} | "
@@ -782,29 +794,32 @@ def render_markdown(report: dict[str, Any]) -> str:
                 st = v["setting"]
                 setting = (f"mult, batch {st['batch']}, T {st['seq_len']}, {st['n_layer']}x{st['n_embd']}, "
                            f"proj {st['proj_dim']}, {st['precision']}")
-                lines.append(f"| {case} | {setting} | {_ms(v['without_seqvcr_s'])} | {_ms(v['with_seqvcr_s'])} | "
-                             f"{v['overhead']:+.1%} | {_ms(v['seqvcr_head_fwd_bwd_s'])} | "
-                             f"{v['projection_flops_share']:.1%} |")
+                lines.append(f"| {case} | {setting} | {_ms(v['without_seqvcr_s'])} | "
+                             f"{_ms(v['with_seqvcr_s'])} | {v['overhead']:+.1%} | "
+                             f"{_ms(v['seqvcr_head_fwd_bwd_s'])} | {v['projection_flops_share']:.1%} |")
             for case, why in res.get("skipped_cases", {}).items():
                 lines.append(f"| {case} | {why} | - | - | - | - | - |")
         elif key == "c":
             lines += ["| GPU | batch | T | compile | tokens/s | achieved TFLOP/s | peak TFLOP/s | MFU |",
                       "|---|---|---|---|---|---|---|---|",
                       f"| {res['gpu']} | {res['batch']} | {res['seq_len']} | {res['compile']} | "
-                      f"{res['tokens_per_s']:,.0f} | {res['achieved_tflops']:.1f} | {res['peak_bf16_tflops']} | "
+                      f"{res['tokens_per_s']:,.0f} | {res['achieved_tflops']:.1f} | "
+                      f"{res['peak_bf16_tflops']} | "
                       + (f"{res['mfu']:.1%} |" if res["mfu"] is not None else "- |"), "", res["note"]]
         elif key == "d":
-            lines += ["| case | examples | new tokens | KV cache ex/s | naive ex/s | speed-up | evaluate() ex/s |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += ["| case | examples | new tokens | KV cache ex/s | naive ex/s | speed-up "
+                      "| evaluate() ex/s |", "|---|---|---|---|---|---|---|"]
             for case, v in res["cases"].items():
                 lines.append(f"| {case} ({v['precision']}) | {v['examples']} | {v['new_tokens']} | "
-                             f"{v['kv_cache']['examples_per_s']:,.0f} | {v['naive']['examples_per_s']:,.0f} | "
-                             f"{v['speedup']:.1f}x | {v['evaluate_examples_per_s']:,.0f} |")
+                             f"{v['kv_cache']['examples_per_s']:,.0f} | "
+                             f"{v['naive']['examples_per_s']:,.0f} | {v['speedup']:.1f}x | "
+                             f"{v['evaluate_examples_per_s']:,.0f} |")
         elif key == "e":
             lines += ["| model | layers | sequences | T | batch | forward s | entropy s | total s |",
                       "|---|---|---|---|---|---|---|---|",
-                      f"| {res['model']} | {res['layers']} | {res['sequences']} | {res['seq_len']} | {res['batch']} | "
-                      f"{res['forward_s']:.2f} | {res['entropy_s']:.2f} | {res['total_s']:.2f} |"]
+                      f"| {res['model']} | {res['layers']} | {res['sequences']} | {res['seq_len']} | "
+                      f"{res['batch']} | {res['forward_s']:.2f} | {res['entropy_s']:.2f} | "
+                      f"{res['total_s']:.2f} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -833,7 +848,7 @@ def run_benchmarks(s: Settings, command: str) -> dict[str, Any]:
         "gpu": info.get("gpu"),
         "machine": info,
         "machine_description": describe_machine(info),
-        "load_average": [None if load0 is None else round(load0, 2), None if load1 is None else round(load1, 2)],
+        "load_average": [None if v is None else round(v, 2) for v in (load0, load1)],
         "settings": {"warmup": s.warmup, "repeats": s.repeats, "compile": s.compile, "only": list(s.only)},
         "results": results,
     }
@@ -860,6 +875,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of a,b,c,d,e")
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile the model in (b) and (c)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice); 1 is steadier on a busy machine")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, --quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 2, --quick 1)")
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -885,6 +902,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < (1 if name == "repeats" else 0):
             raise ConfigError(f"--{name}: must be >= {1 if name == 'repeats' else 0}, got {value}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     s = Settings(
         device=select_device(args.device),
         only=parse_only(args.only),
@@ -909,7 +930,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     tmp = out / "bench.md.tmp"
     tmp.write_text(render_markdown(report))
     os.replace(tmp, out / "bench.md")
-    print(json.dumps({"out": str(out), "targets": {t["id"]: [t["measured"], t["status"]] for t in report["targets"]}}))
+    targets = {t["id"]: [t["measured"], t["status"]] for t in report["targets"]}
+    print(json.dumps({"out": str(out), "targets": targets}))
     a = report["results"].get("a")
     if a is not None and not a["values_match"]:
         raise SeqVCRError(

@@ -72,7 +72,9 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def export_hf(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+def export_hf(
+    run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False
+) -> dict[str, Any]:
     """Write the run's model (its latest checkpoint) and tokenizer as a Hugging Face GPT-2 directory.
 
     Refuses an ``out_dir`` that is a file, or a non-empty directory unless ``force`` (then the files
@@ -157,7 +159,8 @@ def _cmd_export_hf(args: argparse.Namespace) -> int:
         import sys
 
         print(
-            f"note: {args.run_dir} has no result.json; exported its latest checkpoint (step {summary['step']})",
+            f"note: {args.run_dir} has no result.json; exported its latest checkpoint "
+            f"(step {summary['step']})",
             file=sys.stderr,
         )
     print(json.dumps(summary))

@@ -123,18 +123,19 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 # the two statistics
 
 
-def _offdiag_sq_sum(xc: Tensor, denom: Tensor, var: Tensor) -> Tensor:
+def _offdiag_sq_sum(xc: Tensor, denom: Tensor, var: Tensor, gram_only: bool = False) -> Tensor:
     """``sum_{k != k'} C[k,k']^2`` for a batch of centred blocks, on the smaller matrix.
 
     Args:
         xc: (B, M, d) centred vectors, rows that do not count are exactly 0.
         denom: (B,) the unbiased normaliser ``n - 1`` (clamped to >= 1).
         var: (B, d) the diagonal of C, ``sum_j xc[j]^2 / denom``.
+        gram_only: always use the (B, M, M) Gram, never a (B, d, d) covariance.
     Returns:
         (B,) the off-diagonal sum of squares of ``C = xc^T xc / denom``.
     """
     m, d = xc.shape[-2], xc.shape[-1]
-    if m <= d:
+    if m <= d or gram_only:
         # Gram identity: ||C||_F^2 = ||xc xc^T||_F^2 / denom^2, then remove the diagonal of C.
         gram = xc @ xc.transpose(-1, -2)  # (B, M, M)
         return gram.pow(2).sum((-1, -2)) / denom.pow(2) - var.pow(2).sum(-1)  # (B,)
@@ -166,7 +167,7 @@ def _terms_batch(x: Tensor, mask: Tensor | None, eta: float) -> tuple[Tensor, Te
     denom = (n - 1.0).clamp(min=1.0)  # (T,)
     var = xc.pow(2).sum(1) / denom[:, None]  # (T, d) diagonal of every C_i
     var_pos = torch.relu(1.0 - torch.sqrt(var + eta)).sum(-1)  # (T,)
-    cov_pos = _offdiag_sq_sum(xc, denom, var)  # (T,)
+    cov_pos = _offdiag_sq_sum(xc, denom, var, gram_only=True)  # (T,), via the (T, N, N) Gram
     if counted is not None:
         var_pos = torch.where(counted, var_pos, 0.0)
         cov_pos = torch.where(counted, cov_pos, 0.0)
@@ -239,9 +240,8 @@ def seq_vcr_terms(
 
     The off-diagonal sum uses the Gram identity
     ``sum_{k!=k'} C_kk'^2 = ||Xc Xc^T||_F^2/(N-1)^2 - sum_k C_kk^2`` (a (T, N, N) Gram, cost
-    ``T*N^2*d``); no T x d x d tensor is built unless d < N, where the (T, d, d) covariance is the
-    smaller of the two. For ``batch_time`` the smaller of the (M x M) Gram and (d x d) covariance is
-    used likewise.
+    ``T*N^2*d``); no T x d x d tensor is ever built. For ``batch_time`` (a single covariance) the
+    smaller of the (M x M) Gram and the (d x d) covariance is used.
 
     Raises:
         ConfigError: N < 2, eta <= 0, unknown ``over``.

@@ -1,0 +1,32 @@
+"""Analysis of trained runs: layer-wise representation entropy, the paper's figures and tables, reports,
+and ``seqvcr demo`` (the project's main job).
+
+Modules (imported on first use, so ``import seqvcr.analysis`` stays cheap):
+
+* ``layer_entropy`` -- :func:`compute_layer_entropy`, :func:`write_entropy` (``seqvcr entropy``);
+* ``plots`` / ``tables`` -- PNG figures and Markdown/CSV tables, for one run or several;
+* ``report`` -- :func:`build_report` (``seqvcr report``);
+* ``demo`` -- :func:`run_demo` (``seqvcr demo``);
+* ``cli`` -- the three subcommands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_report", "compute_layer_entropy", "run_demo", "write_entropy"]
+
+_WHERE = {
+    "compute_layer_entropy": "seqvcr.analysis.layer_entropy",
+    "write_entropy": "seqvcr.analysis.layer_entropy",
+    "build_report": "seqvcr.analysis.report",
+    "run_demo": "seqvcr.analysis.demo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'seqvcr.analysis' has no attribute {name!r}")

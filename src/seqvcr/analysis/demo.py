@@ -1,0 +1,481 @@
+"""``seqvcr demo``: the project's main job -- the paper's story end to end, on a laptop CPU.
+
+One command: generate multiplication data, train several of the paper's configurations on it, evaluate
+them on a shipped reference test file (exact match and accuracy per answer position), measure the
+layer-wise representation entropy, and write a report with every figure and table
+(``OUT/report/report.md``).
+
+Scales (chosen automatically, ``--scale`` overrides; the numbers behind the CPU choice are in
+docs/demo.md):
+
+* ``cpu`` (no GPU): 3x3 multiplication (Deng et al.'s 3x3 test file), a 2-layer, 128-wide GPT
+  (0.4M parameters), Vanilla, Pause, Seq-VCR and Seq-VCR + Pause trained for the same number of steps,
+  two runs at a time in separate processes with one thread each (faster than one run with two
+  threads on two cores for a model this small). Before training, the demo times a few steps of each
+  configuration on this machine and lowers the step count if the default would exceed the budget
+  (``--minutes``, default 7 minutes of training), so the whole demo stays near 10 minutes even on a
+  slow or busy machine; the report states the steps actually run.
+* ``gpu`` (CUDA available): 4x4 multiplication (the paper's Table 1 column, Deng et al.'s 4x4 test
+  file), a 4-layer 256-wide GPT, all five configurations including CoT, one run at a time.
+* ``smoke`` (tests only): a few steps of a 32-wide model, to exercise the whole pipeline in seconds.
+
+Training runs are ordinary runs (``seqvcr train OUT/configs/<config>.yaml --out OUT/runs/<config>``),
+so each can be re-run, evaluated (``seqvcr eval``) or analysed (``seqvcr entropy``) on its own. An
+interrupted demo resumes where it stopped when started again with the same ``--out``; a finished one
+(``OUT/report/report.md`` present) is only replaced with ``--force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqvcr import config as C
+from seqvcr.datafiles import resolve_data_path
+from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
+from seqvcr.runs import RESULT_FILE, describe_machine, machine_info, write_json_atomic
+
+__all__ = ["DemoScale", "SCALES", "run_demo"]
+
+PLAN_FILE = "demo_plan.json"
+DEMO_FILE = "demo.json"
+OWNED = ("data", "configs", "runs", "report", PLAN_FILE, DEMO_FILE)  # what --force may delete in OUT
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Everything the demo trains: task, model, configurations, optimisation and the time budget."""
+
+    name: str
+    digits: int
+    test_file: str
+    valid_file: str
+    methods: tuple[str, ...]
+    n_layer: int
+    n_head: int
+    n_embd: int
+    steps: int  # steps per configuration (an upper bound when the time probe says it would not fit)
+    batch_size: int
+    lr: float
+    train_size: int
+    proj_dim: int
+    parallel: int  # training processes at a time
+    threads: int  # torch threads per process
+    minutes: float  # training budget (wall clock); 0 = no probe, always ``steps``
+    warmup: float = 0.02
+    dropout: float = 0.0
+    pauses: int = 2
+    log_every: int = 50
+    eval_every: int = 500
+    eval_examples: int = 500
+    entropy_sequences: int = 1000
+    min_steps: int = 200  # never fewer steps than this, whatever the probe says
+    device: str = "auto"
+
+
+SCALES: dict[str, DemoScale] = {
+    "cpu": DemoScale(
+        name="cpu", digits=3, test_file="ref:mult/3x3/test.txt", valid_file="ref:mult/3x3/valid.txt",
+        methods=("vanilla", "pause", "seqvcr", "seqvcr_pause"), n_layer=2, n_head=4, n_embd=128,
+        steps=3000, batch_size=32, lr=1e-3, train_size=100_000, proj_dim=512, parallel=2, threads=1,
+        minutes=7.0, device="cpu",
+    ),
+    "gpu": DemoScale(
+        name="gpu", digits=4, test_file="ref:mult/4x4/test.txt", valid_file="ref:mult/4x4/valid.txt",
+        methods=("cot", "vanilla", "pause", "seqvcr", "seqvcr_pause"), n_layer=4, n_head=4, n_embd=256,
+        steps=20_000, batch_size=128, lr=5e-4, train_size=400_000, proj_dim=2048, parallel=1, threads=4,
+        minutes=0.0, warmup=0.05, eval_every=2000, eval_examples=1000, log_every=100, device="cuda",
+    ),
+    "smoke": DemoScale(
+        name="smoke", digits=3, test_file="ref:mult/3x3/test.txt", valid_file="ref:mult/3x3/valid.txt",
+        methods=("vanilla", "seqvcr_pause"), n_layer=2, n_head=2, n_embd=32, steps=30, batch_size=16,
+        lr=3e-3, train_size=1000, proj_dim=32, parallel=2, threads=1, minutes=0.0, log_every=10,
+        eval_every=15, eval_examples=100, entropy_sequences=200, min_steps=1, device="cpu",
+    ),
+}
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        sys.stderr.write(f"demo: {text}\n")
+        sys.stderr.flush()
+
+
+def pick_scale(scale: str, device: str) -> DemoScale:
+    """``auto``: ``gpu`` when CUDA is available (and the device is not forced to CPU), else ``cpu``."""
+    if scale == "auto":
+        gpu = torch.cuda.is_available() and not device.startswith("cpu")
+        return SCALES["gpu" if gpu else "cpu"]
+    if scale not in SCALES:
+        raise ConfigError(f"demo scale {scale!r}: expected one of auto, {', '.join(SCALES)}")
+    return SCALES[scale]
+
+
+def make_config(s: DemoScale, method: str, train_file: str, steps: int, device: str) -> C.Config:
+    """The run config of one configuration at scale ``s`` (built from the config dataclasses)."""
+    cfg = C.Config(
+        task=C.TaskConfig(name="mult", digits=s.digits, train_file=train_file, valid_file=s.valid_file,
+                          test_file=s.test_file),
+        model=C.ModelConfig(preset="tiny", n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd,
+                            dropout=s.dropout),
+        method=C.MethodConfig(name=method, pauses=s.pauses),
+        seqvcr=C.SeqVCRConfig(proj_dim=s.proj_dim),
+        optim=C.OptimConfig(lr=s.lr, batch_size=s.batch_size, max_steps=steps, warmup=s.warmup,
+                            schedule="cosine", min_lr_ratio=0.1, weight_decay=0.01),
+        train=C.TrainConfig(seed=0, device=device, threads=s.threads if device == "cpu" else None,
+                            log_every=s.log_every, eval_every=s.eval_every, eval_examples=s.eval_examples,
+                            checkpoint_every=max(s.eval_every, steps // 4 or 1)),
+    )
+    return C.resolve(cfg)
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+def _step_seconds(s: DemoScale, method: str, n_steps: int = 15) -> float:
+    """Wall-clock seconds of one training step of ``method`` at scale ``s`` on this CPU (one thread,
+    as in a worker process): a few real steps of the model + Seq-VCR head on a random batch."""
+    from seqvcr.model import GPT, GPTConfig
+    from seqvcr.objectives import SeqVCR
+
+    cot, pauses, seqvcr = C.METHODS[method]
+    length = 2 * s.digits + 1 + 1 + (pauses and s.pauses + 2) + 2 * s.digits + 1  # question..answer <eos>
+    if cot:
+        length += 4 * s.digits * s.digits
+    old = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=22, block_size=length, n_layer=s.n_layer, n_head=s.n_head,
+                              n_embd=s.n_embd, dropout=s.dropout))
+        head = SeqVCR(s.n_embd, proj_dim=s.proj_dim) if seqvcr else None
+        params = list(model.parameters()) + (list(head.parameters()) if head else [])
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        x = torch.randint(0, 22, (s.batch_size, length - 1), generator=g)
+        mask = torch.ones_like(x, dtype=torch.bool)
+        times = []
+        for _ in range(n_steps):
+            t0 = time.perf_counter()
+            out = model(x, x, output_hidden_states=head is not None)
+            loss = out.loss
+            if head is not None:
+                loss = loss + head(out.hidden_states[-1], mask).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        times = sorted(times[3:])  # skip warm-up steps; the median is robust to a busy moment
+        return times[len(times) // 2]
+    finally:
+        torch.set_num_threads(old)
+
+
+def _schedule(costs: dict[str, float], workers: int) -> list[list[str]]:
+    """Longest-first greedy assignment of runs to workers (the makespan the budget must cover)."""
+    loads = [0.0] * workers
+    lanes: list[list[str]] = [[] for _ in range(workers)]
+    for m in sorted(costs, key=lambda k: -costs[k]):
+        i = loads.index(min(loads))
+        lanes[i].append(m)
+        loads[i] += costs[m]
+    return lanes
+
+
+def plan_steps(s: DemoScale, minutes: float | None, progress: bool) -> dict[str, Any]:
+    """How many steps fit the budget: time each configuration's step on this machine, then take the
+    largest step count <= ``s.steps`` whose slowest worker finishes within the budget."""
+    budget_min = s.minutes if minutes is None else minutes
+    if budget_min <= 0 or s.device != "cpu":
+        return {"steps": s.steps, "budget_minutes": budget_min or None, "step_seconds": None}
+    _say(progress, f"timing one training step of each configuration (budget {budget_min:g} min of training)")
+    per_step = {m: _step_seconds(s, m) for m in s.methods}
+    # evaluation during training (every eval_every steps) and the final full evaluation: ~3% of a run
+    overhead = 1.05
+    lanes = _schedule(per_step, s.parallel)
+    slowest = max(sum(per_step[m] for m in lane) for lane in lanes) * overhead
+    fit = int(budget_min * 60 / slowest) if slowest > 0 else s.steps
+    steps = max(s.min_steps, min(s.steps, fit))
+    steps = steps if steps == s.steps else max(s.min_steps, steps // 50 * 50)
+    text = ", ".join(f"{m} {1000 * v:.0f} ms" for m, v in per_step.items())
+    _say(progress, f"one step: {text}; {s.parallel} at a time -> {steps} steps per configuration "
+                   f"(about {steps * slowest / 60:.1f} min of training)")
+    return {"steps": steps, "budget_minutes": budget_min, "step_seconds": per_step,
+            "estimated_training_minutes": steps * slowest / 60, "fits": fit}
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def make_data(s: DemoScale, data_dir: Path, progress: bool) -> Path:
+    """Training problems disjoint from the reference test and validation files (written once)."""
+    from seqvcr.tasks import make_task, read_examples, write_examples
+
+    path = data_dir / "train.txt"
+    if path.is_file():
+        _say(progress, f"reusing {path}")
+        return path
+    task = make_task("mult", digits=s.digits)
+    excluded: set[str] = set()
+    for f in (s.test_file, s.valid_file):
+        excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
+    t0 = time.perf_counter()
+    examples = task.generate(s.train_size, seed=1234, exclude=frozenset(excluded))
+    write_examples(task, path, examples, cot=True)
+    _say(progress, f"wrote {len(examples):,} {task.describe()} training problems to {path} "
+                   f"(none of the {len(excluded):,} test/valid problems; {time.perf_counter() - t0:.1f}s)")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+class _Worker:
+    """One ``seqvcr train`` child process whose stderr lines are echoed with a ``[config]`` prefix."""
+
+    def __init__(self, method: str, cmd: list[str], env: dict[str, str], progress: bool) -> None:
+        self.method = method
+        self.tail: list[str] = []
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.thread = threading.Thread(target=self._pump, args=(progress,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, progress: bool) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            line = line.rstrip("\n")
+            self.tail = (self.tail + [line])[-20:]
+            if progress:
+                sys.stderr.write(f"  [{self.method}] {line}\n")
+                sys.stderr.flush()
+
+    def wait(self) -> int:
+        rc = self.proc.wait()
+        self.thread.join()
+        return rc
+
+
+def train_all(s: DemoScale, out: Path, steps: int, device: str, progress: bool) -> dict[str, Path]:
+    """Train every configuration, ``s.parallel`` processes at a time; finished runs are kept."""
+    train_file = str((out / "data" / "train.txt").resolve())
+    cfg_dir = out / "configs"
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    run_dirs: dict[str, Path] = {}
+    todo: list[tuple[str, list[str]]] = []
+    for m in s.methods:
+        cfg = make_config(s, m, train_file, steps, device)
+        cfg_path = cfg_dir / f"{m}.yaml"
+        C.save_yaml(cfg, cfg_path)
+        rd = out / "runs" / m
+        run_dirs[m] = rd
+        if (rd / RESULT_FILE).is_file() and C.to_dict(C.load_config(rd / "config.yaml")) == C.to_dict(cfg):
+            _say(progress, f"{m}: already trained, kept")
+            continue
+        cmd = [sys.executable, "-m", "seqvcr", "train", str(cfg_path), "--out", str(rd)]
+        todo.append((m, cmd))
+    env = dict(os.environ)
+    if device == "cpu":
+        env.update({"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)})
+    # longest first: Seq-VCR runs cost more per step than the others
+    order = {m: i for i, m in enumerate(("seqvcr_pause", "seqvcr", "cot", "pause", "vanilla"))}
+    todo.sort(key=lambda t: order.get(t[0], 99))
+    running: list[_Worker] = []
+    failed: list[str] = []
+    while todo or running:
+        while todo and len(running) < s.parallel:
+            m, cmd = todo.pop(0)
+            _say(progress, f"training {m}: {' '.join(cmd[2:])}")
+            running.append(_Worker(m, cmd, env, progress))
+        time.sleep(0.2)
+        for w in list(running):
+            if w.proc.poll() is not None:
+                rc = w.wait()
+                running.remove(w)
+                if rc != 0:
+                    last = next((x for x in reversed(w.tail) if x.strip()), f"exit status {rc}")
+                    failed.append(f"{w.method}: {last}")
+    if failed:
+        raise SeqVCRError("demo: training failed -- " + "; ".join(failed))
+    return run_dirs
+
+
+# ------------------------------------------------------------------------------------------- findings
+
+
+def findings(runs: Sequence[Any]) -> str:
+    """What the measured numbers show, in plain words (the report's "Findings" section)."""
+    from seqvcr.analysis.report import majority_baseline
+    from seqvcr.analysis.tables import method_label
+
+    if not runs:
+        return ""
+    base = majority_baseline(runs[0].predictions)
+    lines = ["## Findings (measured in this run of the demo)", ""]
+    by = {r.method: r for r in runs}
+    for r in runs:
+        acc = r.eval["position_accuracy"]
+        chance = [k + 1 for k, (a, b) in enumerate(zip(acc, base)) if a <= b + 0.05]
+        solid = [k + 1 for k, a in enumerate(acc) if a >= 0.9]
+        inner = [L["mean"] for L in r.entropy["layers"][1:-1]]
+        inner_txt = (f"; mean entropy of the intermediate layers {sum(inner) / len(inner):.3f}"
+                     if inner else "")
+        lines.append(
+            f"- **{method_label(r.method, r.pauses)}**: exact match {r.eval['exact_match']:.3f}; "
+            f"positions >= 0.9 accurate: {solid or 'none'}; positions within 0.05 of the majority-class "
+            f"baseline: {chance or 'none'}{inner_txt}."
+        )
+    if "vanilla" in by:
+        v = by["vanilla"]
+        for m in ("seqvcr_pause", "seqvcr", "pause", "cot"):
+            if m in by:
+                r = by[m]
+                d_em = r.eval["exact_match"] - v.eval["exact_match"]
+                d_ent = [a["mean"] - b["mean"] for a, b in zip(r.entropy["layers"], v.entropy["layers"])]
+                ent_txt = ", ".join(f"L{i} {x:+.3f}" for i, x in enumerate(d_ent))
+                lines.append(f"- {method_label(m, r.pauses)} vs Vanilla: exact match {d_em:+.3f}; "
+                             f"entropy difference per layer {ent_txt}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    if (out / "report" / "report.md").exists() and not force:
+        raise RunDirError(f"{out}: already holds a demo report (report/report.md); use --force to "
+                          "replace it, or pass another --out")
+    if force:
+        for name in OWNED:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+
+def run_demo(
+    out: str | os.PathLike[str] = "demo_out",
+    *,
+    force: bool = False,
+    minutes: float | None = None,
+    scale: str = "auto",
+    device: str = "auto",
+    command: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo into ``out`` (see the module docstring); returns the summary also written to
+    ``OUT/demo.json``."""
+    t_start = time.perf_counter()
+    s = pick_scale(scale, device)
+    dev = s.device if device == "auto" else device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    out_dir = Path(out)
+    _check_out(out_dir, force)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = describe_machine(machine_info(torch.device("cuda") if dev.startswith("cuda") else None))
+    _say(progress, f"scale {s.name}: mult {s.digits}x{s.digits}, {', '.join(s.methods)}; "
+                   f"GPT {s.n_layer}x{s.n_embd}; on {machine}; output in {out_dir}")
+
+    plan_path = out_dir / PLAN_FILE
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    if plan is None or plan.get("scale") != s.name or plan.get("device") != dev:
+        plan = {"scale": s.name, "device": dev, **plan_steps(s, minutes, progress)}
+        write_json_atomic(plan_path, plan)
+    else:
+        _say(progress, f"resuming the demo in {out_dir}: {plan['steps']} steps per configuration")
+    steps = int(plan["steps"])
+
+    t0 = time.perf_counter()
+    make_data(s, out_dir / "data", progress)
+    t_data = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    run_dirs = train_all(s, out_dir, steps, dev, progress)
+    t_train = time.perf_counter() - t0
+    _say(progress, f"training done in {t_train / 60:.1f} min; evaluating, measuring entropy, "
+                   "writing the report")
+
+    from seqvcr.analysis.report import build_report
+
+    demo_cmd = command or "seqvcr demo"
+    intro = _intro(s, steps, plan, machine, dev, t_data, t_train, demo_cmd, out_dir)
+    t0 = time.perf_counter()
+    report = build_report(
+        [run_dirs[m] for m in s.methods], out_dir / "report", force=True, data_file=s.test_file,
+        n_sequences=s.entropy_sequences, device=dev, command=demo_cmd,
+        title=f"seqvcr demo: mult {s.digits}x{s.digits}, {len(s.methods)} configurations ({s.name} scale)",
+        intro=intro, extra=findings, progress=progress,
+    )
+    t_report = time.perf_counter() - t0
+    summary_path = report.parent / "summary.json"
+    rsum = json.loads(summary_path.read_text())
+    total = time.perf_counter() - t_start
+    result = {
+        "out": str(out_dir),
+        "report": str(report),
+        "scale": s.name,
+        "scale_settings": dataclasses.asdict(s),
+        "steps": steps,
+        "plan": plan,
+        "machine": machine,
+        "device": dev,
+        "command": demo_cmd,
+        "seconds": {"data": t_data, "training": t_train, "report": t_report, "total": total},
+        "runs": [
+            {k: r[k] for k in ("name", "method", "exact_match", "position_accuracy", "T_norm",
+                               "entropy_mean")}
+            for r in rsum["runs"]
+        ],
+    }
+    write_json_atomic(out_dir / DEMO_FILE, result)
+    _say(progress, f"done in {total / 60:.1f} min (data {t_data:.0f}s, training {t_train:.0f}s, "
+                   f"report {t_report:.0f}s): {report}")
+    for r in result["runs"]:
+        _say(progress, f"  {r['method']:<13} exact match {r['exact_match']:.3f}")
+    return result
+
+
+def _intro(s: DemoScale, steps: int, plan: dict[str, Any], machine: str, dev: str, t_data: float,
+           t_train: float, command: str, out: Path) -> str:
+    model = f"GPT {s.n_layer} layers x {s.n_embd} wide ({s.n_head} heads)"
+    budget = plan.get("budget_minutes")
+    if plan.get("step_seconds"):
+        per = ", ".join(f"{m} {1000 * v:.0f} ms" for m, v in plan["step_seconds"].items())
+        timing = (f"The demo timed one training step of each configuration on this machine ({per}; "
+                  f"one thread) and chose {steps} steps per configuration to fit a {budget:g}-minute "
+                  f"training budget (at most {s.steps}).")
+    else:
+        timing = f"Every configuration trains for {steps} steps."
+    return "\n".join([
+        f"`{command}` ran on {machine} (device {dev}), scale `{s.name}`. It generated "
+        f"{s.train_size:,} {s.digits}x{s.digits} multiplication problems (Deng et al.'s format, none of the "
+        f"test or validation problems) in {t_data:.0f} s, then trained {', '.join(s.methods)} for the same "
+        f"number of steps, {s.parallel} run(s) at a time with {s.threads} thread(s) each "
+        f"(training took {t_train / 60:.1f} min). {timing}",
+        "",
+        f"Model: {model}, trained from scratch; batch {s.batch_size}, AdamW lr {s.lr:g} with cosine decay, "
+        f"Seq-VCR on the last layer with a {s.proj_dim}-dimensional projection (the paper uses 2048 on a "
+        f"768-wide GPT-2) and the paper's multiplication coefficients; {s.pauses} pause tokens. Test set: "
+        f"`{s.test_file}` (1,000 problems). The runs are in `{out}/runs/`, their configs in "
+        f"`{out}/configs/`.",
+        "",
+        "This is a small model trained for minutes, not the paper's GPT-2 trained for 40 epochs: read the "
+        "numbers below as what this scale shows, not as a reproduction of Table 1.",
+    ])

@@ -1,0 +1,163 @@
+"""Training under DDP (gloo, CPU): the Seq-VCR statistics are taken over the GLOBAL batch.
+
+1. One optimisation step of ``TrainModule`` wrapped in ``DistributedDataParallel`` on 2 processes, each
+   holding half of the global batch, with ``gather=all_gather_with_grad``, equals one step of a single
+   process on the concatenated batch: same Seq-VCR terms on every rank, same total loss (mean over
+   ranks), same parameter gradients, same parameters after AdamW. Multiplication has one sequence
+   length, so every rank has the same number of LM targets and the mean of the per-rank LM means is the
+   global LM mean (with unequal counts DDP's averaging would weight the shards differently).
+2. ``torchrun --nproc-per-node 2 -m seqvcr train`` end to end: it finishes, rank 0 alone writes the
+   run directory (each metrics record once, one result.json, one summary line on stdout), and the
+   trained weights equal those of a 1-process run of the same config (global batch = optim.batch_size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from conftest import micro_overrides
+from seqvcr import config as C
+from seqvcr import distributed as sd
+from seqvcr.runs import build_format, build_model, build_seqvcr, build_task
+from seqvcr.sequences import encode_examples, make_batch
+from seqvcr.training import TrainModule
+
+WORLD = 2
+GLOBAL_BATCH = 16
+
+
+def _config() -> C.Config:
+    """2x2 multiplication, 2-layer 32-wide model, Seq-VCR + pause, dropout 0."""
+    return C.resolve(C.load_config(None, micro_overrides("seqvcr_pause", 10) + ["model.dropout=0.0"]))
+
+
+def _setup() -> tuple[TrainModule, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The same float64 TrainModule and the same global batch in every process."""
+    cfg = _config()
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    data = encode_examples(fmt, task.generate(GLOBAL_BATCH, seed=7))
+    x, y, mask = make_batch(data, torch.arange(GLOBAL_BATCH))  # each (16, T)
+    torch.manual_seed(0)
+    model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length)
+    head = build_seqvcr(cfg, model.config.n_embd)
+    tm = TrainModule(model, head, cfg.seqvcr.layer).double()
+    tm.train()
+    return tm, (x, y, mask)
+
+
+def _step(module: torch.nn.Module, tm: TrainModule, batch) -> dict:
+    """Forward, backward, one AdamW step; the losses, gradients and new parameters."""
+    opt = torch.optim.AdamW(tm.parameters(), lr=1e-2, weight_decay=0.01)
+    loss, lm, var, cov = module(*batch)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in tm.named_parameters()}
+    opt.step()
+    params = {n: p.detach().clone() for n, p in tm.named_parameters()}
+    return {"loss": loss.detach(), "lm": lm.detach(), "var": var.detach(), "cov": cov.detach(),
+            "grads": grads, "params": params}
+
+
+def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        tm, (x, y, mask) = _setup()
+        tm.gather = sd.all_gather_with_grad  # Seq-VCR statistics over the global batch
+        ddp = torch.nn.parallel.DistributedDataParallel(tm)
+        local = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
+        res = _step(ddp, tm, (x[local], y[local], mask[local]))
+        torch.save(res, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_step_equals_single_process_on_global_batch(tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+
+    tm, batch = _setup()
+    _, y, _ = batch
+    counts = (y != -100).sum(1)
+    assert bool((counts == counts[0]).all()), "the test needs the same number of LM targets per sequence"
+    ref = _step(tm, tm, batch)
+
+    tight = dict(rtol=1e-10, atol=1e-12)
+    for r in ranks:  # the Seq-VCR terms come from the gathered global batch on every rank
+        torch.testing.assert_close(r["var"], ref["var"], **tight)
+        torch.testing.assert_close(r["cov"], ref["cov"], **tight)
+    mean_loss = sum(r["loss"] for r in ranks) / WORLD  # what DDP's gradient averaging optimises
+    torch.testing.assert_close(mean_loss, ref["loss"], **tight)
+    torch.testing.assert_close(sum(r["lm"] for r in ranks) / WORLD, ref["lm"], **tight)
+    assert not torch.allclose(ranks[0]["lm"], ranks[1]["lm"])  # the shards really differ
+    for name, g in ref["grads"].items():
+        for r in ranks:
+            torch.testing.assert_close(r["grads"][name], g, **tight, msg=lambda m, n=name: f"{n}: {m}")
+    for name, p in ref["params"].items():
+        for r in ranks:
+            torch.testing.assert_close(r["params"][name], p, **tight, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------- torchrun
+
+
+def _micro_yaml(path: Path) -> Path:
+    data = C.apply_overrides({}, micro_overrides("seqvcr_pause", 10) + ["model.dropout=0.0"])
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_torchrun_two_processes_trains_like_one(tmp_path: Path) -> None:
+    config = _micro_yaml(tmp_path / "micro.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "seqvcr", "train", str(config), "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ddp"
+
+    # rank 0 alone writes: one summary line, each record once, one result
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1, proc.stdout
+    recs = _records(run)
+    train_steps = [r["step"] for r in recs if r["kind"] == "train"]
+    assert train_steps == [5, 10]
+    assert [r["step"] for r in recs if r["kind"] == "eval"] == [10]
+    result = json.loads((run / "result.json").read_text())
+    assert result["world_size"] == 2 and result["steps"] == 10
+    assert result["config"]["optim"]["batch_size"] == GLOBAL_BATCH
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "result.json"]
+
+    # the same config in one process: the same global batches, hence the same training
+    single = tmp_path / "single"
+    proc1 = subprocess.run([sys.executable, "-m", "seqvcr", "train", str(config), "--out", str(single), "--quiet"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert proc1.returncode == 0, proc1.stderr[-3000:]
+    a = torch.load(run / "checkpoint.pt", weights_only=False)
+    b = torch.load(single / "checkpoint.pt", weights_only=False)
+    for name, value in b["model"].items():
+        torch.testing.assert_close(a["model"][name], value, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    for name, value in b["seqvcr"].items():
+        torch.testing.assert_close(a["seqvcr"][name], value, rtol=1e-4, atol=1e-5)
+    # the Seq-VCR terms are global-batch statistics, so rank 0 logs the single-process values
+    single_recs = {r["step"]: r for r in _records(single) if r["kind"] == "train"}
+    for r in recs:
+        if r["kind"] == "train":
+            for key in ("seqvcr_variance", "seqvcr_covariance"):
+                assert r[key] == pytest.approx(single_recs[r["step"]][key], rel=1e-4)
