@@ -51,7 +51,7 @@ def _setup() -> tuple[TrainModule, tuple[torch.Tensor, torch.Tensor, torch.Tenso
     torch.manual_seed(0)
     model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length)
     head = build_seqvcr(cfg, model.config.n_embd)
-    tm = TrainModule(model, head, cfg.seqvcr.layer).double()
+    tm = TrainModule(model, head).double()
     tm.train()
     return tm, (x, y, mask)
 
@@ -92,20 +92,24 @@ def test_ddp_step_equals_single_process_on_global_batch(tmp_path: Path) -> None:
     assert bool((counts == counts[0]).all()), "the test needs the same number of LM targets per sequence"
     ref = _step(tm, tm, batch)
 
+    # Everything runs in float64 except the model's cross-entropy, which upcasts (here: casts) the
+    # logits to float32 (GPT.forward: logits.float()); hence float32-level tolerances on what the LM
+    # loss touches, float64-level ones on the Seq-VCR terms.
     tight = dict(rtol=1e-10, atol=1e-12)
+    tol = dict(rtol=1e-5, atol=1e-7)
     for r in ranks:  # the Seq-VCR terms come from the gathered global batch on every rank
         torch.testing.assert_close(r["var"], ref["var"], **tight)
         torch.testing.assert_close(r["cov"], ref["cov"], **tight)
     mean_loss = sum(r["loss"] for r in ranks) / WORLD  # what DDP's gradient averaging optimises
-    torch.testing.assert_close(mean_loss, ref["loss"], **tight)
-    torch.testing.assert_close(sum(r["lm"] for r in ranks) / WORLD, ref["lm"], **tight)
+    torch.testing.assert_close(mean_loss, ref["loss"], **tol)
+    torch.testing.assert_close(sum(r["lm"] for r in ranks) / WORLD, ref["lm"], **tol)
     assert not torch.allclose(ranks[0]["lm"], ranks[1]["lm"])  # the shards really differ
     for name, g in ref["grads"].items():
         for r in ranks:
-            torch.testing.assert_close(r["grads"][name], g, **tight, msg=lambda m, n=name: f"{n}: {m}")
+            torch.testing.assert_close(r["grads"][name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
     for name, p in ref["params"].items():
         for r in ranks:
-            torch.testing.assert_close(r["params"][name], p, **tight, msg=lambda m, n=name: f"{n}: {m}")
+            torch.testing.assert_close(r["params"][name], p, **tol, msg=lambda m, n=name: f"{n}: {m}")
 
 
 # ---------------------------------------------------------------------------------------------- torchrun

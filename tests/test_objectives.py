@@ -340,3 +340,16 @@ def test_module_errors_and_defaults():
     assert module.projection.out_features == 2048
     assert (module.lambda1, module.lambda2, module.eta, module.over) == (1.0, 0.004, 1e-3, "batch")
     assert DEFAULT_COEFFICIENTS == {"mult": (1.0, 0.004), "arith": (0.1, 0.5), "lis": (0.1, 0.5)}
+
+
+def test_for_task_uses_the_paper_coefficients_and_layer_selection() -> None:
+    head = SeqVCR.for_task("arith", 8, proj_dim=4, layer=0)
+    assert (head.lambda1, head.lambda2, head.layer) == (0.1, 0.5, 0)
+    assert (SeqVCR.for_task("mult", 8).lambda1, SeqVCR.for_task("mult", 8).lambda2) == (1.0, 0.004)
+    states = tuple(torch.full((2, 3, 8), float(i)) for i in range(4))  # L0..L3
+    assert head.select(states) is states[0]
+    assert SeqVCR(8, proj_dim=4).select(states) is states[-1]
+    with pytest.raises(ConfigError, match=r"layer 4 is out of range for 4 hidden states \(allowed -4..3\)"):
+        SeqVCR(8, proj_dim=4, layer=4).select(states)
+    with pytest.raises(ConfigError, match="unknown task 'sort'"):
+        SeqVCR.for_task("sort", 8)

@@ -338,7 +338,7 @@ class TrainStep:
         if head is not None:
             head.to(device)
         self.model = model
-        self.tm = TrainModule(model, head, cfg.seqvcr.layer)
+        self.tm = TrainModule(model, head)
         self.tm.train()
         if compile_model:
             self.tm.model = torch.compile(model, dynamic=False)  # type: ignore[assignment]

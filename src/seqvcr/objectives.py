@@ -21,8 +21,8 @@ Conventions (where the paper is silent or differs from VICReg):
   (about 65 at d=2048, N=32): the term is never zero for ``d >= N`` and this is expected.
 * Efficient and exact: the off-diagonal sum is computed from the N x N Gram matrix of the centred batch,
   ``sum_{k!=k'} C[k,k']^2 = ||Xc Xc^T||_F^2 / (N-1)^2 - sum_k C[k,k]^2``, which costs ``T*N^2*d`` and
-  never materialises a ``T x d x d`` tensor. When ``d < N`` the d x d covariance is the smaller matrix
-  and is used instead (its off-diagonal entries are summed directly, with no cancellation).
+  never materialises a ``T x d x d`` tensor. (For ``batch_time``, a single covariance, the smaller of
+  the M x M Gram and the d x d covariance is used.)
 * Statistics are computed in float32 at least (bf16 / fp16 inputs are upcast, autocast is disabled
   inside); float64 inputs stay float64. The returned scalars have that computation dtype.
 """
@@ -313,6 +313,8 @@ class SeqVCR(nn.Module):
         eta: variance hinge constant (paper: 1e-3).
         over: ``"batch"`` or ``"batch_time"``, see ``seq_vcr_terms``.
         bias: whether the projection has a bias.
+        layer: which hidden state ``select`` picks (0 = embeddings, -1 = the last layer, the paper's
+            default).
         gather: optional callable applied to the projected tensor (and the mask) before the statistics,
             e.g. ``seqvcr.distributed.all_gather_with_grad`` to take them over the global batch under
             DDP. A ``gather`` passed to ``forward`` takes precedence.
@@ -328,6 +330,7 @@ class SeqVCR(nn.Module):
         over: str = "batch",
         bias: bool = True,
         gather: Gather | None = None,
+        layer: int = -1,
     ) -> None:
         super().__init__()
         if in_dim < 1:
@@ -344,7 +347,27 @@ class SeqVCR(nn.Module):
         self.eta = float(eta)
         self.over = over
         self.gather = gather
+        self.layer = int(layer)
         self.projection = nn.Linear(in_dim, proj_dim, bias=bias)
+
+    @classmethod
+    def for_task(cls, task: str, in_dim: int, **kwargs: object) -> SeqVCR:
+        """A head with the paper's coefficients for ``task`` (mult: 1.0/0.004; arith, lis: 0.1/0.5)."""
+        if task not in DEFAULT_COEFFICIENTS:
+            raise ConfigError(f"unknown task {task!r}; allowed: {', '.join(DEFAULT_COEFFICIENTS)}")
+        lambda1, lambda2 = DEFAULT_COEFFICIENTS[task]
+        kwargs.setdefault("lambda1", lambda1)
+        kwargs.setdefault("lambda2", lambda2)
+        return cls(in_dim, **kwargs)  # type: ignore[arg-type]
+
+    def select(self, hidden_states: tuple[Tensor, ...] | list[Tensor]) -> Tensor:
+        """The regularised layer out of all hidden states (L0 = embeddings ... LN = last layer)."""
+        n = len(hidden_states)
+        if not -n <= self.layer < n:
+            raise ConfigError(
+                f"Seq-VCR layer {self.layer} is out of range for {n} hidden states (allowed {-n}..{n - 1})"
+            )
+        return hidden_states[self.layer]
 
     def forward(self, h: Tensor, mask: Tensor | None = None, gather: Gather | None = None) -> SeqVCROutput:
         """Project ``h`` (N, T, in_dim) and return the Seq-VCR loss and its unweighted terms.
@@ -368,6 +391,7 @@ class SeqVCR(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"lambda1={self.lambda1}, lambda2={self.lambda2}, eta={self.eta}, over={self.over!r}, "
+            f"layer={self.layer}, lambda1={self.lambda1}, lambda2={self.lambda2}, eta={self.eta}, "
+            f"over={self.over!r}, "
             f"gather={'yes' if self.gather is not None else 'no'}"
         )

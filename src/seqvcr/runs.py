@@ -70,7 +70,15 @@ def build_seqvcr(cfg: C.Config, in_dim: int) -> SeqVCR | None:
     if not cfg.method.seqvcr:
         return None
     s = cfg.seqvcr
-    return SeqVCR(in_dim, proj_dim=s.proj_dim, lambda1=s.lambda1, lambda2=s.lambda2, eta=s.eta, over=s.over)
+    return SeqVCR(
+        in_dim,
+        proj_dim=s.proj_dim,
+        lambda1=s.lambda1,
+        lambda2=s.lambda2,
+        eta=s.eta,
+        over=s.over,
+        layer=s.layer,
+    )
 
 
 def test_keys(cfg: C.Config, task: Task) -> set[str]:

@@ -56,11 +56,10 @@ from seqvcr.sequences import EncodedData, encode_examples, make_batch
 class TrainModule(nn.Module):
     """The model and its Seq-VCR head as one module, so DDP synchronises both."""
 
-    def __init__(self, model: GPT, seqvcr: SeqVCR | None, layer: int) -> None:
+    def __init__(self, model: GPT, seqvcr: SeqVCR | None) -> None:
         super().__init__()
         self.model = model
         self.seqvcr = seqvcr
-        self.layer = layer
         self.gather = None  # set to an all-gather with gradients under torchrun
 
     def forward(
@@ -71,7 +70,7 @@ class TrainModule(nn.Module):
         out = self.model(x, y, output_hidden_states=need_hidden)
         if self.seqvcr is None:
             return out.loss, out.loss, None, None
-        h = out.hidden_states[self.layer]  # (B, T, n_embd)
+        h = self.seqvcr.select(out.hidden_states)  # (B, T, n_embd) of the regularised layer
         sv = self.seqvcr(h, mask, gather=self.gather)
         return out.loss + sv.loss, out.loss, sv.variance, sv.covariance
 
@@ -256,7 +255,7 @@ def train(
     head = build_seqvcr(cfg, model.config.n_embd)
     if head is not None:
         head.to(device)
-    tm = TrainModule(model, head, cfg.seqvcr.layer)
+    tm = TrainModule(model, head)
     if distributed:
         tm.gather = dist_utils.all_gather_with_grad
     opt = _optimizer(tm, cfg, device)
@@ -524,7 +523,7 @@ def _loop(
             if main:
                 model_for_ckpt = tm
                 if cfg.train.compile:
-                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.layer)
+                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr)
                 _save_checkpoint(ckpt_path, model_for_ckpt, opt, s, cfg)
             state.last_good_step = s
     if cfg.train.compile:

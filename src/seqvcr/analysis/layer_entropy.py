@@ -206,7 +206,8 @@ def compute_layer_entropy(
         "step": loaded.step,
         "n": n,
         "file_lines": len(examples),
-        "sample": "all" if n == len(examples) else ("first" if seed is None else f"random (seed {seed})"),
+        "sample": "the whole file" if n == len(examples)
+        else (f"its first {n} lines" if seed is None else f"a random sample of {n} lines, seed {seed}"),
         "seed": seed,
         "indices": indices,
         "alpha": alpha,

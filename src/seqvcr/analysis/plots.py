@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 __all__ = [
     "METHOD_COLORS",
@@ -208,6 +209,7 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     styles = _styles(series)
     any_eval = False
+    last_step = max((int(r.get("step", 0)) for s in series for r in s.data), default=1)
     for s, st in zip(series, styles):
         train = [r for r in s.data if r.get("kind") == "train" and r.get("lm_loss") is not None]
         evals = [r for r in s.data if r.get("kind") == "eval" and r.get("exact_match") is not None]
@@ -221,7 +223,11 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
             steps = sorted(by_step)
             axes[1].plot(steps, [by_step[k] for k in steps], marker="o", ms=3, label=s.label, **st)
     axes[0].set_yscale("log")
-    axes[0].set_title("training loss (next-token, answer tokens)", fontsize=10)
+    plain = FuncFormatter(lambda y, _pos: f"{y:g}")
+    axes[0].yaxis.set_major_formatter(plain)
+    axes[0].yaxis.set_minor_formatter(plain)
+    axes[0].tick_params(axis="y", which="minor", labelsize=7)
+    axes[0].set_title("training loss (next-token loss on the target tokens)", fontsize=10)
     axes[0].set_ylabel("LM loss (log scale)")
     axes[1].set_title("validation exact match during training", fontsize=10)
     axes[1].set_ylabel("exact match")
@@ -230,7 +236,8 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
         axes[1].text(0.5, 0.5, "no evaluation records", ha="center", va="center", transform=axes[1].transAxes)
     for ax in axes:
         ax.set_xlabel("step")
-        ax.grid(alpha=0.3, which="both")
+        ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)
+        ax.grid(alpha=0.3, which="major")
     _legend(axes[0], len(series))
     if title:
         fig.suptitle(title, fontsize=11)

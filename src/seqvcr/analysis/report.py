@@ -429,9 +429,10 @@ def _write_report(
     e0 = runs[0].entropy
     unit = "normalised by log(min(T, d))" if e0["normalized"] else "nats"
     tmin, tmax = e0["tokens_per_sequence"]["min"], e0["tokens_per_sequence"]["max"]
+    tokens = str(tmin) if tmin == tmax else f"{tmin}-{tmax}"
     md += ["## Representation entropy per layer (Fig. 2)", "",
            f"Matrix entropy (Eq. 2, alpha = {e0['alpha']:g}, {unit}) of each sequence's token "
-           f"representations (Gram over its {tmin}-{tmax} tokens: {e0['tokens']}), averaged over "
+           f"representations (Gram over its {tokens} tokens: {e0['tokens']}), averaged over "
            f"{e0['n']} sequences of the test file ({e0['sample']}); error bars and +- are 95% confidence "
            "intervals of the mean. L0 is the embedding layer, the last layer is after the final LayerNorm. "
            "Right panel: dataset-level entropy, one vector per sequence (the mean of its token "
