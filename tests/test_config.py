@@ -95,3 +95,20 @@ def test_every_shipped_config_loads() -> None:
     assert len(files) == 41  # 2 x 5 mult + 3 x 5 arith + 3 x 5 lis + tiny
     for f in files:
         C.resolve(C.load_config(f))
+
+
+def test_last_layer_has_one_spelling() -> None:
+    a = C.resolve(C.load_config(None, ["seqvcr.layer=-1"]))
+    b = C.resolve(C.load_config(None, ["seqvcr.layer=4"]))
+    assert a.seqvcr.layer == 4 and C.to_dict(a) == C.to_dict(b)
+    assert C.resolve(C.load_config(None, ["seqvcr.layer=-5"])).seqvcr.layer == 0
+
+
+def test_init_from_takes_sizes_from_the_hf_directory(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": 3, "n_head": 2, "n_embd": 16}')
+    cfg = C.resolve(C.load_config(None, [f"model.init_from={tmp_path}", "model.preset=gpt2-small"]))
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd) == (3, 2, 16)
+    with pytest.raises(ConfigError, match="model.n_layer=5 but model.init_from has n_layer=3"):
+        C.resolve(C.load_config(None, [f"model.init_from={tmp_path}", "model.n_layer=5"]))
+    with pytest.raises(ConfigError, match="not found"):
+        C.resolve(C.load_config(None, [f"model.init_from={tmp_path / 'nope'}"]))

@@ -24,10 +24,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-
 from conftest import micro_overrides
+
 from seqvcr import config as C
 from seqvcr import distributed as sd
+from seqvcr import training
 from seqvcr.runs import build_format, build_model, build_seqvcr, build_task
 from seqvcr.sequences import encode_examples, make_batch
 from seqvcr.training import TrainModule
@@ -146,19 +147,21 @@ def test_torchrun_two_processes_trains_like_one(tmp_path: Path) -> None:
     result = json.loads((run / "result.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 10
     assert result["config"]["optim"]["batch_size"] == GLOBAL_BATCH
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "result.json"]
+    files = sorted(p.name for p in run.iterdir())
+    assert files == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "result.json"]
 
     # the same config in one process: the same global batches, hence the same training
     single = tmp_path / "single"
-    proc1 = subprocess.run([sys.executable, "-m", "seqvcr", "train", str(config), "--out", str(single), "--quiet"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert proc1.returncode == 0, proc1.stderr[-3000:]
+    training.train(C.load_config(config), single, progress=False)
     a = torch.load(run / "checkpoint.pt", weights_only=False)
     b = torch.load(single / "checkpoint.pt", weights_only=False)
+    close = dict(rtol=1e-4, atol=1e-5)
     for name, value in b["model"].items():
-        torch.testing.assert_close(a["model"][name], value, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
-    for name, value in b["seqvcr"].items():
-        torch.testing.assert_close(a["seqvcr"][name], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["model"][name], value, **close, msg=lambda m, n=name: f"{n}: {m}")
+    # The projection's bias is left out: Seq-VCR centres every position across the batch, so the loss
+    # does not depend on the bias and its gradient is exactly 0 up to rounding; AdamW rescales that
+    # rounding noise into lr-sized steps, which differ between any two reduction orders.
+    torch.testing.assert_close(a["seqvcr"]["projection.weight"], b["seqvcr"]["projection.weight"], **close)
     # the Seq-VCR terms are global-batch statistics, so rank 0 logs the single-process values
     single_recs = {r["step"]: r for r in _records(single) if r["kind"] == "train"}
     for r in recs:

@@ -122,6 +122,7 @@ class Settings:
     repeats: int = 7
     peak_tflops: float | None = None
     mfu_batch: int | None = None
+    clock: str = "wall"  # wall: time.perf_counter; cpu: time.process_time (CPU runs only)
     log: Callable[[str], None] = lambda msg: None
 
     @property
@@ -134,13 +135,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# The clock of every timed region: wall time by default. ``--clock cpu`` switches to the CPU time of
+# this process (time.process_time), which on a CPU run with one thread is the compute time of the code
+# and, unlike wall time, does not grow when other processes share the cores.
+_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock: Callable[[], float] = time.perf_counter
+
+
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds of one call of ``fn``, synchronised on a GPU."""
+    """Seconds of one call of ``fn`` on the selected clock, synchronised on a GPU."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = _clock()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return _clock() - t0
 
 
 def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
@@ -363,8 +371,9 @@ class TrainStep:
             torch.nn.utils.clip_grad_norm_(self.tm.parameters(), self.cfg.optim.grad_clip)
         self.opt.step()
 
-    def head_step(self) -> Callable[[], None]:
-        """Forward + backward of the Seq-VCR head alone (projection + loss) on a random (B, T, n_embd)."""
+    def head_step(self, projection_only: bool = False) -> Callable[[], None]:
+        """Forward + backward of the Seq-VCR head alone (projection + loss) on a random (B, T, n_embd);
+        with ``projection_only`` of the linear projection alone (to split the head's time)."""
         head = self.tm.seqvcr
         assert head is not None
         x, _, mask = self.batches[0]
@@ -373,8 +382,8 @@ class TrainStep:
         def run() -> None:
             z = h.detach().requires_grad_()  # (B, T, n_embd)
             with _autocast(self.device):
-                out = head(z, mask)
-            out.loss.backward()
+                loss = head.projection(z).float().sum() if projection_only else head(z, mask).loss
+            loss.backward()
 
         return run
 
@@ -391,8 +400,12 @@ def bench_b(s: Settings) -> dict[str, Any]:
         without = TrainStep(case, "pause", s.device, compile_model=s.compile)
         # gpt2-small on a CPU takes seconds per step: fewer, still interleaved, repeats
         slow = case == "gpt2-small" and not s.cuda
-        warm, reps = (1, 5) if slow else (s.warmup + 1, max(s.repeats, 5))
-        block = 1 if slow else (2 if s.quick else 5)  # steps per timed block
+        if slow:
+            warm, reps, block = 1, 5, 1
+        elif s.quick:
+            warm, reps, block = s.warmup, s.repeats, 1
+        else:  # blocks of 5 steps, 2 x repeats (at least 10) blocks each: steps are cheap here
+            warm, reps, block = s.warmup + 1, max(2 * s.repeats, 10), 5
 
         def blocked(ts: TrainStep, k: int) -> Callable[[], None]:
             def run() -> None:
@@ -405,10 +418,14 @@ def bench_b(s: Settings) -> dict[str, Any]:
             times = measure_interleaved(
                 {"with": blocked(with_sv, block), "without": blocked(without, block)}, s.device, warm, reps
             )
-            head_times = measure(with_sv.head_step(), s.device, warm, reps)
+            parts = measure_interleaved(
+                {"head": with_sv.head_step(), "projection": with_sv.head_step(projection_only=True)},
+                s.device, warm, reps,
+            )
         t_with = statistics.median(times["with"]) / block
         t_without = statistics.median(times["without"]) / block
-        t_head = statistics.median(head_times)
+        t_head = statistics.median(parts["head"])
+        t_proj = statistics.median(parts["projection"])
         cfg = with_sv.cfg
         n_embd, proj = with_sv.model.config.n_embd, cfg.seqvcr.proj_dim
         model_flops = with_sv.model.flops_per_token(with_sv.seq_len)
@@ -435,6 +452,8 @@ def bench_b(s: Settings) -> dict[str, Any]:
             "overhead": overhead,
             "seqvcr_head_fwd_bwd_s": t_head,
             "seqvcr_head_share_of_step": t_head / t_with,
+            "projection_fwd_bwd_s": t_proj,
+            "seqvcr_loss_fwd_bwd_s": max(t_head - t_proj, 0.0),
             "projection_flops_share": head_flops / model_flops,
             "tokens_per_s_with": with_sv.tokens_per_step / t_with,
         }
@@ -556,7 +575,7 @@ def _eval_case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
             outputs["naive"] = [naive_generate(model, q, new) for q in prompts]
 
     slow = preset == "gpt2-small" and not s.cuda
-    warm, reps = (0, 1) if slow else (1, 2 if s.quick else 3)
+    warm, reps = (0, 1) if slow else (1, s.repeats if s.quick else 3)
     with _tf32(s.cuda):
         times = measure_interleaved({"kv_cache": cached, "naive": naive}, s.device, warm, reps)
         t_eval = measure(
@@ -565,7 +584,7 @@ def _eval_case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
     same = [(a == b).flatten() for a, b in zip(outputs["cache"], outputs["naive"])]
     agree = float(torch.cat(same).float().mean())  # fraction of identical tokens
     t_cache, t_naive = statistics.median(times["kv_cache"]), statistics.median(times["naive"])
-    s.log(f"(d) {preset} {digits}x{digits}: {n / t_cache:,.0f} ex/s with cache, {n / t_naive:,.0f} naive")
+    s.log(f"(d) {preset} {digits}x{digits}: {n / t_cache:,.1f} ex/s with cache, {n / t_naive:,.1f} naive")
     return {
         "model": preset,
         "task": f"mult {digits}x{digits}",
@@ -585,9 +604,9 @@ def _eval_case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
 
 def bench_d(s: Settings) -> dict[str, Any]:
     """(d): greedy decoding throughput, KV cache vs naive."""
-    cases = {"tiny 3x3": _eval_case(s, "tiny", 3, 256 if s.quick else 1000)}
+    cases = {"tiny 3x3": _eval_case(s, "tiny", 3, 128 if s.quick else 1000)}
     if s.full:
-        cases["gpt2-small 5x5"] = _eval_case(s, "gpt2-small", 5, 1000 if s.cuda else 256)
+        cases["gpt2-small 5x5"] = _eval_case(s, "gpt2-small", 5, 1000 if s.cuda else 64)
     return {"cases": cases}
 
 
@@ -625,19 +644,19 @@ def bench_e(s: Settings) -> dict[str, Any]:
         sums = None
         for start in range(0, n, batch):
             x = data.ids[start : start + batch]  # (b, L)
-            t0 = time.perf_counter()
+            t0 = _clock()
             with _autocast(s.device):
                 hidden = model(x, output_hidden_states=True).hidden_states  # n_layer+1 of (b, L, C)
             _sync(s.device)
-            t1 = time.perf_counter()
-            h = torch.stack(hidden)  # (n_layer+1, b, L, C)
+            t1 = _clock()
+            h = torch.stack([t.float() for t in hidden])  # (n_layer+1, b, L, C)
             ent = torch.empty(h.shape[0], h.shape[1], dtype=torch.float64, device=s.device)  # (layers, b)
             rows = torch.tensor(lengths[start : start + batch], device=s.device)  # (b,)
             for length in sorted(set(rows.tolist())):  # one batched call per sequence length
                 sel = (rows == length).nonzero().squeeze(1)
                 ent[:, sel] = matrix_entropy(h[:, sel, :length], alpha=1.0, normalize=True)
             _sync(s.device)
-            t2 = time.perf_counter()
+            t2 = _clock()
             timing["forward_s"] += t1 - t0
             timing["entropy_s"] += t2 - t1
             sums = ent.sum(1) if sums is None else sums + ent.sum(1)
@@ -647,7 +666,8 @@ def bench_e(s: Settings) -> dict[str, Any]:
         # warm-up on one batch, then full passes (one on a CPU at the full size: it takes minutes)
         slow = not s.cuda and not s.quick
         reps = 1 if slow else (2 if s.quick else 3)
-        model(data.ids[: min(batch, 8)], output_hidden_states=True)
+        with torch.no_grad(), _autocast(s.device):
+            model(data.ids[: min(batch, 8)], output_hidden_states=True)
         runs = []
         for _ in range(reps):
             total = _timed(run_all, s.device)
@@ -743,6 +763,9 @@ def _ms(x: float) -> str:
     return f"{x * 1e3:,.1f}"
 
 
+_CLOCK_TEXT = {"wall": "wall-clock time", "cpu": "CPU time of the benchmark process (time.process_time)"}
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """bench.md: machine, command, the targets table, then one table per benchmark."""
     r = report["results"]
@@ -754,6 +777,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ("" if report["gpu"] else " (no GPU available for this measurement)"),
         f"- Load average (1 min) at start / end: {report['load_average'][0]} / {report['load_average'][1]}",
         f"- Command: `{report['command']}`",
+        f"- Timing: {_CLOCK_TEXT[report['settings']['clock']]}, {report['settings']['threads']} torch "
+        "thread(s); medians of repeated runs after warm-up, compared implementations alternated",
         f"- Date: {report['started']}, {report['seconds']:.0f} s in all"
         + (" -- QUICK MODE: reduced sizes, not the targets' settings" if report["quick"] else ""),
         "",
@@ -789,14 +814,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                              f"{v['median_s'] / ours:.1f}x |")
         elif key == "b":
             lines += ["| case | setting | without Seq-VCR ms | with Seq-VCR ms | overhead | head fwd+bwd ms "
-                      "| projection FLOP share |", "|---|---|---|---|---|---|---|"]
+                      "(projection + loss) | projection FLOP share |", "|---|---|---|---|---|---|---|"]
             for case, v in res["cases"].items():
                 st = v["setting"]
                 setting = (f"mult, batch {st['batch']}, T {st['seq_len']}, {st['n_layer']}x{st['n_embd']}, "
                            f"proj {st['proj_dim']}, {st['precision']}")
                 lines.append(f"| {case} | {setting} | {_ms(v['without_seqvcr_s'])} | "
                              f"{_ms(v['with_seqvcr_s'])} | {v['overhead']:+.1%} | "
-                             f"{_ms(v['seqvcr_head_fwd_bwd_s'])} | {v['projection_flops_share']:.1%} |")
+                             f"{_ms(v['seqvcr_head_fwd_bwd_s'])} ({_ms(v['projection_fwd_bwd_s'])} + "
+                             f"{_ms(v['seqvcr_loss_fwd_bwd_s'])}) | {v['projection_flops_share']:.1%} |")
             for case, why in res.get("skipped_cases", {}).items():
                 lines.append(f"| {case} | {why} | - | - | - | - | - |")
         elif key == "c":
@@ -811,9 +837,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                       "| evaluate() ex/s |", "|---|---|---|---|---|---|---|"]
             for case, v in res["cases"].items():
                 lines.append(f"| {case} ({v['precision']}) | {v['examples']} | {v['new_tokens']} | "
-                             f"{v['kv_cache']['examples_per_s']:,.0f} | "
-                             f"{v['naive']['examples_per_s']:,.0f} | {v['speedup']:.1f}x | "
-                             f"{v['evaluate_examples_per_s']:,.0f} |")
+                             f"{v['kv_cache']['examples_per_s']:,.1f} | "
+                             f"{v['naive']['examples_per_s']:,.1f} | {v['speedup']:.1f}x | "
+                             f"{v['evaluate_examples_per_s']:,.1f} |")
         elif key == "e":
             lines += ["| model | layers | sequences | T | batch | forward s | entropy s | total s |",
                       "|---|---|---|---|---|---|---|---|",
@@ -823,9 +849,25 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextmanager
+def _use_clock(name: str) -> Iterator[None]:
+    global _clock
+    old = _clock
+    _clock = _CLOCKS[name]
+    try:
+        yield
+    finally:
+        _clock = old
+
+
 def run_benchmarks(s: Settings, command: str) -> dict[str, Any]:
     """Run the selected benchmarks and return the report (the content of bench.json)."""
     from seqvcr.runs import describe_machine, machine_info
+
+    if s.clock not in _CLOCKS:
+        raise ConfigError(f"--clock: {s.clock!r} is not one of {', '.join(_CLOCKS)}")
+    if s.clock == "cpu" and s.cuda:
+        raise ConfigError("--clock cpu: CPU time does not measure GPU work; use --clock wall on a GPU")
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -834,7 +876,10 @@ def run_benchmarks(s: Settings, command: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for key in s.only:
         s.log(f"({key}) {BENCHMARKS[key]}")
-        results[key] = funcs[key](s)
+        tb = time.perf_counter()
+        with _use_clock(s.clock):
+            results[key] = funcs[key](s)
+        results[key]["bench_seconds"] = time.perf_counter() - tb  # wall time, for the record
     info = machine_info(s.device)
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report: dict[str, Any] = {
@@ -849,7 +894,8 @@ def run_benchmarks(s: Settings, command: str) -> dict[str, Any]:
         "machine": info,
         "machine_description": describe_machine(info),
         "load_average": [None if v is None else round(v, 2) for v in (load0, load1)],
-        "settings": {"warmup": s.warmup, "repeats": s.repeats, "compile": s.compile, "only": list(s.only)},
+        "settings": {"warmup": s.warmup, "repeats": s.repeats, "compile": s.compile, "only": list(s.only),
+                     "clock": s.clock, "threads": torch.get_num_threads()},
         "results": results,
     }
     report["targets"] = evaluate_targets(results, s)
@@ -877,7 +923,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model in (b) and (c)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice); 1 is steadier on a busy machine")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, --quick 3)")
+    p.add_argument("--clock", choices=tuple(_CLOCKS), default="wall",
+                   help="wall (default) or cpu: CPU time of this process, steady on a shared machine "
+                   "(CPU runs; with --threads 1 it is the compute time)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, --quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 2, --quick 1)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="(c) the GPU's dense bf16 peak, for GPUs not in the built-in table")
@@ -895,37 +944,63 @@ def parse_only(text: str) -> tuple[str, ...]:
     return tuple(k for k in BENCHMARKS if k in wanted)
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from seqvcr.runs import select_device
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (canonical form: every option spelled out)."""
+    parts = ["seqvcr", "bench", "--out", args.out, "--only", ",".join(parse_only(args.only)),
+             "--device", args.device]
+    for flag in ("quick", "full", "compile"):
+        if getattr(args, flag):
+            parts.append(f"--{flag}")
+    if args.clock != "wall":
+        parts += ["--clock", args.clock]
+    for name in ("threads", "repeats", "warmup", "peak_tflops", "mfu_batch"):
+        value = getattr(args, name)
+        if value is not None:
+            parts += [f"--{name.replace('_', '-')}", str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
+
+def _cmd_bench(args: argparse.Namespace) -> int:
     for name in ("repeats", "warmup"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "repeats" else 0):
             raise ConfigError(f"--{name}: must be >= {1 if name == 'repeats' else 0}, got {value}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    threads = torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        return _bench(args)
+    finally:
+        torch.set_num_threads(threads)  # an in-process caller keeps its setting
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from seqvcr.runs import select_device, write_json_atomic
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory")
+    device = select_device(args.device)
+    if device.type == "cuda" and device.index is None:  # "cuda" -> the current device, explicitly
+        device = torch.device("cuda", torch.cuda.current_device())
     s = Settings(
-        device=select_device(args.device),
+        device=device,
         only=parse_only(args.only),
         quick=args.quick,
         full=args.full,
         compile=args.compile,
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
-        repeats=args.repeats if args.repeats is not None else (3 if args.quick else 7),
+        repeats=args.repeats if args.repeats is not None else (2 if args.quick else 7),
         peak_tflops=args.peak_tflops,
         mfu_batch=args.mfu_batch,
+        clock=args.clock,
         log=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True),
     )
-    command = "seqvcr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command(args)
     report = run_benchmarks(s, command)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    from seqvcr.runs import write_json_atomic
-
     write_json_atomic(out / "bench.json", report)
     tmp = out / "bench.md.tmp"
     tmp.write_text(render_markdown(report))

@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except SeqVCRError as err:
         print(f"seqvcr {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `seqvcr sweep ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"seqvcr {args.command}: interrupted", file=sys.stderr)
         return 130

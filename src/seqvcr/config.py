@@ -354,6 +354,8 @@ def validate(cfg: Config) -> None:
 def resolve(cfg: Config) -> Config:
     """Return a copy with every derived default filled in (preset sizes, task coefficients)."""
     out = copy.deepcopy(cfg)
+    if out.model.init_from:
+        _sizes_from_hf(out.model)
     preset = MODEL_PRESETS[out.model.preset]
     for key, value in preset.items():
         if getattr(out.model, key) is None:
@@ -373,8 +375,34 @@ def resolve(cfg: Config) -> Config:
             f"config key 'seqvcr.layer': {out.seqvcr.layer} is out of range for a {n_layer}-layer model "
             f"(allowed {-(n_layer + 1)}..{n_layer}; 0 = embeddings, {n_layer} or -1 = last layer)"
         )
+    if out.seqvcr.layer < 0:  # -1 and n_layer name the same layer: keep one spelling (stable run ids)
+        out.seqvcr.layer += n_layer + 1
     validate(out)
     return out
+
+
+def _sizes_from_hf(model: ModelConfig) -> None:
+    """Take n_layer / n_head / n_embd from a Hugging Face GPT-2 directory's config.json.
+
+    The pre-trained weights decide the architecture; a config that states other sizes is an error.
+    """
+    import json
+
+    path = Path(model.init_from or "") / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"model.init_from: {path} not found (a Hugging Face GPT-2 directory is expected)")
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    for ours, theirs in (("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd")):
+        value = hf.get(theirs)
+        if not isinstance(value, int):
+            raise ConfigError(f"{path}: missing integer {theirs!r}")
+        stated = getattr(model, ours)
+        if stated is not None and stated != value:
+            raise ConfigError(f"model.{ours}={stated} but model.init_from has {theirs}={value}")
+        setattr(model, ours, value)
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:

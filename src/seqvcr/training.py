@@ -115,8 +115,15 @@ class BatchSampler:
 
 @dataclass
 class RunState:
+    """Where a run is: its step, the last checkpointed step, and training time over all attempts."""
+
     step: int = 0
     last_good_step: int = 0
+    time_before: float = 0.0  # seconds trained by earlier attempts (from the checkpoint)
+    t_start: float = 0.0  # perf_counter() when this attempt started
+
+    def train_time(self) -> float:
+        return self.time_before + time.perf_counter() - self.t_start
 
 
 def _rng_state() -> dict[str, Any]:
@@ -134,7 +141,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(
-    path: Path, tm: TrainModule, opt: torch.optim.Optimizer, step: int, cfg: C.Config
+    path: Path, tm: TrainModule, opt: torch.optim.Optimizer, step: int, cfg: C.Config, train_time: float
 ) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
@@ -145,6 +152,7 @@ def _save_checkpoint(
             "optimizer": opt.state_dict(),
             "step": step,
             "rng": _rng_state(),
+            "train_time_s": train_time,
             "config": C.to_dict(cfg),
         },
         tmp,
@@ -155,10 +163,10 @@ def _save_checkpoint(
 class Progress:
     """One line per log interval on stderr (and nothing on non-main ranks)."""
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
         self.total = total
         self.enabled = enabled
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.t0 = time.perf_counter()
 
     def line(self, step: int, text: str) -> None:
@@ -276,6 +284,7 @@ def train(
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         state.step = state.last_good_step = int(ckpt["step"])
+        state.time_before = float(ckpt.get("train_time_s", 0.0))
         if main:
             _truncate_metrics(rd / METRICS_FILE, state.step)
     if main:
@@ -299,7 +308,7 @@ def train(
             + "\n"
         )
     metrics = open(rd / METRICS_FILE, "a") if main else None  # noqa: SIM115 - closed in finally
-    t_start = time.perf_counter()
+    state.t_start = time.perf_counter()
     try:
         _loop(
             runner,
@@ -320,7 +329,7 @@ def train(
             prog,
             ckpt_path,
         )
-        train_time = time.perf_counter() - t_start
+        train_time = state.train_time()
         result: dict[str, Any] = {}
         if main:
             final = evaluate(
@@ -337,7 +346,7 @@ def train(
                     "position_accuracy": final.position_accuracy,
                 },
             )
-            _save_checkpoint(ckpt_path, tm, opt, state.step, cfg)
+            _save_checkpoint(ckpt_path, tm, opt, state.step, cfg, state.train_time())
             info = machine_info(device)
             result = {
                 "run_dir": str(rd),
@@ -524,7 +533,7 @@ def _loop(
                 model_for_ckpt = tm
                 if cfg.train.compile:
                     model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr)
-                _save_checkpoint(ckpt_path, model_for_ckpt, opt, s, cfg)
+                _save_checkpoint(ckpt_path, model_for_ckpt, opt, s, cfg, state.train_time())
             state.last_good_step = s
     if cfg.train.compile:
         tm.model = tm.model._orig_mod

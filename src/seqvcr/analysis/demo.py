@@ -3,7 +3,7 @@
 One command: generate multiplication data, train several of the paper's configurations on it, evaluate
 them on a shipped reference test file (exact match and accuracy per answer position), measure the
 layer-wise representation entropy, and write a report with every figure and table
-(``OUT/report/report.md``).
+(``OUT/report.md``, next to ``OUT/data``, ``OUT/configs`` and ``OUT/runs``).
 
 Scales (chosen automatically, ``--scale`` overrides; the numbers behind the CPU choice are in
 docs/demo.md):
@@ -22,7 +22,7 @@ docs/demo.md):
 Training runs are ordinary runs (``seqvcr train OUT/configs/<config>.yaml --out OUT/runs/<config>``),
 so each can be re-run, evaluated (``seqvcr eval``) or analysed (``seqvcr entropy``) on its own. An
 interrupted demo resumes where it stopped when started again with the same ``--out``; a finished one
-(``OUT/report/report.md`` present) is only replaced with ``--force``.
+(``OUT/report.md`` present) is only replaced with ``--force``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ __all__ = ["DemoScale", "SCALES", "run_demo"]
 
 PLAN_FILE = "demo_plan.json"
 DEMO_FILE = "demo.json"
-OWNED = ("data", "configs", "runs", "report", PLAN_FILE, DEMO_FILE)  # what --force may delete in OUT
+# with the report's outputs: what --force deletes in OUT
+DEMO_DIRS = ("data", "configs", "runs", PLAN_FILE, DEMO_FILE)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class DemoScale:
     name: str
     digits: int
     test_file: str
-    valid_file: str
+    valid_file: str | None  # None: generated (valid_size problems, none of the test file's)
     methods: tuple[str, ...]
     n_layer: int
     n_head: int
@@ -83,6 +84,8 @@ class DemoScale:
     entropy_sequences: int = 1000
     min_steps: int = 200  # never fewer steps than this, whatever the probe says
     device: str = "auto"
+    valid_size: int = 1000  # generated validation problems when valid_file is None
+    test_limit: int = 0  # > 0: evaluate on the first test_limit lines of test_file (OUT/data/test.txt)
 
 
 SCALES: dict[str, DemoScale] = {
@@ -90,7 +93,7 @@ SCALES: dict[str, DemoScale] = {
         name="cpu", digits=3, test_file="ref:mult/3x3/test.txt", valid_file="ref:mult/3x3/valid.txt",
         methods=("vanilla", "pause", "seqvcr", "seqvcr_pause"), n_layer=2, n_head=4, n_embd=128,
         steps=3000, batch_size=32, lr=1e-3, train_size=100_000, proj_dim=512, parallel=2, threads=1,
-        minutes=7.0, device="cpu",
+        minutes=7.0, log_every=100, device="cpu",
     ),
     "gpu": DemoScale(
         name="gpu", digits=4, test_file="ref:mult/4x4/test.txt", valid_file="ref:mult/4x4/valid.txt",
@@ -99,10 +102,11 @@ SCALES: dict[str, DemoScale] = {
         minutes=0.0, warmup=0.05, eval_every=2000, eval_examples=1000, log_every=100, device="cuda",
     ),
     "smoke": DemoScale(
-        name="smoke", digits=3, test_file="ref:mult/3x3/test.txt", valid_file="ref:mult/3x3/valid.txt",
+        name="smoke", digits=3, test_file="ref:mult/3x3/test.txt", valid_file=None,
         methods=("vanilla", "seqvcr_pause"), n_layer=2, n_head=2, n_embd=32, steps=30, batch_size=16,
         lr=3e-3, train_size=1000, proj_dim=32, parallel=2, threads=1, minutes=0.0, log_every=10,
-        eval_every=15, eval_examples=100, entropy_sequences=200, min_steps=1, device="cpu",
+        eval_every=15, eval_examples=50, entropy_sequences=100, min_steps=1, device="cpu",
+        valid_size=100, test_limit=200,
     ),
 }
 
@@ -123,11 +127,13 @@ def pick_scale(scale: str, device: str) -> DemoScale:
     return SCALES[scale]
 
 
-def make_config(s: DemoScale, method: str, train_file: str, steps: int, device: str) -> C.Config:
+def make_config(
+    s: DemoScale, method: str, train_file: str, test_file: str, steps: int, device: str
+) -> C.Config:
     """The run config of one configuration at scale ``s`` (built from the config dataclasses)."""
     cfg = C.Config(
         task=C.TaskConfig(name="mult", digits=s.digits, train_file=train_file, valid_file=s.valid_file,
-                          test_file=s.test_file),
+                          valid_size=s.valid_size, test_file=test_file),
         model=C.ModelConfig(preset="tiny", n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd,
                             dropout=s.dropout),
         method=C.MethodConfig(name=method, pauses=s.pauses),
@@ -144,42 +150,46 @@ def make_config(s: DemoScale, method: str, train_file: str, steps: int, device: 
 # ------------------------------------------------------------------------------------------- steps
 
 
-def _step_seconds(s: DemoScale, method: str, n_steps: int = 15) -> float:
-    """Wall-clock seconds of one training step of ``method`` at scale ``s`` on this CPU (one thread,
-    as in a worker process): a few real steps of the model + Seq-VCR head on a random batch."""
-    from seqvcr.model import GPT, GPTConfig
-    from seqvcr.objectives import SeqVCR
+def _step_seconds(s: DemoScale, method: str, steps: int = 30) -> float:
+    """Wall-clock seconds of one training step of ``method`` at scale ``s`` on this machine, measured
+    with the real training loop (``seqvcr.training.train``, one thread as in a worker process) on a
+    small generated data set: the time between the 5th and the last logged step, so start-up and the
+    first slow steps do not count."""
+    import tempfile
 
-    cot, pauses, seqvcr = C.METHODS[method]
-    length = 2 * s.digits + 1 + 1 + (pauses and s.pauses + 2) + 2 * s.digits + 1  # question..answer <eos>
-    if cot:
-        length += 4 * s.digits * s.digits
+    from seqvcr.training import train
+
+    cfg = make_config(s, method, "", "", steps, "cpu")
+    cfg.task.train_file = cfg.task.valid_file = cfg.task.test_file = None
+    cfg.task.train_size = max(2000, s.batch_size * steps)
+    cfg.task.valid_size = 16
+    cfg.train.log_every = 5
+    cfg.train.eval_every = cfg.train.checkpoint_every = 10 * steps
     old = torch.get_num_threads()
-    torch.set_num_threads(s.threads)
     try:
-        g = torch.Generator().manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=22, block_size=length, n_layer=s.n_layer, n_head=s.n_head,
-                              n_embd=s.n_embd, dropout=s.dropout))
-        head = SeqVCR(s.n_embd, proj_dim=s.proj_dim) if seqvcr else None
-        params = list(model.parameters()) + (list(head.parameters()) if head else [])
-        opt = torch.optim.AdamW(params, lr=1e-4)
-        x = torch.randint(0, 22, (s.batch_size, length - 1), generator=g)
-        mask = torch.ones_like(x, dtype=torch.bool)
-        times = []
-        for _ in range(n_steps):
-            t0 = time.perf_counter()
-            out = model(x, x, output_hidden_states=head is not None)
-            loss = out.loss
-            if head is not None:
-                loss = loss + head(out.hidden_states[-1], mask).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        times = sorted(times[3:])  # skip warm-up steps; the median is robust to a busy moment
-        return times[len(times) // 2]
+        with tempfile.TemporaryDirectory(prefix="seqvcr-demo-probe-") as tmp:
+            train(cfg, Path(tmp) / method, progress=False)
+            lines = (Path(tmp) / method / "metrics.jsonl").read_text().splitlines()
+            recs = [json.loads(line) for line in lines]
     finally:
         torch.set_num_threads(old)
+    logged = [r for r in recs if r.get("kind") == "train"]
+    first, last = logged[0], logged[-1]
+    return (last["elapsed_s"] - first["elapsed_s"]) / max(1, last["step"] - first["step"])
+
+
+def _probe_all(s: DemoScale) -> dict[str, float]:
+    """Per-step seconds of every configuration, probed ``s.parallel`` at a time in worker processes, so
+    that the measurement includes what the parallel runs cost each other (and any other load)."""
+    if s.parallel <= 1:
+        return {m: _step_seconds(s, m) for m in s.methods}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=s.parallel, mp_context=ctx) as pool:
+        futures = {m: pool.submit(_step_seconds, s, m) for m in s.methods}
+        return {m: f.result() for m, f in futures.items()}
 
 
 def _schedule(costs: dict[str, float], workers: int) -> list[list[str]]:
@@ -199,43 +209,56 @@ def plan_steps(s: DemoScale, minutes: float | None, progress: bool) -> dict[str,
     budget_min = s.minutes if minutes is None else minutes
     if budget_min <= 0 or s.device != "cpu":
         return {"steps": s.steps, "budget_minutes": budget_min or None, "step_seconds": None}
-    _say(progress, f"timing one training step of each configuration (budget {budget_min:g} min of training)")
-    per_step = {m: _step_seconds(s, m) for m in s.methods}
-    # evaluation during training (every eval_every steps) and the final full evaluation: ~3% of a run
-    overhead = 1.05
+    _say(progress, f"timing training steps of each configuration, {s.parallel} at a time as in the demo "
+                   f"(budget {budget_min:g} min of training)")
+    per_step = _probe_all(s)
     lanes = _schedule(per_step, s.parallel)
+    # periodic validation probes: ~5% of a run; start-up, final evaluation and checkpoint: ~15 s a run
+    overhead, fixed = 1.05, 15.0
     slowest = max(sum(per_step[m] for m in lane) for lane in lanes) * overhead
-    fit = int(budget_min * 60 / slowest) if slowest > 0 else s.steps
+    lane_fixed = fixed * max(len(lane) for lane in lanes)
+    fit = int((budget_min * 60 - lane_fixed) / slowest) if slowest > 0 else s.steps
     steps = max(s.min_steps, min(s.steps, fit))
     steps = steps if steps == s.steps else max(s.min_steps, steps // 50 * 50)
     text = ", ".join(f"{m} {1000 * v:.0f} ms" for m, v in per_step.items())
     _say(progress, f"one step: {text}; {s.parallel} at a time -> {steps} steps per configuration "
-                   f"(about {steps * slowest / 60:.1f} min of training)")
+                   f"(about {(steps * slowest + lane_fixed) / 60:.1f} min of training)")
     return {"steps": steps, "budget_minutes": budget_min, "step_seconds": per_step,
-            "estimated_training_minutes": steps * slowest / 60, "fits": fit}
+            "estimated_training_minutes": (steps * slowest + lane_fixed) / 60, "fits": fit}
 
 
 # ------------------------------------------------------------------------------------------- data
 
 
-def make_data(s: DemoScale, data_dir: Path, progress: bool) -> Path:
-    """Training problems disjoint from the reference test and validation files (written once)."""
+def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
+    """Training problems disjoint from the reference test and validation files (written once).
+
+    Returns the training file and the test file to evaluate on (the reference file itself, or with
+    ``test_limit`` its first lines copied to ``data_dir/test.txt``)."""
     from seqvcr.tasks import make_task, read_examples, write_examples
 
+    task = make_task("mult", digits=s.digits)
+    test_file = s.test_file
+    if s.test_limit:
+        test_path = data_dir / "test.txt"
+        if not test_path.is_file():
+            head = read_examples(task, resolve_data_path(s.test_file))[: s.test_limit]
+            write_examples(task, test_path, head, cot=True)
+        test_file = str(test_path.resolve())
     path = data_dir / "train.txt"
     if path.is_file():
         _say(progress, f"reusing {path}")
-        return path
-    task = make_task("mult", digits=s.digits)
+        return path, test_file
     excluded: set[str] = set()
     for f in (s.test_file, s.valid_file):
-        excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
+        if f:
+            excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
     t0 = time.perf_counter()
     examples = task.generate(s.train_size, seed=1234, exclude=frozenset(excluded))
     write_examples(task, path, examples, cot=True)
     _say(progress, f"wrote {len(examples):,} {task.describe()} training problems to {path} "
                    f"(none of the {len(excluded):,} test/valid problems; {time.perf_counter() - t0:.1f}s)")
-    return path
+    return path, test_file
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -268,7 +291,9 @@ class _Worker:
         return rc
 
 
-def train_all(s: DemoScale, out: Path, steps: int, device: str, progress: bool) -> dict[str, Path]:
+def train_all(
+    s: DemoScale, out: Path, test_file: str, steps: int, device: str, progress: bool
+) -> dict[str, Path]:
     """Train every configuration, ``s.parallel`` processes at a time; finished runs are kept."""
     train_file = str((out / "data" / "train.txt").resolve())
     cfg_dir = out / "configs"
@@ -276,7 +301,7 @@ def train_all(s: DemoScale, out: Path, steps: int, device: str, progress: bool) 
     run_dirs: dict[str, Path] = {}
     todo: list[tuple[str, list[str]]] = []
     for m in s.methods:
-        cfg = make_config(s, m, train_file, steps, device)
+        cfg = make_config(s, m, train_file, test_file, steps, device)
         cfg_path = cfg_dir / f"{m}.yaml"
         C.save_yaml(cfg, cfg_path)
         rd = out / "runs" / m
@@ -294,19 +319,24 @@ def train_all(s: DemoScale, out: Path, steps: int, device: str, progress: bool) 
     todo.sort(key=lambda t: order.get(t[0], 99))
     running: list[_Worker] = []
     failed: list[str] = []
-    while todo or running:
-        while todo and len(running) < s.parallel:
-            m, cmd = todo.pop(0)
-            _say(progress, f"training {m}: {' '.join(cmd[2:])}")
-            running.append(_Worker(m, cmd, env, progress))
-        time.sleep(0.2)
-        for w in list(running):
-            if w.proc.poll() is not None:
-                rc = w.wait()
-                running.remove(w)
-                if rc != 0:
-                    last = next((x for x in reversed(w.tail) if x.strip()), f"exit status {rc}")
-                    failed.append(f"{w.method}: {last}")
+    try:
+        while todo or running:
+            while todo and len(running) < s.parallel:
+                m, cmd = todo.pop(0)
+                _say(progress, f"training {m}: {' '.join(cmd[2:])}")
+                running.append(_Worker(m, cmd, env, progress))
+            time.sleep(0.2)
+            for w in list(running):
+                if w.proc.poll() is not None:
+                    rc = w.wait()
+                    running.remove(w)
+                    if rc != 0:
+                        last = next((x for x in reversed(w.tail) if x.strip()), f"exit status {rc}")
+                        failed.append(f"{w.method}: {last}")
+    finally:
+        for w in running:  # interrupted: stop our own children (they resume from their checkpoints)
+            w.proc.terminate()
+            w.wait()
     if failed:
         raise SeqVCRError("demo: training failed -- " + "; ".join(failed))
     return run_dirs
@@ -357,11 +387,13 @@ def findings(runs: Sequence[Any]) -> str:
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
-    if (out / "report" / "report.md").exists() and not force:
-        raise RunDirError(f"{out}: already holds a demo report (report/report.md); use --force to "
+    from seqvcr.analysis.report import OUTPUTS, REPORT_FILE
+
+    if (out / REPORT_FILE).exists() and not force:
+        raise RunDirError(f"{out}: already holds a demo report ({REPORT_FILE}); use --force to "
                           "replace it, or pass another --out")
     if force:
-        for name in OWNED:
+        for name in (*DEMO_DIRS, *OUTPUTS):
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -386,6 +418,9 @@ def run_demo(
     dev = s.device if device == "auto" else device
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
+                          "use the default scale (or --device cpu)")
     out_dir = Path(out)
     _check_out(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -403,11 +438,11 @@ def run_demo(
     steps = int(plan["steps"])
 
     t0 = time.perf_counter()
-    make_data(s, out_dir / "data", progress)
+    _, test_file = make_data(s, out_dir / "data", progress)
     t_data = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    run_dirs = train_all(s, out_dir, steps, dev, progress)
+    run_dirs = train_all(s, out_dir, test_file, steps, dev, progress)
     t_train = time.perf_counter() - t0
     _say(progress, f"training done in {t_train / 60:.1f} min; evaluating, measuring entropy, "
                    "writing the report")
@@ -415,10 +450,10 @@ def run_demo(
     from seqvcr.analysis.report import build_report
 
     demo_cmd = command or "seqvcr demo"
-    intro = _intro(s, steps, plan, machine, dev, t_data, t_train, demo_cmd, out_dir)
+    intro = _intro(s, steps, plan, machine, dev, t_data, t_train, demo_cmd, out_dir, test_file)
     t0 = time.perf_counter()
     report = build_report(
-        [run_dirs[m] for m in s.methods], out_dir / "report", force=True, data_file=s.test_file,
+        [run_dirs[m] for m in s.methods], out_dir, force=True, data_file=test_file,
         n_sequences=s.entropy_sequences, device=dev, command=demo_cmd,
         title=f"seqvcr demo: mult {s.digits}x{s.digits}, {len(s.methods)} configurations ({s.name} scale)",
         intro=intro, extra=findings, progress=progress,
@@ -453,7 +488,7 @@ def run_demo(
 
 
 def _intro(s: DemoScale, steps: int, plan: dict[str, Any], machine: str, dev: str, t_data: float,
-           t_train: float, command: str, out: Path) -> str:
+           t_train: float, command: str, out: Path, test_file: str) -> str:
     model = f"GPT {s.n_layer} layers x {s.n_embd} wide ({s.n_head} heads)"
     budget = plan.get("budget_minutes")
     if plan.get("step_seconds"):
@@ -473,7 +508,7 @@ def _intro(s: DemoScale, steps: int, plan: dict[str, Any], machine: str, dev: st
         f"Model: {model}, trained from scratch; batch {s.batch_size}, AdamW lr {s.lr:g} with cosine decay, "
         f"Seq-VCR on the last layer with a {s.proj_dim}-dimensional projection (the paper uses 2048 on a "
         f"768-wide GPT-2) and the paper's multiplication coefficients; {s.pauses} pause tokens. Test set: "
-        f"`{s.test_file}` (1,000 problems). The runs are in `{out}/runs/`, their configs in "
+        f"`{test_file}`. The runs are in `{out}/runs/`, their configs in "
         f"`{out}/configs/`.",
         "",
         "This is a small model trained for minutes, not the paper's GPT-2 trained for 40 epochs: read the "

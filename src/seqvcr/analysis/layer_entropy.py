@@ -11,6 +11,10 @@ LayerNorm, the Hugging Face convention of ``seqvcr.model``) and every sequence o
   the entropy of those n vectors (Gram over sequences). It measures how spread the sequences are from
   each other, where the per-sequence entropy measures how spread one sequence's tokens are.
 
+Per-sequence entropy is at most log(min(T, d)), so configurations with longer sequences (pause tokens,
+a chain of thought) have a higher ceiling; every layer therefore also reports ``mean_normalized``, the
+mean of entropy / log(min(T, d)), and ``dataset_normalized`` = dataset entropy / log(min(n, d)).
+
 Which tokens: the sequence is the training sequence (question, question end, pause block, chain of
 thought when the run uses one, answer, ``<eos>``), run teacher-forced as in training. T counts every
 real token the model reads -- the whole sequence except the final ``<eos>``, which is never an input
@@ -161,6 +165,9 @@ def compute_layer_entropy(
     # T_i: every real token except the final <eos> (never an input); at least one token
     lengths = (data.lengths - 1).clamp(min=1).tolist()
     per_seq = torch.zeros(n_layers, n, dtype=torch.float64)
+    # log of each sequence's rank bound: turns raw entropies into normalised ones (and back)
+    bound = torch.tensor([math.log(min(t, d)) if min(t, d) > 1 else float("nan") for t in lengths],
+                         dtype=torch.float64)
     seq_means = torch.zeros(n_layers, n, d, dtype=torch.float64)
     n_batches = math.ceil(n / batch_size)
     for b, start in enumerate(range(0, n, batch_size)):
@@ -183,6 +190,11 @@ def compute_layer_entropy(
         _progress(progress and n_batches > 1, f"entropy: batch {b + 1}/{n_batches} ({len(rows)} sequences)")
     dataset = matrix_entropy(seq_means, alpha, normalize=normalize)  # (n_layers,)
     model.train(was_training)
+    if normalize:
+        normed, dataset_normed = per_seq, dataset
+    else:
+        normed = torch.nan_to_num(per_seq / bound, nan=0.0)  # (n_layers, n)
+        dataset_normed = dataset / math.log(min(n, d)) if min(n, d) > 1 else torch.zeros_like(dataset)
 
     layers: list[dict[str, Any]] = []
     for layer in range(n_layers):
@@ -192,7 +204,9 @@ def compute_layer_entropy(
                 "layer": layer,
                 "name": f"L{layer}",
                 **summarize(values),
+                "mean_normalized": float(normed[layer].mean()),
                 "dataset": float(dataset[layer]),
+                "dataset_normalized": float(dataset_normed[layer]),
                 "values": values,
             }
         )

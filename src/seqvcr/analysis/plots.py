@@ -90,11 +90,13 @@ def _legend(ax: Any, n: int) -> None:
 
 
 def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Fig. 2: per-sequence entropy per layer (mean and 95% CI) and dataset-level entropy per layer.
+    """Fig. 2: per-sequence entropy per layer (mean and 95% CI), the same normalised by its ceiling
+    log(min(T, d)) (runs with pause tokens have longer sequences, hence a higher ceiling), and the
+    dataset-level entropy per layer.
 
     ``series[i].data`` is a result of ``compute_layer_entropy``.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     styles = _styles(series)
     max_layers = 1
     for s, st in zip(series, styles):
@@ -104,15 +106,18 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
         means = [L["mean"] for L in layers]
         half = [L["ci95_half"] for L in layers]
         axes[0].errorbar(xs, means, yerr=half, marker="o", ms=4, capsize=3, label=s.label, **st)
-        axes[1].plot(xs, [L["dataset"] for L in layers], marker="o", ms=4, label=s.label, **st)
+        axes[1].plot(xs, [L.get("mean_normalized", float("nan")) for L in layers], marker="o", ms=4,
+                     label=s.label, **st)
+        axes[2].plot(xs, [L["dataset"] for L in layers], marker="o", ms=4, label=s.label, **st)
     first = series[0].data if series else {}
     unit = "normalised entropy" if first.get("normalized") else "entropy (nats)"
     n = first.get("n", "?")
     axes[0].set_title(f"per-sequence entropy (mean, 95% CI; {n} sequences)", fontsize=10)
-    axes[1].set_title("dataset-level entropy (one mean vector per sequence)", fontsize=10)
-    for ax in axes:
+    axes[1].set_title("per-sequence entropy / log min(T, d)", fontsize=10)
+    axes[2].set_title("dataset-level entropy (one mean vector per sequence)", fontsize=10)
+    for i, ax in enumerate(axes):
         ax.set_xlabel("layer (L0 = embeddings)")
-        ax.set_ylabel(unit)
+        ax.set_ylabel("normalised entropy" if i == 1 else unit)
         ax.set_xticks(range(max_layers))
         ax.set_xticklabels([f"L{i}" for i in range(max_layers)])
         ax.grid(alpha=0.3)
@@ -202,11 +207,13 @@ def plot_position_accuracy(
 
 
 def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Fig. 5: training LM loss (log scale) and validation exact match against the training step.
+    """Fig. 5: training LM loss (log scale), validation exact match and validation accuracy averaged over
+    the answer positions, against the training step. The last panel moves before exact match does: a
+    model that learns one more answer digit shows it there first.
 
     ``series[i].data`` is the list of records of a run's ``metrics.jsonl``.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     styles = _styles(series)
     any_eval = False
     last_step = max((int(r.get("step", 0)) for s in series for r in s.data), default=1)
@@ -219,9 +226,14 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
         if evals:
             any_eval = True
             # a run logs its final evaluation at the last step too; keep the last record of each step
-            by_step = {int(r["step"]): float(r["exact_match"]) for r in evals}
+            by_step = {int(r["step"]): r for r in evals}
             steps = sorted(by_step)
-            axes[1].plot(steps, [by_step[k] for k in steps], marker="o", ms=3, label=s.label, **st)
+            axes[1].plot(steps, [float(by_step[k]["exact_match"]) for k in steps], marker="o", ms=3,
+                         label=s.label, **st)
+            pos = [(k, by_step[k].get("position_accuracy")) for k in steps]
+            pos = [(k, sum(p) / len(p)) for k, p in pos if p]
+            if pos:
+                axes[2].plot([k for k, _ in pos], [v for _, v in pos], marker="o", ms=3, label=s.label, **st)
     axes[0].set_yscale("log")
     plain = FuncFormatter(lambda y, _pos: f"{y:g}")
     axes[0].yaxis.set_major_formatter(plain)
@@ -232,8 +244,12 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
     axes[1].set_title("validation exact match during training", fontsize=10)
     axes[1].set_ylabel("exact match")
     axes[1].set_ylim(-0.03, 1.03)
+    axes[2].set_title("validation accuracy, mean over answer positions", fontsize=10)
+    axes[2].set_ylabel("accuracy")
+    axes[2].set_ylim(-0.03, 1.03)
     if not any_eval:
-        axes[1].text(0.5, 0.5, "no evaluation records", ha="center", va="center", transform=axes[1].transAxes)
+        for ax in axes[1:]:
+            ax.text(0.5, 0.5, "no evaluation records", ha="center", va="center", transform=ax.transAxes)
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)

@@ -18,10 +18,11 @@ Output layout (``DIR``)::
     summary.json            every number of the report, machine readable
     *.png                   entropy_per_layer, entropy_hist, position_accuracy, loss_curves
     *.md / *.csv            accuracy (Table 1 layout), positions, entropy, throughput
-    runs/<name>/            eval.json, predictions.jsonl, entropy.json/.csv, entropy_values.csv, config.yaml
+    analysis/<run>/         eval.json, predictions.jsonl, entropy.json/.csv, entropy_values.csv, config.yaml
 
 Everything is first written to a temporary sibling directory, then moved into ``DIR`` with
-``report.md`` last, so an interrupted report never looks complete. A ``DIR`` that already holds a
+``report.md`` last, so an interrupted report never looks complete. Other files in ``DIR`` are left
+alone (the demo keeps its data, configs and runs next to its report). A ``DIR`` that already holds a
 ``report.md`` is refused unless ``force``.
 """
 
@@ -59,7 +60,12 @@ __all__ = ["REPORT_FILE", "RunAnalysis", "analyze_run", "build_report", "check_o
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
 REPORT_MARK = "<!-- seqvcr run report -->"
+PER_RUN_DIR = "analysis"  # DIR/analysis/<run>/: the per-run measurements
 FIGURES = ("entropy_per_layer.png", "entropy_hist.png", "position_accuracy.png", "loss_curves.png")
+TABLES = ("accuracy", "positions", "entropy", "throughput")
+#: every entry a report writes into its directory
+OUTPUTS = (REPORT_FILE, SUMMARY_FILE, PER_RUN_DIR, *FIGURES,
+           *(f"{t}.{e}" for t in TABLES for e in ("md", "csv")))
 
 
 @dataclass
@@ -239,7 +245,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def _commit(stage: Path, out: Path) -> None:
-    """Move the staged report into ``out``: everything but report.md first, report.md last."""
+    """Move the staged report into ``out``: everything but report.md first, report.md last; a staged
+    directory replaces its namesake entry by entry (``analysis/<run>``), other files in ``out`` stay."""
     out.mkdir(parents=True, exist_ok=True)
     (out / REPORT_FILE).unlink(missing_ok=True)
     for item in sorted(stage.iterdir()):
@@ -248,7 +255,7 @@ def _commit(stage: Path, out: Path) -> None:
         dest = out / item.name
         if dest.is_dir() and not dest.is_symlink():
             if item.is_dir():
-                for sub in sorted(item.iterdir()):  # runs/<name>: replace run by run, keep others
+                for sub in sorted(item.iterdir()):  # analysis/<run>: replace run by run, keep others
                     sd = dest / sub.name
                     if sd.is_dir():
                         shutil.rmtree(sd)
@@ -292,13 +299,14 @@ def build_report(
             raise RunDirError(f"{rd}: no such run directory")
     names = _unique_names(rds)
     t0 = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    absolute = out_dir.resolve()
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    stage = absolute.parent / f".{absolute.name}.tmp-{os.getpid()}"  # same file system: renames are atomic
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
         runs = [
-            analyze_run(rd, stage / "runs" / nm, name=nm, data_file=data_file, n_sequences=n_sequences,
+            analyze_run(rd, stage / PER_RUN_DIR / nm, name=nm, data_file=data_file, n_sequences=n_sequences,
                         device=device, progress=progress)
             for rd, nm in zip(rds, names)
         ]
@@ -357,7 +365,7 @@ def _write_report(
          "examples_per_s": r.eval["examples_per_s"]}
         for r in runs
     ])
-    for stem, t in (("accuracy", acc), ("positions", pos), ("entropy", ent), ("throughput", thr)):
+    for stem, t in zip(TABLES, (acc, pos, ent, thr)):
         _write(stage / f"{stem}.md", t.to_markdown())
         _write(stage / f"{stem}.csv", t.to_csv())
 
@@ -388,6 +396,8 @@ def _write_report(
                 "T_norm": next((row[4] for row in thr.rows if row[0] == r.name), None),
                 "entropy_mean": [L["mean"] for L in r.entropy["layers"]],
                 "entropy_ci95_half": [L["ci95_half"] for L in r.entropy["layers"]],
+                "entropy_mean_normalized": [L["mean_normalized"] for L in r.entropy["layers"]],
+                "tokens_per_sequence": r.entropy["tokens_per_sequence"],
                 "entropy_dataset": [L["dataset"] for L in r.entropy["layers"]],
                 "entropy_n": r.entropy["n"],
             }
@@ -398,8 +408,8 @@ def _write_report(
     write_json_atomic(stage / SUMMARY_FILE, summary)
 
     md: list[str] = [REPORT_MARK, f"# {heading}", ""]
-    md.append(f"Generated {now} by `{command or 'seqvcr.analysis.report.build_report'}` on {here} "
-              f"in {_fmt_seconds(seconds)}.")
+    md.append(f"Written {now} by `{command or 'seqvcr.analysis.report.build_report'}` on {here} "
+              f"(evaluation, entropy and figures took {_fmt_seconds(seconds)}).")
     md.append("")
     if intro:
         md += [intro.rstrip(), ""]
@@ -411,7 +421,8 @@ def _write_report(
         md.append(f"| {r.name} | {r.entropy['task']} | {tables.method_label(r.method, r.pauses)} | "
                   f"{_model_text(r)} | {r.config.train.seed} | {res.get('steps', r.eval.get('step', '-'))} | "
                   f"{_fmt_seconds(res.get('train_time_s'))} | {res.get('machine_description', '-')} |")
-    md += ["", "Configuration of each run (the complete config is in `runs/<run>/config.yaml`):", ""]
+    md += ["", f"Configuration of each run (the complete config is in `{PER_RUN_DIR}/<run>/config.yaml`):",
+           ""]
     md += [f"- **{r.name}**: {_config_text(r)}" for r in runs]
 
     n_eval = ", ".join(sorted({str(r.eval["n"]) for r in runs}))
@@ -429,30 +440,46 @@ def _write_report(
     e0 = runs[0].entropy
     unit = "normalised by log(min(T, d))" if e0["normalized"] else "nats"
     tmin, tmax = e0["tokens_per_sequence"]["min"], e0["tokens_per_sequence"]["max"]
-    tokens = str(tmin) if tmin == tmax else f"{tmin}-{tmax}"
+    lens = {(r.entropy["tokens_per_sequence"]["min"], r.entropy["tokens_per_sequence"]["max"]) for r in runs}
+    tokens = str(tmin) if len(lens) == 1 and tmin == tmax else "T (see the table below)"
     md += ["## Representation entropy per layer (Fig. 2)", "",
            f"Matrix entropy (Eq. 2, alpha = {e0['alpha']:g}, {unit}) of each sequence's token "
            f"representations (Gram over its {tokens} tokens: {e0['tokens']}), averaged over "
            f"{e0['n']} sequences of the test file ({e0['sample']}); error bars and +- are 95% confidence "
            "intervals of the mean. L0 is the embedding layer, the last layer is after the final LayerNorm. "
-           "Right panel: dataset-level entropy, one vector per sequence (the mean of its token "
-           "representations).", "",
+           "Middle panel: the same divided by its ceiling log min(T, d). Right panel: dataset-level "
+           "entropy, one vector per sequence (the mean of its token representations).", "",
            "![entropy per layer](entropy_per_layer.png)", "", ent.to_markdown()]
-    md += ["Dataset-level entropy:", ""]
     width = max(len(r.entropy["layers"]) for r in runs)
-    md.append("| run | " + " | ".join(f"L{i}" for i in range(width)) + " |")
-    md.append("|---|" + "|".join("---" for _ in range(width)) + "|")
-    for r in runs:
-        cells = [f"{L['dataset']:.3f}" for L in r.entropy["layers"]]
-        cells += ["-"] * (width - len(cells))
-        md.append(f"| {r.name} | " + " | ".join(cells) + " |")
+
+    def layer_table(key: str, first: str, first_cell: Callable[[RunAnalysis], str]) -> list[str]:
+        rows = ["| run | " + first + " | " + " | ".join(f"L{i}" for i in range(width)) + " |",
+                "|---|---|" + "|".join("---" for _ in range(width)) + "|"]
+        for r in runs:
+            cells = [f"{L[key]:.3f}" for L in r.entropy["layers"]]
+            cells += ["-"] * (width - len(cells))
+            rows.append(f"| {r.name} | {first_cell(r)} | " + " | ".join(cells) + " |")
+        return rows + [""]
+
+    def t_range(r: RunAnalysis) -> str:
+        lo, hi = r.entropy["tokens_per_sequence"]["min"], r.entropy["tokens_per_sequence"]["max"]
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    md += ["Normalised per-sequence entropy (mean of entropy / log min(T, d); T = tokens per sequence, "
+           "d = width). Configurations with pause tokens or a chain of thought have longer sequences, hence "
+           "a higher ceiling log T for the raw entropy; this table compares them on the same scale:", ""]
+    md += layer_table("mean_normalized", "T", t_range)
+    md += ["Dataset-level entropy (one vector per sequence, the mean of its token representations; "
+           "n = sequences):", ""]
+    md += layer_table("dataset", "n", lambda r: str(r.entropy["n"]))
     md += ["", "## Entropy distribution per layer (Fig. 4)", "",
            "Histograms of the per-sequence entropy, one panel per layer, runs overlaid.", "",
            "![entropy histograms](entropy_hist.png)", ""]
 
     md += ["## Learning curves (Fig. 5)", "",
            "Left: training next-token loss on the answer (and CoT) tokens, averaged over each logging "
-           "interval, log scale. Right: exact match on the validation probe during training.", "",
+           "interval, log scale. Middle: exact match on the validation probe during training. Right: "
+           "accuracy on the same probe averaged over the answer positions.", "",
            "![learning curves](loss_curves.png)", ""]
     md += ["## Inference throughput (App. E)", "",
            f"Examples per second of the greedy decoding above (batch 256, KV cache), measured on {here} "
@@ -473,6 +500,7 @@ def _write_report(
     md.append(f"- this report: `{command or 'seqvcr.analysis.report.build_report(...)'}`")
     md += ["", "## Files", "",
            "`summary.json` (every number above), `accuracy.csv`, `positions.csv`, `entropy.csv`, "
-           "`throughput.csv`; per run in `runs/<run>/`: `eval.json`, `predictions.jsonl`, `entropy.json`, "
-           "`entropy.csv`, `entropy_values.csv` (every sequence's entropy per layer), `config.yaml`.", ""]
+           f"`throughput.csv`; per run in `{PER_RUN_DIR}/<run>/`: `eval.json`, `predictions.jsonl`, "
+           "`entropy.json`, `entropy.csv`, `entropy_values.csv` (every sequence's entropy per layer), "
+           "`config.yaml`.", ""]
     _write(stage / REPORT_FILE, "\n".join(md))

@@ -250,10 +250,14 @@ def _pm(st: Stats, digits: int = 3) -> str:
     return f"{st.mean:.{digits}f} ± {st.std:.{digits}f}"
 
 
-def _ci(st: Stats, digits: int = 3) -> str:
+def _ci(st: Stats, digits: int = 3, bounds: tuple[float, float] | None = None) -> str:
+    """The 95% CI; ``bounds`` clips it to the metric's range (accuracy: [0, 1]) for display."""
     if st.n < 2:
         return "--"
-    return f"[{st.ci_low:.{digits}f}, {st.ci_high:.{digits}f}]"
+    lo, hi = st.ci_low, st.ci_high
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -325,7 +329,10 @@ def _groups(study: list[SettingSummary]) -> list[tuple[str, list[tuple[Any, Sett
 
 def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: str, path: Path,
                    xlabel: str) -> bool:
-    """Mean and 95% CI (error bars) of a metric against the ablated value; seeds as faint dots."""
+    """Mean +- std over seeds (error bars) against the ablated value; each seed as a faint dot.
+
+    The std, not the 95% CI, is drawn: with 2-3 seeds the t-interval is 4-13 std wide and would hide
+    the data; the CI is in the tables."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,8 +358,8 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
             px = pos[repr(x)] * (1.0 if numeric else 1.0) + offset
             xs.append(px)
             means.append(st.mean)
-            lo.append(st.mean - st.ci_low if st.n > 1 else 0.0)
-            hi.append(st.ci_high - st.mean if st.n > 1 else 0.0)
+            lo.append(st.std if st.n > 1 else 0.0)
+            hi.append(st.std if st.n > 1 else 0.0)
             ax.scatter([px] * len(st.values), st.values, s=14, color=color, alpha=0.35, zorder=2,
                        linewidths=0)
             any_point = True
@@ -375,10 +382,12 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
         long = max(len(t) for t in ticks) > 12 or len(ticks) > 6
         ax.set_xticklabels(ticks, rotation=30 if long else 0, ha="right" if long else "center", fontsize=8)
         ax.set_xlim(-0.5, len(ticks) - 0.5)
-    if which == "exact_match":
-        ax.set_ylim(-0.03, 1.03)
+    if which == "exact_match":  # from 0; up to 1 unless every value is small (then zoom in)
+        top = max(max(s.exact_match.values, default=0.0) for _, items in groups for _, s in items)
+        top = min(1.0, max(0.05, 1.15 * top + 0.01))
+        ax.set_ylim(-0.03 * top, top * 1.03)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(ylabel + "\n(mean ± std over seeds)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if n_groups > 1:
@@ -391,39 +400,66 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
 
 def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: str, title: str,
                 path: Path) -> bool:
-    """One line per setting: entropy per layer, or accuracy per answer position (mean over seeds)."""
+    """One line per setting: entropy per layer, or accuracy per answer position (mean +- std).
+
+    Crossed studies get one panel per level of the other factors (e.g. one per task kind, whose layer
+    counts or answer lengths may differ), the lines coloured by the first factor's level.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [(s.label, s.layer_entropy if which == "layer" else s.position_accuracy) for s in study]
-    series = [(lab, sts) for lab, sts in series if sts and any(st.n for st in sts)]
+    firsts: list[str] = []
+    panels: list[str] = []
+    series = []
+    for s in study:
+        sts = s.layer_entropy if which == "layer" else s.position_accuracy
+        first = str(s.factors[0][1]) if s.factors else s.label
+        rest = " | ".join(str(f[1]) for f in s.factors[1:])
+        firsts += [first] if first not in firsts else []
+        if sts and any(st.n for st in sts):
+            panels += [rest] if rest not in panels else []
+            series.append((first, rest, sts))
     if not series:
         return False
-    fig, ax = plt.subplots(figsize=(8.6, 4.4))
-    cmap = plt.get_cmap("viridis" if len(series) > 10 else "tab10")
-    for i, (lab, sts) in enumerate(series):
-        color = cmap(i / max(1, len(series) - 1)) if len(series) > 10 else cmap(i % 10)
-        xs = [k for k, st in enumerate(sts) if st.n]
-        ys = [sts[k].mean for k in xs]
-        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.4, color=color, label=lab)
-        if all(sts[k].n > 1 for k in xs):
-            ax.fill_between(xs, [sts[k].ci_low for k in xs], [sts[k].ci_high for k in xs],
-                            color=color, alpha=0.10, lw=0)
-    width = max(len(sts) for _, sts in series)
-    ax.set_xticks(range(width))
-    if which == "layer":
-        ax.set_xticklabels([f"L{k}" for k in range(width)], fontsize=8)
-    else:
-        ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    n_panels = len(panels)
+    fig, axes = plt.subplots(1, n_panels, figsize=(2.2 + 3.6 * n_panels, 4.4), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(firsts) <= 10 else "viridis")
+    shade = len(firsts) <= 6
+    handles: dict[str, Any] = {}
+    for pi, panel in enumerate(panels):
+        ax = axes[0][pi]
+        width = 0
+        for first, rest, sts in series:
+            if rest != panel:
+                continue
+            i = firsts.index(first)
+            color = cmap(i % 10) if len(firsts) <= 10 else cmap(i / max(1, len(firsts) - 1))
+            xs = [k for k, st in enumerate(sts) if st.n]
+            ys = [sts[k].mean for k in xs]
+            (line,) = ax.plot(xs, ys, marker="o", ms=3.5, lw=1.4, color=color)
+            handles.setdefault(first, line)
+            if shade and all(sts[k].n > 1 for k in xs):  # +- 1 std over seeds
+                ax.fill_between(xs, [sts[k].mean - sts[k].std for k in xs],
+                                [sts[k].mean + sts[k].std for k in xs], color=color, alpha=0.12, lw=0)
+            width = max(width, len(sts))
+        ax.set_xticks(range(width))
+        if which == "layer":
+            ax.set_xticklabels([f"L{k}" for k in range(width)], fontsize=8)
+        else:
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_xlim((-0.5, 0.5) if width <= 1 else (-0.3, width - 0.7))
+        ax.set_xlabel(xlabel)
+        if panel:
+            ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.legend([handles[f] for f in firsts if f in handles], [f for f in firsts if f in handles],
+               fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -462,6 +498,7 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
     manifest, records, studies = collect(sweep)
     dest = _prepare_out(sweep, out, force)
     metrics = manifest.get("metrics", [])
+    normalized = bool(manifest.get("entropy_normalize", True))
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -482,10 +519,14 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
     if machines:
         md.append(f"- measured on: {'; '.join(machines)}")
     md += [
-        "- statistics over seeds: mean ± sample std; 95% CI = mean ± t(0.975, n-1)·std/√n (Student's t); "
-        "one seed gives no CI",
-        "- entropy: matrix entropy (Eq. 2) per layer, mean over sequences; the summary column averages "
-        "the intermediate layers L1..L(N-1)",
+        "- statistics over seeds: mean ± sample std; 95% CI = mean ± t(0.975, n-1)·std/√n (Student's t; "
+        "shown clipped to [0, 1] for exact match and normalised entropy, unclipped in summary.csv); "
+        "one seed gives no CI; plots show mean ± std",
+        "- entropy: matrix entropy (Eq. 2, von Neumann) of each sequence's token representations per layer, "
+        + ("divided by log(min(T, d)) (values in [0, 1], comparable across sequence lengths), "
+           if manifest.get("entropy_normalize", True) else "in nats, ")
+        + f"mean over {manifest.get('entropy_sequences')} sequences; the summary column averages the "
+        "intermediate layers L1..L(N-1)",
         "",
     ]
 
@@ -507,9 +548,9 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
         for s in study:
             row = [s.label, _seeds_cell(s)]
             if "exact_match" in metrics:
-                row += [_pm(s.exact_match), _ci(s.exact_match)]
+                row += [_pm(s.exact_match), _ci(s.exact_match, bounds=(0.0, 1.0))]
             if "matrix_entropy" in metrics:
-                row += [_pm(s.entropy), _ci(s.entropy)]
+                row += [_pm(s.entropy), _ci(s.entropy, bounds=(0.0, 1.0) if normalized else None)]
             rows.append(row)
             summary_rows.append([
                 name, s.label, s.value if not isinstance(s.value, (dict, list)) else s.label,
@@ -541,21 +582,21 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
                                            for k in range(width)] for s in study]), ""]
 
         xlabel = st_meta["factors"][0] if st_meta.get("factors") else name
-        title = _wrap(st_meta.get("part") or name, 80)
+        title = _wrap(st_meta.get("part") or name, 72)
         plots = []
         if "exact_match" in metrics and _plot_vs_value(
             study, "exact_match", "exact match", title, dest / f"{slug}_accuracy.png", xlabel
         ):
             plots.append((f"{slug}_accuracy.png", "exact match vs ablated value"))
         if "matrix_entropy" in metrics:
-            if _plot_vs_value(study, "entropy", "entropy, mean of L1..L(N-1)", title,
+            if _plot_vs_value(study, "entropy", "entropy of layers L1..L(N-1)", title,
                               dest / f"{slug}_entropy.png", xlabel):
                 plots.append((f"{slug}_entropy.png", "entropy vs ablated value"))
-            if _plot_lines(study, "layer", "layer", "matrix entropy (mean over seeds)", title,
+            if _plot_lines(study, "layer", "layer", "matrix entropy (mean ± std over seeds)", title,
                            dest / f"{slug}_layer_entropy.png"):
                 plots.append((f"{slug}_layer_entropy.png", "entropy per layer"))
         if "position_accuracy" in metrics and _plot_lines(
-            study, "position", "answer position", "accuracy (mean over seeds)", title,
+            study, "position", "answer position", "accuracy (mean ± std over seeds)", title,
             dest / f"{slug}_position_accuracy.png"
         ):
             plots.append((f"{slug}_position_accuracy.png", "accuracy per answer position"))

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "per pending run (default: local)")
     p.add_argument("--out", default=None, help="sweep directory (default: sweeps/<plan name>)")
     p.add_argument("--workers", type=int, default=None,
-                   help="local: parallel runs (default: one per GPU, else 1 on CPU)")
+                   help="local: parallel runs (default: one per GPU, else one per CPU core, at most 8)")
     p.add_argument("--threads", type=int, default=None,
                    help="local, CPU: torch threads per worker (default: cores // workers)")
     p.add_argument("--dry-run", action="store_true",
@@ -150,6 +150,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"submitted {len(todo)} job(s); when they are done: seqvcr report {sweep}", file=sys.stderr)
         return 0
 
+    if not todo:
+        print(f"sweep {name}: nothing to run", file=sys.stderr)
+        return _finish(sweep, name, args)
     result = E.run_local(sweep, todo, workers=args.workers, threads=args.threads)
     S.refresh_manifest(sweep)
     if result.interrupted:
@@ -160,6 +163,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _finish(sweep: Path, name: str, args: argparse.Namespace, seconds: float | None = None) -> int:
+    """Summary line, report, crashed runs; exit status 1 if a selected run (``--only``) crashed."""
     manifest = S.load_manifest(sweep)
     status = [S.run_status(sweep, r["id"]) for r in manifest["runs"]]
     counts = {k: status.count(k) for k in S.STATUSES if status.count(k)}
@@ -170,7 +174,9 @@ def _finish(sweep: Path, name: str, args: argparse.Namespace, seconds: float | N
 
         path = report_sweep(sweep)
         print(f"report: {path}", file=sys.stderr)
-    crashed = [r["id"] for r, st in zip(manifest["runs"], status) if st == "crashed"]
+    selected = set(args.only) if getattr(args, "only", None) else None
+    crashed = [r["id"] for r, st in zip(manifest["runs"], status)
+               if st == "crashed" and (selected is None or r["id"] in selected)]
     for rid in crashed:
         err = sweep / S.RUNS / rid / S.ERROR
         print(f"crashed: {rid}: {err.read_text().splitlines()[0] if err.is_file() else '?'}", file=sys.stderr)

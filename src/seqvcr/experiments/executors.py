@@ -4,9 +4,10 @@ All three call the same worker, ``seqvcr.experiments.sweep.run_one(sweep_dir, ru
 
 * ``local``: one process per run (``multiprocessing`` spawn context), at most ``workers`` at a time.
   With GPUs, one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker); on CPU, ``workers``
-  processes with ``cores // workers`` torch threads each. A crashed run is recorded and reported; the
-  others go on. Ctrl-C or SIGTERM stops the workers (their checkpoints stay) and the next invocation
-  resumes them. Workers die with the parent (``PR_SET_PDEATHSIG`` on Linux), so nothing is orphaned.
+  processes (default: one per core, at most 8) with ``cores // workers`` torch threads each. A
+  crashed run is recorded and reported; the others go on. Ctrl-C or SIGTERM stops the workers (their
+  checkpoints stay) and the next invocation resumes them. Workers die with the parent
+  (``PR_SET_PDEATHSIG`` on Linux), so nothing is orphaned.
 * ``slurm``: a job array through ``submitit`` (optional dependency). Each task runs one run and is
   requeued from its checkpoint when it reaches the time limit or is preempted.
 * ``print``: one ``seqvcr sweep-run SWEEP_DIR RUN_ID`` line per pending run, for any other scheduler.
@@ -125,12 +126,14 @@ def run_local(
     sweep = Path(sweep_dir)
     gpus = visible_gpus()
     if gpus:
-        n_workers = workers or len(gpus)
-        per = None
-        where = f"{n_workers} worker(s) on GPU(s) {','.join(gpus)}"
+        n_workers = min(workers or len(gpus), len(gpus))  # one GPU per worker
+        per = threads or max(1, cpu_count() // n_workers)  # CPU work (data) without oversubscription
+        where = f"{n_workers} worker(s) on GPU(s) {','.join(gpus[:n_workers])}, {per} CPU thread(s) each"
     else:
         cores = cpu_count()
-        n_workers = max(1, workers or 1)
+        # small models gain little from intra-op threads: one single-threaded run per core is the
+        # fastest way through a sweep (measured in docs/sweeps.md); capped to bound memory
+        n_workers = max(1, workers or min(cores, 8))
         per = threads or max(1, cores // n_workers)
         where = f"{n_workers} CPU worker(s) x {per} thread(s) ({cores} cores)"
     total = len(runs)
@@ -143,6 +146,7 @@ def run_local(
     crashed: list[str] = []
     busy: list[str] = []
     started = 0
+    finished = 0
     t0 = time.perf_counter()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -159,7 +163,7 @@ def run_local(
                 proc = ctx.Process(target=target, args=(str(sweep), run["id"], per, gpu), daemon=False)
                 proc.start()
                 active[proc.sentinel] = (proc, run, time.perf_counter(), started, gpu)
-                _say(stream, f"[{started:>3}/{total}] start {run['id']} {describe_run(run)}"
+                _say(stream, f"{'':>9} start {run['id']} {describe_run(run)}"
                      + (f" on GPU {gpu}" if gpu is not None else ""))
             ready = wait(list(active), timeout=1.0)
             for sentinel in ready:
@@ -168,7 +172,8 @@ def run_local(
                 if gpu is not None:
                     free_gpus.append(gpu)
                 secs = time.perf_counter() - t_start
-                _finish(sweep, run, proc.exitcode, secs, k, total, stream, done, crashed, busy)
+                finished += 1
+                _finish(sweep, run, proc.exitcode, secs, finished, total, stream, done, crashed, busy)
     except (KeyboardInterrupt, _Stop):
         interrupted = True
         _say(stream, f"interrupted: stopping {len(active)} worker(s); their checkpoints are kept")

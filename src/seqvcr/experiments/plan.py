@@ -20,7 +20,8 @@ or more ablated parts, each with an action and its list of replacements, the met
     seeds: [0, 1, 2]
     eval_data: ref:mult/4x4/test.txt            # optional (default: the setting's task.test_file, else
     eval_limit: 0                               #   its validation set); 0 = every example
-    entropy_sequences: 200
+    entropy_sequences: 200                      # sequences per run for the layer entropy
+    entropy_normalize: true                     # divide by log(min(T, d)): values in [0, 1]
     gpt2_dir: null                              # substituted for the string "$gpt2_dir" in values
 
 ``ADD`` / ``REMOVE`` act on a *component* of the method: ``pause`` (pause tokens), ``seqvcr`` (the
@@ -60,7 +61,7 @@ DEFAULT_ENTROPY_SEQUENCES = 200
 
 PLAN_KEYS = (
     "name", "description", "base", "config", "ablations", "cross", "metrics", "seeds", "eval_data",
-    "eval_limit", "entropy_sequences", "gpt2_dir", "scale",
+    "eval_limit", "entropy_sequences", "entropy_normalize", "gpt2_dir", "scale",
 )
 ABLATION_KEYS = (
     "part", "name", "action", "key", "component", "replacements", "labels", "include_base",
@@ -117,6 +118,7 @@ class Plan:
     eval_data: str | None
     eval_limit: int
     entropy_sequences: int
+    entropy_normalize: bool
     gpt2_dir: str | None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -502,6 +504,9 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
     n_seq = raw.get("entropy_sequences", DEFAULT_ENTROPY_SEQUENCES)
     if not isinstance(n_seq, int) or isinstance(n_seq, bool) or n_seq < 1:
         raise ConfigError(f"entropy_sequences: expected an integer >= 1, got {n_seq!r}")
+    normalize = raw.get("entropy_normalize", True)
+    if not isinstance(normalize, bool):
+        raise ConfigError(f"entropy_normalize: expected true or false, got {normalize!r}")
     description = raw.get("description") or ""
     return Plan(
         name=name,
@@ -517,6 +522,7 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
         eval_data=eval_data,
         eval_limit=eval_limit,
         entropy_sequences=n_seq,
+        entropy_normalize=normalize,
         gpt2_dir=gdir,
         raw=raw,
     )

@@ -165,7 +165,8 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
         )
     studies, runs = expand(plan)
     (sweep / RUNS).mkdir(parents=True, exist_ok=True)
-    _atomic_write(sweep / PLAN_COPY, yaml.safe_dump(plan.raw, sort_keys=False))
+    text = plan.path.read_text() if plan.path is not None else yaml.safe_dump(plan.raw, sort_keys=False)
+    _atomic_write(sweep / PLAN_COPY, text)
     for r in runs:
         rd = sweep / RUNS / r.id
         rd.mkdir(exist_ok=True)
@@ -181,6 +182,7 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
             "eval_data": eval_source(r.config, plan.eval_data),
             "eval_limit": plan.eval_limit,
             "entropy_sequences": plan.entropy_sequences,
+            "entropy_normalize": plan.entropy_normalize,
             "skip": r.skip,
         }
         if read_json(rd / SPEC) != spec:
@@ -197,6 +199,7 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
         "eval_data": plan.eval_data,
         "eval_limit": plan.eval_limit,
         "entropy_sequences": plan.entropy_sequences,
+        "entropy_normalize": plan.entropy_normalize,
         "studies": studies,
         "runs": [
             {
@@ -256,9 +259,8 @@ def _eval_current(rd: Path, spec: dict[str, Any]) -> bool:
 
 def _entropy_current(rd: Path, spec: dict[str, Any]) -> bool:
     e = read_json(rd / ENTROPY)
-    return bool(e) and e.get("eval_data") == spec.get("eval_data") and e.get(
-        "entropy_sequences"
-    ) == spec.get("entropy_sequences")
+    keys = ("eval_data", "entropy_sequences", "entropy_normalize")
+    return bool(e) and all(e.get(k) == spec.get(k) for k in keys)
 
 
 def run_status(sweep_dir: str | Path, rid: str) -> str:
@@ -462,9 +464,12 @@ def _entropy(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> Non
             "matrix_entropy needs seqvcr.analysis.layer_entropy, which this installation lacks"
         ) from err
     n = spec.get("entropy_sequences")
-    result = compute_layer_entropy(str(rd), data_file, n_sequences=n, device=device)
+    normalize = bool(spec.get("entropy_normalize", True))
+    result = compute_layer_entropy(str(rd), data_file, n_sequences=n, normalize=normalize, device=device)
     result = dict(result)
     result["run_dir"] = f"{RUNS}/{rd.name}"
+    result["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
     result["eval_data"] = spec.get("eval_data")
     result["entropy_sequences"] = n
+    result["entropy_normalize"] = normalize
     write_json(rd / ENTROPY, result)

@@ -1,0 +1,106 @@
+"""Hugging Face interop end to end: export a trained run (``seqvcr export-hf``) and train from a local
+Hugging Face GPT-2 directory (``model.init_from``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import micro_overrides
+
+from seqvcr import config as C
+from seqvcr import training
+from seqvcr.cli import main
+from seqvcr.runs import load_run
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("hf") / "run"
+    training.train(C.load_config(None, micro_overrides("seqvcr_pause", 10)), run, progress=False)
+    return run
+
+
+def test_export_hf_gives_the_same_logits_in_transformers(trained_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "export"
+    assert main(["export-hf", str(trained_run), str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 10 and summary["finished"]
+    from seqvcr.hf_cli import EXPORT_FILES
+
+    for name in EXPORT_FILES:
+        assert (out / name).is_file(), name
+
+    run = load_run(trained_run)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    ids = torch.randint(0, run.model.config.vocab_size, (3, run.model.config.block_size))  # (B, T)
+    with torch.no_grad():
+        ours = run.model(ids).logits
+        theirs = hf(ids).logits
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+    # the tokenizer maps a space-separated prompt to seqvcr's ids, and back
+    tok = transformers.PreTrainedTokenizerFast.from_pretrained(out)
+    meta = json.loads((out / "seqvcr.json").read_text())
+    prompt = meta["prompt_example"]
+    assert tok(prompt)["input_ids"] == run.fmt.tokenizer.encode(prompt.split())
+    assert tok.decode(tok(prompt)["input_ids"]) == prompt
+    assert tok.eos_token_id == run.fmt.tokenizer.eos_id == hf.config.eos_token_id
+
+
+def test_export_hf_refuses_a_non_empty_directory_without_force(
+    trained_run: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["export-hf", str(trained_run), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not empty" in err and "--force" in err
+    assert not (out / "config.json").exists()
+    assert main(["export-hf", str(trained_run), str(out), "--force"]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "keep.txt").read_text() == "x"
+
+
+def test_export_hf_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["export-hf", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a run directory" in err
+    (tmp_path / "file").write_text("x")
+    assert main(["export-hf", str(tmp_path / "missing"), str(tmp_path / "file")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_train_from_a_local_hugging_face_gpt2_directory(tmp_path: Path) -> None:
+    # a randomly initialised GPT-2 saved by transformers itself (config.json + model.safetensors), with
+    # a width and vocabulary that differ from the micro config's: the directory decides the shape
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(vocab_size=120, n_positions=64, n_embd=48, n_layer=2, n_head=4,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    src = tmp_path / "gpt2"
+    transformers.GPT2LMHeadModel(hf_cfg).save_pretrained(src)
+    assert (src / "model.safetensors").is_file()
+
+    run = tmp_path / "run"
+    cfg = C.load_config(None, micro_overrides("seqvcr_pause", 20) + [f"model.init_from={src}"])
+    result = training.train(cfg, run, progress=False)
+    assert result["steps"] == 20
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["model_config"]["n_embd"] == 48 and ckpt["model_config"]["block_size"] == 64
+    assert ckpt["seqvcr"]["projection.weight"].shape[1] == 48  # the head sized from the loaded model
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lm = [r["lm_loss"] for r in recs if r["kind"] == "train"]
+    assert lm[-1] < lm[0]  # it trains
+
+    # the model training starts from (runs.build_model, as train() builds it) holds the HF weights
+    from seqvcr.runs import build_model
+
+    model = build_model(C.resolve(cfg), ckpt["model_config"]["vocab_size"], 20)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(src)
+    torch.testing.assert_close(model.transformer.wpe.weight, hf.transformer.wpe.weight)
+    hf_c_attn = hf.transformer.h[1].attn.c_attn.weight  # Conv1D: (in, out)
+    torch.testing.assert_close(model.transformer.h[1].attn.c_attn.weight, hf_c_attn.t())
