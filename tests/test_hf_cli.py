@@ -86,12 +86,15 @@ def test_train_from_a_local_hugging_face_gpt2_directory(tmp_path: Path) -> None:
     assert (src / "model.safetensors").is_file()
 
     run = tmp_path / "run"
-    cfg = C.load_config(None, micro_overrides("seqvcr_pause", 20) + [f"model.init_from={src}"])
+    # the micro config states 2 x 32 with 2 heads; the sizes must come from the directory instead
+    from_dir = ["model.n_layer=null", "model.n_head=null", "model.n_embd=null", f"model.init_from={src}"]
+    cfg = C.load_config(None, micro_overrides("seqvcr_pause", 20) + from_dir)
     result = training.train(cfg, run, progress=False)
     assert result["steps"] == 20
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["model_config"]["n_embd"] == 48 and ckpt["model_config"]["block_size"] == 64
     assert ckpt["seqvcr"]["projection.weight"].shape[1] == 48  # the head sized from the loaded model
+    assert result["config"]["model"]["n_embd"] == 48  # the saved config states the directory's shape
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     lm = [r["lm_loss"] for r in recs if r["kind"] == "train"]
     assert lm[-1] < lm[0]  # it trains

@@ -29,7 +29,9 @@ drift cancel as far as they can.
     plus ``seqvcr.entropy.matrix_entropy`` of each layer for each sequence, in large batches (seconds).
 
 ``--quick`` shrinks the sizes and repeats so that a test can run everything in seconds; its numbers
-are not the targets' settings and are marked so in the output.
+are not the targets' settings and are marked so in the output. Timings are wall-clock by default;
+``--clock cpu`` times the CPU time of this process instead (CPU runs only), which with ``--threads 1``
+is the compute time of the code and stays steady when other jobs share the machine.
 """
 
 from __future__ import annotations

@@ -389,6 +389,8 @@ def _sizes_from_hf(model: ModelConfig) -> None:
     import json
 
     path = Path(model.init_from or "") / "config.json"
+    if not path.is_file() and None not in (model.n_layer, model.n_head, model.n_embd):
+        return  # a saved run's config: the sizes were read when it was trained; weights are in its checkpoint
     if not path.is_file():
         raise ConfigError(f"model.init_from: {path} not found (a Hugging Face GPT-2 directory is expected)")
     try:

@@ -287,7 +287,7 @@ class SeqVCRPlugin(nn.Module):
         lambda2: float = 0.004,
         eta: float = 1e-3,
         over: str = "batch",
-        bias: bool = True,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         from seqvcr.objectives import SeqVCR

@@ -298,7 +298,7 @@ class GPT(nn.Module):
             # sum / count (instead of reduction="mean") gives 0 rather than NaN for an all-ignored batch
             # without a host synchronisation; otherwise it is exactly the mean.
             total = F.cross_entropy(
-                logits.view(-1, logits.size(-1)).float(),
+                logits.view(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32)),
                 targets.reshape(-1),
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",

@@ -303,8 +303,9 @@ class SeqVCR(nn.Module):
 
     The paper projects the regularised layer's states to 2048 dimensions with a linear layer that is
     trained end to end and fed only by the Seq-VCR loss. Bias and initialisation are not stated: we use
-    ``nn.Linear``'s default (Kaiming-uniform weights, uniform bias in ``+-1/sqrt(in_dim)``) with a bias
-    by default (``bias=False`` to drop it).
+    ``nn.Linear``'s default initialisation (Kaiming-uniform weights) and NO bias by default: every
+    statistic is centred across the batch, so a bias cannot change the loss and would only receive a
+    zero gradient (whose rounding noise AdamW would turn into random steps). ``bias=True`` adds one.
 
     Args:
         in_dim: width of the regularised hidden states.
@@ -328,7 +329,7 @@ class SeqVCR(nn.Module):
         lambda2: float = 0.004,
         eta: float = 1e-3,
         over: str = "batch",
-        bias: bool = True,
+        bias: bool = False,
         gather: Gather | None = None,
         layer: int = -1,
     ) -> None:

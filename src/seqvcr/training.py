@@ -219,17 +219,25 @@ def train(
     """Train one run to completion (resuming if it was interrupted) and return its result dict."""
     cfg = C.resolve(cfg)
     rd = Path(run_dir)
-    distributed = dist_utils.init_from_env()
+    on_cpu = select_device(cfg.train.device).type == "cpu"
+    distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     main = rank == 0
-    resume = False
+    resume, error = False, None
     if main:
-        resume = prepare_run_dir(rd, cfg, force)
-        rd.mkdir(parents=True, exist_ok=True)
-    if distributed:
-        flag = [resume]
+        try:
+            resume = prepare_run_dir(rd, cfg, force)
+            rd.mkdir(parents=True, exist_ok=True)
+        except RunDirError as err:
+            error = err
+    if distributed:  # every rank learns rank 0's verdict, so none waits in a collective forever
+        flag = [resume, str(error) if error else None]
         torch.distributed.broadcast_object_list(flag, src=0)
         resume = bool(flag[0])
+        if flag[1] is not None and error is None:
+            error = RunDirError(flag[1])
+    if error is not None:
+        raise error
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -242,7 +250,7 @@ def train(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     precision = "bf16" if use_bf16 else "fp32"
 
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     random.seed(cfg.train.seed)
 
     # ---- data: generated or read once, tokenised once, kept on the device ----
@@ -264,6 +272,7 @@ def train(
     if head is not None:
         head.to(device)
     tm = TrainModule(model, head)
+    torch.manual_seed(cfg.train.seed + rank)  # but each rank its own dropout masks
     if distributed:
         tm.gather = dist_utils.all_gather_with_grad
     opt = _optimizer(tm, cfg, device)
@@ -390,6 +399,14 @@ def _optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.op
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), **extra)
 
 
+def _any_rank(flag: torch.Tensor) -> bool:
+    """True if ``flag`` is set on any process (so every rank stops together on a NaN)."""
+    if dist_utils.world_size() > 1:
+        flag = flag.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after the checkpoint a run resumes from, so no step appears twice."""
     if not path.is_file():
@@ -472,7 +489,7 @@ def _loop(
         at_log = s % tc.log_every == 0 or s == total
         at_ckpt = s % tc.checkpoint_every == 0
         at_eval = s % tc.eval_every == 0 and s != total
-        if (at_log or at_ckpt or at_eval) and bool(nonfinite):
+        if (at_log or at_ckpt or at_eval) and _any_rank(nonfinite):
             raise TrainingDivergedError(
                 f"loss became NaN/inf between steps {state.last_good_step} and {s} "
                 f"(lr {lr:.3g}); stopped. The last good checkpoint (step {state.last_good_step}) is kept "
@@ -484,8 +501,11 @@ def _loop(
                 tokens = int(n_steps * x.shape[0] * x.shape[1])  # padded tokens on GPU (no sync per step)
             now = time.perf_counter()
             dt = max(now - t_last, 1e-9)
-            avg = (sums / n_steps).tolist()
             world = dist_utils.world_size()
+            if world > 1:  # log the global batch's losses, not rank 0's shard
+                torch.distributed.all_reduce(sums)
+                sums /= world
+            avg = (sums / n_steps).tolist()
             rec = {
                 "kind": "train",
                 "step": s,

@@ -93,7 +93,7 @@ SCALES: dict[str, DemoScale] = {
         name="cpu", digits=3, test_file="ref:mult/3x3/test.txt", valid_file="ref:mult/3x3/valid.txt",
         methods=("vanilla", "pause", "seqvcr", "seqvcr_pause"), n_layer=2, n_head=4, n_embd=128,
         steps=3000, batch_size=32, lr=1e-3, train_size=100_000, proj_dim=512, parallel=2, threads=1,
-        minutes=7.0, log_every=100, device="cpu",
+        minutes=7.0, log_every=100, eval_every=250, device="cpu",
     ),
     "gpu": DemoScale(
         name="gpu", digits=4, test_file="ref:mult/4x4/test.txt", valid_file="ref:mult/4x4/valid.txt",
@@ -346,38 +346,57 @@ def train_all(
 
 
 def findings(runs: Sequence[Any]) -> str:
-    """What the measured numbers show, in plain words (the report's "Findings" section)."""
+    """What the measured numbers show, in plain words (the report's "Findings" section).
+
+    Entropies are compared normalised (entropy / log min(T, d)): pause tokens make sequences longer,
+    which alone raises the ceiling of the raw entropy.
+    """
+    import math as _math
+
     from seqvcr.analysis.report import majority_baseline
     from seqvcr.analysis.tables import method_label
 
     if not runs:
         return ""
+
+    def positions(ks: list[int]) -> str:
+        return ", ".join(str(k) for k in ks) if ks else "none"
+
+    def inner(r: Any) -> float:
+        vals = [L["mean_normalized"] for L in r.entropy["layers"][1:-1]]
+        return sum(vals) / len(vals) if vals else float("nan")
+
     base = majority_baseline(runs[0].predictions)
+    n = runs[0].eval["n"]
     lines = ["## Findings (measured in this run of the demo)", ""]
-    by = {r.method: r for r in runs}
     for r in runs:
         acc = r.eval["position_accuracy"]
         chance = [k + 1 for k, (a, b) in enumerate(zip(acc, base)) if a <= b + 0.05]
         solid = [k + 1 for k, a in enumerate(acc) if a >= 0.9]
-        inner = [L["mean"] for L in r.entropy["layers"][1:-1]]
-        inner_txt = (f"; mean entropy of the intermediate layers {sum(inner) / len(inner):.3f}"
-                     if inner else "")
         lines.append(
-            f"- **{method_label(r.method, r.pauses)}**: exact match {r.eval['exact_match']:.3f}; "
-            f"positions >= 0.9 accurate: {solid or 'none'}; positions within 0.05 of the majority-class "
-            f"baseline: {chance or 'none'}{inner_txt}."
+            f"- **{method_label(r.method, r.pauses)}**: exact match {r.eval['exact_match']:.3f}; answer "
+            f"positions at least 0.9 accurate: {positions(solid)}; within 0.05 of the majority-class "
+            f"baseline (chance): {positions(chance)}; normalised entropy of the intermediate layers "
+            f"{inner(r):.3f}."
         )
+    by = {r.method: r for r in runs}
     if "vanilla" in by:
         v = by["vanilla"]
         for m in ("seqvcr_pause", "seqvcr", "pause", "cot"):
-            if m in by:
-                r = by[m]
-                d_em = r.eval["exact_match"] - v.eval["exact_match"]
-                d_ent = [a["mean"] - b["mean"] for a, b in zip(r.entropy["layers"], v.entropy["layers"])]
-                ent_txt = ", ".join(f"L{i} {x:+.3f}" for i, x in enumerate(d_ent))
-                lines.append(f"- {method_label(m, r.pauses)} vs Vanilla: exact match {d_em:+.3f}; "
-                             f"entropy difference per layer {ent_txt}.")
-    lines.append("")
+            if m not in by:
+                continue
+            r = by[m]
+            d_acc = ", ".join(f"{a - b:+.3f}" for a, b in zip(r.eval["position_accuracy"],
+                                                              v.eval["position_accuracy"]))
+            d_ent = ", ".join(f"L{L['layer']} {L['mean_normalized'] - V['mean_normalized']:+.3f}"
+                              for L, V in zip(r.entropy["layers"], v.entropy["layers"]))
+            lines.append(f"- {method_label(m, r.pauses)} minus Vanilla: exact match "
+                         f"{r.eval['exact_match'] - v.eval['exact_match']:+.3f}; accuracy per position "
+                         f"{d_acc}; normalised entropy per layer {d_ent}.")
+    se = 2 * _math.sqrt(0.25 / n) if n else float("nan")
+    lines += ["", f"Noise: with {n} test problems, an accuracy difference below about {se:.2f} (two "
+              "standard errors at accuracy 0.5; less near 0 or 1) can be chance; one seed per "
+              "configuration.", ""]
     return "\n".join(lines)
 
 

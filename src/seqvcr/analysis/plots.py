@@ -136,7 +136,10 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
     n_layers = max((len(s.data["layers"]) for s in series), default=1)
     ncols = min(4, n_layers)
     nrows = math.ceil(n_layers / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.7 * nrows), squeeze=False)
+    header = 0.5 if title else 0.25  # inches above the panels: title and legend
+    height = 2.6 * nrows + header
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, height), squeeze=False)
+    filled = len(series) <= 2  # more than two filled histograms blend into mud: outlines only
     styles = _styles(series)
     for layer in range(nrows * ncols):
         ax = axes[layer // ncols][layer % ncols]
@@ -154,8 +157,10 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
         bins = [lo + (hi - lo) * i / 30 for i in range(31)]
         for s, st, vs in zip(series, styles, vals):
             if vs:
-                ax.hist(vs, bins=bins, color=st["color"], alpha=0.45, label=s.label)
-                ax.hist(vs, bins=bins, color=st["color"], histtype="step", linewidth=1.0)
+                if filled:
+                    ax.hist(vs, bins=bins, color=st["color"], alpha=0.35)
+                ax.hist(vs, bins=bins, color=st["color"], histtype="step", linewidth=1.4,
+                        linestyle=st["linestyle"], label=s.label)
         ax.set_title(f"L{layer}", fontsize=10)
         ax.tick_params(labelsize=8)
         if layer % ncols == 0:
@@ -164,13 +169,12 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
             unit = "normalised entropy" if series[0].data.get("normalized") else "entropy (nats)"
             ax.set_xlabel(unit, fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.08 / height, va="top")
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=9, frameon=False,
-                   bbox_to_anchor=(0.5, 1.0))
-    top = 0.9 if nrows == 1 else 0.93
-    if title:
-        fig.suptitle(title, fontsize=11, y=1.06 if nrows == 1 else 1.03)
-    fig.tight_layout(rect=(0, 0, 1, top))
+                   bbox_to_anchor=(0.5, 1 - (0.3 if title else 0.02) / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - header / height))
     return _save(fig, path)
 
 
@@ -183,7 +187,7 @@ def plot_position_accuracy(
 ) -> Path:
     """Fig. 6: accuracy per answer position. ``series[i].data`` is a list of accuracies (position 0 first);
     ``baseline`` (optional) is the majority-class accuracy per position, drawn as the chance level."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
     styles = _styles(series)
     width = 0
     for s, st in zip(series, styles):
@@ -199,7 +203,7 @@ def plot_position_accuracy(
     ax.set_xlabel("answer position" + (f" ({position_note})" if position_note else ""))
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
