@@ -227,8 +227,8 @@ def test_run_one_is_idempotent_and_resumes(
     # interrupt the first run right after its first checkpoint (step 4 of 8), as a kill would
     real_save = T._save_checkpoint
 
-    def save_then_die(path: Path, tm: Any, opt: Any, step: int, cfg: Any) -> None:
-        real_save(path, tm, opt, step, cfg)
+    def save_then_die(*args: Any, **kwargs: Any) -> None:
+        real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "_save_checkpoint", save_then_die)

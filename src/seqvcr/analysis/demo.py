@@ -153,8 +153,8 @@ def make_config(
 def _step_seconds(s: DemoScale, method: str, steps: int = 30) -> float:
     """Wall-clock seconds of one training step of ``method`` at scale ``s`` on this machine, measured
     with the real training loop (``seqvcr.training.train``, one thread as in a worker process) on a
-    small generated data set: the time between the 5th and the last logged step, so start-up and the
-    first slow steps do not count."""
+    small generated data set: the median over 5-step logging intervals after the first one, so
+    start-up, the first slow steps and a busy moment of the machine do not count."""
     import tempfile
 
     from seqvcr.training import train
@@ -174,8 +174,10 @@ def _step_seconds(s: DemoScale, method: str, steps: int = 30) -> float:
     finally:
         torch.set_num_threads(old)
     logged = [r for r in recs if r.get("kind") == "train"]
-    first, last = logged[0], logged[-1]
-    return (last["elapsed_s"] - first["elapsed_s"]) / max(1, last["step"] - first["step"])
+    # seconds per step in each logging interval after the first; the median ignores a busy moment
+    per = sorted((b["elapsed_s"] - a["elapsed_s"]) / max(1, b["step"] - a["step"])
+                 for a, b in zip(logged, logged[1:]))
+    return per[len(per) // 2]
 
 
 def _probe_all(s: DemoScale) -> dict[str, float]:
