@@ -50,7 +50,7 @@ def test_targets_cover_only_cot_answer_and_eos() -> None:
             trained = [fmt.tokenizer.tokens[t] for t in y[row].tolist() if t != IGNORE_INDEX]
             assert trained == fmt.target_tokens(data_example(row))
             n = len(fmt.prompt_tokens(EX)) + len(fmt.target_tokens(EX))
-            assert mask[row].tolist() == [j < n for j in range(29)]
+            assert mask[row].tolist() == [j < n - 1 for j in range(29)]  # every token but <eos>
             # the target at input position j is the token at j + 1
             for j, t in enumerate(y[row].tolist()):
                 if t != IGNORE_INDEX:

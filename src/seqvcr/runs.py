@@ -136,7 +136,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
     """Where a number was measured: CPU, core count, GPU, library versions."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -145,6 +145,17 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         info["gpu"] = torch.cuda.get_device_name(device or 0)
     return info
+
+
+def _cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def describe_machine(info: dict[str, Any]) -> str:

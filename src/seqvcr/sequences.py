@@ -136,7 +136,8 @@ def make_batch(data: EncodedData, index: torch.Tensor) -> tuple[torch.Tensor, to
     """Inputs, next-token targets and the valid-token mask for rows ``index``.
 
     Returns x (B, L-1) input ids, y (B, L-1) targets with -100 on prompt and padding positions, and
-    mask (B, L-1) bool, True where x holds a real token (the positions Seq-VCR's statistics use).
+    mask (B, L-1) bool, True where x holds a real input token, i.e. every token but the final <eos>
+    (the positions Seq-VCR's statistics use).
     Shapes are always the data set's padded length, so compiled graphs are reused.
     """
     ids = data.ids[index]  # (B, L)
@@ -146,5 +147,6 @@ def make_batch(data: EncodedData, index: torch.Tensor) -> tuple[torch.Tensor, to
     target_pos = torch.arange(1, ids.shape[1], device=ids.device)  # (L-1,) index of each target
     trained = (target_pos[None, :] >= prompt[:, None]) & (target_pos[None, :] < lengths[:, None])
     y = torch.where(trained, ids[:, 1:], torch.full_like(x, IGNORE_INDEX))
-    mask = torch.arange(x.shape[1], device=ids.device)[None, :] < lengths[:, None]
+    # the final <eos> predicts nothing and is an input only in shorter, padded rows: never count it
+    mask = torch.arange(x.shape[1], device=ids.device)[None, :] < (lengths - 1)[:, None]
     return x, y, mask

@@ -514,9 +514,9 @@ def _intro(s: DemoScale, steps: int, plan: dict[str, Any], machine: str, dev: st
     budget = plan.get("budget_minutes")
     if plan.get("step_seconds"):
         per = ", ".join(f"{m} {1000 * v:.0f} ms" for m, v in plan["step_seconds"].items())
-        timing = (f"The demo timed one training step of each configuration on this machine ({per}; "
-                  f"one thread) and chose {steps} steps per configuration to fit a {budget:g}-minute "
-                  f"training budget (at most {s.steps}).")
+        timing = (f"Before training, the demo timed training steps of each configuration on this machine, "
+                  f"{s.parallel} at a time as in the real runs ({per} per step) and chose {steps} steps per "
+                  f"configuration to fit a {budget:g}-minute training budget (at most {s.steps}).")
     else:
         timing = f"Every configuration trains for {steps} steps."
     return "\n".join([

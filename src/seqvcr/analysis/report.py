@@ -477,10 +477,10 @@ def _write_report(
     unit = "normalised by log(min(T, d))" if e0["normalized"] else "nats"
     tmin, tmax = e0["tokens_per_sequence"]["min"], e0["tokens_per_sequence"]["max"]
     lens = {(r.entropy["tokens_per_sequence"]["min"], r.entropy["tokens_per_sequence"]["max"]) for r in runs}
-    tokens = str(tmin) if len(lens) == 1 and tmin == tmax else "T (see the table below)"
+    tokens = str(tmin) if len(lens) == 1 and tmin == tmax else "T (per run in the normalised table below)"
     md += ["## Representation entropy per layer (Fig. 2)", "",
            f"Matrix entropy (Eq. 2, alpha = {e0['alpha']:g}, {unit}) of each sequence's token "
-           f"representations (Gram over its {tokens} tokens: {e0['tokens']}), averaged over "
+           f"representations (Gram over its {tokens} tokens, {e0['tokens']}), averaged over "
            f"{e0['n']} sequences of the test file ({e0['sample']}); error bars and +- are 95% confidence "
            "intervals of the mean. L0 is the embedding layer, the last layer is after the final LayerNorm. "
            "Middle panel: the same divided by its ceiling log min(T, d). Right panel: dataset-level "
