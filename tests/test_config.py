@@ -79,7 +79,7 @@ def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("task:\n  name: mult\n optim: [\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
         C.load_config(bad)
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="missing.yaml: file not found"):
         C.load_config(tmp_path / "missing.yaml")
 
 

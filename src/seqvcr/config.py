@@ -250,7 +250,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or bad YAML is a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        raise ConfigError(f"{p}: file not found")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:

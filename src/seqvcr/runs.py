@@ -185,14 +185,20 @@ def read_result(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(p.read_text())
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild config, task, format and the trained model (eval mode) from a run directory."""
+def load_run_config(run_dir: str | Path) -> C.Config:
+    """The resolved config of a run directory that holds a saved model (else a one-line RunDirError)."""
     rd = Path(run_dir)
     if not (rd / CONFIG_FILE).is_file():
         raise RunDirError(f"{rd}: not a run directory (no {CONFIG_FILE})")
     if not (rd / CHECKPOINT_FILE).is_file():
         raise RunDirError(f"{rd}: no {CHECKPOINT_FILE}; the run has not saved a model yet")
-    cfg = C.resolve(C.load_config(rd / CONFIG_FILE))
+    return C.resolve(C.load_config(rd / CONFIG_FILE))
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild config, task, format and the trained model (eval mode) from a run directory."""
+    rd = Path(run_dir)
+    cfg = load_run_config(rd)
     task = build_task(cfg)
     fmt = build_format(cfg, task)
     ckpt = torch.load(rd / CHECKPOINT_FILE, map_location="cpu", weights_only=False)

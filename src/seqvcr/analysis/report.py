@@ -46,10 +46,10 @@ from seqvcr.analysis import plots, tables
 from seqvcr.analysis.layer_entropy import compute_layer_entropy, write_entropy
 from seqvcr.errors import DataError, RunDirError
 from seqvcr.runs import (
-    CHECKPOINT_FILE,
     CONFIG_FILE,
     METRICS_FILE,
     describe_machine,
+    load_run_config,
     machine_info,
     read_result,
     write_json_atomic,
@@ -64,8 +64,13 @@ PER_RUN_DIR = "analysis"  # DIR/analysis/<run>/: the per-run measurements
 FIGURES = ("entropy_per_layer.png", "entropy_hist.png", "position_accuracy.png", "loss_curves.png")
 TABLES = ("accuracy", "positions", "entropy", "throughput")
 #: every entry a report writes into its directory
-OUTPUTS = (REPORT_FILE, SUMMARY_FILE, PER_RUN_DIR, *FIGURES,
-           *(f"{t}.{e}" for t in TABLES for e in ("md", "csv")))
+OUTPUTS = (
+    REPORT_FILE,
+    SUMMARY_FILE,
+    PER_RUN_DIR,
+    *FIGURES,
+    *(f"{t}.{e}" for t in TABLES for e in ("md", "csv")),
+)
 
 
 @dataclass
@@ -94,8 +99,11 @@ class RunAnalysis:
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({tables.method_label(self.method, self.pauses)})" if self.name != self.method \
+        return (
+            f"{self.name} ({tables.method_label(self.method, self.pauses)})"
+            if self.name != self.method
             else tables.method_label(self.method, self.pauses)
+        )
 
 
 def _say(progress: bool, text: str) -> None:
@@ -161,11 +169,7 @@ def analyze_run(
     from seqvcr.evaluation import evaluate_file
 
     rd = Path(run_dir)
-    if not (rd / CONFIG_FILE).is_file():
-        raise RunDirError(f"{rd}: not a run directory (no {CONFIG_FILE})")
-    if not (rd / CHECKPOINT_FILE).is_file():
-        raise RunDirError(f"{rd}: no {CHECKPOINT_FILE}; the run has not saved a model yet")
-    cfg = C.resolve(C.load_config(rd / CONFIG_FILE))
+    cfg = load_run_config(rd)
     name = name or rd.resolve().name
     data = data_file or cfg.task.test_file
     if not data:
@@ -175,8 +179,11 @@ def analyze_run(
     _say(progress, f"report: {name}: evaluating on {data}")
     ev = evaluate_file(str(rd), str(data), predictions=str(out / "predictions.jsonl"), device=device)
     write_json_atomic(out / "eval.json", ev)
-    _say(progress, f"report: {name}: exact match {ev['exact_match']:.4f} on {ev['n']} examples "
-                   f"({ev['examples_per_s']:,.0f} examples/s); measuring layer entropy")
+    _say(
+        progress,
+        f"report: {name}: exact match {ev['exact_match']:.4f} on {ev['n']} examples "
+        f"({ev['examples_per_s']:,.0f} examples/s); measuring layer entropy",
+    )
     ent = compute_layer_entropy(str(rd), str(data), n_sequences=n_sequences, device=device)
     write_entropy(ent, out)
     shutil.copyfile(rd / CONFIG_FILE, out / CONFIG_FILE)
@@ -194,7 +201,10 @@ def analyze_run(
 
 
 def measure_throughput(
-    runs: Sequence[RunAnalysis], repeats: int = 5, batch_size: int = 256, device: str = "auto",
+    runs: Sequence[RunAnalysis],
+    repeats: int = 5,
+    batch_size: int = 256,
+    device: str = "auto",
     progress: bool = True,
 ) -> None:
     """Decoding speed of every run on its test file: ``repeats`` timed greedy decodings per run, the
@@ -216,13 +226,19 @@ def measure_throughput(
     for k in range(repeats):
         _say(progress, f"report: throughput, round {k + 1}/{repeats}")
         for i, (loaded, data) in enumerate(prepared):
-            res = evaluate(loaded.model, loaded.fmt, data, batch_size=batch_size,
-                           precision=loaded.config.train.precision)
+            res = evaluate(
+                loaded.model, loaded.fmt, data, batch_size=batch_size, precision=loaded.config.train.precision
+            )
             times[i].append(res.seconds)
     for r, ts, (_, data) in zip(runs, times, prepared):
         best = min(ts)
-        r.throughput = {"examples_per_s": len(data) / best if best > 0 else float("inf"), "seconds": ts,
-                        "repeats": repeats, "batch_size": batch_size, "n": len(data)}
+        r.throughput = {
+            "examples_per_s": len(data) / best if best > 0 else float("inf"),
+            "seconds": ts,
+            "repeats": repeats,
+            "batch_size": batch_size,
+            "n": len(data),
+        }
 
 
 def majority_baseline(predictions: Sequence[dict[str, Any]]) -> list[float]:
@@ -253,14 +269,18 @@ def _config_text(r: RunAnalysis) -> str:
     c = r.config
     parts = [
         f"method {c.method.name}" + (f" ({c.method.num_pauses} pauses)" if c.method.num_pauses else ""),
-        f"lr {c.optim.lr:g}", f"batch {c.optim.batch_size}",
+        f"lr {c.optim.lr:g}",
+        f"batch {c.optim.batch_size}",
         f"{c.optim.schedule} schedule, warm-up {c.optim.warmup:g}",
-        f"weight decay {c.optim.weight_decay:g}", f"dropout {c.model.dropout:g}",
+        f"weight decay {c.optim.weight_decay:g}",
+        f"dropout {c.model.dropout:g}",
     ]
     if c.method.seqvcr:
         s = c.seqvcr
-        parts.append(f"Seq-VCR lambda1 {s.lambda1:g} lambda2 {s.lambda2:g} eta {s.eta:g} proj {s.proj_dim} "
-                     f"layer {s.layer} over {s.over}")
+        parts.append(
+            f"Seq-VCR lambda1 {s.lambda1:g} lambda2 {s.lambda2:g} eta {s.eta:g} proj {s.proj_dim} "
+            f"layer {s.layer} over {s.over}"
+        )
     t = c.task
     data = t.train_file or f"{t.train_size} generated (data seed {t.data_seed})"
     parts.append(f"train data {data}")
@@ -339,8 +359,15 @@ def build_report(
     stage.mkdir(parents=True)
     try:
         runs = [
-            analyze_run(rd, stage / PER_RUN_DIR / nm, name=nm, data_file=data_file, n_sequences=n_sequences,
-                        device=device, progress=progress)
+            analyze_run(
+                rd,
+                stage / PER_RUN_DIR / nm,
+                name=nm,
+                data_file=data_file,
+                n_sequences=n_sequences,
+                device=device,
+                progress=progress,
+            )
             for rd, nm in zip(rds, names)
         ]
         _say(progress, "report: drawing figures and tables")
@@ -348,8 +375,9 @@ def build_report(
         measure_throughput(runs, device=device, progress=progress)
         if extra is not None:
             intro = (intro.rstrip() + "\n\n" if intro else "") + extra(runs)
-        _write_report(stage, runs, command=command, title=title, intro=intro,
-                      seconds=time.perf_counter() - t0)
+        _write_report(
+            stage, runs, command=command, title=title, intro=intro, seconds=time.perf_counter() - t0
+        )
         _commit(stage, out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -375,31 +403,54 @@ def _write_report(
     on = f"{', '.join(tasks_seen)}, {', '.join(datas)}"
 
     baseline = majority_baseline(runs[0].predictions) if len(datas) == 1 else None
-    plots.plot_entropy_per_layer(series([r.entropy for r in runs]), stage / "entropy_per_layer.png",
-                                 title=f"Representation entropy per layer ({on})")
-    plots.plot_entropy_hist(series([r.entropy for r in runs]), stage / "entropy_hist.png",
-                            title=f"Per-sequence entropy per layer ({on})")
-    plots.plot_position_accuracy(series([r.eval["position_accuracy"] for r in runs]),
-                                 stage / "position_accuracy.png", baseline=baseline,
-                                 title=f"Accuracy per answer position ({on})",
-                                 position_note=_position_note(runs))
-    plots.plot_loss_curves(series([r.metrics for r in runs]), stage / "loss_curves.png",
-                           title="Learning curves")
+    plots.plot_entropy_per_layer(
+        series([r.entropy for r in runs]),
+        stage / "entropy_per_layer.png",
+        title=f"Representation entropy per layer ({on})",
+    )
+    plots.plot_entropy_hist(
+        series([r.entropy for r in runs]),
+        stage / "entropy_hist.png",
+        title=f"Per-sequence entropy per layer ({on})",
+    )
+    plots.plot_position_accuracy(
+        series([r.eval["position_accuracy"] for r in runs]),
+        stage / "position_accuracy.png",
+        baseline=baseline,
+        title=f"Accuracy per answer position ({on})",
+        position_note=_position_note(runs),
+    )
+    plots.plot_loss_curves(
+        series([r.metrics for r in runs]), stage / "loss_curves.png", title="Learning curves"
+    )
 
-    acc = tables.accuracy_table([
-        {"method": r.method, "pauses": r.pauses, "task": r.entropy["task"],
-         "exact_match": r.eval["exact_match"]}
-        for r in runs
-    ])
+    acc = tables.accuracy_table(
+        [
+            {
+                "method": r.method,
+                "pauses": r.pauses,
+                "task": r.entropy["task"],
+                "exact_match": r.eval["exact_match"],
+            }
+            for r in runs
+        ]
+    )
     pos = tables.position_table(
         [{"run": r.name, "position_accuracy": r.eval["position_accuracy"]} for r in runs], baseline=baseline
     )
     ent = tables.entropy_table([{"run": r.name, "entropy": r.entropy} for r in runs])
-    thr = tables.throughput_table([
-        {"run": r.name, "method": r.method, "pauses": r.pauses, "task": r.entropy["task"],
-         "examples_per_s": (r.throughput or r.eval)["examples_per_s"]}
-        for r in runs
-    ])
+    thr = tables.throughput_table(
+        [
+            {
+                "run": r.name,
+                "method": r.method,
+                "pauses": r.pauses,
+                "task": r.entropy["task"],
+                "examples_per_s": (r.throughput or r.eval)["examples_per_s"],
+            }
+            for r in runs
+        ]
+    )
     for stem, t in zip(TABLES, (acc, pos, ent, thr)):
         _write(stage / f"{stem}.md", t.to_markdown())
         _write(stage / f"{stem}.csv", t.to_csv())
@@ -444,53 +495,83 @@ def _write_report(
     write_json_atomic(stage / SUMMARY_FILE, summary)
 
     md: list[str] = [REPORT_MARK, f"# {heading}", ""]
-    md.append(f"Written {now} by `{command or 'seqvcr.analysis.report.build_report'}` on {here} "
-              f"(evaluation, entropy and figures took {_fmt_seconds(seconds)}).")
+    md.append(
+        f"Written {now} by `{command or 'seqvcr.analysis.report.build_report'}` on {here} "
+        f"(evaluation, entropy and figures took {_fmt_seconds(seconds)})."
+    )
     md.append("")
     if intro:
         md += [intro.rstrip(), ""]
-    md += ["## Runs", "",
-           "| run | task | configuration | model | seed | steps | training time | trained on |",
-           "|---|---|---|---|---|---|---|---|"]
+    md += [
+        "## Runs",
+        "",
+        "| run | task | configuration | model | seed | steps | training time | trained on |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         res = r.result or {}
-        md.append(f"| {r.name} | {r.entropy['task']} | {tables.method_label(r.method, r.pauses)} | "
-                  f"{_model_text(r)} | {r.config.train.seed} | {res.get('steps', r.eval.get('step', '-'))} | "
-                  f"{_fmt_seconds(res.get('train_time_s'))} | {res.get('machine_description', '-')} |")
-    md += ["", f"Configuration of each run (the complete config is in `{PER_RUN_DIR}/<run>/config.yaml`):",
-           ""]
+        md.append(
+            f"| {r.name} | {r.entropy['task']} | {tables.method_label(r.method, r.pauses)} | "
+            f"{_model_text(r)} | {r.config.train.seed} | {res.get('steps', r.eval.get('step', '-'))} | "
+            f"{_fmt_seconds(res.get('train_time_s'))} | {res.get('machine_description', '-')} |"
+        )
+    md += [
+        "",
+        f"Configuration of each run (the complete config is in `{PER_RUN_DIR}/<run>/config.yaml`):",
+        "",
+    ]
     md += [f"- **{r.name}**: {_config_text(r)}" for r in runs]
 
     n_eval = ", ".join(sorted({str(r.eval["n"]) for r in runs}))
-    md += ["", "## Exact match (Table 1 layout)", "",
-           f"Greedy decoding on `{', '.join(datas)}` ({n_eval} examples); an answer counts only if every "
-           "token is right.", "", acc.to_markdown()]
+    md += [
+        "",
+        "## Exact match (Table 1 layout)",
+        "",
+        f"Greedy decoding on `{', '.join(datas)}` ({n_eval} examples); an answer counts only if every "
+        "token is right.",
+        "",
+        acc.to_markdown(),
+    ]
 
-    md += ["## Accuracy per answer position (Fig. 6)", "",
-           "Fraction of test examples whose k-th answer token is right"
-           + (" (multiplication: position 1 is the least significant digit)" if _position_note(runs) else "")
-           + ". The grey dashed line is the majority-class baseline: always answering the most frequent "
-           "token of that position in the test file (the chance level).", "",
-           "![accuracy per answer position](position_accuracy.png)", "", pos.to_markdown()]
+    md += [
+        "## Accuracy per answer position (Fig. 6)",
+        "",
+        "Fraction of test examples whose k-th answer token is right"
+        + (" (multiplication: position 1 is the least significant digit)" if _position_note(runs) else "")
+        + ". The grey dashed line is the majority-class baseline: always answering the most frequent "
+        "token of that position in the test file (the chance level).",
+        "",
+        "![accuracy per answer position](position_accuracy.png)",
+        "",
+        pos.to_markdown(),
+    ]
 
     e0 = runs[0].entropy
     unit = "normalised by log(min(T, d))" if e0["normalized"] else "nats"
     tmin, tmax = e0["tokens_per_sequence"]["min"], e0["tokens_per_sequence"]["max"]
     lens = {(r.entropy["tokens_per_sequence"]["min"], r.entropy["tokens_per_sequence"]["max"]) for r in runs}
     tokens = str(tmin) if len(lens) == 1 and tmin == tmax else "T (per run in the normalised table below)"
-    md += ["## Representation entropy per layer (Fig. 2)", "",
-           f"Matrix entropy (Eq. 2, alpha = {e0['alpha']:g}, {unit}) of each sequence's token "
-           f"representations (Gram over its {tokens} tokens, {e0['tokens']}), averaged over "
-           f"{e0['n']} sequences of the test file ({e0['sample']}); error bars and +- are 95% confidence "
-           "intervals of the mean. L0 is the embedding layer, the last layer is after the final LayerNorm. "
-           "Middle panel: the same divided by its ceiling log min(T, d). Right panel: dataset-level "
-           "entropy, one vector per sequence (the mean of its token representations).", "",
-           "![entropy per layer](entropy_per_layer.png)", "", ent.to_markdown()]
+    md += [
+        "## Representation entropy per layer (Fig. 2)",
+        "",
+        f"Matrix entropy (Eq. 2, alpha = {e0['alpha']:g}, {unit}) of each sequence's token "
+        f"representations (Gram over its {tokens} tokens, {e0['tokens']}), averaged over "
+        f"{e0['n']} sequences of the test file ({e0['sample']}); error bars and +- are 95% confidence "
+        "intervals of the mean. L0 is the embedding layer, the last layer is after the final LayerNorm. "
+        "Middle panel: the same divided by its ceiling log min(T, d). Right panel: dataset-level "
+        "entropy, one vector per sequence (the mean of its token representations).",
+        "",
+        "![entropy per layer](entropy_per_layer.png)",
+        "",
+        ent.to_markdown(),
+    ]
     width = max(len(r.entropy["layers"]) for r in runs)
 
     def layer_table(key: str, first: str, first_cell: Callable[[RunAnalysis], str]) -> list[str]:
-        rows = ["| run | " + first + " | " + " | ".join(f"L{i}" for i in range(width)) + " |",
-                "|---|---|" + "|".join("---" for _ in range(width)) + "|"]
+        rows = [
+            "| run | " + first + " | " + " | ".join(f"L{i}" for i in range(width)) + " |",
+            "|---|---|" + "|".join("---" for _ in range(width)) + "|",
+        ]
         for r in runs:
             cells = [f"{L[key]:.3f}" for L in r.entropy["layers"]]
             cells += ["-"] * (width - len(cells))
@@ -501,43 +582,74 @@ def _write_report(
         lo, hi = r.entropy["tokens_per_sequence"]["min"], r.entropy["tokens_per_sequence"]["max"]
         return str(lo) if lo == hi else f"{lo}-{hi}"
 
-    md += ["Normalised per-sequence entropy (mean of entropy / log min(T, d); T = tokens per sequence, "
-           "d = width). Configurations with pause tokens or a chain of thought have longer sequences, hence "
-           "a higher ceiling log T for the raw entropy; this table compares them on the same scale:", ""]
+    md += [
+        "Normalised per-sequence entropy (mean of entropy / log min(T, d); T = tokens per sequence, "
+        "d = width). Configurations with pause tokens or a chain of thought have longer sequences, hence "
+        "a higher ceiling log T for the raw entropy; this table compares them on the same scale:",
+        "",
+    ]
     md += layer_table("mean_normalized", "T", t_range)
-    md += ["Dataset-level entropy (one vector per sequence, the mean of its token representations; "
-           "n = sequences):", ""]
+    md += [
+        "Dataset-level entropy (one vector per sequence, the mean of its token representations; "
+        "n = sequences):",
+        "",
+    ]
     md += layer_table("dataset", "n", lambda r: str(r.entropy["n"]))
-    md += ["", "## Entropy distribution per layer (Fig. 4)", "",
-           "Histograms of the per-sequence entropy, one panel per layer, runs overlaid.", "",
-           "![entropy histograms](entropy_hist.png)", ""]
+    md += [
+        "",
+        "## Entropy distribution per layer (Fig. 4)",
+        "",
+        "Histograms of the per-sequence entropy, one panel per layer, runs overlaid.",
+        "",
+        "![entropy histograms](entropy_hist.png)",
+        "",
+    ]
 
-    md += ["## Learning curves (Fig. 5)", "",
-           "Left: training next-token loss on the answer (and CoT) tokens, averaged over each logging "
-           "interval, log scale. Middle: exact match on the validation probe during training. Right: "
-           "accuracy on the same probe averaged over the answer positions.", "",
-           "![learning curves](loss_curves.png)", ""]
-    md += ["## Inference throughput (App. E)", "",
-           f"Examples per second of greedy decoding of the test file (batch 256, KV cache) on {here}: "
-           "each run decoded it 5 times, the runs interleaved, and the fastest time counts (a busy "
-           "moment of the machine then spoils no single run). T_norm = examples/s of the run / that of "
-           "the vanilla (no-CoT) run of the same task (the paper's App. E).", "", thr.to_markdown()]
+    md += [
+        "## Learning curves (Fig. 5)",
+        "",
+        "Left: training next-token loss on the answer (and CoT) tokens, averaged over each logging "
+        "interval, log scale. Middle: exact match on the validation probe during training. Right: "
+        "accuracy on the same probe averaged over the answer positions.",
+        "",
+        "![learning curves](loss_curves.png)",
+        "",
+    ]
+    md += [
+        "## Inference throughput (App. E)",
+        "",
+        f"Examples per second of greedy decoding of the test file (batch 256, KV cache) on {here}: "
+        "each run decoded it 5 times, the runs interleaved, and the fastest time counts (a busy "
+        "moment of the machine then spoils no single run). T_norm = examples/s of the run / that of "
+        "the vanilla (no-CoT) run of the same task (the paper's App. E).",
+        "",
+        thr.to_markdown(),
+    ]
 
     md += ["## Commands", ""]
     for r in runs:
         res = r.result or {}
         cmd = res.get("command") or "(trained through the Python API, seqvcr.training.train)"
-        md.append(f"- **{r.name}** trained by: `{cmd}`; to re-run from its saved config: "
-                  f"`seqvcr train {shlex.quote(str(r.run_dir / CONFIG_FILE))} --out "
-                  f"{shlex.quote(str(r.run_dir))} --force`")
+        md.append(
+            f"- **{r.name}** trained by: `{cmd}`; to re-run from its saved config: "
+            f"`seqvcr train {shlex.quote(str(r.run_dir / CONFIG_FILE))} --out "
+            f"{shlex.quote(str(r.run_dir))} --force`"
+        )
     for r in runs:
-        md.append(f"- **{r.name}** evaluated by the equivalent of `seqvcr eval {shlex.quote(str(r.run_dir))} "
-                  f"--data {shlex.quote(r.data_file)}` and `seqvcr entropy {shlex.quote(str(r.run_dir))} "
-                  f"--data {shlex.quote(r.data_file)} --n {r.entropy['n']}`")
+        md.append(
+            f"- **{r.name}** evaluated by the equivalent of `seqvcr eval {shlex.quote(str(r.run_dir))} "
+            f"--data {shlex.quote(r.data_file)}` and `seqvcr entropy {shlex.quote(str(r.run_dir))} "
+            f"--data {shlex.quote(r.data_file)} --n {r.entropy['n']}`"
+        )
     md.append(f"- this report: `{command or 'seqvcr.analysis.report.build_report(...)'}`")
-    md += ["", "## Files", "",
-           "`summary.json` (every number above), `accuracy.csv`, `positions.csv`, `entropy.csv`, "
-           f"`throughput.csv`; per run in `{PER_RUN_DIR}/<run>/`: `eval.json`, `predictions.jsonl`, "
-           "`entropy.json`, `entropy.csv`, `entropy_values.csv` (every sequence's entropy per layer), "
-           "`config.yaml`.", ""]
+    md += [
+        "",
+        "## Files",
+        "",
+        "`summary.json` (every number above), `accuracy.csv`, `positions.csv`, `entropy.csv`, "
+        f"`throughput.csv`; per run in `{PER_RUN_DIR}/<run>/`: `eval.json`, `predictions.jsonl`, "
+        "`entropy.json`, `entropy.csv`, `entropy_values.csv` (every sequence's entropy per layer), "
+        "`config.yaml`.",
+        "",
+    ]
     _write(stage / REPORT_FILE, "\n".join(md))

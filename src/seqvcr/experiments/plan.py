@@ -46,8 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from seqvcr import config as C
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, SeqVCRError
@@ -60,11 +58,30 @@ GPT2_PLACEHOLDER = "$gpt2_dir"
 DEFAULT_ENTROPY_SEQUENCES = 200
 
 PLAN_KEYS = (
-    "name", "description", "base", "config", "ablations", "cross", "metrics", "seeds", "eval_data",
-    "eval_limit", "entropy_sequences", "entropy_normalize", "gpt2_dir", "scale",
+    "name",
+    "description",
+    "base",
+    "config",
+    "ablations",
+    "cross",
+    "metrics",
+    "seeds",
+    "eval_data",
+    "eval_limit",
+    "entropy_sequences",
+    "entropy_normalize",
+    "gpt2_dir",
+    "scale",
 )
 ABLATION_KEYS = (
-    "part", "name", "action", "key", "component", "replacements", "labels", "include_base",
+    "part",
+    "name",
+    "action",
+    "key",
+    "component",
+    "replacements",
+    "labels",
+    "include_base",
 )
 
 
@@ -417,15 +434,8 @@ def _cross(ablations: list[Ablation], base: dict[str, Any], plan_name: str) -> S
 def load_plan(path: str | Path, *, gpt2_dir: str | None = None) -> Plan:
     """Read and validate a plan file (see the module docstring). ``gpt2_dir`` overrides the plan's."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: plan file not found")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{line}: invalid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(raw, dict):
+    raw = C.load_yaml(p)  # one-line errors: missing file, invalid YAML (file:line), not a mapping
+    if not raw:
         raise ConfigError(f"{p}: a plan is a mapping with name, base, ablations, metrics and seeds")
     try:
         return parse_plan(raw, path=p, gpt2_dir=gpt2_dir)
