@@ -524,3 +524,18 @@ def test_example_is_hashable_and_normalises_lists() -> None:
     ex = Example(["1", "2"], [], ["3"])
     assert ex == Example(("1", "2"), (), ("3",)) and isinstance(ex.question, tuple)
     assert len({ex, Example(("1", "2"), (), ("3",))}) == 1
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_shipped_reference_files_round_trip_byte_for_byte(tmp_path: Path, n: int, split: str) -> None:
+    """The copies shipped with the package (``ref:``) need no shared data folder: always tested."""
+    from seqvcr.datafiles import resolve_data_path
+
+    src = resolve_data_path(f"ref:mult/{n}x{n}/{split}.txt")
+    task = make_task("mult", digits=n)
+    examples = read_examples(task, src)
+    assert len(examples) == 1000
+    out = tmp_path / "copy.txt"
+    write_examples(task, out, examples)
+    assert out.read_bytes() == src.read_bytes()
