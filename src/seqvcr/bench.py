@@ -979,7 +979,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from seqvcr.runs import select_device, write_json_atomic
+    from seqvcr.atomic import write_json_atomic, write_text_atomic
+    from seqvcr.runs import select_device
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -1004,9 +1005,7 @@ def _bench(args: argparse.Namespace) -> int:
     report = run_benchmarks(s, command)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", report)
-    tmp = out / "bench.md.tmp"
-    tmp.write_text(render_markdown(report))
-    os.replace(tmp, out / "bench.md")
+    write_text_atomic(out / "bench.md", render_markdown(report))
     targets = {t["id"]: [t["measured"], t["status"]] for t in report["targets"]}
     print(json.dumps({"out": str(out), "targets": targets}))
     a = report["results"].get("a")

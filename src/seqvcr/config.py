@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import ConfigError
 
 TASK_NAMES = ("mult", "arith", "lis")
@@ -410,7 +411,4 @@ def _sizes_from_hf(model: ModelConfig) -> None:
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
     """Write the config as YAML (atomically)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(p)
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

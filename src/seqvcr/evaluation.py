@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from seqvcr.atomic import write_text_atomic
 from seqvcr.model import GPT
 from seqvcr.sequences import EncodedData, SequenceFormat
 
@@ -159,7 +160,6 @@ def evaluate_file(
     configuration decides whether a chain of thought and pause tokens are used.
     """
     import json
-    import os
     from pathlib import Path
 
     from seqvcr.runs import load_run, select_device
@@ -185,11 +185,8 @@ def evaluate_file(
     if predictions:
         out = Path(predictions)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        with open(tmp, "w") as f:
-            for i, rec in enumerate(result.predictions):
-                f.write(json.dumps({"index": i, **rec}) + "\n")
-        os.replace(tmp, out)
+        lines = (json.dumps({"index": i, **rec}) + "\n" for i, rec in enumerate(result.predictions))
+        write_text_atomic(out, "".join(lines))
     summary = {
         "run_dir": str(run_dir),
         "data": str(data_file),

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -66,10 +67,6 @@ def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
     }
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def export_hf(
@@ -95,7 +92,7 @@ def export_hf(
     tok = run.fmt.tokenizer
     save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id)  # config.json + model.safetensors
 
-    _write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok), indent=2) + "\n")
+    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok), indent=2) + "\n")
     tok_cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": run.model.config.block_size,
@@ -103,7 +100,7 @@ def export_hf(
         "eos_token": tok.tokens[tok.eos_id],
         "clean_up_tokenization_spaces": False,
     }
-    _write_text_atomic(out / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
+    write_text_atomic(out / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
 
     example = run.task.generate(1, seed=0)[0]
     meta = {
@@ -119,7 +116,7 @@ def export_hf(
         "target_example": " ".join(run.fmt.target_tokens(example)),
         "note": "greedy-decode after the prompt until the eos token; tokens are space separated",
     }
-    _write_text_atomic(out / "seqvcr.json", json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(out / "seqvcr.json", json.dumps(meta, indent=2) + "\n")
     return {
         "run_dir": str(run_dir),
         "out_dir": str(out),

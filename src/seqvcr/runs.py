@@ -213,9 +213,3 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     return LoadedRun(rd, cfg, task, fmt, model, head, int(ckpt["step"]), read_result(rd))
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON via a temporary file and rename, so a reader never sees half a file."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, p)

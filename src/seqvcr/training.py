@@ -31,6 +31,7 @@ from torch import nn
 
 from seqvcr import config as C
 from seqvcr import distributed as dist_utils
+from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.errors import RunDirError, TrainingDivergedError
 from seqvcr.evaluation import evaluate
 from seqvcr.model import GPT
@@ -48,7 +49,6 @@ from seqvcr.runs import (
     load_splits,
     machine_info,
     select_device,
-    write_json_atomic,
 )
 from seqvcr.sequences import EncodedData, encode_examples, make_batch
 
@@ -414,9 +414,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     kept = [
         line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
     ]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _log(stream: TextIO | None, record: dict[str, Any]) -> None:

@@ -43,9 +43,10 @@ from typing import Any
 import torch
 
 from seqvcr import config as C
+from seqvcr.atomic import write_json_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
-from seqvcr.runs import RESULT_FILE, describe_machine, machine_info, write_json_atomic
+from seqvcr.runs import RESULT_FILE, describe_machine, machine_info
 
 __all__ = ["DemoScale", "SCALES", "run_demo"]
 

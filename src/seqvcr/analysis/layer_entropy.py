@@ -43,10 +43,11 @@ from typing import Any
 
 import torch
 
+from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.entropy import matrix_entropy
 from seqvcr.errors import ConfigError, DataError
-from seqvcr.runs import LoadedRun, load_run, select_device, write_json_atomic
+from seqvcr.runs import LoadedRun, load_run, select_device
 from seqvcr.sequences import encode_examples
 from seqvcr.tasks import read_examples
 
@@ -239,10 +240,6 @@ def compute_layer_entropy(
     }
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def entropy_csv(result: dict[str, Any]) -> str:
@@ -275,8 +272,8 @@ def write_entropy(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> di
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / ENTROPY_JSON, "csv": out / ENTROPY_CSV, "values_csv": out / ENTROPY_VALUES_CSV}
     write_json_atomic(paths["json"], result)
-    _atomic_text(paths["csv"], entropy_csv(result))
-    _atomic_text(paths["values_csv"], values_csv(result))
+    write_text_atomic(paths["csv"], entropy_csv(result))
+    write_text_atomic(paths["values_csv"], values_csv(result))
     return paths
 
 

@@ -44,6 +44,7 @@ from typing import Any
 from seqvcr import config as C
 from seqvcr.analysis import plots, tables
 from seqvcr.analysis.layer_entropy import compute_layer_entropy, write_entropy
+from seqvcr.atomic import write_json_atomic
 from seqvcr.errors import DataError, RunDirError
 from seqvcr.runs import (
     CONFIG_FILE,
@@ -52,7 +53,6 @@ from seqvcr.runs import (
     load_run_config,
     machine_info,
     read_result,
-    write_json_atomic,
 )
 
 __all__ = ["REPORT_FILE", "RunAnalysis", "analyze_run", "build_report", "check_out_dir", "read_metrics"]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.experiments import sweep as S
 
@@ -285,7 +286,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     w.writerow(header)
     for row in rows:
         w.writerow(["" if (isinstance(v, float) and math.isnan(v)) or v is None else v for v in row])
-    S._atomic_write(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -628,7 +629,7 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
     _write_csv(dest / "runs.csv",
                ["id", "study", "setting", "seed", "status", "exact_match", "entropy_intermediate",
                 "eval_examples", "steps", "train_time_s", "error"], run_rows)
-    S._atomic_write(dest / "report.md", "\n".join(md).rstrip() + "\n")
+    write_text_atomic(dest / "report.md", "\n".join(md).rstrip() + "\n")
     return dest / "report.md"
 
 

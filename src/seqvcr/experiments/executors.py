@@ -27,6 +27,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, TextIO
 
+from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import SeqVCRError
 from seqvcr.experiments import sweep as S
 
@@ -221,7 +222,7 @@ def _finish(
         return
     if code != 0 and not (rd / S.ERROR).is_file():
         what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        S._atomic_write(rd / S.ERROR, f"WorkerDied: the worker process died ({what}; out of memory?)\n")
+        write_text_atomic(rd / S.ERROR, f"WorkerDied: the worker process died ({what}; out of memory?)\n")
     if code == 0:
         ev = S.read_json(rd / S.EVAL) or {}
         em = ev.get("exact_match")

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from seqvcr import config as C
+from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments.plan import GPT2_PLACEHOLDER, Plan
 
@@ -64,15 +65,6 @@ def run_id(config: dict[str, Any]) -> str:
     return hashlib.sha1(canon.encode()).hexdigest()[:10]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """JSON via a temporary file and rename: readers never see half a file."""
-    _atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any | None:
@@ -166,7 +158,7 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
     studies, runs = expand(plan)
     (sweep / RUNS).mkdir(parents=True, exist_ok=True)
     text = plan.path.read_text() if plan.path is not None else yaml.safe_dump(plan.raw, sort_keys=False)
-    _atomic_write(sweep / PLAN_COPY, text)
+    write_text_atomic(sweep / PLAN_COPY, text)
     for r in runs:
         rd = sweep / RUNS / r.id
         rd.mkdir(exist_ok=True)
@@ -186,7 +178,7 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
             "skip": r.skip,
         }
         if read_json(rd / SPEC) != spec:
-            write_json(rd / SPEC, spec)
+            write_json_atomic(rd / SPEC, spec)
     manifest = {
         "format": FORMAT_VERSION,
         "name": plan.name,
@@ -216,7 +208,7 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
             for r in runs
         ],
     }
-    write_json(sweep / MANIFEST, manifest)
+    write_json_atomic(sweep / MANIFEST, manifest)
     return sweep
 
 
@@ -234,7 +226,7 @@ def refresh_manifest(sweep_dir: str | Path) -> dict[str, Any]:
     m = load_manifest(sweep)
     for r in m["runs"]:
         r["status"] = run_status(sweep, r["id"])
-    write_json(sweep / MANIFEST, m)
+    write_json_atomic(sweep / MANIFEST, m)
     return m
 
 
@@ -439,7 +431,7 @@ def run_one(
                 if need_ent:
                     _entropy(rd, spec, data_file, device)
         except Exception as exc:  # noqa: BLE001 - a crashed run is recorded, not propagated
-            _atomic_write(rd / ERROR, _one_line(exc) + "\n\n" + _tail(exc))
+            write_text_atomic(rd / ERROR, _one_line(exc) + "\n\n" + _tail(exc))
             return Outcome(rid, "crashed", time.perf_counter() - t0, error=_one_line(exc), trained=trained)
     ev = read_json(rd / EVAL) or {}
     return Outcome(rid, "done", time.perf_counter() - t0, exact_match=ev.get("exact_match"), trained=trained)
@@ -453,7 +445,7 @@ def _evaluate(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> No
     summary["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
     summary["eval_data"] = spec.get("eval_data")
     summary["eval_limit"] = spec.get("eval_limit")
-    write_json(rd / EVAL, summary)
+    write_json_atomic(rd / EVAL, summary)
 
 
 def _entropy(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
@@ -472,4 +464,4 @@ def _entropy(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> Non
     result["eval_data"] = spec.get("eval_data")
     result["entropy_sequences"] = n
     result["entropy_normalize"] = normalize
-    write_json(rd / ENTROPY, result)
+    write_json_atomic(rd / ENTROPY, result)
