@@ -12,7 +12,7 @@ from conftest import micro_overrides
 from seqvcr import config as C
 from seqvcr import training
 from seqvcr.cli import main
-from seqvcr.errors import RunDirError, TrainingDivergedError
+from seqvcr.errors import ConfigError, RunDirError, TrainingDivergedError
 
 
 def _cfg(method: str = "seqvcr_pause", steps: int = 20, extra: list[str] | None = None) -> C.Config:
@@ -252,3 +252,44 @@ def test_cli_bad_data_line_names_file_and_line(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.returncode == 2 and "empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_seqvcr_positions_choose_the_states_that_enter_the_loss() -> None:
+    """TrainModule's Seq-VCR term equals seq_vcr_loss on the hand-selected positions of the chosen layer."""
+    from seqvcr.objectives import SeqVCR, seq_vcr_loss
+    from seqvcr.runs import build_format, build_model, build_task
+    from seqvcr.sequences import encode_examples, make_batch
+
+    cfg = C.resolve(C.load_config(None, micro_overrides("seqvcr_pause") + ["seqvcr.layer=1"]))
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    examples = task.generate(8, seed=3)
+    data = encode_examples(fmt, examples)
+    x, y, mask = make_batch(data, torch.arange(8))
+    model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length)
+    head = SeqVCR(32, proj_dim=16, layer=1)
+    tok = fmt.tokenizer
+    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
+    n_prompt = len(fmt.prompt_tokens(examples[0]))  # every 2x2 problem has the same layout
+    expected_masks = {
+        "all": mask,
+        "answer": torch.arange(x.shape[1])[None, :].expand_as(x) >= n_prompt - 1,
+        "pause": torch.isin(x, torch.tensor(pause_ids)),
+    }
+    expected_masks["answer"] = expected_masks["answer"] & mask
+    losses = {}
+    for positions, chosen in expected_masks.items():
+        tm = training.TrainModule(model, head, positions=positions, pause_ids=pause_ids)
+        total, lm, _, _ = tm(x, y, mask)
+        h = model(x, y, output_hidden_states=True).hidden_states[1]  # (8, T, 32)
+        want = seq_vcr_loss(head.projection(h), head.lambda1, head.lambda2, head.eta, mask=chosen)
+        torch.testing.assert_close(total - lm, want)
+        losses[positions] = float((total - lm).detach())
+    assert len(set(losses.values())) == 3  # the choice changes the loss
+
+
+def test_positions_pause_needs_pause_tokens() -> None:
+    with pytest.raises(ConfigError, match="'pause' needs pause tokens"):
+        C.load_config(None, micro_overrides("seqvcr") + ["seqvcr.positions=pause"])
+    with pytest.raises(ConfigError, match="seqvcr.positions"):
+        C.load_config(None, micro_overrides("seqvcr_pause") + ["seqvcr.positions=question"])

@@ -23,6 +23,12 @@ from seqvcr.errors import ConfigError
 
 TASK_NAMES = ("mult", "arith", "lis")
 
+#: Which positions enter the Seq-VCR statistics (``seqvcr.positions``; the paper does not say):
+#: ``all`` every real input token (question, pause block, answer); ``answer`` the states that predict a
+#: trained token (the last prompt token through the last answer token); ``pause`` the pause block
+#: (``</pause_start>``, the pauses, ``</pause_end>``); ``pause_answer`` both of the last two.
+SEQVCR_POSITIONS: tuple[str, ...] = ("all", "answer", "pause", "pause_answer")
+
 # The paper's five configurations: (chain of thought, pause tokens, Seq-VCR).
 METHODS: dict[str, tuple[bool, bool, bool]] = {
     "vanilla": (False, False, False),
@@ -118,6 +124,7 @@ class SeqVCRConfig:
     proj_dim: int = 2048
     layer: int = -1  # hidden state index: 0 = embeddings, n_layer (or -1) = last layer
     over: str = "batch"  # batch (Eq. 3) | batch_time (App. F)
+    positions: str = "all"  # which states count: all | answer | pause | pause_answer (sequences.py)
 
 
 @dataclass
@@ -170,6 +177,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.preset": tuple(MODEL_PRESETS),
     "method.name": tuple(METHODS),
     "seqvcr.over": ("batch", "batch_time"),
+    "seqvcr.positions": SEQVCR_POSITIONS,
     "optim.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16"),
 }
@@ -339,6 +347,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"Seq-VCR needs a batch of at least 2 sequences (covariance across the batch), "
             f"got optim.batch_size={cfg.optim.batch_size}"
+        )
+    if cfg.method.seqvcr and cfg.seqvcr.positions == "pause" and cfg.method.num_pauses == 0:
+        raise ConfigError(
+            f"config key 'seqvcr.positions': 'pause' needs pause tokens, but method {cfg.method.name!r} "
+            "has none (use seqvcr_pause, or positions all | answer)"
         )
     if cfg.optim.max_steps is not None and cfg.optim.max_steps < 1:
         raise ConfigError(f"config key 'optim.max_steps' must be >= 1, got {cfg.optim.max_steps}")

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
+from seqvcr.config import SEQVCR_POSITIONS
 from seqvcr.errors import DataError
 from seqvcr.tasks import Example, Task
 from seqvcr.tokenizer import PAUSE, PAUSE_END, PAUSE_START, Tokenizer
 
 IGNORE_INDEX = -100
+
 
 
 @dataclass
@@ -150,3 +152,30 @@ def make_batch(data: EncodedData, index: torch.Tensor) -> tuple[torch.Tensor, to
     # the final <eos> predicts nothing and is an input only in shorter, padded rows: never count it
     mask = torch.arange(x.shape[1], device=ids.device)[None, :] < (lengths - 1)[:, None]
     return x, y, mask
+
+
+def seqvcr_positions(
+    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, positions: str, pause_ids: Sequence[int]
+) -> torch.Tensor:
+    """The (B, T) bool mask of the positions whose states enter the Seq-VCR statistics.
+
+    Args:
+        x: (B, T) input ids; y: (B, T) targets (-100 = no loss); mask: (B, T) real input tokens, as
+            returned by ``make_batch``.
+        positions: one of ``SEQVCR_POSITIONS`` (see there).
+        pause_ids: the ids of the pause block's tokens (start, pause, end).
+
+    Positions are chosen per sequence, so with sequences of different lengths a position index can
+    count for some sequences and not for others (the Seq-VCR padding rule then applies).
+    """
+    if positions not in SEQVCR_POSITIONS:
+        raise ValueError(f"seqvcr positions: {positions!r} is not one of {', '.join(SEQVCR_POSITIONS)}")
+    if positions == "all":
+        return mask
+    answer = y != IGNORE_INDEX  # (B, T) states that predict a trained token
+    pause = torch.isin(x, torch.as_tensor(list(pause_ids), device=x.device)) & mask  # (B, T)
+    if positions == "answer":
+        return answer
+    if positions == "pause":
+        return pause
+    return answer | pause

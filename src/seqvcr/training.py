@@ -50,16 +50,28 @@ from seqvcr.runs import (
     machine_info,
     select_device,
 )
-from seqvcr.sequences import EncodedData, encode_examples, make_batch
+from seqvcr.sequences import EncodedData, encode_examples, make_batch, seqvcr_positions
 
 
 class TrainModule(nn.Module):
-    """The model and its Seq-VCR head as one module, so DDP synchronises both."""
+    """The model and its Seq-VCR head as one module, so DDP synchronises both.
 
-    def __init__(self, model: GPT, seqvcr: SeqVCR | None) -> None:
+    ``positions`` and ``pause_ids`` choose which states enter the Seq-VCR statistics
+    (``seqvcr.positions``, see ``seqvcr.sequences.seqvcr_positions``); the default is every real token.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        seqvcr: SeqVCR | None,
+        positions: str = "all",
+        pause_ids: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.model = model
         self.seqvcr = seqvcr
+        self.positions = positions
+        self.pause_ids = pause_ids
         self.gather = None  # set to an all-gather with gradients under torchrun
 
     def forward(
@@ -71,7 +83,8 @@ class TrainModule(nn.Module):
         if self.seqvcr is None:
             return out.loss, out.loss, None, None
         h = self.seqvcr.select(out.hidden_states)  # (B, T, n_embd) of the regularised layer
-        sv = self.seqvcr(h, mask, gather=self.gather)
+        counted = seqvcr_positions(x, y, mask, self.positions, self.pause_ids)  # (B, T)
+        sv = self.seqvcr(h, counted, gather=self.gather)
         return out.loss + sv.loss, out.loss, sv.variance, sv.covariance
 
 
@@ -271,7 +284,9 @@ def train(
     head = build_seqvcr(cfg, model.config.n_embd)
     if head is not None:
         head.to(device)
-    tm = TrainModule(model, head)
+    tok = fmt.tokenizer
+    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
+    tm = TrainModule(model, head, positions=cfg.seqvcr.positions, pause_ids=pause_ids)
     torch.manual_seed(cfg.train.seed + rank)  # but each rank its own dropout masks
     if distributed:
         tm.gather = dist_utils.all_gather_with_grad
@@ -550,7 +565,7 @@ def _loop(
             if main:
                 model_for_ckpt = tm
                 if cfg.train.compile:
-                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr)
+                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.positions, tm.pause_ids)
                 _save_checkpoint(ckpt_path, model_for_ckpt, opt, s, cfg, state.train_time())
             state.last_good_step = s
     if cfg.train.compile:
