@@ -92,7 +92,7 @@ def test_save_and_reload_roundtrip(tmp_path: Path) -> None:
 
 def test_every_shipped_config_loads() -> None:
     files = sorted(CONFIG_DIR.glob("*.yaml"))
-    assert len(files) == 41  # 2 x 5 mult + 3 x 5 arith + 3 x 5 lis + tiny
+    assert len(files) == 43  # 2 x 5 mult + 2 from-scratch 5x5 (App. H) + 3 x 5 arith + 3 x 5 lis + tiny
     for f in files:
         C.resolve(C.load_config(f))
 

@@ -29,6 +29,7 @@ from conftest import micro_overrides
 from seqvcr import config as C
 from seqvcr import distributed as sd
 from seqvcr import training
+from seqvcr.checkpoints import read_checkpoint
 from seqvcr.runs import build_format, build_model, build_seqvcr, build_task
 from seqvcr.sequences import encode_examples, make_batch
 from seqvcr.training import TrainModule
@@ -148,23 +149,84 @@ def test_torchrun_two_processes_trains_like_one(tmp_path: Path) -> None:
     assert result["world_size"] == 2 and result["steps"] == 10
     assert result["config"]["optim"]["batch_size"] == GLOBAL_BATCH
     files = sorted(p.name for p in run.iterdir())
-    assert files == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "result.json"]
+    assert files == [
+        "checkpoint.safetensors", "config.yaml", "metrics.jsonl", "model.safetensors", "result.json"
+    ]
 
     # the same config in one process: the same global batches, hence the same training
     single = tmp_path / "single"
     training.train(C.load_config(config), single, progress=False)
-    a = torch.load(run / "checkpoint.pt", weights_only=False)
-    b = torch.load(single / "checkpoint.pt", weights_only=False)
+    a = read_checkpoint(run / "checkpoint.safetensors").tensors
+    b = read_checkpoint(single / "checkpoint.safetensors").tensors
     close = dict(rtol=1e-4, atol=1e-5)
-    for name, value in b["model"].items():
-        torch.testing.assert_close(a["model"][name], value, **close, msg=lambda m, n=name: f"{n}: {m}")
+    for name, value in b.items():
+        if name.startswith("model."):
+            torch.testing.assert_close(a[name], value, **close, msg=lambda m, n=name: f"{n}: {m}")
     # The projection's bias is left out: Seq-VCR centres every position across the batch, so the loss
     # does not depend on the bias and its gradient is exactly 0 up to rounding; AdamW rescales that
     # rounding noise into lr-sized steps, which differ between any two reduction orders.
-    torch.testing.assert_close(a["seqvcr"]["projection.weight"], b["seqvcr"]["projection.weight"], **close)
+    torch.testing.assert_close(a["seqvcr.projection.weight"], b["seqvcr.projection.weight"], **close)
     # the Seq-VCR terms are global-batch statistics, so rank 0 logs the single-process values
     single_recs = {r["step"]: r for r in _records(single) if r["kind"] == "train"}
     for r in recs:
         if r["kind"] == "train":
             for key in ("seqvcr_variance", "seqvcr_covariance"):
                 assert r[key] == pytest.approx(single_recs[r["step"]][key], rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def _resume_worker(rank: int, port: int, out_dir: str, overrides: list[str]) -> None:
+    """In each of 2 processes: an uninterrupted run, then a run killed after its step-10 checkpoint and
+    resumed (what a new ``torchrun`` of the same command does)."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD)})
+    torch.set_num_threads(1)
+    cfg = C.load_config(None, overrides)
+    out = Path(out_dir)
+    try:
+        training.train(cfg, out / "straight", progress=False)
+        real_lr_at = training.lr_at
+
+        def crash_at_13(step: int, total: int, optim: C.OptimConfig) -> float:
+            if step == 13:
+                raise KeyboardInterrupt
+            return real_lr_at(step, total, optim)
+
+        training.lr_at = crash_at_13
+        try:
+            training.train(cfg, out / "resumed", progress=False)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            training.lr_at = real_lr_at
+        assert read_checkpoint(out / "resumed" / "checkpoint.safetensors").step == 10
+        training.train(cfg, out / "resumed", progress=False)
+    finally:
+        sd.destroy()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_ddp_resume_with_dropout_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Each rank saves and restores its own RNG state, so with dropout a resumed 2-process run ends with
+    exactly the weights of an uninterrupted one (sharing rank 0's state gives both ranks the same
+    dropout masks after the resume)."""
+    overrides = micro_overrides("seqvcr_pause", 20) + ["model.dropout=0.1"]
+    mp.spawn(_resume_worker, args=(_free_port(), str(tmp_path), overrides), nprocs=WORLD, join=True)
+    a = read_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
+    b = read_checkpoint(tmp_path / "resumed" / "checkpoint.safetensors")
+    assert a.step == b.step == 20 and a.info["world_size"] == b.info["world_size"] == WORLD
+    assert not torch.equal(a.tensors["rng.0.torch"], a.tensors["rng.1.torch"])  # each rank its own
+    for name, value in a.tensors.items():
+        if name.startswith(("model.", "seqvcr.", "optimizer.", "rng.")):
+            torch.testing.assert_close(b.tensors[name], value, rtol=0, atol=0,
+                                       msg=lambda m, n=name: f"{n}: {m}")

@@ -12,6 +12,7 @@ from conftest import micro_overrides
 
 from seqvcr import config as C
 from seqvcr import training
+from seqvcr.checkpoints import read_checkpoint
 from seqvcr.cli import main
 from seqvcr.runs import load_run
 
@@ -91,9 +92,10 @@ def test_train_from_a_local_hugging_face_gpt2_directory(tmp_path: Path) -> None:
     cfg = C.load_config(None, micro_overrides("seqvcr_pause", 20) + from_dir)
     result = training.train(cfg, run, progress=False)
     assert result["steps"] == 20
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert ckpt["model_config"]["n_embd"] == 48 and ckpt["model_config"]["block_size"] == 64
-    assert ckpt["seqvcr"]["projection.weight"].shape[1] == 48  # the head sized from the loaded model
+    ckpt = read_checkpoint(run / "checkpoint.safetensors")
+    model_config = ckpt.info["model_config"]
+    assert model_config["n_embd"] == 48 and model_config["block_size"] == 64
+    assert ckpt.tensors["seqvcr.projection.weight"].shape[1] == 48  # the head sized from the loaded model
     assert result["config"]["model"]["n_embd"] == 48  # the saved config states the directory's shape
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     lm = [r["lm_loss"] for r in recs if r["kind"] == "train"]
@@ -102,7 +104,7 @@ def test_train_from_a_local_hugging_face_gpt2_directory(tmp_path: Path) -> None:
     # the model training starts from (runs.build_model, as train() builds it) holds the HF weights
     from seqvcr.runs import build_model
 
-    model = build_model(C.resolve(cfg), ckpt["model_config"]["vocab_size"], 20)
+    model = build_model(C.resolve(cfg), model_config["vocab_size"], 20)
     hf = transformers.GPT2LMHeadModel.from_pretrained(src)
     torch.testing.assert_close(model.transformer.wpe.weight, hf.transformer.wpe.weight)
     hf_c_attn = hf.transformer.h[1].attn.c_attn.weight  # Conv1D: (in, out)

@@ -11,6 +11,7 @@ from conftest import micro_overrides
 
 from seqvcr import config as C
 from seqvcr import training
+from seqvcr.checkpoints import read_checkpoint
 from seqvcr.cli import main
 from seqvcr.errors import ConfigError, RunDirError, TrainingDivergedError
 
@@ -27,7 +28,8 @@ def _records(run: Path, kind: str) -> list[dict]:
 def test_train_writes_a_complete_run_dir(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = training.train(_cfg(), run, progress=False)
-    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json"):
+    files = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "result.json")
+    for name in files:
         assert (run / name).is_file(), name
     train_recs = _records(run, "train")
     assert [r["step"] for r in train_recs] == [5, 10, 15, 20]
@@ -78,14 +80,15 @@ def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(KeyboardInterrupt):
         training.train(_cfg(), interrupted, progress=False)
     assert not (interrupted / "result.json").exists()
-    assert torch.load(interrupted / "checkpoint.pt", weights_only=False)["step"] == 10
+    assert read_checkpoint(interrupted / "checkpoint.safetensors").step == 10
     monkeypatch.setattr(training, "lr_at", real_lr_at)
     training.train(_cfg(), interrupted, progress=False)
 
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)
-    b = torch.load(interrupted / "checkpoint.pt", weights_only=False)
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    a = read_checkpoint(straight / "checkpoint.safetensors").tensors
+    b = read_checkpoint(interrupted / "checkpoint.safetensors").tensors
+    assert a.keys() == b.keys()
+    for key in a:  # weights, AdamW moments, RNG state
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert [r["step"] for r in _records(interrupted, "train")] == [5, 10, 15, 20]
     assert _records(interrupted, "train")[-1]["loss"] == pytest.approx(
         _records(straight, "train")[-1]["loss"]
@@ -130,9 +133,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         TrainingDivergedError, match=r"NaN/inf between steps 10 and 15.*last good checkpoint \(step 10\)"
     ):
         training.train(_cfg(), run, progress=False)
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert ckpt["step"] == 10
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    ckpt = read_checkpoint(run / "checkpoint.safetensors")
+    assert ckpt.step == 10
+    assert all(torch.isfinite(v).all() for v in ckpt.tensors.values() if v.is_floating_point())
     assert not (run / "result.json").exists()
 
 

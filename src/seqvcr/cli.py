@@ -1,6 +1,9 @@
-"""The ``seqvcr`` command: data, train, eval, entropy, report, demo, sweep, bench, export-hf.
+"""The ``seqvcr`` command: data, train, eval, entropy, report, demo, sweep, bench, export-hf,
+convert-checkpoint.
 
-Plain argparse. Every user error is a ``SeqVCRError`` and is printed as one line (exit status 2).
+Plain argparse. Every user error is a ``SeqVCRError`` and every filesystem error (a path below a file, a
+full disk, no permission) an ``OSError``; both are printed as one line naming the file (exit status 2),
+never as a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seqvcr.errors import RunDirError, SeqVCRError
+from seqvcr.atomic import check_output_path
+from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 
 
 def _command_line() -> str:
@@ -27,7 +31,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--digits-b", type=int, default=None, help="mult: digits of the second operand")
     p.add_argument("--operators", type=int, default=4, help="arith: number of operators")
     p.add_argument("--modulus", type=int, default=11, help="arith: prime modulus")
-    p.add_argument("--under", action="store_true", help="arith: mix in fewer operators (Feng et al.)")
+    p.add_argument("--under", action="store_true",
+                   help="arith: the training set mixes in fewer operators, 1:2:...:L (Feng et al.); "
+                   "valid and test sets keep exactly --operators")
     p.add_argument("--length", type=int, default=50, help="lis: sequence length")
     p.add_argument("--train", type=int, default=10000, help="number of training examples")
     p.add_argument("--valid", type=int, default=0, help="number of validation examples (0: none)")
@@ -54,22 +60,33 @@ def _cmd_data(args: argparse.Namespace) -> int:
     task = make_task(args.task, **options)
     out = Path(args.out)
     wanted = {"test": args.test, "valid": args.valid, "train": args.train}
+    for split, n in wanted.items():
+        if n < 0:
+            raise ConfigError(f"--{split}: expected a number of examples >= 0, got {n}")
+    if not any(wanted.values()):
+        raise ConfigError("nothing to write: --train, --valid and --test are all 0")
+    check_output_path(out, "--out", directory=True)
     if not args.force:
         for split, n in wanted.items():
             if n > 0 and (out / f"{split}.txt").exists():
                 raise RunDirError(f"{out / f'{split}.txt'} already exists; use --force to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
     excluded: set[str] = set()
     for f in args.exclude:
         excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
     seeds = {"test": args.seed + 2, "valid": args.seed + 1, "train": args.seed}
     summary: dict[str, Any] = {"task": task.describe(), "out": str(out)}
-    for split in ("test", "valid", "train"):
+    generated: dict[str, list[Any]] = {}
+    for split in ("test", "valid", "train"):  # everything first: a failure overwrites nothing
         n = wanted[split]
         if n <= 0:
             continue
-        examples = task.generate(n, seed=seeds[split], exclude=frozenset(excluded))
-        excluded |= {task.key(ex) for ex in examples}
+        # Feng et al.: only the training set mixes in fewer operators (--under); test and validation
+        # sets have exactly the requested number
+        source = task if split == "train" else task.for_evaluation()
+        generated[split] = source.generate(n, seed=seeds[split], exclude=frozenset(excluded))
+        excluded |= {task.key(ex) for ex in generated[split]}
+    out.mkdir(parents=True, exist_ok=True)
+    for split, examples in generated.items():
         write_examples(task, out / f"{split}.txt", examples, cot=not args.no_cot)
         summary[split] = len(examples)
         print(f"wrote {len(examples)} examples to {out / f'{split}.txt'}", file=sys.stderr)
@@ -131,6 +148,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- convert-checkpoint
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-checkpoint",
+        help="convert run directories from the earlier checkpoint.pt (pickle) to the safetensors files",
+        description="Read RUN_DIR/checkpoint.pt, a checkpoint of seqvcr's earlier format, with "
+        "torch.load(weights_only=True) (which refuses anything but tensors and plain values, so nothing in "
+        "the file is run) and write the same weights, optimiser and RNG state as checkpoint.safetensors "
+        "(resumable) and, for a finished run, model.safetensors; the new files are read back and compared "
+        "with the old one before checkpoint.pt is removed. Other files are kept. A sweep directory "
+        "converts all its runs. Directories already converted are left alone.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or sweep directories")
+    p.add_argument("--keep", action="store_true", help="keep checkpoint.pt after converting it")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from seqvcr.checkpoints import LEGACY_CHECKPOINT_FILE, convert_legacy
+
+    targets: list[Path] = []
+    for d in map(Path, args.run_dirs):
+        if (d / "manifest.json").is_file() and (d / "runs").is_dir():  # a sweep: every run in it
+            targets += sorted(r for r in (d / "runs").iterdir() if (r / LEGACY_CHECKPOINT_FILE).is_file())
+        else:
+            targets.append(d)
+    failed = 0
+    for rd in targets:
+        try:
+            print(json.dumps(convert_legacy(rd, keep=args.keep)), flush=True)
+        except SeqVCRError as err:
+            failed += 1
+            print(f"seqvcr {args.command}: error: {err}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -141,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_convert(sub)
     for name in ("seqvcr.analysis.cli", "seqvcr.experiments.cli", "seqvcr.bench", "seqvcr.hf_cli"):
         try:
             module = __import__(name, fromlist=["register"])
@@ -150,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def _os_error(err: OSError) -> str:
+    """``path: reason`` for an OSError (both paths of a failed rename)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None and err.filename2 is not None:
+        return f"{err.filename} -> {err.filename2}: {reason}"
+    if err.filename is not None:
+        return f"{err.filename}: {reason}"
+    return reason
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `seqvcr sweep ... | head`
         sys.stderr.close()
         return 0
+    except OSError as err:  # the filesystem said no: a path below a file, a full disk, no permission
+        print(f"seqvcr {args.command}: error: {_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"seqvcr {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then cpu) | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False  # torch.compile the model (static shapes)
-    threads: int | None = None  # CPU threads (default: torch's choice)
+    threads: int | None = None  # CPU threads (null or 0: torch's choice)
     log_every: int = 50
     eval_every: int = 500
     eval_examples: int = 500  # validation examples per periodic evaluation (0 = all)
@@ -235,11 +236,18 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
+            if data[name] is None:  # `task:` with nothing under it would silently mean every default
+                raise ConfigError(
+                    f"config section {key!r} is empty (null); give its keys, or leave the section out "
+                    "to take every default"
+                )
             kwargs[name] = _build(tp, data[name], key)
             continue
         ok, value = _type_ok(data[name], tp)
         if not ok:
             raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {data[name]!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r}: expected a finite number, got {data[name]!r}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -255,13 +263,38 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (plain YAML keeps the last
+    one silently: ``name: mult`` then ``name: arith`` would train arithmetic)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or bad YAML is a ConfigError naming the file."""
+    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a ConfigError naming
+    file:line."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a YAML file")
     if not p.is_file():
         raise ConfigError(f"{p}: file not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -363,6 +396,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config keys 'optim.weight_decay' and 'optim.grad_clip' must be >= 0")
     if cfg.task.train_size < 1 and cfg.task.train_file is None:
         raise ConfigError(f"config key 'task.train_size' must be >= 1, got {cfg.task.train_size}")
+    if cfg.train.threads is not None and cfg.train.threads < 0:
+        raise ConfigError(
+            f"config key 'train.threads' must be >= 1 (0 or null: torch's choice), got {cfg.train.threads}"
+        )
+    if cfg.train.eval_examples < 0:
+        raise ConfigError(
+            f"config key 'train.eval_examples' must be >= 0 (0: every validation example), "
+            f"got {cfg.train.eval_examples}"
+        )
+    for key, value in (("optim.beta1", cfg.optim.beta1), ("optim.beta2", cfg.optim.beta2)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"config key {key!r} is in [0, 1), got {value}")
+    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
+        raise ConfigError(f"config key 'optim.min_lr_ratio' is in [0, 1], got {cfg.optim.min_lr_ratio}")
+    if cfg.model.dropout is not None and not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"config key 'model.dropout' is in [0, 1), got {cfg.model.dropout}")
 
 
 def resolve(cfg: Config) -> Config:

@@ -2,7 +2,10 @@
 
 Examples are grouped by prompt length so every batch decodes with one shared KV cache and no attention
 mask; within a group, batches of ``batch_size`` are decoded greedily until every row has emitted the
-end token (or the longest reference continuation of the group is reached).
+end token or the decoding budget is spent. The budget is the longest target the task can have in the
+run's format (``SequenceFormat.max_new_tokens``), never a property of the batch or of the reference
+answers, so a prompt gives the same output and score at any batch size. An answer counts only when
+``<eos>`` closes it (``SequenceFormat.extract_answer``).
 """
 
 from __future__ import annotations
@@ -61,13 +64,17 @@ def generate_continuations(
     precision: str = "auto",
     max_new_tokens: int | None = None,
 ) -> list[list[str]]:
-    """Greedy continuation of every prompt in ``data`` (token strings, cut at the first <eos>)."""
+    """Greedy continuation of every prompt in ``data`` (token strings, cut at the first <eos>).
+
+    Each row decodes at most ``max_new_tokens`` tokens (default: ``fmt.max_new_tokens()``), fewer only
+    where the model's positions run out (``block_size - prompt length + 1``).
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out: list[list[str]] = [[] for _ in range(len(data))]
     prompt_lengths = data.prompt_lengths.tolist()
-    lengths = data.lengths.tolist()
+    limit = max_new_tokens if max_new_tokens is not None else fmt.max_new_tokens()
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(prompt_lengths):
         groups.setdefault(p, []).append(i)
@@ -77,8 +84,7 @@ def generate_continuations(
             rows = members[start : start + batch_size]
             idx = torch.tensor(rows, dtype=torch.long, device=data.ids.device)
             prompt = data.ids[idx, :p].to(device)  # (B, p)
-            budget = max_new_tokens or max(lengths[r] - p for r in rows)
-            budget = min(budget, model.config.block_size - p)
+            budget = min(limit, model.config.block_size - p + 1)  # the same for every batch of this p
             with _autocast(device, precision):
                 gen = model.generate(prompt, budget, eos_id=eos)  # (B, budget)
             for r, row in zip(rows, gen.tolist()):
@@ -92,13 +98,19 @@ def generate_continuations(
 def score(
     fmt: SequenceFormat, continuations: Sequence[Sequence[str]], answers: Sequence[Sequence[str]]
 ) -> tuple[float, list[float], list[dict[str, Any]]]:
-    """Exact match, accuracy per answer position, and one prediction record per example."""
+    """Exact match, accuracy per answer position, and one prediction record per example.
+
+    An example is correct when its continuation ends its answer with ``<eos>`` and that answer equals
+    the reference; answer position k is right when the closed answer's k-th token is. ``closed`` in a
+    record says whether ``<eos>`` was produced.
+    """
     n = len(answers)
     width = max((len(a) for a in answers), default=0)
     hits = [0] * width
     counts = [0] * width
     correct_total = 0
     records: list[dict[str, Any]] = []
+    eos = fmt.tokenizer.tokens[fmt.tokenizer.eos_id]
     for cont, gold in zip(continuations, answers):
         pred = fmt.extract_answer(cont)
         correct = list(pred) == list(gold)
@@ -111,6 +123,7 @@ def score(
                 "target": " ".join(gold),
                 "prediction": " ".join(pred),
                 "correct": bool(correct),
+                "closed": eos in cont,
                 "output": " ".join(cont),
             }
         )
@@ -157,22 +170,40 @@ def evaluate_file(
     """Score a trained run on a data file; optionally write one JSON line per example.
 
     The file is read with the run's task (so Deng et al.'s reference files work directly); the run's
-    configuration decides whether a chain of thought and pause tokens are used.
+    configuration decides whether a chain of thought and pause tokens are used. A file of another
+    difficulty than the run's task (3-operator expressions for a 4-operator model) is scored, with a
+    warning on stderr and a ``data_note`` in the summary saying what it holds.
+
+    Raises:
+        ConfigError: ``batch_size < 1`` or ``limit < 0``.
+        RunDirError: the run cannot be loaded, or ``predictions`` cannot be written (checked first).
+        DataError: the data file is missing or malformed.
     """
     import json
+    import sys
     from pathlib import Path
 
-    from seqvcr.runs import load_run, select_device
+    from seqvcr.atomic import check_output_path
+    from seqvcr.datafiles import resolve_data_path
+    from seqvcr.errors import ConfigError
+    from seqvcr.runs import data_note, load_run, select_device
     from seqvcr.sequences import encode_examples
     from seqvcr.tasks import read_examples
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"--limit: expected an integer >= 0 (0: every example), got {limit!r}")
+    if predictions:
+        check_output_path(predictions, "--predictions", directory=False)
     dev = select_device(device)
     run = load_run(run_dir, device=dev)
-    from seqvcr.datafiles import resolve_data_path
-
     examples = read_examples(run.task, resolve_data_path(data_file))
     if limit:
         examples = examples[:limit]
+    note = data_note(run.task, examples, data_file)
+    if note:
+        print(f"warning: {note}; scoring it as it is", file=sys.stderr)
     data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
     if data.max_length > run.model.config.block_size:
         from seqvcr.errors import DataError
@@ -196,4 +227,6 @@ def evaluate_file(
         **result.summary(),
         "device": str(dev),
     }
+    if note:
+        summary["data_note"] = note
     return summary

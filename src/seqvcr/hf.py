@@ -86,6 +86,13 @@ def _load_file(file: Path) -> dict[str, torch.Tensor]:
         load_file = _safetensors().load_file
 
         return load_file(str(file), device="cpu")
+    from seqvcr.checkpoints import SAFE_TORCH_LOAD, torch_load_is_safe
+
+    if not torch_load_is_safe():  # older weights_only loading can be made to run code by a crafted file
+        raise SeqVCRError(
+            f"{file}: reading a pickled state dict needs torch >= {SAFE_TORCH_LOAD} (this is "
+            f"{torch.__version__}); convert the directory to model.safetensors or upgrade torch"
+        )
     obj = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(obj, Mapping):
         raise SeqVCRError(f"{file}: expected a state dict")
@@ -207,7 +214,9 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
     always has them), which computes the same function. ``eos_token_id`` goes into the config (bos too);
     left out, both are null rather than GPT-2's 50256, which lies outside a task vocabulary.
     """
-    save_file = _safetensors().save_file
+    from seqvcr.atomic import write_text_atomic
+    from seqvcr.checkpoints import write_safetensors
+
     cfg = model.config
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -252,8 +261,9 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
         "eos_token_id": eos_token_id,
         "torch_dtype": str(state["transformer.wte.weight"].dtype).removeprefix("torch."),
     }
-    (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    # atomic, and a failed write (a full disk) raises instead of leaving a short file
+    write_safetensors(path / "model.safetensors", tensors, {"format": "pt"})
+    write_text_atomic(path / "config.json", json.dumps(hf_config, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- plug-in

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from seqvcr.atomic import write_text_atomic
+from seqvcr.atomic import check_output_path, write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -72,7 +72,8 @@ def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
 def export_hf(
     run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False
 ) -> dict[str, Any]:
-    """Write the run's model (its latest checkpoint) and tokenizer as a Hugging Face GPT-2 directory.
+    """Write the run's model (its final weights, or its latest checkpoint) and tokenizer as a Hugging
+    Face GPT-2 directory.
 
     Refuses an ``out_dir`` that is a file, or a non-empty directory unless ``force`` (then the files
     listed in ``EXPORT_FILES`` are overwritten and any other file is left alone). Returns a summary dict.
@@ -84,11 +85,13 @@ def export_hf(
     from seqvcr.runs import load_run
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory")
+    check_output_path(out, "OUT_DIR", directory=True)
+    if out.is_dir() and Path(run_dir).is_dir() and out.resolve() == Path(run_dir).resolve():
+        raise RunDirError(f"{out}: is the run directory itself (its model.safetensors would be replaced); "
+                          "choose another OUT_DIR")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
-    run = load_run(run_dir, device="cpu")  # RunDirError without config.yaml / checkpoint.pt
+    run = load_run(run_dir, device="cpu")  # RunDirError without config.yaml and saved weights
     tok = run.fmt.tokenizer
     save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id)  # config.json + model.safetensors
 
@@ -144,7 +147,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "set model.init_from: DIR in a training config.)"
         ),
     )
-    p.add_argument("run_dir", help="a run directory (config.yaml + checkpoint.pt)")
+    p.add_argument(
+        "run_dir", help="a run directory (config.yaml + model.safetensors or checkpoint.safetensors)"
+    )
     p.add_argument("out_dir", help="output directory (created; must be empty unless --force)")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR, overwriting")
     p.set_defaults(func=_cmd_export_hf)

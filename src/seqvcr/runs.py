@@ -1,8 +1,10 @@
 """Everything that turns a config into objects, and a run directory back into them.
 
 Training, evaluation, entropy analysis and reports all rebuild the task, the sequence format and the
-model through these functions, so a run directory alone (``config.yaml`` + ``checkpoint.pt``) is enough
-to score or analyse it anywhere.
+model through these functions, so a run directory alone (``config.yaml`` + ``model.safetensors``, or
+the weights inside ``checkpoint.safetensors`` for a run that has not finished) is enough to score or
+analyse it anywhere. Loading a run reads YAML, JSON and safetensors only: nothing in a run directory is
+ever executed (see ``seqvcr.checkpoints``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from typing import Any
 import torch
 
 from seqvcr import config as C
+from seqvcr.checkpoints import (
+    CHECKPOINT_FILE,
+    LEGACY_CHECKPOINT_FILE,
+    MODEL_FILE,
+    legacy_error,
+    load_state_tensors,
+    read_safetensors,
+)
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.model import GPT, GPTConfig
@@ -24,8 +34,31 @@ from seqvcr.objectives import SeqVCR
 from seqvcr.sequences import SequenceFormat
 from seqvcr.tasks import Example, Task, make_task, read_examples
 
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "LEGACY_CHECKPOINT_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "RESULT_FILE",
+    "LoadedRun",
+    "build_format",
+    "build_model",
+    "build_seqvcr",
+    "build_task",
+    "data_note",
+    "describe_machine",
+    "load_run",
+    "load_run_config",
+    "load_splits",
+    "machine_info",
+    "read_result",
+    "select_device",
+    "test_keys",
+    "weights_file",
+]
+
 CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 
@@ -98,14 +131,17 @@ def load_splits(cfg: C.Config, task: Task) -> tuple[list[Example], list[Example]
     """Training and validation examples: read from files, or generated without overlap.
 
     Generated validation data exclude the test file's problems; generated training data exclude both
-    the validation and the test problems.
+    the validation and the test problems. Generated validation data come from the task's evaluation
+    form (``Task.for_evaluation``): with Feng et al.'s ``under`` mix only the training set mixes in
+    fewer operators, the validation set has exactly the configured number, as their test sets do.
     """
     t = cfg.task
     excluded = test_keys(cfg, task)
     if t.valid_file:
         valid = read_examples(task, resolve_data_path(t.valid_file))
     else:
-        valid = task.generate(t.valid_size, seed=t.data_seed + 1, exclude=frozenset(excluded))
+        source = task.for_evaluation()
+        valid = source.generate(t.valid_size, seed=t.data_seed + 1, exclude=frozenset(excluded))
     excluded |= {task.key(ex) for ex in valid}
     if t.train_file:
         train = read_examples(task, resolve_data_path(t.train_file))
@@ -179,37 +215,91 @@ class LoadedRun:
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's result.json (None while the run has not finished); RunDirError if it is unreadable."""
     p = Path(run_dir) / RESULT_FILE
     if not p.is_file():
         return None
-    return json.loads(p.read_text())
+    try:
+        result = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{p}: unreadable ({err}); restore it from a copy") from None
+    if not isinstance(result, dict):
+        raise RunDirError(f"{p}: expected a JSON object")
+    return result
 
 
-def load_run_config(run_dir: str | Path) -> C.Config:
-    """The resolved config of a run directory that holds a saved model (else a one-line RunDirError)."""
+def weights_file(run_dir: str | Path) -> Path:
+    """The file a run's trained weights are read from: ``model.safetensors`` once the run has finished
+    (or was converted), else the latest ``checkpoint.safetensors``.
+
+    Raises:
+        RunDirError: no weights yet, or only an earlier-format ``checkpoint.pt`` (the message names the
+            command that converts it; the pickle itself is never opened).
+    """
     rd = Path(run_dir)
+    for name in (MODEL_FILE, CHECKPOINT_FILE):
+        if (rd / name).is_file():
+            return rd / name
+    if (rd / LEGACY_CHECKPOINT_FILE).is_file():
+        raise legacy_error(rd)
+    raise RunDirError(f"{rd}: no {MODEL_FILE} or {CHECKPOINT_FILE}; the run has not saved a model yet")
+
+
+def load_run_config(run_dir: str | Path, *, need_weights: bool = True) -> C.Config:
+    """The resolved config of a run directory (that holds saved weights, unless ``need_weights`` is
+    False); a one-line RunDirError / ConfigError otherwise."""
+    rd = Path(run_dir)
+    if rd.exists() and not rd.is_dir():
+        raise RunDirError(f"{rd}: is a file, expected a run directory")
     if not (rd / CONFIG_FILE).is_file():
         raise RunDirError(f"{rd}: not a run directory (no {CONFIG_FILE})")
-    if not (rd / CHECKPOINT_FILE).is_file():
-        raise RunDirError(f"{rd}: no {CHECKPOINT_FILE}; the run has not saved a model yet")
+    if need_weights:
+        weights_file(rd)
     return C.resolve(C.load_config(rd / CONFIG_FILE))
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild config, task, format and the trained model (eval mode) from a run directory."""
+    """Rebuild config, task, format and the trained model (eval mode) from a run directory.
+
+    The weights come from ``weights_file(run_dir)`` (safetensors: nothing in the file is executed); a
+    truncated, corrupt or foreign file is a RunDirError naming it.
+    """
     rd = Path(run_dir)
     cfg = load_run_config(rd)
     task = build_task(cfg)
     fmt = build_format(cfg, task)
-    ckpt = torch.load(rd / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    gcfg = GPTConfig(**ckpt["model_config"])
+    path = weights_file(rd)
+    tensors, info = read_safetensors(path, "model", prefixes=("model.", "seqvcr."))
+    try:
+        gcfg = GPTConfig(**info["model_config"])
+    except (KeyError, TypeError) as err:
+        raise RunDirError(f"{path}: its header does not describe a GPT ({err})") from None
+    m = cfg.model
+    vocab = fmt.tokenizer.vocab_size
+    stated = {"vocab_size": vocab, "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd}
+    for key, value in stated.items():
+        if getattr(gcfg, key) != value:
+            raise RunDirError(
+                f"{path}: holds a model with {key}={getattr(gcfg, key)}, the run's {CONFIG_FILE} needs "
+                f"{value}; is it from another run?"
+            )
     model = GPT(gcfg)
-    model.load_state_dict(ckpt["model"])
+    load_state_tensors(model, tensors, "model.", path)
     model.to(device).eval()
     head = build_seqvcr(cfg, gcfg.n_embd)
-    if head is not None and ckpt.get("seqvcr") is not None:
-        head.load_state_dict(ckpt["seqvcr"])
+    if head is not None and any(k.startswith("seqvcr.") for k in tensors):
+        load_state_tensors(head, tensors, "seqvcr.", path)
         head.to(device).eval()
-    return LoadedRun(rd, cfg, task, fmt, model, head, int(ckpt["step"]), read_result(rd))
+    return LoadedRun(rd, cfg, task, fmt, model, head, int(info["step"]), read_result(rd))
+
+
+def data_note(task: Task, examples: list[Example], data_file: str | Path) -> str | None:
+    """A sentence when ``data_file`` holds problems of another difficulty than the run's task was trained
+    on (3-operator expressions for a 4-operator model), else None. Such a transfer test is legitimate,
+    so callers warn rather than refuse."""
+    held = task.difficulty_of(examples)
+    if held is None:
+        return None
+    return f"{data_file} holds {held}; the model was trained on {task.describe()}"
 
 

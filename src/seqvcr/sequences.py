@@ -53,21 +53,40 @@ class SequenceFormat:
         return [*ex.question, self.task.question_end, *self.pause_block()]
 
     def target_tokens(self, ex: Example) -> list[str]:
-        """What the model must produce: [CoT, cot_end,] answer, <eos>."""
+        """What the model must produce: [CoT, cot_end,] answer, <eos>.
+
+        An example without a chain of thought (Feng et al.'s one-operator expressions) has no CoT block
+        where the CoT separator is the question's own (``=``, ``<sep>``): Feng writes ``a / b = c``, not
+        ``a / b = = c``. Multiplication keeps its ``####`` before the answer.
+        """
         out: list[str] = []
-        if self.cot:
+        if self.cot and (ex.cot or self.task.cot_end != self.task.question_end):
             out += [*ex.cot, self.task.cot_end]
         return out + [*ex.answer, self.tokenizer.tokens[self.tokenizer.eos_id]]
 
+    def max_new_tokens(self) -> int:
+        """The decoding budget: the longest target any example of this task can have in this format
+        ([CoT, cot_end,] answer, <eos>). A property of the task and the format, never of a batch, so
+        the same prompt decodes to the same output whatever it is batched with."""
+        cot = self.task.max_cot_length() + 1 if self.cot else 0
+        return cot + self.task.max_answer_length() + 1
+
     def extract_answer(self, generated: Sequence[str]) -> list[str]:
-        """The answer part of a generated continuation: cut at <eos>; after the last cot_end if CoT."""
+        """The answer part of a generated continuation, or ``[]`` when <eos> does not close it.
+
+        Only what ``<eos>`` ends counts as an answer: an output cut at the decoding budget is no answer,
+        even when its last segment happens to equal the reference. With a chain of thought the answer is
+        what follows the last ``cot_end`` (or, where ``cot_end`` is the question's separator, the whole
+        continuation when it has none: a one-operator expression answered directly).
+        """
         eos = self.tokenizer.tokens[self.tokenizer.eos_id]
         toks = list(generated)
-        if eos in toks:
-            toks = toks[: toks.index(eos)]
+        if eos not in toks:
+            return []
+        toks = toks[: toks.index(eos)]
         if self.cot:
             if self.task.cot_end not in toks:
-                return []
+                return toks if self.task.cot_end == self.task.question_end else []
             last = len(toks) - 1 - toks[::-1].index(self.task.cot_end)
             toks = toks[last + 1 :]
         return toks

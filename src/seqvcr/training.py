@@ -7,32 +7,48 @@ One file, one loop, no framework. Per step::
     loss = out.loss + SeqVCR(proj(out.hidden_states[layer]), mask)
 
 The batch order is a pure function of (seed, step), so a run resumed from its checkpoint sees exactly
-the batches it would have seen; the checkpoint also holds the optimiser and every RNG state.
-Under ``torchrun`` each rank takes its slice of the global batch and the Seq-VCR statistics are
-computed on the gathered global batch (see ``seqvcr.distributed``).
+the batches it would have seen; the checkpoint (``checkpoint.safetensors``, see ``seqvcr.checkpoints``)
+also holds the optimiser and the RNG state of every rank, so a resumed run, distributed or not, ends
+with the weights an uninterrupted one would have. Under ``torchrun`` each rank takes its slice of the
+global batch and the Seq-VCR statistics are computed on the gathered global batch (see
+``seqvcr.distributed``).
+
+Nothing on disk changes before every input has been checked: the run directory's state, the data, the
+model and the batch size are validated first, and only then is an old run removed (``force``), the
+directory created and the config written.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import torch
 from torch import nn
 
 from seqvcr import config as C
 from seqvcr import distributed as dist_utils
-from seqvcr.atomic import write_json_atomic, write_text_atomic
-from seqvcr.errors import RunDirError, TrainingDivergedError
+from seqvcr.atomic import check_output_path, write_json_atomic, write_text_atomic
+from seqvcr.checkpoints import (
+    LEGACY_CHECKPOINT_FILE,
+    MODEL_FILE,
+    legacy_error,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_model,
+    set_rng_state,
+)
+from seqvcr.errors import RunDirError, SeqVCRError, TrainingDivergedError
 from seqvcr.evaluation import evaluate
 from seqvcr.model import GPT
 from seqvcr.objectives import SeqVCR
@@ -139,38 +155,50 @@ class RunState:
         return self.time_before + time.perf_counter() - self.t_start
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def _gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order, on rank 0 (the others get ``[]``); a collective."""
+    own = rng_state()
+    world = dist_utils.world_size()
+    if world == 1:
+        return [own]
+    out: list[Any] = [None] * world if dist_utils.rank() == 0 else []
+    torch.distributed.gather_object(own, out if dist_utils.rank() == 0 else None, dst=0)
+    return out
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _kept(path: Path, step: int) -> str:
+    """What is left on disk to resume from, named only if it exists."""
+    if path.is_file():
+        return f"the last good checkpoint (step {step}) is kept in {path}"
+    return "no checkpoint had been saved yet"
 
 
 def _save_checkpoint(
-    path: Path, tm: TrainModule, opt: torch.optim.Optimizer, step: int, cfg: C.Config, train_time: float
+    path: Path,
+    tm: TrainModule,
+    opt: torch.optim.Optimizer,
+    state: RunState,
+    cfg: C.Config,
+    rng_states: list[dict[str, Any]],
 ) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "model": tm.model.state_dict(),
-            "model_config": vars(tm.model.config).copy(),
-            "seqvcr": tm.seqvcr.state_dict() if tm.seqvcr is not None else None,
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "rng": _rng_state(),
-            "train_time_s": train_time,
-            "config": C.to_dict(cfg),
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    """Write ``checkpoint.safetensors`` for ``state.step``; a failed write (full disk) is a one-line
+    RunDirError, the temporary file is gone and the previous checkpoint is untouched."""
+    try:
+        save_checkpoint(
+            path,
+            tm.model,
+            tm.seqvcr,
+            opt,
+            step=state.step,
+            train_time=state.train_time(),
+            rng_states=rng_states,
+            config=C.to_dict(cfg),
+        )
+    except OSError as err:
+        raise RunDirError(
+            f"{path}: cannot write the checkpoint of step {state.step} ({err.strerror or err}); "
+            f"{_kept(path, state.last_good_step)}; free some space and re-run the same command to resume"
+        ) from None
 
 
 class Progress:
@@ -191,26 +219,21 @@ class Progress:
         self.stream.flush()
 
 
-def prepare_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
-    """Create/validate the run directory. Returns True when an interrupted run should be resumed.
+def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
+    """Decide what to do with the run directory, changing nothing. True: resume an interrupted run.
 
-    A finished run (result.json present) is never overwritten without ``force``; an interrupted run
-    with the same config is resumed; one with a different config needs ``force``.
+    A finished run (result.json) or a trained model that cannot be resumed is never replaced without
+    ``force``; an interrupted run with the same config is resumed; one with a different config needs
+    ``force``; a checkpoint of the earlier pickle format must be converted first (never loaded).
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: exists and is not a directory")
-    finished = (run_dir / RESULT_FILE).is_file()
-    has_ckpt = (run_dir / CHECKPOINT_FILE).is_file()
-    if force and run_dir.is_dir():
-        for name in (RESULT_FILE, CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+    check_output_path(run_dir, "run directory", directory=True)
+    if force:
         return False
-    if finished:
+    if (run_dir / RESULT_FILE).is_file():
         raise RunDirError(
             f"{run_dir}: already holds a finished run (result.json); use --force to overwrite it"
         )
-    if has_ckpt:
+    if (run_dir / CHECKPOINT_FILE).is_file():
         saved = C.load_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
         if saved is None or C.to_dict(C.resolve(saved)) != C.to_dict(cfg):
             raise RunDirError(
@@ -218,7 +241,59 @@ def prepare_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
                 "use --force to start over or pick another directory"
             )
         return True
+    if (run_dir / LEGACY_CHECKPOINT_FILE).is_file():
+        raise legacy_error(run_dir)
+    if (run_dir / MODEL_FILE).is_file():
+        raise RunDirError(
+            f"{run_dir}: holds a trained model ({MODEL_FILE}) without a checkpoint to resume from; "
+            "use --force to train anew or pick another directory"
+        )
     return False
+
+
+#: The files of a run that ``force`` removes (once the new run's inputs have been checked).
+RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)
+
+
+def _set_up_run_dir(run_dir: Path, cfg: C.Config, force: bool, resume: bool, step: int) -> None:
+    """Remove the old run (``force``), create the directory, write the config (rank 0 only)."""
+    if force and run_dir.is_dir():
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:  # temporary files of an attempt killed while writing (never read)
+        for tmp in run_dir.glob(f"{name}.tmp*"):
+            tmp.unlink(missing_ok=True)
+    if resume:
+        _truncate_metrics(run_dir / METRICS_FILE, step)
+    else:  # records of an attempt that saved no checkpoint describe nothing that is kept
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    C.save_yaml(cfg, run_dir / CONFIG_FILE)
+
+
+T = TypeVar("T")
+
+
+def _on_rank0(fn: Callable[[], T], distributed: bool) -> T | None:
+    """Run ``fn`` on rank 0 and give every rank its verdict: the value, or the same one-line error
+    (so no rank waits forever in a collective for a rank that has given up)."""
+    value: T | None = None
+    error: BaseException | None = None
+    if dist_utils.rank() == 0:
+        try:
+            value = fn()
+        except (SeqVCRError, OSError) as err:
+            error = err
+    if distributed:
+        box: list[Any] = [value, None if error is None else str(error)]
+        torch.distributed.broadcast_object_list(box, src=0)
+        value = box[0]
+        if box[1] is not None and error is None:
+            error = RunDirError(box[1])
+    if error is not None:
+        raise error
+    return value
 
 
 def train(
@@ -229,28 +304,23 @@ def train(
     progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Train one run to completion (resuming if it was interrupted) and return its result dict."""
+    """Train one run to completion (resuming if it was interrupted) and return its result dict.
+
+    Raises:
+        RunDirError: the run directory is in the way (a finished run without ``force``, another
+            config, an earlier-format checkpoint, an unwritable place) or a checkpoint cannot be read
+            or written; nothing that existed before is removed or changed.
+        ConfigError, DataError: bad config values or data, found before anything is written.
+        TrainingDivergedError: the loss became NaN or infinite.
+    """
     cfg = C.resolve(cfg)
     rd = Path(run_dir)
     on_cpu = select_device(cfg.train.device).type == "cpu"
     distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     main = rank == 0
-    resume, error = False, None
-    if main:
-        try:
-            resume = prepare_run_dir(rd, cfg, force)
-            rd.mkdir(parents=True, exist_ok=True)
-        except RunDirError as err:
-            error = err
-    if distributed:  # every rank learns rank 0's verdict, so none waits in a collective forever
-        flag = [resume, str(error) if error else None]
-        torch.distributed.broadcast_object_list(flag, src=0)
-        resume = bool(flag[0])
-        if flag[1] is not None and error is None:
-            error = RunDirError(flag[1])
-    if error is not None:
-        raise error
+    # ---- 1. what the run directory holds decides resume or refusal; nothing is changed yet ----
+    resume = bool(_on_rank0(lambda: check_run_dir(rd, cfg, force), distributed))
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -298,21 +368,29 @@ def train(
     total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * sampler.steps_per_epoch))
     local_bs = sampler.batch_size // world
 
+    # ---- 2. the checkpoint to resume from: every rank reads it (and restores its own RNG state) ----
     state = RunState()
     ckpt_path = rd / CHECKPOINT_FILE
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        if head is not None:
-            head.load_state_dict(ckpt["seqvcr"])
-        opt.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
-        state.step = state.last_good_step = int(ckpt["step"])
-        state.time_before = float(ckpt.get("train_time_s", 0.0))
-        if main:
-            _truncate_metrics(rd / METRICS_FILE, state.step)
-    if main:
-        C.save_yaml(cfg, rd / CONFIG_FILE)
+        ck = read_checkpoint(ckpt_path)
+        ck.load_weights(model, head)
+        ck.load_optimizer(opt)
+        states = ck.rng_states
+        if len(states) == world:
+            set_rng_state(states[rank])
+        else:  # another number of processes than the run had: reproducible, but not the same masks
+            torch.manual_seed(cfg.train.seed * 1_000_003 + ck.step * 1009 + rank)
+            if main:
+                sys.stderr.write(
+                    f"warning: {ckpt_path} was written by {len(states)} process(es), resuming with "
+                    f"{world}: dropout masks differ from an uninterrupted run from here on\n"
+                )
+        state.step = state.last_good_step = ck.step
+        state.time_before = ck.train_time
+        del ck, states
+
+    # ---- 3. every input checked: now the directory may change ----
+    _on_rank0(lambda: _set_up_run_dir(rd, cfg, force, resume, state.step), distributed)
 
     runner: nn.Module = tm
     if cfg.train.compile:
@@ -354,6 +432,7 @@ def train(
             ckpt_path,
         )
         train_time = state.train_time()
+        rng_states = _gather_rng_states()  # a collective: before the rank-0-only part
         result: dict[str, Any] = {}
         if main:
             final = evaluate(
@@ -370,7 +449,15 @@ def train(
                     "position_accuracy": final.position_accuracy,
                 },
             )
-            _save_checkpoint(ckpt_path, tm, opt, state.step, cfg, state.train_time())
+            _save_checkpoint(ckpt_path, tm, opt, state, cfg, rng_states)
+            state.last_good_step = state.step
+            try:
+                save_model(rd / MODEL_FILE, model, head, state.step)
+            except OSError as err:
+                raise RunDirError(
+                    f"{rd / MODEL_FILE}: cannot be written ({err.strerror or err}); "
+                    f"{_kept(ckpt_path, state.step)}; free some space and re-run the same command"
+                ) from None
             info = machine_info(device)
             result = {
                 "run_dir": str(rd),
@@ -399,17 +486,20 @@ def train(
             dist_utils.barrier()
 
 
-def _optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernels on CUDA."""
+def parameter_groups(tm: TrainModule, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's two groups: matrices with ``weight_decay``, biases and LayerNorms without (the order of
+    the parameters in them is the order a checkpoint's optimiser state refers to)."""
     decay, no_decay = [], []
     for _, p in tm.named_parameters():
         if not p.requires_grad:
             continue
         (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.optim.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernels on CUDA."""
+    groups = parameter_groups(tm, cfg.optim.weight_decay)
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), **extra)
 
@@ -423,20 +513,44 @@ def _any_rank(flag: torch.Tensor) -> bool:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint a run resumes from, so no step appears twice."""
+    """Drop records logged after the checkpoint a run resumes from, so no step appears twice.
+
+    A torn last line (the process was killed while writing it) is dropped too; any other line that is
+    not a JSON record is a RunDirError naming file:line (it was not written by seqvcr).
+    """
     if not path.is_file():
         return
-    kept = [
-        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
-    ]
+    lines = path.read_text(errors="replace").splitlines()
+    kept = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            record_step = int(record["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if lineno == len(lines):
+                continue  # torn by a kill during the write
+            raise RunDirError(
+                f"{path}:{lineno}: not a metrics record; remove the line (or the file) to resume"
+            ) from None
+        if record_step <= step:
+            kept.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _log(stream: TextIO | None, record: dict[str, Any]) -> None:
+    """Append one record to metrics.jsonl (a failed write, e.g. a full disk, is a one-line error)."""
     if stream is None:
         return
-    stream.write(json.dumps(record) + "\n")
-    stream.flush()
+    try:
+        stream.write(json.dumps(record) + "\n")
+        stream.flush()
+    except OSError as err:
+        raise RunDirError(
+            f"{getattr(stream, 'name', METRICS_FILE)}: cannot append a record ({err.strerror or err}); "
+            "free some space and re-run the same command to resume from the last checkpoint"
+        ) from None
 
 
 def _loop(
@@ -505,8 +619,8 @@ def _loop(
         if (at_log or at_ckpt or at_eval) and _any_rank(nonfinite):
             raise TrainingDivergedError(
                 f"loss became NaN/inf between steps {state.last_good_step} and {s} "
-                f"(lr {lr:.3g}); stopped. The last good checkpoint (step {state.last_good_step}) is kept "
-                f"in {ckpt_path}; lower optim.lr or raise optim.warmup and re-run with --force"
+                f"(lr {lr:.3g}); stopped: {_kept(ckpt_path, state.last_good_step)}; lower optim.lr or "
+                "raise optim.warmup and re-run with --force"
             )
         if at_log and n_steps:
             if device.type == "cuda":
@@ -562,11 +676,12 @@ def _loop(
             tm.train()
             t_last = time.perf_counter()
         if at_ckpt:
+            rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
             if main:
                 model_for_ckpt = tm
                 if cfg.train.compile:
                     model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.positions, tm.pause_ids)
-                _save_checkpoint(ckpt_path, model_for_ckpt, opt, s, cfg, state.train_time())
+                _save_checkpoint(ckpt_path, model_for_ckpt, opt, state, cfg, rng_states)
             state.last_good_step = s
     if cfg.train.compile:
         tm.model = tm.model._orig_mod

@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from seqvcr.atomic import check_output_path
 from seqvcr.errors import ConfigError, RunDirError
 
 __all__ = ["register"]
@@ -52,6 +53,7 @@ def _cmd_entropy(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+    check_output_path(args.out or args.run_dir, "--out", directory=True)
     result = compute_layer_entropy(
         args.run_dir, args.data, n_sequences=args.n, seed=None if args.seed < 0 else args.seed,
         batch_size=args.batch_size, alpha=args.alpha, normalize=args.normalize, device=args.device,
@@ -100,6 +102,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise RunDirError(f"{p}: is a sweep directory; report a sweep on its own: seqvcr report {p}")
     if args.out is None:
         raise ConfigError("report: --out DIR is required for run directories")
+    check_output_path(args.out, "--out", directory=True)
     if args.n < 1:
         raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
     from seqvcr.analysis.report import build_report

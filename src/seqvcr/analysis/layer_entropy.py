@@ -47,7 +47,7 @@ from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.entropy import matrix_entropy
 from seqvcr.errors import ConfigError, DataError
-from seqvcr.runs import LoadedRun, load_run, select_device
+from seqvcr.runs import LoadedRun, data_note, load_run, select_device
 from seqvcr.sequences import encode_examples
 from seqvcr.tasks import read_examples
 
@@ -126,7 +126,7 @@ def compute_layer_entropy(
     """Per-sequence and dataset-level matrix entropy of every layer of a trained run (see module doc).
 
     Args:
-        run: a run directory (``config.yaml`` + ``checkpoint.pt``) or an already loaded run.
+        run: a run directory (``config.yaml`` + its saved weights) or an already loaded run.
         data_file: a data file in the run's task format; ``ref:...`` names a shipped reference file.
         n_sequences: size of the fixed sample (None: every line of the file).
         seed: sampling seed when the file is larger than the sample (None: the first lines).
@@ -152,6 +152,9 @@ def compute_layer_entropy(
     model.eval()
 
     examples = read_examples(loaded.task, resolve_data_path(data_file))
+    note = data_note(loaded.task, examples, data_file)
+    if note:
+        print(f"warning: {note}; measuring it as it is", file=sys.stderr)
     indices = sample_indices(len(examples), n_sequences, seed)
     chosen = [examples[i] for i in indices]
     data = encode_examples(loaded.fmt, chosen, where=str(data_file))

@@ -635,7 +635,9 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
 
 def copy_sweep(src: str | Path, dst: str | Path, *, with_checkpoints: bool = False) -> Path:
     """Copy a sweep directory (without checkpoints by default); the copy reports the same."""
-    ignore = None if with_checkpoints else shutil.ignore_patterns("checkpoint.pt", "*.tmp*", ".lock")
+    ignore = None if with_checkpoints else shutil.ignore_patterns(
+        "checkpoint.safetensors", "checkpoint.pt", "*.tmp*", ".lock"
+    )
     shutil.copytree(src, dst, ignore=ignore)
     return Path(dst)
 

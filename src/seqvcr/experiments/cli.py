@@ -81,8 +81,21 @@ def _status_table(manifest: dict[str, Any], sweep: Path | None) -> list[str]:
     return lines
 
 
+def _check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Positive process/thread counts (0 or a negative number would silently mean something else)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: expected an integer >= 1 (leave it out for the default), got {value}")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from seqvcr.experiments.plan import load_plan
+
+    _check_counts(args, ("workers", "threads", "cpus_per_job", "time", "parallelism"))
+    if args.gpus_per_job < 0:
+        raise ConfigError(f"--gpus-per-job: expected an integer >= 0 (0: CPU jobs), got {args.gpus_per_job}")
 
     src = Path(args.plan)
     if src.is_dir():
@@ -185,6 +198,7 @@ def _finish(sweep: Path, name: str, args: argparse.Namespace, seconds: float | N
 
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
+    _check_counts(args, ("threads",))
     out = S.run_one(args.sweep_dir, args.run_id, threads=args.threads, log_to_file=not args.no_log_file,
                     device=args.device)
     line = {"id": out.id, "status": out.status, "seconds": round(out.seconds, 1)}

@@ -6,8 +6,10 @@ All three call the same worker, ``seqvcr.experiments.sweep.run_one(sweep_dir, ru
   With GPUs, one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker); on CPU, ``workers``
   processes (default: one per core, at most 8) with ``cores // workers`` torch threads each. A
   crashed run is recorded and reported; the others go on. Ctrl-C or SIGTERM stops the workers (their
-  checkpoints stay) and the next invocation resumes them. Workers die with the parent
-  (``PR_SET_PDEATHSIG`` on Linux), so nothing is orphaned.
+  checkpoints stay) and the next invocation resumes them. Workers die with the parent, even one
+  killed with SIGKILL: a worker asks Linux for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``) as
+  its first act, and exits at once if the parent died before that (its parent is then no longer the
+  process that started it), so nothing is orphaned.
 * ``slurm``: a job array through ``submitit`` (optional dependency). Each task runs one run and is
   requeued from its checkpoint when it reaches the time limit or is preempted.
 * ``print``: one ``seqvcr sweep-run SWEEP_DIR RUN_ID`` line per pending run, for any other scheduler.
@@ -73,20 +75,31 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies (no orphaned training)."""
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no orphaned training).
+
+    The request only covers a death after it is made, and a spawned worker makes it a second or so
+    after it starts (the interpreter boots first). So when ``parent`` (the pid of the process that
+    started this one) is given and is no longer this process's parent, the parent has already died:
+    exit now rather than train as an orphan.
+    """
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     except Exception:  # noqa: BLE001 - best effort, other platforms
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(143)  # as if SIGTERM had arrived: the next sweep resumes the run
 
 
-def _child(sweep_dir: str, rid: str, threads: int | None, gpu: str | None) -> None:
+def _child(sweep_dir: str, rid: str, threads: int | None, gpu: str | None, parent: int | None = None) -> None:
     """Entry point of a local worker process (spawned): one run, exit status = its outcome."""
-    _die_with_parent()
+    _die_with_parent(parent)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if threads:
@@ -161,7 +174,9 @@ def run_local(
                 run = pending.pop(0)
                 gpu = free_gpus.pop(0) if gpus else None
                 started += 1
-                proc = ctx.Process(target=target, args=(str(sweep), run["id"], per, gpu), daemon=False)
+                proc = ctx.Process(
+                    target=target, args=(str(sweep), run["id"], per, gpu, os.getpid()), daemon=False
+                )
                 proc.start()
                 active[proc.sentinel] = (proc, run, time.perf_counter(), started, gpu)
                 _say(stream, f"{'':>9} start {run['id']} {describe_run(run)}"

@@ -6,7 +6,8 @@ Layout (every path inside is relative, so the directory can be copied and report
     SWEEP_DIR/manifest.json       studies -> settings -> seed -> run id; runs with overrides and status
     SWEEP_DIR/runs/<id>/spec.json what the worker needs: resolved config, eval data, metrics, skip reason
     SWEEP_DIR/runs/<id>/...       the run directory of ``seqvcr.training.train`` (config.yaml,
-                                  checkpoint.pt, metrics.jsonl, result.json) plus eval.json,
+                                  checkpoint.safetensors, model.safetensors, metrics.jsonl,
+                                  result.json) plus eval.json,
                                   entropy.json, train.log, and error.txt when it crashed
 
 A run id is the first 10 hex digits of the SHA-1 of the canonical JSON of the run's resolved config, so
@@ -41,6 +42,7 @@ import yaml
 
 from seqvcr import config as C
 from seqvcr.atomic import write_json_atomic, write_text_atomic
+from seqvcr.checkpoints import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments.plan import GPT2_PLACEHOLDER, Plan
 
@@ -70,7 +72,7 @@ def run_id(config: dict[str, Any]) -> str:
 def read_json(path: Path) -> Any | None:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8 text
         return None
 
 
@@ -272,7 +274,7 @@ def run_status(sweep_dir: str | Path, rid: str) -> str:
         return "done"
     if (rd / ERROR).is_file():
         return "crashed"
-    if finished or (rd / "checkpoint.pt").is_file():
+    if finished or any((rd / f).is_file() for f in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE)):
         return "interrupted"
     return "pending"
 
@@ -412,7 +414,7 @@ def run_one(
 
                 cfg = C.from_dict(spec["config"])
                 if not (rd / "result.json").is_file():
-                    if not (rd / "checkpoint.pt").is_file():
+                    if not any((rd / f).is_file() for f in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE)):
                         # an attempt that saved nothing: start its log of metrics afresh
                         (rd / "metrics.jsonl").unlink(missing_ok=True)
                     cmd = f"seqvcr sweep-run {sweep} {rid}"

@@ -265,6 +265,31 @@ class ArithmeticTask(Task):
             return self.operators
         return rng.choices(range(1, self.operators + 1), cum_weights=self._cum_weights)[0]
 
+    def for_evaluation(self) -> ArithmeticTask:
+        """Without ``under``: Feng et al.'s validation and test sets have exactly L operators."""
+        if not self.under:
+            return self
+        return ArithmeticTask(self.operators, self.modulus, under=False)
+
+    def max_cot_length(self) -> int:
+        """Expressions with L-1, ..., 1 operators joined by ``=``: an expression with k operators has at
+        most 1 + 4k tokens (each operator inserts ``n1 op n2`` for a number, bracketed at worst)."""
+        L = self.operators
+        return sum(1 + 4 * k for k in range(1, L)) + max(0, L - 2)
+
+    def max_answer_length(self) -> int:
+        return 1
+
+    def difficulty_of(self, examples: Iterable[Example]) -> str | None:
+        """``"expressions with 3 operators"`` (or ``1..4``) unless every expression has exactly L."""
+        ops = set(OPERATORS)
+        counts = {sum(t in ops for t in ex.question) for ex in examples}
+        if not counts or counts == {self.operators}:
+            return None
+        lo, hi = min(counts), max(counts)
+        span = f"{lo}" if lo == hi else f"{lo}..{hi}"
+        return f"expressions with {span} operator{'s' if hi > 1 else ''}"
+
     def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
         """``n`` examples with distinct expressions (none in ``exclude``).
 

@@ -92,6 +92,25 @@ class Task(ABC):
         """The constructor keyword arguments (defaults resolved): ``make_task(t.name, **t.options())``
         rebuilds an equal task, so a saved config identifies the task exactly."""
 
+    def max_cot_length(self) -> int:
+        """The most chain-of-thought tokens any example of this task has (without ``cot_end``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not bound its chain of thought")
+
+    def max_answer_length(self) -> int:
+        """The most answer tokens any example of this task has."""
+        raise NotImplementedError(f"{type(self).__name__} does not bound its answers")
+
+    def for_evaluation(self) -> Task:
+        """The task that validation and test sets are drawn from (``self``, unless the task mixes easier
+        problems into its training set, as Feng et al.'s ``under`` option does)."""
+        return self
+
+    def difficulty_of(self, examples: Iterable[Example]) -> str | None:
+        """What ``examples`` hold when it is not what this task tests (e.g. ``"expressions with 3
+        operators"`` for a 4-operator task), else None. The line parser already rejects problems the
+        task cannot hold; this names the legitimate but different ones (a transfer test)."""
+        return None
+
     def key(self, ex: Example) -> str:
         """The question as one string: the identity of a problem, used to keep train and test disjoint."""
         return " ".join(ex.question)

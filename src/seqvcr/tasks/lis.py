@@ -84,6 +84,13 @@ class LISTask(Task):
     def options(self) -> dict[str, Any]:
         return {"length": self.length, "max_value": self.max_value}
 
+    def max_cot_length(self) -> int:
+        """The DP array: one value per input number."""
+        return self.length
+
+    def max_answer_length(self) -> int:
+        return 1
+
     def describe(self) -> str:
         return f"lis n={self.length} values {self.length + 1}..{self.max_value}"
 

@@ -92,6 +92,13 @@ class MultiplicationTask(Task):
         """The product, reversed and zero padded to exactly ``digits + digits_b`` digits."""
         return tuple(_rev(a * b, self.digits + self.digits_b))
 
+    def max_cot_length(self) -> int:
+        """Every CoT of an N x M task has the same length (each number is zero padded to its width)."""
+        return len(self.cot_of(10 ** (self.digits - 1), 10 ** (self.digits_b - 1)))
+
+    def max_answer_length(self) -> int:
+        return self.digits + self.digits_b
+
     def example(self, a: int, b: int, cot: bool = True) -> Example:
         """The example for ``a * b`` (``cot=False``: without chain of thought)."""
         return Example(self.question_of(a, b), self.cot_of(a, b) if cot else (), self.answer_of(a, b))

@@ -1,0 +1,604 @@
+"""A run's weights and training state on disk: safetensors and JSON, nothing that can run code.
+
+::
+
+    RUN_DIR/model.safetensors       the trained weights, written when the run finishes (and by
+                                    ``seqvcr convert-checkpoint``): the model under ``model.*``, the
+                                    Seq-VCR projection under ``seqvcr.*``
+    RUN_DIR/checkpoint.safetensors  what resuming needs, written every ``train.checkpoint_every`` steps
+                                    and at the end: the same weights, AdamW's state
+                                    (``optimizer.<param index>.<name>``) and every rank's RNG state
+                                    (``rng.<rank>.torch``, ``rng.<rank>.cuda.<device>``)
+
+Both keep their other facts (step, the GPT's shape, training time, the optimiser's hyper-parameters, the
+Python RNG states, the config) as one JSON object in the safetensors header
+(``__metadata__["seqvcr"]``). Reading them parses JSON and copies raw tensor bytes: unlike a pickle,
+nothing in them is ever executed, so a run directory from anyone can be scored safely. A finished run
+can be shared without its optimiser state: ``model.safetensors`` (with ``config.yaml``) is all that
+``eval``, ``entropy``, ``report`` and ``export-hf`` read; they fall back to the weights inside
+``checkpoint.safetensors`` for a run that has not finished.
+
+The earlier format, ``RUN_DIR/checkpoint.pt`` (a pickle written by ``torch.save``), is read in one place
+only: :func:`convert_legacy` (``seqvcr convert-checkpoint RUN_DIR``), with
+``torch.load(weights_only=True)``, which refuses every object but tensors and plain containers. Every
+other command names that command instead of loading the file.
+
+Files are written through :func:`seqvcr.atomic.write_bytes_atomic` (temporary file, fsync, rename), one
+tensor at a time, so a checkpoint is never built in memory first and a failed write (a full disk) leaves
+the previous file in place.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import struct
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from torch import nn
+
+from seqvcr.atomic import write_bytes_atomic
+from seqvcr.errors import RunDirError
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORMAT",
+    "LEGACY_CHECKPOINT_FILE",
+    "MODEL_FILE",
+    "SAFE_TORCH_LOAD",
+    "Checkpoint",
+    "convert_legacy",
+    "legacy_error",
+    "load_state_tensors",
+    "read_checkpoint",
+    "read_safetensors",
+    "rng_state",
+    "save_checkpoint",
+    "save_model",
+    "set_rng_state",
+    "state_tensors",
+    "torch_load_is_safe",
+    "write_safetensors",
+]
+
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LEGACY_CHECKPOINT_FILE = "checkpoint.pt"
+FORMAT = 1  # version of the JSON object in the header
+META_KEY = "seqvcr"
+#: ``torch.load(weights_only=True)`` is only safe against crafted files from this version on
+#: (CVE-2025-32434 affects 2.5.1 and earlier).
+SAFE_TORCH_LOAD = "2.6"
+
+_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def write_safetensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> Path:
+    """Write ``tensors`` (no two sharing memory) and the string ``metadata`` as one safetensors file,
+    atomically.
+
+    The file is streamed one tensor at a time (each copied to the CPU only while it is written), so a
+    GPU checkpoint needs no second copy of itself in memory. Layout (the safetensors format): an 8-byte
+    little-endian header length, the JSON header (dtype, shape and byte range of every tensor, plus
+    ``__metadata__``), padded with spaces to a multiple of 8, then the raw little-endian tensor bytes.
+
+    Raises:
+        OSError: the write failed (e.g. ENOSPC); ``path`` is unchanged and no temporary file is left.
+    """
+    if sys.byteorder != "little":  # pragma: no cover - every platform torch supports is little-endian
+        raise RunDirError("writing safetensors needs a little-endian machine")
+    header: dict[str, Any] = {}
+    offset = 0
+    order: list[tuple[str, torch.Tensor]] = []
+    for name, t in tensors.items():
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"{name}: dtype {t.dtype} cannot be stored")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": _DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+        order.append((name, t))
+    header["__metadata__"] = dict(metadata)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+
+    def write(f: BinaryIO) -> None:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for _, t in order:
+            if t.numel():
+                cpu = t.detach().to("cpu").contiguous().reshape(-1)
+                f.write(cpu.view(torch.uint8).numpy().data)
+
+    return write_bytes_atomic(path, write)
+
+
+def _write_run_file(path: str | Path, tensors: Mapping[str, torch.Tensor], info: dict[str, Any]) -> Path:
+    """A seqvcr file: the tensors, and ``info`` as JSON under ``__metadata__["seqvcr"]``."""
+    return write_safetensors(path, tensors, {META_KEY: json.dumps(info, allow_nan=False)})
+
+
+def read_safetensors(
+    path: str | Path, what: str, prefixes: tuple[str, ...] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors (those whose names start with one of ``prefixes``, or all) and the JSON info of a
+    file written by :func:`write_safetensors`.
+
+    Raises:
+        RunDirError: the file is missing, truncated, corrupt, or not a seqvcr file; the message names
+            it and says what to do. ``what`` names the file's role in that message.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise RunDirError(f"{p}: no such file")
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            names = [k for k in f.keys() if prefixes is None or k.startswith(prefixes)]  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in names}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types; all mean "unreadable"
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunDirError(
+            f"{p}: not a readable {what}: truncated or corrupt ({detail}); {_remedy(p)}"
+        ) from None
+    raw = meta.get(META_KEY)
+    try:
+        info = json.loads(raw) if raw is not None else None
+    except json.JSONDecodeError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("step"), int):
+        raise RunDirError(f"{p}: a safetensors file but not a seqvcr {what} (no seqvcr header); {_remedy(p)}")
+    if info.get("format", 0) > FORMAT:
+        raise RunDirError(f"{p}: written by a newer seqvcr (format {info.get('format')}); upgrade seqvcr")
+    return tensors, info
+
+
+def _remedy(path: Path) -> str:
+    """What to do about an unreadable run file (it is never repaired or removed automatically)."""
+    if path.name == CHECKPOINT_FILE:
+        return "restore it from a copy, or start the run over with --force"
+    return "restore it from a copy, or re-train the run with --force"
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+def _alias_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+
+
+def _canonical_names(module: nn.Module) -> dict[str, str]:
+    """Each state-dict entry -> the name it is stored under: tied tensors (GPT's ``lm_head.weight`` is
+    ``transformer.wte.weight``) share the first name, so each is stored once."""
+    first: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], str] = {}
+    out: dict[str, str] = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        out[name] = first.setdefault(_alias_key(t), name) if t.numel() else name
+    return out
+
+
+def state_tensors(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """The module's state dict under ``prefix``, tied tensors once (safetensors stores no aliases)."""
+    sd = module.state_dict()
+    return {prefix + stored: sd[stored] for stored in dict.fromkeys(_canonical_names(module).values())}
+
+
+def load_state_tensors(
+    module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str, path: Path
+) -> None:
+    """Load what :func:`state_tensors` stored under ``prefix`` into ``module`` (ties restored as they are).
+
+    Raises:
+        RunDirError: names or shapes do not match the module (the file belongs to another model).
+    """
+    canonical = _canonical_names(module)
+    expected = {prefix + n for n in canonical.values()}
+    present = {k for k in tensors if k.startswith(prefix)}
+    if expected != present:
+        missing, extra = sorted(expected - present), sorted(present - expected)
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+        raise RunDirError(f"{path}: its weights do not fit the run's model ({what}); is it from another run?")
+    current = module.state_dict()
+    new: dict[str, torch.Tensor] = {}
+    for name, stored in canonical.items():
+        t = tensors[prefix + stored]
+        if tuple(t.shape) != tuple(current[name].shape):
+            raise RunDirError(
+                f"{path}: {prefix + stored} has shape {tuple(t.shape)}, the run's model needs "
+                f"{tuple(current[name].shape)}; is it from another run?"
+            )
+        new[name] = t
+    module.load_state_dict(new)
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states: torch CPU, CUDA (every device) and Python's ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if state.get("cuda") and torch.cuda.is_available():  # as many devices as both machines have
+        torch.cuda.set_rng_state_all(list(state["cuda"])[: torch.cuda.device_count()])
+
+
+def _rng_to_file(states: list[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], list[Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    python: list[Any] = []
+    for r, st in enumerate(states):
+        tensors[f"rng.{r}.torch"] = st["torch"]
+        for k, c in enumerate(st.get("cuda") or []):
+            tensors[f"rng.{r}.cuda.{k}"] = c
+        version, internal, gauss = st["python"]
+        python.append([version, list(internal), gauss])
+    return tensors, python
+
+
+def _rng_from_file(tensors: Mapping[str, torch.Tensor], python: list[Any]) -> list[dict[str, Any]]:
+    states: list[dict[str, Any]] = []
+    for r, (version, internal, gauss) in enumerate(python):
+        cuda = []
+        while f"rng.{r}.cuda.{len(cuda)}" in tensors:
+            cuda.append(tensors[f"rng.{r}.cuda.{len(cuda)}"])
+        states.append(
+            {"torch": tensors[f"rng.{r}.torch"], "python": (version, tuple(internal), gauss), "cuda": cuda}
+        )
+    return states
+
+
+# ---------------------------------------------------------------------------------------------- optimiser
+
+
+def _optimizer_to_file(sd: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{name}"] = value
+            else:
+                plain.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "state": plain}
+
+
+def _optimizer_from_file(
+    tensors: Mapping[str, torch.Tensor], saved: Mapping[str, Any], current: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An optimizer state dict from the file; lists become tuples where the optimiser has tuples
+    (JSON has no tuples: AdamW's ``betas``)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        if key.startswith("optimizer."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = t
+    for idx, values in saved["state"].items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = []
+    for g, now in zip(saved["param_groups"], current["param_groups"]):
+        groups.append(
+            {
+                k: tuple(v) if isinstance(now.get(k), tuple) and isinstance(v, list) else v
+                for k, v in g.items()
+            }
+        )
+    groups += list(saved["param_groups"][len(groups) :])  # a count mismatch is load_state_dict's error
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------------------------------------- run files
+
+
+def _weights(model: nn.Module, head: nn.Module | None) -> dict[str, torch.Tensor]:
+    tensors = state_tensors(model, "model.")
+    if head is not None:
+        tensors.update(state_tensors(head, "seqvcr."))
+    return tensors
+
+
+def save_model(path: str | Path, model: nn.Module, head: nn.Module | None, step: int) -> Path:
+    """``model.safetensors``: the weights of the model and the Seq-VCR head, the step and the GPT's shape."""
+    info = {"format": FORMAT, "kind": "model", "step": int(step), "model_config": vars(model.config).copy()}
+    return _write_run_file(path, _weights(model, head), info)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    head: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    *,
+    step: int,
+    train_time: float,
+    rng_states: list[Mapping[str, Any]],
+    config: dict[str, Any],
+) -> Path:
+    """``checkpoint.safetensors``: weights, optimiser state and one RNG state per rank (rank order)."""
+    tensors = _weights(model, head)
+    opt_tensors, opt_plain = _optimizer_to_file(optimizer.state_dict())
+    rng_tensors, rng_python = _rng_to_file(rng_states)
+    tensors.update(opt_tensors)
+    tensors.update(rng_tensors)
+    info = {
+        "format": FORMAT,
+        "kind": "checkpoint",
+        "step": int(step),
+        "model_config": vars(model.config).copy(),
+        "train_time_s": float(train_time),
+        "world_size": len(rng_states),
+        "optimizer": opt_plain,
+        "rng_python": rng_python,
+        "config": config,
+    }
+    return _write_run_file(path, tensors, info)
+
+
+@dataclass
+class Checkpoint:
+    """A ``checkpoint.safetensors`` read back: restore weights, optimiser and RNG from it."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.info["step"])
+
+    @property
+    def train_time(self) -> float:
+        return float(self.info.get("train_time_s", 0.0))
+
+    @property
+    def rng_states(self) -> list[dict[str, Any]]:
+        """One RNG state per rank of the run that wrote it."""
+        return _rng_from_file(self.tensors, self.info["rng_python"])
+
+    def load_weights(self, model: nn.Module, head: nn.Module | None) -> None:
+        load_state_tensors(model, self.tensors, "model.", self.path)
+        if head is not None:
+            load_state_tensors(head, self.tensors, "seqvcr.", self.path)
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        sd = _optimizer_from_file(self.tensors, self.info["optimizer"], optimizer.state_dict())
+        try:
+            optimizer.load_state_dict(sd)
+        except (ValueError, KeyError) as err:
+            raise RunDirError(f"{self.path}: its optimiser state does not fit the run ({err})") from None
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a ``checkpoint.safetensors`` (RunDirError naming the file if it is unreadable)."""
+    p = Path(path)
+    tensors, info = read_safetensors(p, "checkpoint")
+    if info.get("kind") != "checkpoint" or "optimizer" not in info or "rng_python" not in info:
+        raise RunDirError(f"{p}: not a seqvcr training checkpoint (kind {info.get('kind')!r}); {_remedy(p)}")
+    return Checkpoint(p, tensors, info)
+
+
+def legacy_error(run_dir: str | Path) -> RunDirError:
+    """The one-line error for a run directory that holds only an earlier-format ``checkpoint.pt``."""
+    rd = Path(run_dir)
+    return RunDirError(
+        f"{rd / LEGACY_CHECKPOINT_FILE}: a checkpoint in seqvcr's earlier format (a pickle, which seqvcr no "
+        f"longer loads because a pickle can run code); convert it first: "
+        f"seqvcr convert-checkpoint {shlex.quote(str(rd))}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+
+def torch_load_is_safe() -> bool:
+    """Whether this torch's ``torch.load(weights_only=True)`` resists crafted files."""
+    from torch.torch_version import TorchVersion
+
+    return TorchVersion(torch.__version__) >= SAFE_TORCH_LOAD
+
+
+def _read_legacy(path: Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with one-line errors; never runs an object's code."""
+    import pickle
+    import warnings
+    import zipfile
+
+    if not torch_load_is_safe():
+        raise RunDirError(
+            f"{path}: converting needs torch >= {SAFE_TORCH_LOAD} (this is {torch.__version__}): older "
+            "versions of torch.load(weights_only=True) can be made to run code by a crafted file"
+        )
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line.strip() for line in first if "GLOBAL" in line or "Unsupported" in line), "")
+        raise RunDirError(
+            f"{path}: refused: it holds objects other than tensors and plain values, so it is not a seqvcr "
+            f"checkpoint (nothing in it was run{'; ' + detail if detail else ''})"
+        ) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunDirError(f"{path}: truncated or corrupt ({detail}); restore it from a copy") from None
+    required = {"model": Mapping, "model_config": Mapping, "step": int}
+    if not isinstance(obj, Mapping) or any(not isinstance(obj.get(k), tp) for k, tp in required.items()):
+        raise RunDirError(f"{path}: not a seqvcr checkpoint (expected a dict with model, model_config, step)")
+    return dict(obj)
+
+
+def convert_legacy(run_dir: str | Path, *, keep: bool = False) -> dict[str, Any]:
+    """Convert ``RUN_DIR/checkpoint.pt`` (the earlier pickle format) to the safetensors files.
+
+    Writes ``checkpoint.safetensors`` (weights, optimiser, RNG, step, training time: the run resumes
+    exactly where it stopped) when the old checkpoint holds the optimiser and RNG state, and
+    ``model.safetensors`` when the run has finished (``result.json``) or cannot be resumed, which is
+    what training with this version would have left. Other files (config.yaml, metrics.jsonl,
+    result.json, eval.json, entropy.json, ...) are kept as they are. The new files are read back and
+    compared tensor by tensor with the old checkpoint; only then is ``checkpoint.pt`` removed (unless
+    ``keep``). A directory that already holds one of the new files is left alone (with ``keep`` the run
+    may have trained on since; the old file would take it back).
+
+    Returns:
+        a summary: run_dir, step, the files written, whether checkpoint.pt was removed.
+
+    Raises:
+        RunDirError: not a run directory, or the old checkpoint is corrupt, holds anything but tensors
+            and plain values (refused without running it), or does not fit the run's config.
+    """
+    from seqvcr.model import GPT, GPTConfig
+    from seqvcr.runs import CONFIG_FILE, RESULT_FILE, build_seqvcr, load_run_config
+
+    rd = Path(run_dir)
+    legacy = rd / LEGACY_CHECKPOINT_FILE
+    if (rd / MODEL_FILE).is_file() or (rd / CHECKPOINT_FILE).is_file():
+        # never overwrite: the run may have gone on training since (a kept checkpoint.pt is older)
+        return {"run_dir": str(rd), "converted": False, "note": "already in the safetensors format"}
+    if not legacy.is_file():
+        if not (rd / CONFIG_FILE).is_file():
+            raise RunDirError(f"{rd}: not a run directory (no {CONFIG_FILE})")
+        raise RunDirError(f"{rd}: no {LEGACY_CHECKPOINT_FILE} to convert")
+    cfg = load_run_config(rd, need_weights=False)
+    old = _read_legacy(legacy)
+    try:
+        gcfg = GPTConfig(**dict(old["model_config"]))
+    except TypeError as err:
+        raise RunDirError(f"{legacy}: model_config does not describe a GPT ({err})") from None
+    model = GPT(gcfg)
+    head = build_seqvcr(cfg, gcfg.n_embd) if old.get("seqvcr") is not None else None
+    try:
+        model.load_state_dict(old["model"])
+        if head is not None:
+            head.load_state_dict(old["seqvcr"])
+    except (RuntimeError, TypeError) as err:
+        detail = str(err).strip().splitlines()[0]
+        raise RunDirError(f"{legacy}: its weights do not fit the run's config.yaml ({detail})") from None
+    step = int(old["step"])
+    finished = (rd / RESULT_FILE).is_file()
+    written: list[str] = []
+    resumable = isinstance(old.get("optimizer"), Mapping) and isinstance(old.get("rng"), Mapping)
+    if resumable:
+        opt = _optimizer_for(model, head, old["optimizer"], legacy)
+        rng = dict(old["rng"])
+        save_checkpoint(
+            rd / CHECKPOINT_FILE,
+            model,
+            head,
+            opt,
+            step=step,
+            train_time=float(old.get("train_time_s", 0.0)),
+            rng_states=[rng],
+            config=_plain(old.get("config")),
+        )
+        written.append(CHECKPOINT_FILE)
+    if finished or not resumable:
+        save_model(rd / MODEL_FILE, model, head, step)
+        written.append(MODEL_FILE)
+    _verify(rd, written, old, legacy)
+    removed = False
+    if not keep:
+        legacy.unlink()
+        removed = True
+    return {
+        "run_dir": str(rd),
+        "converted": True,
+        "step": step,
+        "finished": finished,
+        "files": written,
+        "removed": LEGACY_CHECKPOINT_FILE if removed else None,
+    }
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-able copy (the old checkpoint's config dict holds only plain values)."""
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
+
+
+def _optimizer_for(
+    model: nn.Module, head: nn.Module | None, sd: Mapping[str, Any], legacy: Path
+) -> torch.optim.Optimizer:
+    """An AdamW over the run's parameters, grouped as training groups them, holding the old state (its
+    hyper-parameters included)."""
+    from seqvcr.training import TrainModule, parameter_groups
+
+    groups = parameter_groups(TrainModule(model, head), weight_decay=0.0)  # the saved groups' decay wins
+    sizes = [len(g["params"]) for g in sd.get("param_groups", [])]
+    if sizes != [len(g["params"]) for g in groups]:
+        raise RunDirError(
+            f"{legacy}: its optimiser state has parameter groups of {sizes} tensors, the run's model "
+            f"{[len(g['params']) for g in groups]}; is it from another run?"
+        )
+    opt = torch.optim.AdamW(groups)
+    try:
+        opt.load_state_dict(dict(sd))
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"{legacy}: its optimiser state does not fit the run ({err})") from None
+    return opt
+
+
+def _verify(rd: Path, written: list[str], old: Mapping[str, Any], legacy: Path) -> None:
+    """Read the new files back and compare them with the old checkpoint, tensor by tensor."""
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+
+    for name in written:
+        tensors, info = read_safetensors(rd / name, "checkpoint" if name == CHECKPOINT_FILE else "model")
+        ok = info["step"] == int(old["step"])
+        for key, t in old["model"].items():
+            stored = tensors.get(f"model.{key}")
+            ok = ok and (stored is None and key == "lm_head.weight" or stored is not None and same(stored, t))
+        for key, t in (old.get("seqvcr") or {}).items():
+            ok = ok and f"seqvcr.{key}" in tensors and same(tensors[f"seqvcr.{key}"], t)
+        if name == CHECKPOINT_FILE:
+            ck = Checkpoint(rd / name, tensors, info)
+            for idx, st in old["optimizer"]["state"].items():
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor):
+                        ok = ok and same(tensors[f"optimizer.{idx}.{k}"], v)
+            rng = ck.rng_states[0]
+            ok = (
+                ok
+                and same(rng["torch"], old["rng"]["torch"])
+                and rng["python"] == tuple(old["rng"]["python"])
+            )
+        if not ok:
+            (rd / name).unlink(missing_ok=True)
+            raise RunDirError(f"{rd / name}: does not read back equal to {legacy}; {legacy} is kept")
