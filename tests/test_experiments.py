@@ -430,3 +430,41 @@ def test_report_refuses_a_foreign_folder(tmp_path: Path) -> None:
         A.report_sweep(sweep, out=other)
     A.report_sweep(sweep)
     A.report_sweep(sweep)  # our own report is replaced without --force
+
+
+def _publish_module() -> types.ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish_runs", ROOT / "scripts" / "publish_runs.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_published_study_reports_like_its_sweep(tmp_path: Path) -> None:
+    """Renamed run directories (manifest ``dir``) are found by the report; nothing else is copied."""
+    sweep, data = _fake_sweep(tmp_path / "sw")
+    first = S.load_manifest(sweep)["runs"][0]["id"]
+    (sweep / "runs" / first / "checkpoint.safetensors").write_text("x")
+    A.report_sweep(sweep)
+    pub = _publish_module()
+    out = tmp_path / "results" / "study"
+    assert pub.main([str(sweep), str(out), "--no-weights", "--name", "proj_dim=8=p8"]) == 0
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == ["p8_s0", "p8_s1", "p8_s2", "proj_dim_16_s0", "proj_dim_16_s1", "proj_dim_16_s2",
+                     "proj_dim_32_s0", "proj_dim_32_s1"]  # the unfinished run is left out
+    assert not list(out.rglob("checkpoint*"))
+    A.report_sweep(out)
+    assert (out / "report" / "summary.csv").read_text() == (sweep / "report" / "summary.csv").read_text()
+    with pytest.raises(SystemExit, match="exists; use --force"):
+        pub.main([str(sweep), str(out), "--no-weights"])
+
+
+def test_manifest_dir_outside_the_sweep_is_refused(tmp_path: Path) -> None:
+    sweep, _ = _fake_sweep(tmp_path / "sw")
+    m = S.load_manifest(sweep)
+    m["runs"][0]["dir"] = "../elsewhere"
+    (sweep / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(SeqVCRError, match="outside the sweep directory"):
+        A.report_sweep(sweep)

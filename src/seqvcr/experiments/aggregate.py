@@ -156,8 +156,8 @@ class RunRecord:
 
 
 def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
-    rd = sweep / S.RUNS / run["id"]
-    status = S.run_status(sweep, run["id"])
+    rd = S.run_path(sweep, run)
+    status = S.run_status(sweep, run["id"], rd)
     rec = RunRecord(run["id"], int(run["seed"]), status)
     if status == "skipped":
         rec.error = run.get("skip") or (S.read_json(rd / S.SPEC) or {}).get("skip")

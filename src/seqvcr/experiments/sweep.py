@@ -257,9 +257,23 @@ def _entropy_current(rd: Path, spec: dict[str, Any]) -> bool:
     return bool(e) and all(e.get(k) == spec.get(k) for k in keys)
 
 
-def run_status(sweep_dir: str | Path, rid: str) -> str:
-    """done | interrupted | crashed | skipped | pending, from the files of the run directory."""
-    rd = Path(sweep_dir) / RUNS / rid
+def run_path(sweep_dir: str | Path, run: dict[str, Any]) -> Path:
+    """The directory of a manifest's run: its ``dir`` (relative to the sweep), else ``runs/<id>``.
+
+    A published study (``scripts/publish_runs.py``) renames its run directories and records the new
+    names in ``dir``, so reports find them; a ``dir`` that leaves the sweep directory is refused.
+    """
+    rel = run.get("dir") or f"{RUNS}/{run['id']}"
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        where = Path(sweep_dir) / MANIFEST
+        raise RunDirError(f"{where}: run {run['id']!r} has dir {rel!r} outside the sweep directory")
+    return Path(sweep_dir) / rel
+
+
+def run_status(sweep_dir: str | Path, rid: str, run_dir: Path | None = None) -> str:
+    """done | interrupted | crashed | skipped | pending, from the files of the run directory
+    (``run_dir``, by default ``runs/<rid>`` of the sweep)."""
+    rd = run_dir if run_dir is not None else Path(sweep_dir) / RUNS / rid
     spec = read_json(rd / SPEC) or {}
     if spec.get("skip"):
         return "skipped"
