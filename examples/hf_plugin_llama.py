@@ -9,7 +9,7 @@ LoRA adapters via ``peft`` if you like). The recipe:
 3. ``loss = out.loss + plugin(out, attention_mask)`` -- the paper adds the two with no extra weight;
 4. put the plug-in's projection parameters in the optimiser too.
 
-Run: ``python examples/hf_plugin_llama.py`` (needs ``pip install transformers``).
+Run: ``python examples/hf_plugin_llama.py`` (needs transformers: ``pip install 'seqvcr[hf]'``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from seqvcr.hf import attach_seqvcr
 
 def main(steps: int = 5, batch: int = 8, seq_len: int = 16, seed: int = 0) -> list[float]:
     """Train a tiny random Llama for ``steps`` steps with LM + Seq-VCR loss; return the total losses."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        raise SystemExit(
+            "hf_plugin_llama.py needs the transformers package, which is not installed: "
+            "pip install 'seqvcr[hf]'"
+        ) from None
 
     torch.manual_seed(seed)
     config = LlamaConfig(

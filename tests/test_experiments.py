@@ -468,3 +468,19 @@ def test_manifest_dir_outside_the_sweep_is_refused(tmp_path: Path) -> None:
     (sweep / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(SeqVCRError, match="outside the sweep directory"):
         A.report_sweep(sweep)
+
+
+def test_recording_keys_at_their_defaults_leave_run_ids_unchanged() -> None:
+    """train.log_to, train.snapshot_steps and the W&B keys change what a run records, not what it
+    trains: at their defaults they are left out of the id, so sweeps keep the ids (and finished runs)
+    they had before the keys existed; set otherwise they are part of it."""
+    d = C.to_dict(C.resolve(C.from_dict(copy.deepcopy(MINI))))
+    before = copy.deepcopy(d)
+    for key in ("log_to", "snapshot_steps", "wandb_project", "wandb_mode"):
+        del before["train"][key]
+    kept = copy.deepcopy(d)
+    assert S.run_id(d) == S.run_id(before)
+    assert d == kept  # the config given to run_id is left as it was
+    changed = copy.deepcopy(d)
+    changed["train"]["snapshot_steps"] = [4]
+    assert S.run_id(changed) != S.run_id(d)

@@ -53,6 +53,75 @@ def test_export_hf_gives_the_same_logits_in_transformers(trained_run: Path, tmp_
     assert tok.eos_token_id == run.fmt.tokenizer.eos_id == hf.config.eos_token_id
 
 
+@pytest.fixture(scope="module")
+def scrambled_run(trained_run: Path, tmp_path_factory) -> Path:
+    """The trained run with strongly perturbed weights: a model whose greedy outputs differ from prompt
+    to prompt and rarely stop at <eos> (so the decoding budget matters too)."""
+    import shutil
+
+    from seqvcr.checkpoints import save_model
+
+    run = tmp_path_factory.mktemp("hf_scrambled") / "run"
+    shutil.copytree(trained_run, run)
+    loaded = load_run(run)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+    save_model(run / "model.safetensors", loaded.model, loaded.seqvcr, loaded.step)
+    return run
+
+
+@pytest.mark.parametrize("which", ["trained", "scrambled"])
+def test_exported_model_works_with_the_standard_idioms(
+    which: str, trained_run: Path, scrambled_run: Path, tmp_path: Path
+) -> None:
+    """AutoTokenizer + AutoModelForCausalLM: model(**enc) gives the run's logits and generate(**enc) its
+    greedy answer, with nothing passed but what the tokenizer returns."""
+    from seqvcr.evaluation import generate_continuations
+    from seqvcr.hf_cli import export_hf
+    from seqvcr.sequences import encode_examples
+
+    run_dir = trained_run if which == "trained" else scrambled_run
+    out = tmp_path / "export"
+    export_hf(run_dir, out)
+    run = load_run(run_dir)
+    config = json.loads((out / "config.json").read_text())
+    assert config["eos_token_id"] == run.fmt.tokenizer.eos_id
+    assert config["pad_token_id"] == run.fmt.tokenizer.pad_id
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["do_sample"] is False and generation["max_new_tokens"] == run.fmt.max_new_tokens()
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_input_names"] == [
+        "input_ids", "attention_mask"]
+
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert isinstance(model, transformers.GPT2LMHeadModel) and tok.padding_side == "left"
+    examples = run.task.generate(8, seed=5)
+    prompts = [" ".join(run.fmt.prompt_tokens(ex)) for ex in examples]
+    ids = torch.tensor([run.fmt.tokenizer.encode(p.split()) for p in prompts])  # (B, P) seqvcr's ids
+
+    one = tok(prompts[0], return_tensors="pt")
+    assert set(one.keys()) == {"input_ids", "attention_mask"}  # no token_type_ids
+    enc = tok(prompts, return_tensors="pt")
+    assert torch.equal(enc["input_ids"], ids)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**one).logits, run.model(ids[:1]).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(**enc).logits, run.model(ids).logits, rtol=0, atol=1e-5)
+        generated = model.generate(**enc)  # everything else from generation_config.json
+    ours = generate_continuations(run.model, encode_examples(run.fmt, examples), run.fmt)
+    eos = run.fmt.tokenizer.tokens[run.fmt.tokenizer.eos_id]
+    theirs = []
+    for row in generated[:, ids.shape[1]:].tolist():
+        tokens = tok.convert_ids_to_tokens(row)
+        theirs.append(tokens[: tokens.index(eos) + 1] if eos in tokens else tokens)
+    assert theirs == ours
+    if which == "scrambled":
+        assert len({tuple(t) for t in ours}) > 1  # the outputs differ: the comparison is not vacuous
+    answers = [run.fmt.extract_answer(t) for t in theirs]
+    assert answers == [run.fmt.extract_answer(t) for t in ours]
+
+
 def test_export_hf_refuses_a_non_empty_directory_without_force(
     trained_run: Path, tmp_path: Path, capsys
 ) -> None:

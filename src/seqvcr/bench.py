@@ -41,7 +41,6 @@ import json
 import os
 import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -126,6 +125,7 @@ class Settings:
     mfu_batch: int | None = None
     clock: str = "wall"  # wall: time.perf_counter; cpu: time.process_time (CPU runs only)
     log: Callable[[str], None] = lambda msg: None
+    done: Callable[[], None] = lambda: None  # one benchmark finished (a progress bar)
 
     @property
     def cuda(self) -> bool:
@@ -882,6 +882,7 @@ def run_benchmarks(s: Settings, command: str) -> dict[str, Any]:
         with _use_clock(s.clock):
             results[key] = funcs[key](s)
         results[key]["bench_seconds"] = time.perf_counter() - tb  # wall time, for the record
+        s.done()
     info = machine_info(s.device)
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report: dict[str, Any] = {
@@ -917,7 +918,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "step with / without Seq-VCR, (c) GPU tokens/s and MFU, (d) decoding with / without KV cache, "
         "(e) entropy of every layer; write OUT/bench.json and OUT/bench.md with the machine stated.",
     )
-    p.add_argument("--out", default="bench_out", help="output directory (default: bench_out)")
+    p.add_argument("--out", default="bench_out", help="output directory")
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds; for tests)")
     p.add_argument("--full", action="store_true", help="also gpt2-small on 5x5 in (d)")
     p.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of a,b,c,d,e")
@@ -926,13 +927,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice); 1 is steadier on a busy machine")
     p.add_argument("--clock", choices=tuple(_CLOCKS), default="wall",
-                   help="wall (default) or cpu: CPU time of this process, steady on a shared machine "
+                   help="wall or cpu: CPU time of this process, steady on a shared machine "
                    "(CPU runs; with --threads 1 it is the compute time)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, --quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 2, --quick 1)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="(c) the GPU's dense bf16 peak, for GPUs not in the built-in table")
     p.add_argument("--mfu-batch", type=int, default=None, help="(c) use this batch instead of searching")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -988,9 +990,13 @@ def _bench(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     if device.type == "cuda" and device.index is None:  # "cuda" -> the current device, explicitly
         device = torch.device("cuda", torch.cuda.current_device())
+    from seqvcr.progress import ProgressBar
+
+    only = parse_only(args.only)
+    bar = ProgressBar(len(only), "bench", unit="benchmarks", enabled=not args.quiet, plain=False)
     s = Settings(
         device=device,
-        only=parse_only(args.only),
+        only=only,
         quick=args.quick,
         full=args.full,
         compile=args.compile,
@@ -999,10 +1005,12 @@ def _bench(args: argparse.Namespace) -> int:
         peak_tflops=args.peak_tflops,
         mfu_batch=args.mfu_batch,
         clock=args.clock,
-        log=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True),
+        log=lambda msg: bar.write(f"bench: {msg}"),
+        done=bar.update,
     )
     command = _command(args)
-    report = run_benchmarks(s, command)
+    with bar:
+        report = run_benchmarks(s, command)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", report)
     write_text_atomic(out / "bench.md", render_markdown(report))

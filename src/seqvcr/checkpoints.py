@@ -30,6 +30,7 @@ the previous file in place.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import random
 import shlex
@@ -132,8 +133,9 @@ def write_safetensors(
         f.write(blob)
         for _, t in order:
             if t.numel():
-                cpu = t.detach().to("cpu").contiguous().reshape(-1)
-                f.write(cpu.view(torch.uint8).numpy().data)
+                cpu = t.detach().to("cpu").contiguous()
+                # the tensor's bytes as a buffer, without a copy and without numpy (not a dependency)
+                f.write((ctypes.c_char * (cpu.numel() * cpu.element_size())).from_address(cpu.data_ptr()))
 
     return write_bytes_atomic(path, write)
 

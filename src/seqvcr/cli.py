@@ -3,7 +3,8 @@ convert-checkpoint.
 
 Plain argparse. Every user error is a ``SeqVCRError`` and every filesystem error (a path below a file, a
 full disk, no permission) an ``OSError``; both are printed as one line naming the file (exit status 2),
-never as a traceback.
+never as a traceback. ``seqvcr train`` takes its ``section.key=value`` overrides anywhere on the line
+(before or after the options, as Hydra and lingua do): ``parse_args`` collects them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqvcr import __version__
 from seqvcr.atomic import check_output_path
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 
 
 def _command_line() -> str:
     return "seqvcr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's ``ArgumentDefaultsHelpFormatter`` (every option's help ends with its default), minus
+    the noise: nothing is added for a default of None or False (an unset option or a flag) or to a help
+    text that already says what its default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults (``HelpFormatter``); subcommand parsers inherit it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- data
@@ -38,8 +60,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=10000, help="number of training examples")
     p.add_argument("--valid", type=int, default=0, help="number of validation examples (0: none)")
     p.add_argument("--test", type=int, default=0, help="number of test examples (0: none)")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--exclude", nargs="*", default=[], help="files whose problems training must not contain")
+    p.add_argument("--seed", type=int, default=1234,
+                   help="seed of the training set (valid: seed + 1, test: seed + 2)")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
+                   help="files whose problems training must not contain")
     p.add_argument("--no-cot", action="store_true", help="write the direct-answer format")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -96,20 +120,34 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one run from a YAML config (overrides as section.key=value)")
+    p = sub.add_parser(
+        "train",
+        help="train one run from a YAML config (overrides as section.key=value)",
+        description="Train one run from CONFIG with section.key=value overrides, which may come anywhere "
+        "on the line (seqvcr train CONFIG --out DIR optim.lr=1e-3 works). An interrupted run resumes "
+        "from its checkpoint with the same command; a finished one is only replaced with --force.",
+    )
     p.add_argument("config", help="YAML config file (see configs/)")
-    p.add_argument("overrides", nargs="*", help="e.g. optim.lr=1e-3 method.name=seqvcr_pause")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. optim.lr=1e-3 method.name=seqvcr_pause (also after the "
+                   "options)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (YAML, every default filled in) and exit without training")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from seqvcr.config import load_config
-    from seqvcr.training import train
+    from seqvcr.config import load_config, resolve, to_yaml
 
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        sys.stdout.write(to_yaml(resolve(cfg)))
+        return 0
+    from seqvcr.training import train
+
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = train(cfg, out, force=args.force, progress=not args.quiet, command=_command_line())
     if result:
@@ -123,13 +161,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="exact match and accuracy per answer position of a trained run on a file")
-    p.add_argument("run_dir")
-    p.add_argument("--data", required=True, help="a data file in the task's line format")
-    p.add_argument("--predictions", default=None, help="write one JSON object per example here")
-    p.add_argument("--batch-size", type=int, default=256)
+    p = sub.add_parser(
+        "eval",
+        help="exact match and accuracy per answer position of a trained run on a file",
+        description="Greedy-decode every problem of --data with a trained run and score it: exact match "
+        "(an answer counts only when <eos> closes it) and accuracy per answer position, plus examples/s. "
+        "Prints the summary as JSON and keeps it, with one prediction per example, in "
+        "RUN_DIR/eval/<data>-<hash>.json (RUN_DIR/snapshots/step_N/eval/ with --step), where seqvcr "
+        "report finds it instead of decoding again.",
+    )
+    p.add_argument("run_dir",
+                   help="a run directory (config.yaml + model.safetensors or checkpoint.safetensors)")
+    p.add_argument("--data", required=True,
+                   help="a data file in the task's line format (or ref:mult/NxN/test.txt)")
+    p.add_argument("--predictions", default=None, help="also write one JSON object per example to this file")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="prompts decoded at once (changes the speed, never a score)")
     p.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--step", type=int, default=None,
+                   help="score the snapshot of this training step (train.snapshot_steps) instead of the "
+                   "final weights")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
+    p.add_argument("--no-save", action="store_true", help="do not keep the result in the run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -143,6 +197,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         device=args.device,
+        step=args.step,
+        progress=not args.quiet,
+        save=not args.no_save,
     )
     print(json.dumps(summary))
     return 0
@@ -186,11 +243,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="seqvcr",
         description="Seq-VCR: train and measure transformers on multi-step arithmetic (Arefin et al. 2025).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"seqvcr {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)
@@ -216,9 +275,31 @@ def _os_error(err: OSError) -> str:
     return reason
 
 
+def is_override(arg: str) -> bool:
+    """Whether a command-line word is a ``section.key=value`` config override (not an option)."""
+    return not arg.startswith("-") and "=" in arg and arg.split("=", 1)[0].strip() != ""
+
+
+def parse_args(
+    argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """Parse a ``seqvcr`` command line; ``train``'s overrides may come anywhere on it.
+
+    argparse takes the positional overrides of ``train`` only before its first option; the ones after
+    an option are left over as unknown words, and are appended here in the order given (the last one
+    of a key wins, as before). Any other unknown word is the usual usage error (exit status 2).
+    """
+    parser = parser or build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "train" and all(is_override(a) for a in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SeqVCRError as err:

@@ -24,6 +24,13 @@ from seqvcr.errors import ConfigError
 
 TASK_NAMES = ("mult", "arith", "lis")
 
+#: Where training metrics go (``train.log_to``): ``jsonl`` is RUN_DIR/metrics.jsonl (always on: reports
+#: and resuming read it); ``tensorboard`` event files in RUN_DIR/tensorboard/ (the ``tensorboard``
+#: extra); ``wandb`` a Weights & Biases run (the ``wandb`` extra; ``train.wandb_mode: offline`` needs no
+#: network). See ``seqvcr.tracking``.
+LOG_TARGETS: tuple[str, ...] = ("jsonl", "tensorboard", "wandb")
+WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
+
 #: Which positions enter the Seq-VCR statistics (``seqvcr.positions``; the paper does not say):
 #: ``all`` every real input token (question, pause block, answer); ``answer`` the states that predict a
 #: trained token (the last prompt token through the last answer token); ``pause`` the pause block
@@ -159,6 +166,12 @@ class TrainConfig:
     eval_examples: int = 500  # validation examples per periodic evaluation (0 = all)
     eval_batch_size: int = 256
     checkpoint_every: int = 500
+    # weights-only snapshots (RUN_DIR/snapshots/step_000500.safetensors): a list of steps, or N for every
+    # N steps; [] keeps none. `seqvcr eval/entropy --step N` measure them, `seqvcr report` plots them.
+    snapshot_steps: int | list[int] = field(default_factory=list)
+    log_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb
+    wandb_project: str = "seqvcr"  # the W&B project (log_to: wandb)
+    wandb_mode: str = "offline"  # online | offline (no network; `wandb sync` later) | disabled
 
 
 @dataclass
@@ -181,6 +194,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "seqvcr.positions": SEQVCR_POSITIONS,
     "optim.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16"),
+    "train.wandb_mode": WANDB_MODES,
 }
 
 
@@ -210,6 +224,17 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if tp is str:
         return isinstance(value, str), value
+    if origin is list:  # list[int], list[str]: every item of the item type
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            return False, value
+        items = []
+        for item in value:
+            ok, v = _type_ok(item, item_tp)
+            if not ok:
+                return False, value
+            items.append(v)
+        return True, items
     return True, value
 
 
@@ -405,6 +430,25 @@ def validate(cfg: Config) -> None:
             f"config key 'train.eval_examples' must be >= 0 (0: every validation example), "
             f"got {cfg.train.eval_examples}"
         )
+    snaps = cfg.train.snapshot_steps
+    if isinstance(snaps, int) and snaps < 1:
+        raise ConfigError(
+            f"config key 'train.snapshot_steps' must be a list of steps >= 1 or an interval N >= 1 (every N "
+            f"steps), got {snaps}"
+        )
+    if isinstance(snaps, list) and any(s < 1 for s in snaps):
+        raise ConfigError(f"config key 'train.snapshot_steps': steps must be >= 1, got {snaps}")
+    targets = cfg.train.log_to
+    bad = [t for t in targets if t not in LOG_TARGETS]
+    if bad:
+        raise ConfigError(f"config key 'train.log_to': {bad[0]!r} is not one of {', '.join(LOG_TARGETS)}")
+    if "jsonl" not in targets:
+        raise ConfigError(
+            f"config key 'train.log_to' must include jsonl (reports and resuming read metrics.jsonl), "
+            f"got {targets}"
+        )
+    if len(set(targets)) != len(targets):
+        raise ConfigError(f"config key 'train.log_to' names a target twice: {targets}")
     for key, value in (("optim.beta1", cfg.optim.beta1), ("optim.beta2", cfg.optim.beta2)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"config key {key!r} is in [0, 1), got {value}")
@@ -471,6 +515,19 @@ def _sizes_from_hf(model: ModelConfig) -> None:
         setattr(model, ours, value)
 
 
+def to_yaml(cfg: Config) -> str:
+    """The config as YAML text, sections and keys in schema order (what ``config.yaml`` holds)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_yaml(cfg: Config, path: str | Path) -> None:
     """Write the config as YAML (atomically)."""
-    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, to_yaml(cfg))
+
+
+def snapshot_steps(cfg: TrainConfig, total: int) -> list[int]:
+    """The steps (1..total, ascending) at which ``train.snapshot_steps`` keeps the weights."""
+    spec = cfg.snapshot_steps
+    if isinstance(spec, int):
+        return list(range(spec, total + 1, spec))
+    return sorted({s for s in spec if s <= total})

@@ -11,7 +11,7 @@ answers, so a prompt gives the same output and score at any batch size. An answe
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +63,13 @@ def generate_continuations(
     batch_size: int = 256,
     precision: str = "auto",
     max_new_tokens: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
     """Greedy continuation of every prompt in ``data`` (token strings, cut at the first <eos>).
 
     Each row decodes at most ``max_new_tokens`` tokens (default: ``fmt.max_new_tokens()``), fewer only
-    where the model's positions run out (``block_size - prompt length + 1``).
+    where the model's positions run out (``block_size - prompt length + 1``). ``on_batch(k)`` is called
+    after each batch of ``k`` examples (a progress bar).
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -91,6 +93,8 @@ def generate_continuations(
                 if eos in row:
                     row = row[: row.index(eos) + 1]
                 out[r] = fmt.tokenizer.decode(row)
+            if on_batch is not None:
+                on_batch(len(rows))
     model.train(was_training)
     return out
 
@@ -137,13 +141,17 @@ def evaluate(
     data: EncodedData,
     batch_size: int = 256,
     precision: str = "auto",
+    on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Greedy-decode every example of ``data`` and score it against the reference answers."""
+    """Greedy-decode every example of ``data`` and score it against the reference answers
+    (``on_batch``: see ``generate_continuations``)."""
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    conts = generate_continuations(model, data, fmt, batch_size=batch_size, precision=precision)
+    conts = generate_continuations(
+        model, data, fmt, batch_size=batch_size, precision=precision, on_batch=on_batch
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
@@ -158,6 +166,11 @@ def evaluate(
     )
 
 
+def precision_used(device: torch.device, precision: str) -> str:
+    """The precision decoding runs in: bf16 autocast on CUDA (``auto`` or ``bf16``), else fp32."""
+    return "bf16" if device.type == "cuda" and precision in ("auto", "bf16") else "fp32"
+
+
 def evaluate_file(
     run_dir: str,
     data_file: str,
@@ -166,26 +179,41 @@ def evaluate_file(
     batch_size: int = 256,
     limit: int = 0,
     device: str = "auto",
+    step: int | None = None,
+    progress: bool = False,
+    save: bool = False,
 ) -> dict[str, Any]:
-    """Score a trained run on a data file; optionally write one JSON line per example.
+    """Score a trained run (or its snapshot of ``step``) on a data file; optionally write one JSON line
+    per example.
 
     The file is read with the run's task (so Deng et al.'s reference files work directly); the run's
     configuration decides whether a chain of thought and pause tokens are used. A file of another
     difficulty than the run's task (3-operator expressions for a 4-operator model) is scored, with a
-    warning on stderr and a ``data_note`` in the summary saying what it holds.
+    warning on stderr and a ``data_note`` in the summary saying what it holds. ``progress`` shows a
+    progress bar on stderr (``seqvcr.progress``).
+
+    The summary records its ``source`` (weights and data, with their SHA-256; ``seqvcr.outputs``), the
+    ``limit`` and the ``precision``, so that a saved result can be recognised as up to date. ``save``
+    keeps it in the run directory (``HOME/eval/<name>.json`` and ``<name>.predictions.jsonl``, see
+    ``seqvcr.outputs``; skipped with a warning where the run directory cannot be written), where
+    ``seqvcr report`` finds it instead of decoding again.
 
     Raises:
         ConfigError: ``batch_size < 1`` or ``limit < 0``.
-        RunDirError: the run cannot be loaded, or ``predictions`` cannot be written (checked first).
+        RunDirError: the run (or the snapshot) cannot be loaded, or ``predictions`` cannot be written
+            (checked first).
         DataError: the data file is missing or malformed.
     """
     import json
+    import os
     import sys
     from pathlib import Path
 
-    from seqvcr.atomic import check_output_path
+    from seqvcr import outputs
+    from seqvcr.atomic import check_output_path, write_json_atomic
     from seqvcr.datafiles import resolve_data_path
     from seqvcr.errors import ConfigError
+    from seqvcr.progress import ProgressBar
     from seqvcr.runs import data_note, load_run, select_device
     from seqvcr.sequences import encode_examples
     from seqvcr.tasks import read_examples
@@ -197,8 +225,9 @@ def evaluate_file(
     if predictions:
         check_output_path(predictions, "--predictions", directory=False)
     dev = select_device(device)
-    run = load_run(run_dir, device=dev)
-    examples = read_examples(run.task, resolve_data_path(data_file))
+    run = load_run(run_dir, device=dev, step=step)
+    data_path = resolve_data_path(data_file)
+    examples = read_examples(run.task, data_path)
     if limit:
         examples = examples[:limit]
     note = data_note(run.task, examples, data_file)
@@ -212,12 +241,16 @@ def evaluate_file(
             f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
             f"{run.model.config.block_size} positions"
         )
-    result = evaluate(run.model, run.fmt, data, batch_size=batch_size, precision=run.config.train.precision)
+    precision = precision_used(dev, run.config.train.precision)
+    with ProgressBar(len(data), "eval", unit="examples", enabled=progress) as bar:
+        result = evaluate(run.model, run.fmt, data, batch_size=batch_size,
+                          precision=run.config.train.precision, on_batch=bar.update)
+    lines = [json.dumps({"index": i, **rec}) + "\n" for i, rec in enumerate(result.predictions)]
     if predictions:
         out = Path(predictions)
         out.parent.mkdir(parents=True, exist_ok=True)
-        lines = (json.dumps({"index": i, **rec}) + "\n" for i, rec in enumerate(result.predictions))
         write_text_atomic(out, "".join(lines))
+    assert run.weights is not None
     summary = {
         "run_dir": str(run_dir),
         "data": str(data_file),
@@ -226,7 +259,24 @@ def evaluate_file(
         "step": run.step,
         **result.summary(),
         "device": str(dev),
+        "precision": precision,
+        "limit": limit,
+        "source": outputs.source(run_dir, run.weights, run.step, str(data_file), data_path),
     }
     if note:
         summary["data_note"] = note
+    if save:
+        home = outputs.analysis_home(run_dir, step)
+        where = home if home.exists() else home.parent
+        if os.access(where, os.W_OK | os.X_OK):
+            name = outputs.eval_name(data_path, limit)
+            target = home / outputs.EVAL_DIR
+            target.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(target / f"{name}.predictions.jsonl", "".join(lines))
+            summary["predictions_file"] = f"{name}.predictions.jsonl"
+            write_json_atomic(target / f"{name}.json", summary)
+            summary["saved"] = str(target / f"{name}.json")
+        else:
+            print(f"warning: {where} is not writable; the evaluation is not saved in the run directory",
+                  file=sys.stderr)
     return summary

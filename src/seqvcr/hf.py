@@ -203,7 +203,13 @@ def load_hf_gpt2(
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int | None = None) -> None:
+def save_hf_gpt2(
+    model: GPT,
+    path: str | os.PathLike[str],
+    *,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+) -> None:
     """Write ``model`` as a Hugging Face GPT-2 directory: config.json + model.safetensors.
 
     ``transformers.GPT2LMHeadModel.from_pretrained(path)`` loads it and computes the same logits, and
@@ -211,8 +217,9 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
     Conv1D weights are transposed to HF's ``(in, out)``. safetensors refuses tensors that share storage,
     so a tied model stores the token embedding once (``lm_head.weight`` omitted; HF re-ties it from
     ``tie_word_embeddings``). A model built with ``bias=False`` is written with zero biases (HF GPT-2
-    always has them), which computes the same function. ``eos_token_id`` goes into the config (bos too);
-    left out, both are null rather than GPT-2's 50256, which lies outside a task vocabulary.
+    always has them), which computes the same function. ``eos_token_id`` goes into the config (bos too),
+    and ``pad_token_id``; left out, they are null rather than GPT-2's 50256, which lies outside a task
+    vocabulary.
     """
     from seqvcr.atomic import write_text_atomic
     from seqvcr.checkpoints import write_safetensors
@@ -259,6 +266,7 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
         "tie_word_embeddings": cfg.tie_weights,
         "bos_token_id": eos_token_id,
         "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
         "torch_dtype": str(state["transformer.wte.weight"].dtype).removeprefix("torch."),
     }
     # atomic, and a failed write (a full disk) raises instead of leaving a short file

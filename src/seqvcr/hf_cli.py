@@ -2,15 +2,27 @@
 
 The directory holds what ``transformers`` needs to load the model and its tokenizer::
 
-    OUT_DIR/config.json             GPT2Config (written by seqvcr.hf.save_hf_gpt2)
+    OUT_DIR/config.json             GPT2Config (written by seqvcr.hf.save_hf_gpt2), with the run's
+                                    eos_token_id and pad_token_id
+    OUT_DIR/generation_config.json  greedy decoding until <eos>, at most the task's longest target
     OUT_DIR/model.safetensors       GPT2LMHeadModel weights (Conv1D layout, tied head stored once)
     OUT_DIR/tokenizer.json          a word-level tokenizer (whitespace split) with the run's vocabulary
-    OUT_DIR/tokenizer_config.json   so that AutoTokenizer / PreTrainedTokenizerFast load it
+    OUT_DIR/tokenizer_config.json   so that AutoTokenizer / PreTrainedTokenizerFast load it; it returns
+                                    input_ids and attention_mask only (``model_input_names``) and pads
+                                    on the left, as generation wants
     OUT_DIR/seqvcr.json             where it came from: run, step, task, method, prompt format
 
-so that ``GPT2LMHeadModel.from_pretrained(OUT_DIR)`` gives the same logits as the run's model, and
-``PreTrainedTokenizerFast.from_pretrained(OUT_DIR)`` gives the same token ids as seqvcr's tokenizer for a
-space-separated prompt such as ``5 6 3 2 * 7 4 3 4 || </pause_start> <pause> <pause> </pause_end>``.
+so that the standard idioms work::
+
+    tok = AutoTokenizer.from_pretrained(OUT_DIR)
+    model = AutoModelForCausalLM.from_pretrained(OUT_DIR)          # GPT2LMHeadModel
+    enc = tok(["5 6 3 2 * 7 4 3 4 || </pause_start> <pause> <pause> </pause_end>"], return_tensors="pt")
+    model(**enc).logits                                             # the run's model's logits
+    tok.batch_decode(model.generate(**enc)[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+
+and ``generate`` gives seqvcr's own greedy answer. (GPT-2 adds ``token_type_ids`` through its token
+embedding, so a tokenizer that returned them would shift every logit: ``model_input_names`` leaves them
+out.)
 
 Training in the other direction (from a local Hugging Face GPT-2 directory) needs no command: set
 ``model.init_from: DIR`` in the config (``seqvcr.runs.build_model`` calls ``seqvcr.hf.load_hf_gpt2``).
@@ -31,7 +43,16 @@ from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
 __all__ = ["export_hf", "register", "tokenizer_json"]
 
 #: Files this command writes; with ``--force`` they are overwritten, other files in OUT_DIR are kept.
-EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "seqvcr.json")
+EXPORT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "seqvcr.json",
+)
+#: What the exported tokenizer returns: no ``token_type_ids`` (GPT-2 would embed them as tokens).
+MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
 
 
 def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
@@ -93,12 +114,23 @@ def export_hf(
         raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
     run = load_run(run_dir, device="cpu")  # RunDirError without config.yaml and saved weights
     tok = run.fmt.tokenizer
-    save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id)  # config.json + model.safetensors
+    save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)  # config + weights
+    generation = {  # model.generate(**enc) decodes as seqvcr does: greedy, until <eos>, the task's budget
+        "bos_token_id": tok.eos_id,
+        "eos_token_id": tok.eos_id,
+        "pad_token_id": tok.pad_id,
+        "do_sample": False,
+        "num_beams": 1,
+        "max_new_tokens": run.fmt.max_new_tokens(),
+    }
+    write_text_atomic(out / "generation_config.json", json.dumps(generation, indent=2) + "\n")
 
     write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok), indent=2) + "\n")
     tok_cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": run.model.config.block_size,
+        "model_input_names": MODEL_INPUT_NAMES,
+        "padding_side": "left",
         "pad_token": tok.tokens[tok.pad_id],
         "eos_token": tok.tokens[tok.eos_id],
         "clean_up_tokenization_spaces": False,
@@ -141,10 +173,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export-hf",
         help="write a trained run as a Hugging Face GPT-2 directory (config.json + model.safetensors)",
         description=(
-            "Export the latest checkpoint of RUN_DIR to OUT_DIR in the Hugging Face GPT-2 format, with a "
-            "word-level tokenizer.json for the run's vocabulary. transformers.GPT2LMHeadModel.from_pretrained"
-            "(OUT_DIR) loads it and computes the same logits. (The other direction needs no command: "
-            "set model.init_from: DIR in a training config.)"
+            "Export the trained weights of RUN_DIR (model.safetensors, else the latest checkpoint) to "
+            "OUT_DIR in the Hugging Face GPT-2 format, with a word-level tokenizer for the run's "
+            "vocabulary and a generation_config.json: AutoTokenizer and AutoModelForCausalLM load it, "
+            "model(**tok(prompt, return_tensors='pt')) computes the run's logits and generate(**enc) gives "
+            "its greedy answer. (The other direction needs no command: set model.init_from: DIR in a "
+            "training config.)"
         ),
     )
     p.add_argument(

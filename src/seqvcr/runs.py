@@ -41,6 +41,7 @@ __all__ = [
     "METRICS_FILE",
     "MODEL_FILE",
     "RESULT_FILE",
+    "SNAPSHOT_DIR",
     "LoadedRun",
     "build_format",
     "build_model",
@@ -54,6 +55,8 @@ __all__ = [
     "machine_info",
     "read_result",
     "select_device",
+    "snapshot_file",
+    "snapshot_steps",
     "test_keys",
     "weights_file",
 ]
@@ -61,6 +64,8 @@ __all__ = [
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
+#: ``RUN_DIR/snapshots/step_000500.safetensors``: the weights at a step of ``train.snapshot_steps``
+SNAPSHOT_DIR = "snapshots"
 
 
 def build_task(cfg: C.Config) -> Task:
@@ -212,6 +217,7 @@ class LoadedRun:
     seqvcr: SeqVCR | None
     step: int
     result: dict[str, Any] | None
+    weights: Path | None = None  # the file the weights were read from
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any] | None:
@@ -228,15 +234,48 @@ def read_result(run_dir: str | Path) -> dict[str, Any] | None:
     return result
 
 
-def weights_file(run_dir: str | Path) -> Path:
+def snapshot_file(run_dir: str | Path, step: int) -> Path:
+    """Where the snapshot of ``step`` is (or would be) kept: ``RUN_DIR/snapshots/step_000500.safetensors``."""
+    return Path(run_dir) / SNAPSHOT_DIR / f"step_{int(step):06d}.safetensors"
+
+
+def snapshot_steps(run_dir: str | Path) -> list[int]:
+    """The steps of the snapshots a run directory holds, ascending (``[]`` without snapshots)."""
+    d = Path(run_dir) / SNAPSHOT_DIR
+    if not d.is_dir():
+        return []
+    steps = []
+    for p in d.glob("step_*.safetensors"):
+        digits = p.stem.removeprefix("step_")
+        if digits.isdigit():
+            steps.append(int(digits))
+    return sorted(steps)
+
+
+def weights_file(run_dir: str | Path, step: int | None = None) -> Path:
     """The file a run's trained weights are read from: ``model.safetensors`` once the run has finished
-    (or was converted), else the latest ``checkpoint.safetensors``.
+    (or was converted), else the latest ``checkpoint.safetensors``; with ``step``, the snapshot of that
+    step (``train.snapshot_steps``), or ``model.safetensors`` when ``step`` is the final step.
 
     Raises:
-        RunDirError: no weights yet, or only an earlier-format ``checkpoint.pt`` (the message names the
-            command that converts it; the pickle itself is never opened).
+        RunDirError: no weights yet, no snapshot of ``step`` (the message lists those there are), or
+            only an earlier-format ``checkpoint.pt`` (the message names the command that converts it;
+            the pickle itself is never opened).
     """
     rd = Path(run_dir)
+    if step is not None:
+        snap = snapshot_file(rd, step)
+        if snap.is_file():
+            return snap
+        result = read_result(rd)
+        if result is not None and result.get("steps") == step and (rd / MODEL_FILE).is_file():
+            return rd / MODEL_FILE
+        have = snapshot_steps(rd)
+        listed = ", ".join(map(str, have)) if have else "none (set train.snapshot_steps to keep some)"
+        final = f"; the final step is {result['steps']}" if result is not None else ""
+        raise RunDirError(
+            f"{rd}: no snapshot of step {step} ({snap} does not exist); snapshots: {listed}{final}"
+        )
     for name in (MODEL_FILE, CHECKPOINT_FILE):
         if (rd / name).is_file():
             return rd / name
@@ -258,18 +297,23 @@ def load_run_config(run_dir: str | Path, *, need_weights: bool = True) -> C.Conf
     return C.resolve(C.load_config(rd / CONFIG_FILE))
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+def load_run(
+    run_dir: str | Path, device: torch.device | str = "cpu", *, step: int | None = None
+) -> LoadedRun:
     """Rebuild config, task, format and the trained model (eval mode) from a run directory.
 
-    The weights come from ``weights_file(run_dir)`` (safetensors: nothing in the file is executed); a
-    truncated, corrupt or foreign file is a RunDirError naming it.
+    The weights come from ``weights_file(run_dir, step)`` (the final weights, or the snapshot of
+    ``step``; safetensors: nothing in the file is executed); a truncated, corrupt or foreign file is a
+    RunDirError naming it.
     """
     rd = Path(run_dir)
     cfg = load_run_config(rd)
     task = build_task(cfg)
     fmt = build_format(cfg, task)
-    path = weights_file(rd)
+    path = weights_file(rd, step)
     tensors, info = read_safetensors(path, "model", prefixes=("model.", "seqvcr."))
+    if step is not None and info["step"] != step:
+        raise RunDirError(f"{path}: holds the weights of step {info['step']}, not {step}")
     try:
         gcfg = GPTConfig(**info["model_config"])
     except (KeyError, TypeError) as err:
@@ -290,7 +334,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     if head is not None and any(k.startswith("seqvcr.") for k in tensors):
         load_state_tensors(head, tensors, "seqvcr.", path)
         head.to(device).eval()
-    return LoadedRun(rd, cfg, task, fmt, model, head, int(info["step"]), read_result(rd))
+    return LoadedRun(rd, cfg, task, fmt, model, head, int(info["step"]), read_result(rd), path)
 
 
 def data_note(task: Task, examples: list[Example], data_file: str | Path) -> str | None:

@@ -11,7 +11,9 @@ the batches it would have seen; the checkpoint (``checkpoint.safetensors``, see 
 also holds the optimiser and the RNG state of every rank, so a resumed run, distributed or not, ends
 with the weights an uninterrupted one would have. Under ``torchrun`` each rank takes its slice of the
 global batch and the Seq-VCR statistics are computed on the gathered global batch (see
-``seqvcr.distributed``).
+``seqvcr.distributed``). Metrics go to ``metrics.jsonl`` and to the trackers of ``train.log_to``
+(``seqvcr.tracking``); ``train.snapshot_steps`` keeps the weights of chosen steps
+(``RUN_DIR/snapshots/step_000500.safetensors``, weights only) for studies across training.
 
 Nothing on disk changes before every input has been checked: the run directory's state, the data, the
 model and the batch size are validated first, and only then is an old run removed (``force``), the
@@ -26,7 +28,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ from seqvcr.runs import (
     CONFIG_FILE,
     METRICS_FILE,
     RESULT_FILE,
+    SNAPSHOT_DIR,
     build_format,
     build_model,
     build_seqvcr,
@@ -65,8 +68,10 @@ from seqvcr.runs import (
     load_splits,
     machine_info,
     select_device,
+    snapshot_file,
 )
 from seqvcr.sequences import EncodedData, encode_examples, make_batch, seqvcr_positions
+from seqvcr.tracking import TENSORBOARD_DIR, MetricsLogger, check_available
 
 
 class TrainModule(nn.Module):
@@ -253,22 +258,30 @@ def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
 
 #: The files of a run that ``force`` removes (once the new run's inputs have been checked).
 RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)
+#: Measurements of the old run's weights that ``force`` removes with it (``seqvcr entropy``, ``seqvcr eval``).
+MEASUREMENT_FILES = ("entropy.json", "entropy.csv", "entropy_values.csv")
+#: Directories of a run that ``force`` removes: saved evaluations, snapshots, TensorBoard events. (A W&B
+#: directory is kept: its offline runs may not have been uploaded yet.)
+RUN_DIRS = ("eval", SNAPSHOT_DIR, TENSORBOARD_DIR)
 
 
 def _set_up_run_dir(run_dir: Path, cfg: C.Config, force: bool, resume: bool, step: int) -> None:
     """Remove the old run (``force``), create the directory, write the config (rank 0 only)."""
     if force and run_dir.is_dir():
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, *MEASUREMENT_FILES):
             (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+        for name in RUN_DIRS:
+            shutil.rmtree(run_dir / name, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:  # temporary files of an attempt killed while writing (never read)
         for tmp in run_dir.glob(f"{name}.tmp*"):
             tmp.unlink(missing_ok=True)
     if resume:
         _truncate_metrics(run_dir / METRICS_FILE, step)
-    else:  # records of an attempt that saved no checkpoint describe nothing that is kept
+    else:  # records, snapshots and events of an attempt that saved no checkpoint describe nothing kept
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        for name in (SNAPSHOT_DIR, TENSORBOARD_DIR):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
     C.save_yaml(cfg, run_dir / CONFIG_FILE)
 
 
@@ -321,6 +334,8 @@ def train(
     main = rank == 0
     # ---- 1. what the run directory holds decides resume or refusal; nothing is changed yet ----
     resume = bool(_on_rank0(lambda: check_run_dir(rd, cfg, force), distributed))
+    if main:
+        check_available(cfg.train.log_to)  # an optional tracker that is not installed: say so now
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -409,8 +424,14 @@ def train(
             + (f" (resumed at step {state.step})" if resume else "")
             + "\n"
         )
-    metrics = open(rd / METRICS_FILE, "a") if main else None  # noqa: SIM115 - closed in finally
     state.t_start = time.perf_counter()
+    metrics = None
+    if main:
+        metrics = MetricsLogger(
+            rd, cfg.train.log_to, state.train_time, resume_step=state.step if resume else None,
+            config=C.to_dict(cfg), wandb_project=cfg.train.wandb_project, wandb_mode=cfg.train.wandb_mode,
+            metrics_file=METRICS_FILE,
+        )
     try:
         _loop(
             runner,
@@ -430,6 +451,7 @@ def train(
             metrics,
             prog,
             ckpt_path,
+            C.snapshot_steps(cfg.train, total),
         )
         train_time = state.train_time()
         rng_states = _gather_rng_states()  # a collective: before the rank-0-only part
@@ -539,17 +561,23 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
-def _log(stream: TextIO | None, record: dict[str, Any]) -> None:
-    """Append one record to metrics.jsonl (a failed write, e.g. a full disk, is a one-line error)."""
-    if stream is None:
-        return
+def _log(logger: MetricsLogger | None, record: dict[str, Any]) -> None:
+    """Write one record (metrics.jsonl and the trackers; a failed write is a one-line error)."""
+    if logger is not None:
+        logger.log(record)
+
+
+def _save_snapshot(run_dir: Path, tm: TrainModule, step: int, compiled: bool) -> None:
+    """Keep the weights of ``step`` in ``RUN_DIR/snapshots/step_000500.safetensors`` (weights only)."""
+    path = snapshot_file(run_dir, step)
+    path.parent.mkdir(exist_ok=True)
+    model = tm.model._orig_mod if compiled else tm.model
     try:
-        stream.write(json.dumps(record) + "\n")
-        stream.flush()
+        save_model(path, model, tm.seqvcr, step)
     except OSError as err:
         raise RunDirError(
-            f"{getattr(stream, 'name', METRICS_FILE)}: cannot append a record ({err.strerror or err}); "
-            "free some space and re-run the same command to resume from the last checkpoint"
+            f"{path}: cannot write the snapshot of step {step} ({err.strerror or err}); free some space "
+            "and re-run the same command to resume from the last checkpoint"
         ) from None
 
 
@@ -568,12 +596,14 @@ def _loop(
     local_bs: int,
     autocast: Any,
     precision: str,
-    metrics: TextIO | None,
+    metrics: MetricsLogger | None,
     prog: Progress,
     ckpt_path: Path,
+    snapshots: Sequence[int] = (),
 ) -> None:
     tc = cfg.train
     main = rank == 0
+    snapshot_at = set(snapshots)
     device = train_data.ids.device
     valid_probe = valid_data
     if tc.eval_examples and tc.eval_examples < len(valid_data):
@@ -644,7 +674,6 @@ def _loop(
                 "lr": lr,
                 "tokens_per_s": tokens * world / dt,
                 "examples_per_s": n_steps * local_bs * world / dt,
-                "elapsed_s": now - prog.t0,
             }
             _log(metrics, rec)
             extra = f" (lm {avg[1]:.4f}, var {avg[2]:.4f}, cov {avg[3]:.4f})" if tm.seqvcr is not None else ""
@@ -675,6 +704,8 @@ def _loop(
             prog.line(s, f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
             tm.train()
             t_last = time.perf_counter()
+        if s in snapshot_at and main:
+            _save_snapshot(ckpt_path.parent, tm, s, cfg.train.compile)
         if at_ckpt:
             rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
             if main:

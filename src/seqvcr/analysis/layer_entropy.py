@@ -43,10 +43,12 @@ from typing import Any
 
 import torch
 
+from seqvcr import outputs
 from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.entropy import matrix_entropy
 from seqvcr.errors import ConfigError, DataError
+from seqvcr.progress import ProgressBar
 from seqvcr.runs import LoadedRun, data_note, load_run, select_device
 from seqvcr.sequences import encode_examples
 from seqvcr.tasks import read_examples
@@ -105,12 +107,6 @@ def summarize(values: list[float]) -> dict[str, Any]:
     }
 
 
-def _progress(enabled: bool, text: str) -> None:
-    if enabled:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-
 @torch.no_grad()
 def compute_layer_entropy(
     run: str | os.PathLike[str] | LoadedRun,
@@ -122,11 +118,14 @@ def compute_layer_entropy(
     normalize: bool = False,
     device: str = "cpu",
     progress: bool = False,
+    step: int | None = None,
 ) -> dict[str, Any]:
     """Per-sequence and dataset-level matrix entropy of every layer of a trained run (see module doc).
 
     Args:
         run: a run directory (``config.yaml`` + its saved weights) or an already loaded run.
+        step: measure the run's snapshot of this step (``train.snapshot_steps``) instead of its final
+            weights (a run directory only).
         data_file: a data file in the run's task format; ``ref:...`` names a shipped reference file.
         n_sequences: size of the fixed sample (None: every line of the file).
         seed: sampling seed when the file is larger than the sample (None: the first lines).
@@ -134,24 +133,27 @@ def compute_layer_entropy(
         alpha: Renyi order (1 = von Neumann, the paper's choice).
         normalize: divide by log(min(T, d)) (per sequence) / log(min(n, d)) (dataset level).
         device: ``cpu``, ``cuda``, ``auto``.
-        progress: write a progress line per batch on stderr.
+        progress: a progress bar on stderr (``seqvcr.progress``).
 
     Returns:
         A JSON-able dict: ``layers`` (one dict per hidden state with ``layer``, ``name``, ``mean``,
         ``std``, ``ci95``, quantiles, ``values`` = the per-sequence entropies in sample order and
-        ``dataset`` = the dataset-level entropy) and the metadata needed to reproduce it.
+        ``dataset`` = the dataset-level entropy) and the metadata needed to reproduce it, with its
+        ``source`` (weights and data with their SHA-256, ``seqvcr.outputs``) when the weights came
+        from a file.
     """
     t0 = time.perf_counter()
     if n_sequences is None:
         n_sequences = 1000
     dev = select_device(device) if isinstance(device, str) else device
-    loaded = run if isinstance(run, LoadedRun) else load_run(run, device=dev)
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, device=dev, step=step)
     model = loaded.model
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
 
-    examples = read_examples(loaded.task, resolve_data_path(data_file))
+    data_path = resolve_data_path(data_file)
+    examples = read_examples(loaded.task, data_path)
     note = data_note(loaded.task, examples, data_file)
     if note:
         print(f"warning: {note}; measuring it as it is", file=sys.stderr)
@@ -173,8 +175,8 @@ def compute_layer_entropy(
     bound = torch.tensor([math.log(min(t, d)) if min(t, d) > 1 else float("nan") for t in lengths],
                          dtype=torch.float64)
     seq_means = torch.zeros(n_layers, n, d, dtype=torch.float64)
-    n_batches = math.ceil(n / batch_size)
-    for b, start in enumerate(range(0, n, batch_size)):
+    bar = ProgressBar(n, "entropy", unit="sequences", enabled=progress)
+    for start in range(0, n, batch_size):
         rows = list(range(start, min(n, start + batch_size)))
         width = max(lengths[r] for r in rows)
         x = data.ids[rows, :width].to(dev)  # (B, width)
@@ -191,7 +193,8 @@ def compute_layer_entropy(
                 idx = torch.tensor([rows[j] for j in members])
                 per_seq[layer, idx] = ent
                 seq_means[layer, idx] = z.mean(1).cpu()  # (b, d): one vector per sequence
-        _progress(progress and n_batches > 1, f"entropy: batch {b + 1}/{n_batches} ({len(rows)} sequences)")
+        bar.update(len(rows))
+    bar.close()
     dataset = matrix_entropy(seq_means, alpha, normalize=normalize)  # (n_layers,)
     model.train(was_training)
     if normalize:
@@ -216,7 +219,7 @@ def compute_layer_entropy(
         )
     seconds = time.perf_counter() - t0
     cfg = loaded.config
-    return {
+    result: dict[str, Any] = {
         "run_dir": str(loaded.run_dir),
         "data": str(data_file),
         "task": loaded.task.describe(),
@@ -240,7 +243,13 @@ def compute_layer_entropy(
         "layers": layers,
         "seconds": seconds,
         "device": str(dev),
+        "n_requested": n_sequences,
     }
+    if loaded.weights is not None:
+        result["source"] = outputs.source(
+            loaded.run_dir, loaded.weights, loaded.step, str(data_file), data_path
+        )
+    return result
 
 
 

@@ -9,8 +9,15 @@
 * :func:`plot_loss_curves` -- training LM loss against step on a log axis, and validation exact match
   against step (Fig. 5: the phase transition).
 
+* :func:`plot_entropy_vs_step` -- entropy of every layer against the training step, from the run's
+  snapshots (``train.snapshot_steps``): the representation collapse (or its absence) as it happens.
+
 Every function takes a list of :class:`Series` (one per run: label, method, data) so that colours are
 the same for a configuration in every figure: the paper's five configurations have fixed colours.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn and saved without ``pyplot``: importing or using
+this module never changes matplotlib's backend or any other global state (a notebook's inline backend
+keeps working), and no figure is left open.
 """
 
 from __future__ import annotations
@@ -22,19 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 __all__ = [
     "METHOD_COLORS",
     "Series",
+    "new_figure",
     "plot_entropy_hist",
     "plot_entropy_per_layer",
+    "plot_entropy_vs_step",
     "plot_loss_curves",
     "plot_position_accuracy",
+    "save_figure",
 ]
 
 METHOD_COLORS: dict[str, str] = {
@@ -74,18 +81,30 @@ def _styles(series: Sequence[Series]) -> list[dict[str, Any]]:
     return out
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure that belongs to no backend and to no pyplot state (see the module docstring)."""
+    return Figure(figsize=figsize)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = DPI, **kwargs: Any) -> Path:
+    """Write ``fig`` as a PNG, atomically (temporary file, then rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, p)
+    tmp = p.with_name(f"{p.stem}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png", **kwargs)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
     return p
 
 
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    return save_figure(fig, path, bbox_inches="tight")
+
+
 def _legend(ax: Any, n: int) -> None:
-    if n:
+    if n and ax.get_legend_handles_labels()[0]:  # nothing drawn (no records): no empty legend
         ax.legend(fontsize=8, frameon=False)
 
 
@@ -96,7 +115,8 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
 
     ``series[i].data`` is a result of ``compute_layer_entropy``.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    fig = new_figure((14, 3.9))
+    axes = fig.subplots(1, 3)
     styles = _styles(series)
     max_layers = 1
     for s, st in zip(series, styles):
@@ -138,7 +158,8 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
     nrows = math.ceil(n_layers / ncols)
     header = 0.5 if title else 0.25  # inches above the panels: title and legend
     height = 2.6 * nrows + header
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, height), squeeze=False)
+    fig = new_figure((3.4 * ncols, height))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     filled = len(series) <= 2  # more than two filled histograms blend into mud: outlines only
     styles = _styles(series)
     for layer in range(nrows * ncols):
@@ -187,7 +208,8 @@ def plot_position_accuracy(
 ) -> Path:
     """Fig. 6: accuracy per answer position. ``series[i].data`` is a list of accuracies (position 0 first);
     ``baseline`` (optional) is the majority-class accuracy per position, drawn as the chance level."""
-    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    fig = new_figure((8.5, 3.8))
+    ax = fig.subplots()
     styles = _styles(series)
     width = 0
     for s, st in zip(series, styles):
@@ -217,7 +239,8 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
 
     ``series[i].data`` is the list of records of a run's ``metrics.jsonl``.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    fig = new_figure((14, 3.9))
+    axes = fig.subplots(1, 3)
     styles = _styles(series)
     any_eval = False
     last_step = max((int(r.get("step", 0)) for s in series for r in s.data), default=1)
@@ -259,6 +282,46 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
         ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)
         ax.grid(alpha=0.3, which="major")
     _legend(axes[0], len(series))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Entropy of every layer against the training step, one panel per run (a line per layer, L0 light
+    to LN dark), from the run's snapshots and its final weights.
+
+    ``series[i].data`` is a list of ``(step, result of compute_layer_entropy)`` pairs, in step order.
+    """
+    import matplotlib
+
+    n = max(1, len(series))
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = new_figure((4.8 * ncols, 3.6 * nrows + 0.3))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    cmap = matplotlib.colormaps["viridis"]
+    for i in range(nrows * ncols):
+        ax = axes[i // ncols][i % ncols]
+        if i >= len(series):
+            ax.axis("off")
+            continue
+        s = series[i]
+        points = list(s.data)
+        n_layers = max((len(r["layers"]) for _, r in points), default=0)
+        steps = [step for step, _ in points]
+        for layer in range(n_layers):
+            ys = [r["layers"][layer]["mean"] if layer < len(r["layers"]) else float("nan") for _, r in points]
+            color = cmap(0.9 * layer / max(1, n_layers - 1))
+            ax.plot(steps, ys, marker="o", ms=3.5, color=color, label=f"L{layer}")
+        unit = "normalised entropy" if points and points[0][1].get("normalized") else "entropy (nats)"
+        ax.set_title(s.label, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"mean per-sequence {unit}")
+        ax.grid(alpha=0.3)
+        if n_layers:
+            ax.legend(fontsize=7, frameon=False, ncol=2 if n_layers > 6 else 1)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

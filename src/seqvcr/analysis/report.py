@@ -1,29 +1,39 @@
 """``seqvcr report RUN_DIR... --out DIR``: one Markdown report with the paper's figures and tables.
 
-For every run the report (re-)measures, on one test file (``--data``, default: the run's
-``task.test_file``):
+For every run the report measures, on one test file (``--data``, default: the run's
+``task.test_file``; ``--limit N``: its first N problems):
 
 * exact match and accuracy per answer position by greedy decoding (``seqvcr.evaluation.evaluate_file``,
   exactly what ``seqvcr eval`` prints; the per-example predictions are kept),
 * per-sequence and dataset-level matrix entropy of every layer
   (``seqvcr.analysis.layer_entropy.compute_layer_entropy``, exactly what ``seqvcr entropy`` prints),
-* decoding throughput (examples/s of the evaluation above) and T_norm relative to the vanilla run,
+  and, for a run with snapshots (``train.snapshot_steps``), the same at every snapshot's step,
+* decoding throughput (best of 5 timed decodings, the runs interleaved) and T_norm relative to the
+  vanilla run (``--no-throughput`` leaves this out),
 
 and reads from the run directory the training curves (``metrics.jsonl``), the configuration
 (``config.yaml``) and the run's facts (``result.json``: steps, seed, time, machine, command).
+
+An evaluation or entropy result that is already on disk and up to date (the same weights, data content,
+settings and seqvcr version; see ``seqvcr.outputs``) is reused instead of measured again: one saved by
+``seqvcr eval`` / ``seqvcr entropy`` in the run directory, or one in ``DIR/analysis/<run>/`` from an
+earlier (possibly interrupted) report. The report says which results it reused.
 
 Output layout (``DIR``)::
 
     report.md               the report (written last: the report is complete iff it exists)
     summary.json            every number of the report, machine readable
     *.png                   entropy_per_layer, entropy_hist, position_accuracy, loss_curves
-    *.md / *.csv            accuracy (Table 1 layout), positions, entropy, throughput
+                            (+ entropy_vs_step with snapshots)
+    *.md / *.csv            accuracy (Table 1 layout), positions, entropy, throughput (+ entropy_steps)
     analysis/<run>/         eval.json, predictions.jsonl, entropy.json/.csv, entropy_values.csv, config.yaml
+                            (+ snapshots/step_<N>.entropy.json)
 
-Everything is first written to a temporary sibling directory, then moved into ``DIR`` with
-``report.md`` last, so an interrupted report never looks complete. Other files in ``DIR`` are left
-alone (the demo keeps its data, configs and runs next to its report). A ``DIR`` that already holds a
-``report.md`` is refused unless ``force``.
+Every input is checked before anything is written. Each file is then written (atomically) as soon as it
+is made, ``report.md`` last, so an interrupted report (Ctrl-C) keeps what it had finished, never looks
+complete, and the same command picks up its measurements. Other files in ``DIR`` are left alone (the
+demo keeps its data, configs and runs next to its report). A ``DIR`` that already holds a ``report.md``
+is refused unless ``force``.
 """
 
 from __future__ import annotations
@@ -36,15 +46,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from seqvcr import config as C
+from seqvcr import outputs
 from seqvcr.analysis import plots, tables
-from seqvcr.analysis.layer_entropy import compute_layer_entropy, write_entropy
-from seqvcr.atomic import write_json_atomic
+from seqvcr.analysis.layer_entropy import compute_layer_entropy, sample_indices, write_entropy
+from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.errors import DataError, RunDirError
 from seqvcr.runs import (
     CONFIG_FILE,
@@ -53,6 +64,9 @@ from seqvcr.runs import (
     load_run_config,
     machine_info,
     read_result,
+    snapshot_file,
+    snapshot_steps,
+    weights_file,
 )
 
 __all__ = ["REPORT_FILE", "RunAnalysis", "analyze_run", "build_report", "check_out_dir", "read_metrics"]
@@ -62,14 +76,17 @@ SUMMARY_FILE = "summary.json"
 REPORT_MARK = "<!-- seqvcr run report -->"
 PER_RUN_DIR = "analysis"  # DIR/analysis/<run>/: the per-run measurements
 FIGURES = ("entropy_per_layer.png", "entropy_hist.png", "position_accuracy.png", "loss_curves.png")
+STEP_FIGURE = "entropy_vs_step.png"  # runs with snapshots only
 TABLES = ("accuracy", "positions", "entropy", "throughput")
+STEP_TABLE = "entropy_steps"  # runs with snapshots only
 #: every entry a report writes into its directory
 OUTPUTS = (
     REPORT_FILE,
     SUMMARY_FILE,
     PER_RUN_DIR,
     *FIGURES,
-    *(f"{t}.{e}" for t in TABLES for e in ("md", "csv")),
+    STEP_FIGURE,
+    *(f"{t}.{e}" for t in (*TABLES, STEP_TABLE) for e in ("md", "csv")),
 )
 
 
@@ -88,6 +105,9 @@ class RunAnalysis:
     data_file: str
     params: int | None
     throughput: dict[str, Any] | None = None  # best-of-k decoding speed (measure_throughput)
+    steps: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (step, entropy): snapshots
+    reused: dict[str, str] = field(default_factory=dict)  # eval / entropy -> the file it came from
+    limit: int = 0
 
     @property
     def method(self) -> str:
@@ -156,6 +176,21 @@ def _unique_names(run_dirs: Sequence[Path]) -> list[str]:
     return out
 
 
+def _check_run(rd: Path, data_file: str | None) -> None:
+    """Everything a run's analysis reads, read once before anything is written: its config, its weights
+    (a truncated file is an error now, not after other runs were measured) and its test file."""
+    from seqvcr.datafiles import resolve_data_path
+    from seqvcr.runs import load_run
+    from seqvcr.tasks import read_examples
+
+    cfg = load_run_config(rd)
+    data = data_file or cfg.task.test_file
+    if not data:
+        raise DataError(f"{rd}: the run's config has no task.test_file; pass --data FILE")
+    run = load_run(rd)
+    read_examples(run.task, resolve_data_path(data))
+
+
 def analyze_run(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -165,10 +200,20 @@ def analyze_run(
     n_sequences: int | None = 1000,
     device: str = "auto",
     progress: bool = True,
+    limit: int = 0,
+    reuse: bool = True,
 ) -> RunAnalysis:
-    """Evaluate one run and measure its layer entropy on ``data_file``; write the per-run files into
-    ``out_dir`` (eval.json, predictions.jsonl, entropy.json/.csv, entropy_values.csv, config.yaml)."""
-    from seqvcr.evaluation import evaluate_file
+    """Evaluate one run and measure its layer entropy (also at each of its snapshots) on ``data_file``;
+    write the per-run files into ``out_dir`` (eval.json, predictions.jsonl, entropy.json/.csv,
+    entropy_values.csv, config.yaml, snapshots/step_<N>.entropy.json) as each is made.
+
+    With ``reuse``, an up-to-date saved result (``seqvcr.outputs``) in the run directory or in
+    ``out_dir`` is taken instead of measuring again (``RunAnalysis.reused`` says which)."""
+    from seqvcr.checkpoints import read_safetensors
+    from seqvcr.datafiles import resolve_data_path
+    from seqvcr.evaluation import evaluate_file, precision_used
+    from seqvcr.runs import build_task, select_device
+    from seqvcr.tasks import read_examples
 
     rd = Path(run_dir)
     cfg = load_run_config(rd)
@@ -176,18 +221,63 @@ def analyze_run(
     data = data_file or cfg.task.test_file
     if not data:
         raise DataError(f"{rd}: the run's config has no task.test_file; pass --data FILE")
+    data_path = resolve_data_path(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _say(progress, f"report: {name}: evaluating on {data}")
-    ev = evaluate_file(str(rd), str(data), predictions=str(out / "predictions.jsonl"), device=device)
+    reused: dict[str, str] = {}
+
+    weights = weights_file(rd)
+    step = int(read_safetensors(weights, "model", prefixes=())[1]["step"])  # the header only
+    source = outputs.source(rd, weights, step, str(data), data_path)
+    precision = precision_used(select_device(device), cfg.train.precision)
+
+    # ---- evaluation: reused when up to date, else decoded now
+    found = outputs.find_eval([rd / outputs.EVAL_DIR, out / "eval.json"], source, limit=limit,
+                              precision=precision) if reuse else None
+    if found is not None:
+        ev, ev_path, preds_path = found
+        if preds_path.resolve() != (out / "predictions.jsonl").resolve():
+            shutil.copyfile(preds_path, out / "predictions.jsonl")
+        reused["eval"] = str(ev_path)
+        _say(progress, f"report: {name}: reusing the evaluation in {reused['eval']}")
+    else:
+        _say(progress, f"report: {name}: evaluating on {data}" + (f" (first {limit})" if limit else ""))
+        ev = evaluate_file(str(rd), str(data), predictions=str(out / "predictions.jsonl"), device=device,
+                           limit=limit, progress=progress)
+    ev = {**ev, "predictions_file": "predictions.jsonl"}
+    ev.pop("saved", None)
     write_json_atomic(out / "eval.json", ev)
     _say(
         progress,
         f"report: {name}: exact match {ev['exact_match']:.4f} on {ev['n']} examples "
         f"({ev['examples_per_s']:,.0f} examples/s); measuring layer entropy",
     )
-    ent = compute_layer_entropy(str(rd), str(data), n_sequences=n_sequences, device=device)
-    write_entropy(ent, out)
+
+    # ---- entropy of the final weights, then of each snapshot
+    task = build_task(cfg)
+    n_lines = len(read_examples(task, data_path))
+    indices = sample_indices(n_lines, n_sequences, 0)
+
+    def entropy_at(
+        at_step: int | None, places: list[Path], src: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """The entropy of the final weights (``at_step`` None) or of a snapshot, and the file it was
+        reused from ("" when measured now)."""
+        hit = None
+        if reuse:
+            hit = outputs.find_entropy(places, src, indices=indices, alpha=1.0, normalize=False)
+        if hit is not None:
+            return hit[0], str(hit[1])
+        res = compute_layer_entropy(str(rd), str(data), n_sequences=n_sequences, device=device,
+                                    progress=progress, step=at_step)
+        return res, ""
+
+    ent, where = entropy_at(None, [rd / "entropy.json", out / "entropy.json"], source)
+    if where:
+        reused["entropy"] = where
+        _say(progress, f"report: {name}: reusing the entropy in {where}")
+    if not (where and Path(where).resolve() == (out / "entropy.json").resolve()):
+        write_entropy(ent, out)
     shutil.copyfile(rd / CONFIG_FILE, out / CONFIG_FILE)
     lines = (out / "predictions.jsonl").read_text().splitlines()
     preds = [json.loads(line) for line in lines if line.strip()]
@@ -199,7 +289,25 @@ def analyze_run(
         params = load_run(rd).model.num_params()
     means = ", ".join(f"L{L['layer']} {L['mean']:.3f}" for L in ent["layers"])
     _say(progress, f"report: {name}: entropy ({ent['n']} sequences, {ent['seconds']:.1f}s): {means}")
-    return RunAnalysis(name, rd, cfg, result, read_metrics(rd), ev, ent, preds, str(data), params)
+
+    steps: list[tuple[int, dict[str, Any]]] = []
+    snaps = [k for k in snapshot_steps(rd) if k != step]
+    for k in snaps:
+        kept = out / "snapshots" / f"step_{k:06d}.entropy.json"
+        src = outputs.source(rd, snapshot_file(rd, k), k, str(data), data_path)
+        res, where_k = entropy_at(k, [outputs.analysis_home(rd, k) / "entropy.json", kept], src)
+        if where_k:
+            reused[f"entropy step {k}"] = where_k
+        if not (where_k and Path(where_k).resolve() == kept.resolve()):
+            kept.parent.mkdir(exist_ok=True)
+            write_json_atomic(kept, res)
+        steps.append((k, res))
+        _say(progress, f"report: {name}: entropy at step {k}" + (" (reused)" if where_k else ""))
+    if steps:
+        steps.append((step, ent))
+        steps.sort(key=lambda p: p[0])
+    return RunAnalysis(name, rd, cfg, result, read_metrics(rd), ev, ent, preds, str(data), params,
+                       steps=steps, reused=reused, limit=limit)
 
 
 def measure_throughput(
@@ -208,12 +316,15 @@ def measure_throughput(
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
+    limit: int = 0,
 ) -> None:
-    """Decoding speed of every run on its test file: ``repeats`` timed greedy decodings per run, the
-    runs interleaved (run 1, run 2, ..., run 1, ...) so that a busy moment of the machine does not
-    fall on one run only; the fastest repeat counts (``run.throughput``). T_norm compares these."""
+    """Decoding speed of every run on its test file (its first ``limit`` problems with a limit):
+    ``repeats`` timed greedy decodings per run, the runs interleaved (run 1, run 2, ..., run 1, ...) so
+    that a busy moment of the machine does not fall on one run only; the fastest repeat counts
+    (``run.throughput``). T_norm compares these."""
     from seqvcr.datafiles import resolve_data_path
     from seqvcr.evaluation import evaluate
+    from seqvcr.progress import ProgressBar
     from seqvcr.runs import load_run, select_device
     from seqvcr.sequences import encode_examples
     from seqvcr.tasks import read_examples
@@ -223,15 +334,19 @@ def measure_throughput(
     for r in runs:
         loaded = load_run(r.run_dir, device=dev)
         examples = read_examples(loaded.task, resolve_data_path(r.data_file))
+        if limit:
+            examples = examples[:limit]
         prepared.append((loaded, encode_examples(loaded.fmt, examples).to(dev)))
     times: list[list[float]] = [[] for _ in runs]
-    for k in range(repeats):
-        _say(progress, f"report: throughput, round {k + 1}/{repeats}")
-        for i, (loaded, data) in enumerate(prepared):
-            res = evaluate(
-                loaded.model, loaded.fmt, data, batch_size=batch_size, precision=loaded.config.train.precision
-            )
-            times[i].append(res.seconds)
+    total = repeats * sum(len(d) for _, d in prepared)
+    with ProgressBar(total, "throughput", unit="examples", enabled=progress) as bar:
+        for _ in range(repeats):
+            for i, (loaded, data) in enumerate(prepared):
+                res = evaluate(
+                    loaded.model, loaded.fmt, data, batch_size=batch_size,
+                    precision=loaded.config.train.precision, on_batch=bar.update,
+                )
+                times[i].append(res.seconds)
     for r, ts, (_, data) in zip(runs, times, prepared):
         best = min(ts)
         r.throughput = {
@@ -296,32 +411,21 @@ def _fmt_seconds(s: float | None) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.write_text(text)
+    write_text_atomic(path, text)
 
 
-def _commit(stage: Path, out: Path) -> None:
-    """Move the staged report into ``out``: everything but report.md first, report.md last; a staged
-    directory replaces its namesake entry by entry (``analysis/<run>``), other files in ``out`` stay."""
-    out.mkdir(parents=True, exist_ok=True)
+def _clear(out: Path) -> None:
+    """Remove an earlier report's outputs from ``out`` (report.md first, so the directory never looks
+    complete); ``analysis/`` stays: its measurements are reused where they are up to date."""
     (out / REPORT_FILE).unlink(missing_ok=True)
-    for item in sorted(stage.iterdir()):
-        if item.name == REPORT_FILE:
+    for name in OUTPUTS:
+        p = out / name
+        if name == PER_RUN_DIR or not p.exists():
             continue
-        dest = out / item.name
-        if dest.is_dir() and not dest.is_symlink():
-            if item.is_dir():
-                for sub in sorted(item.iterdir()):  # analysis/<run>: replace run by run, keep others
-                    sd = dest / sub.name
-                    if sd.is_dir():
-                        shutil.rmtree(sd)
-                    elif sd.exists():
-                        sd.unlink()
-                    os.replace(sub, sd)
-                continue
-            shutil.rmtree(dest)
-        os.replace(item, dest)
-    os.replace(stage / REPORT_FILE, out / REPORT_FILE)
-    shutil.rmtree(stage, ignore_errors=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def build_report(
@@ -337,125 +441,164 @@ def build_report(
     intro: str = "",
     extra: Callable[[Sequence[RunAnalysis]], str] | None = None,
     progress: bool = True,
+    limit: int = 0,
+    throughput: bool = True,
+    reuse: bool = True,
 ) -> Path:
     """Analyse ``run_dirs`` and write the report into ``out``; returns the path of report.md.
 
     ``data_file`` (default: each run's ``task.test_file``) is the file every run is evaluated on and its
-    entropy measured on; ``n_sequences`` sequences of it enter the entropy. ``command`` is recorded as
-    the command that made the report; ``intro`` is Markdown placed under the title and ``extra(runs)``
-    Markdown computed from the analysed runs, placed after it (the demo's intro and findings).
+    entropy measured on (its first ``limit`` problems are evaluated when ``limit`` > 0);
+    ``n_sequences`` sequences of it enter the entropy. ``throughput=False`` leaves out the timed
+    decodings (the throughput table and T_norm). ``reuse=False`` measures everything afresh.
+    ``command`` is recorded as the command that made the report; ``intro`` is Markdown placed under the
+    title and ``extra(runs)`` Markdown computed from the analysed runs, placed after it (the demo's
+    intro and findings).
     """
     out_dir = check_out_dir(out, force)
     if not run_dirs:
         raise RunDirError("report: no run directories given")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise DataError(f"--limit: expected an integer >= 0 (0: every example), got {limit!r}")
     rds = [Path(p) for p in run_dirs]
     for rd in rds:
         if not rd.is_dir():
             raise RunDirError(f"{rd}: no such run directory")
+    for rd in rds:  # every input, before anything is written
+        _check_run(rd, data_file)
     names = _unique_names(rds)
     t0 = time.perf_counter()
-    absolute = out_dir.resolve()
-    absolute.parent.mkdir(parents=True, exist_ok=True)
-    stage = absolute.parent / f".{absolute.name}.tmp-{os.getpid()}"  # same file system: renames are atomic
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        runs = [
-            analyze_run(
-                rd,
-                stage / PER_RUN_DIR / nm,
-                name=nm,
-                data_file=data_file,
-                n_sequences=n_sequences,
-                device=device,
-                progress=progress,
-            )
-            for rd, nm in zip(rds, names)
-        ]
-        _say(progress, "report: drawing figures and tables")
-        _say(progress, "report: measuring decoding throughput (best of 5, runs interleaved)")
-        measure_throughput(runs, device=device, progress=progress)
-        if extra is not None:
-            intro = (intro.rstrip() + "\n\n" if intro else "") + extra(runs)
-        _write_report(
-            stage, runs, command=command, title=title, intro=intro, seconds=time.perf_counter() - t0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear(out_dir)
+    runs = [
+        analyze_run(
+            rd,
+            out_dir / PER_RUN_DIR / nm,
+            name=nm,
+            data_file=data_file,
+            n_sequences=n_sequences,
+            device=device,
+            progress=progress,
+            limit=limit,
+            reuse=reuse,
         )
-        _commit(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        for rd, nm in zip(rds, names)
+    ]
+    _say(progress, "report: drawing figures and tables")
+    made = _write_figures_and_tables(out_dir, runs)
+    if throughput:
+        _say(progress, "report: measuring decoding throughput (best of 5, runs interleaved)")
+        measure_throughput(runs, device=device, progress=progress, limit=limit)
+    if extra is not None:
+        intro = (intro.rstrip() + "\n\n" if intro else "") + extra(runs)
+    _write_report(
+        out_dir, runs, made, command=command, title=title, intro=intro, seconds=time.perf_counter() - t0,
+        throughput=throughput,
+    )
     _say(progress, f"report: wrote {out_dir / REPORT_FILE}")
     return out_dir / REPORT_FILE
 
 
-def _write_report(
-    stage: Path,
-    runs: Sequence[RunAnalysis],
-    *,
-    command: str | None,
-    title: str | None,
-    intro: str,
-    seconds: float,
-) -> None:
-    """Figures, tables, summary.json and report.md for analysed runs, into ``stage``."""
-    series = lambda data: [plots.Series(r.label, r.method, d) for r, d in zip(runs, data)]  # noqa: E731
+def _context(runs: Sequence[RunAnalysis]) -> tuple[list[str], list[str], str, list[float] | None]:
+    """Tasks, data files, a caption suffix and the majority-class baseline (one data file only)."""
     tasks_seen = list(dict.fromkeys(r.entropy["task"] for r in runs))
     datas = list(dict.fromkeys(r.data_file for r in runs))
-    heading = title or f"Seq-VCR report: {', '.join(tasks_seen)}"
     on = f"{', '.join(tasks_seen)}, {', '.join(datas)}"
-
     baseline = majority_baseline(runs[0].predictions) if len(datas) == 1 else None
+    return tasks_seen, datas, on, baseline
+
+
+def _write_figures_and_tables(out: Path, runs: Sequence[RunAnalysis]) -> dict[str, tables.Table]:
+    """Every figure and table that needs no throughput, each written as soon as it is made."""
+    series = lambda data: [plots.Series(r.label, r.method, d) for r, d in zip(runs, data)]  # noqa: E731
+    _, _, on, baseline = _context(runs)
     plots.plot_entropy_per_layer(
         series([r.entropy for r in runs]),
-        stage / "entropy_per_layer.png",
+        out / "entropy_per_layer.png",
         title=f"Representation entropy per layer ({on})",
     )
     plots.plot_entropy_hist(
         series([r.entropy for r in runs]),
-        stage / "entropy_hist.png",
+        out / "entropy_hist.png",
         title=f"Per-sequence entropy per layer ({on})",
     )
     plots.plot_position_accuracy(
         series([r.eval["position_accuracy"] for r in runs]),
-        stage / "position_accuracy.png",
+        out / "position_accuracy.png",
         baseline=baseline,
         title=f"Accuracy per answer position ({on})",
         position_note=_position_note(runs),
     )
     plots.plot_loss_curves(
-        series([r.metrics for r in runs]), stage / "loss_curves.png", title="Learning curves"
+        series([r.metrics for r in runs]), out / "loss_curves.png", title="Learning curves"
     )
+    with_steps = [r for r in runs if r.steps]
+    if with_steps:
+        plots.plot_entropy_vs_step(
+            [plots.Series(r.label, r.method, r.steps) for r in with_steps],
+            out / STEP_FIGURE,
+            title=f"Entropy per layer during training, from the snapshots ({on})",
+        )
 
-    acc = tables.accuracy_table(
-        [
-            {
-                "method": r.method,
-                "pauses": r.pauses,
-                "task": r.entropy["task"],
-                "exact_match": r.eval["exact_match"],
-            }
-            for r in runs
-        ]
-    )
-    pos = tables.position_table(
-        [{"run": r.name, "position_accuracy": r.eval["position_accuracy"]} for r in runs], baseline=baseline
-    )
-    ent = tables.entropy_table([{"run": r.name, "entropy": r.entropy} for r in runs])
-    thr = tables.throughput_table(
-        [
-            {
-                "run": r.name,
-                "method": r.method,
-                "pauses": r.pauses,
-                "task": r.entropy["task"],
-                "examples_per_s": (r.throughput or r.eval)["examples_per_s"],
-            }
-            for r in runs
-        ]
-    )
-    for stem, t in zip(TABLES, (acc, pos, ent, thr)):
-        _write(stage / f"{stem}.md", t.to_markdown())
-        _write(stage / f"{stem}.csv", t.to_csv())
+    made: dict[str, tables.Table] = {
+        "accuracy": tables.accuracy_table(
+            [
+                {
+                    "method": r.method,
+                    "pauses": r.pauses,
+                    "task": r.entropy["task"],
+                    "exact_match": r.eval["exact_match"],
+                }
+                for r in runs
+            ]
+        ),
+        "positions": tables.position_table(
+            [{"run": r.name, "position_accuracy": r.eval["position_accuracy"]} for r in runs],
+            baseline=baseline,
+        ),
+        "entropy": tables.entropy_table([{"run": r.name, "entropy": r.entropy} for r in runs]),
+    }
+    if with_steps:
+        made[STEP_TABLE] = tables.entropy_steps_table(
+            [{"run": r.name, "steps": r.steps} for r in with_steps]
+        )
+    for stem, t in made.items():
+        _write(out / f"{stem}.md", t.to_markdown())
+        _write(out / f"{stem}.csv", t.to_csv())
+    return made
+
+
+def _write_report(
+    out: Path,
+    runs: Sequence[RunAnalysis],
+    made: dict[str, tables.Table],
+    *,
+    command: str | None,
+    title: str | None,
+    intro: str,
+    seconds: float,
+    throughput: bool,
+) -> None:
+    """The throughput table (when measured), summary.json and, last, report.md, into ``out``."""
+    tasks_seen, datas, _, baseline = _context(runs)
+    heading = title or f"Seq-VCR report: {', '.join(tasks_seen)}"
+    acc, pos, ent = made["accuracy"], made["positions"], made["entropy"]
+    thr = None
+    if throughput:
+        thr = tables.throughput_table(
+            [
+                {
+                    "run": r.name,
+                    "method": r.method,
+                    "pauses": r.pauses,
+                    "task": r.entropy["task"],
+                    "examples_per_s": (r.throughput or r.eval)["examples_per_s"],
+                }
+                for r in runs
+            ]
+        )
+        _write(out / "throughput.md", thr.to_markdown())
+        _write(out / "throughput.csv", thr.to_csv())
 
     here = describe_machine(machine_info())
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -482,19 +625,25 @@ def _write_report(
                 "position_accuracy": r.eval["position_accuracy"],
                 "examples_per_s": (r.throughput or r.eval)["examples_per_s"],
                 "throughput": r.throughput,
-                "T_norm": next((row[4] for row in thr.rows if row[0] == r.name), None),
+                "T_norm": next((row[4] for row in thr.rows if row[0] == r.name), None) if thr else None,
                 "entropy_mean": [L["mean"] for L in r.entropy["layers"]],
                 "entropy_ci95_half": [L["ci95_half"] for L in r.entropy["layers"]],
                 "entropy_mean_normalized": [L["mean_normalized"] for L in r.entropy["layers"]],
                 "tokens_per_sequence": r.entropy["tokens_per_sequence"],
                 "entropy_dataset": [L["dataset"] for L in r.entropy["layers"]],
                 "entropy_n": r.entropy["n"],
+                "entropy_steps": [
+                    {"step": k, "entropy_mean": [L["mean"] for L in e["layers"]]} for k, e in r.steps
+                ],
+                "limit": r.limit,
+                "reused": r.reused,
             }
             for r in runs
         ],
         "majority_baseline": baseline,
+        "throughput_measured": throughput,
     }
-    write_json_atomic(stage / SUMMARY_FILE, summary)
+    write_json_atomic(out / SUMMARY_FILE, summary)
 
     md: list[str] = [REPORT_MARK, f"# {heading}", ""]
     md.append(
@@ -502,6 +651,14 @@ def _write_report(
         f"(evaluation, entropy and figures took {_fmt_seconds(seconds)})."
     )
     md.append("")
+    reused = [(r.name, what, where) for r in runs for what, where in r.reused.items()]
+    if reused:
+        md += [
+            "Reused, not measured again (saved earlier and up to date: the same weights, data, settings "
+            "and seqvcr version): "
+            + "; ".join(f"{name} {what} from `{where}`" for name, what, where in reused) + ".",
+            "",
+        ]
     if intro:
         md += [intro.rstrip(), ""]
     md += [
@@ -606,6 +763,17 @@ def _write_report(
         "![entropy histograms](entropy_hist.png)",
         "",
     ]
+    if STEP_TABLE in made:
+        md += [
+            "## Entropy per layer during training (snapshots)",
+            "",
+            "Mean per-sequence entropy of every layer of the weights kept at each snapshot step "
+            "(`train.snapshot_steps`) and of the final weights, on the same sequences as above.",
+            "",
+            f"![entropy per layer against step]({STEP_FIGURE})",
+            "",
+            made[STEP_TABLE].to_markdown(),
+        ]
 
     md += [
         "## Learning curves (Fig. 5)",
@@ -617,16 +785,19 @@ def _write_report(
         "![learning curves](loss_curves.png)",
         "",
     ]
-    md += [
-        "## Inference throughput (App. E)",
-        "",
-        f"Examples per second of greedy decoding of the test file (batch 256, KV cache) on {here}: "
-        "each run decoded it 5 times, the runs interleaved, and the fastest time counts (a busy "
-        "moment of the machine then spoils no single run). T_norm = examples/s of the run / that of "
-        "the vanilla (no-CoT) run of the same task (the paper's App. E).",
-        "",
-        thr.to_markdown(),
-    ]
+    if thr is not None:
+        md += [
+            "## Inference throughput (App. E)",
+            "",
+            f"Examples per second of greedy decoding of the test file (batch 256, KV cache) on {here}: "
+            "each run decoded it 5 times, the runs interleaved, and the fastest time counts (a busy "
+            "moment of the machine then spoils no single run). T_norm = examples/s of the run / that of "
+            "the vanilla (no-CoT) run of the same task (the paper's App. E).",
+            "",
+            thr.to_markdown(),
+        ]
+    else:
+        md += ["## Inference throughput (App. E)", "", "Not measured (`--no-throughput`).", ""]
 
     md += ["## Commands", ""]
     for r in runs:
@@ -640,18 +811,21 @@ def _write_report(
     for r in runs:
         md.append(
             f"- **{r.name}** evaluated by the equivalent of `seqvcr eval {shlex.quote(str(r.run_dir))} "
-            f"--data {shlex.quote(r.data_file)}` and `seqvcr entropy {shlex.quote(str(r.run_dir))} "
-            f"--data {shlex.quote(r.data_file)} --n {r.entropy['n']}`"
+            f"--data {shlex.quote(r.data_file)}{f' --limit {r.limit}' if r.limit else ''}` and "
+            f"`seqvcr entropy {shlex.quote(str(r.run_dir))} --data {shlex.quote(r.data_file)} "
+            f"--n {r.entropy['n']}`"
         )
     md.append(f"- this report: `{command or 'seqvcr.analysis.report.build_report(...)'}`")
     md += [
         "",
         "## Files",
         "",
-        "`summary.json` (every number above), `accuracy.csv`, `positions.csv`, `entropy.csv`, "
-        f"`throughput.csv`; per run in `{PER_RUN_DIR}/<run>/`: `eval.json`, `predictions.jsonl`, "
+        "`summary.json` (every number above), `accuracy.csv`, `positions.csv`, `entropy.csv`"
+        + (", `throughput.csv`" if thr is not None else "")
+        + (f", `{STEP_TABLE}.csv`" if STEP_TABLE in made else "")
+        + f"; per run in `{PER_RUN_DIR}/<run>/`: `eval.json`, `predictions.jsonl`, "
         "`entropy.json`, `entropy.csv`, `entropy_values.csv` (every sequence's entropy per layer), "
-        "`config.yaml`.",
+        "`config.yaml`" + (", `snapshots/step_<N>.entropy.json`" if STEP_TABLE in made else "") + ".",
         "",
     ]
-    _write(stage / REPORT_FILE, "\n".join(md))
+    _write(out / REPORT_FILE, "\n".join(md))

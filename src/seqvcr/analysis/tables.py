@@ -6,6 +6,8 @@
   ``mean +- std (n)``.
 * :func:`position_table` -- accuracy per answer position, one row per run.
 * :func:`entropy_table` -- mean per-sequence entropy per layer (+- the 95% CI half-width), one row per run.
+* :func:`entropy_steps_table` -- mean per-sequence entropy per layer at each snapshot step, one row per
+  (run, step).
 * :func:`throughput_table` -- decoding throughput and T_norm = examples/s of a run divided by that of the
   no-CoT (vanilla) run of the same task (App. E).
 
@@ -25,6 +27,7 @@ __all__ = [
     "METHOD_ORDER",
     "Table",
     "accuracy_table",
+    "entropy_steps_table",
     "entropy_table",
     "method_label",
     "position_table",
@@ -178,6 +181,19 @@ class _EntropyTable(Table):
                  "|" + "|".join("---" for _ in self.md_header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in self.markdown_rows]
         return "\n".join(lines) + "\n"
+
+
+def entropy_steps_table(entries: Sequence[dict[str, Any]]) -> Table:
+    """Mean per-sequence entropy per layer against the training step. ``entries``: dicts with ``run`` and
+    ``steps``, a list of ``(step, result of compute_layer_entropy)`` pairs."""
+    width = max((len(e["layers"]) for entry in entries for _, e in entry["steps"]), default=0)
+    header = ["run", "step", *[f"L{i}" for i in range(width)]]
+    rows: list[list[Any]] = []
+    for entry in entries:
+        for step, e in entry["steps"]:
+            means = [L["mean"] for L in e["layers"]]
+            rows.append([entry["run"], step, *means, *([None] * (width - len(means)))])
+    return Table(header, rows)
 
 
 def throughput_table(entries: Sequence[dict[str, Any]]) -> Table:

@@ -336,8 +336,7 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
     the data; the CI is in the tables."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from seqvcr.analysis.plots import new_figure, save_figure
 
     groups = _groups(study)
     all_x = [x for _, items in groups for x, _ in items]
@@ -345,8 +344,9 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
     numeric = _numeric(all_x) and len(set(all_x)) > 1
     pos = dict(zip(map(repr, all_x), xs_all))
     any_point = False
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = new_figure((7.0, 4.2))
+    ax = fig.subplots()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     n_groups = len(groups)
     for gi, (name, items) in enumerate(groups):
         color = colors[gi % len(colors)]
@@ -369,7 +369,6 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
         ax.errorbar(xs, means, yerr=[lo, hi], color=color, marker="o", ms=5, capsize=3, lw=1.5,
                     label=name or None, zorder=3)
     if not any_point:
-        plt.close(fig)
         return False
     if numeric:
         if log:
@@ -394,8 +393,7 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
     if n_groups > 1:
         ax.legend(fontsize=8, title=None, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True
 
 
@@ -408,8 +406,7 @@ def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: st
     """
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from seqvcr.analysis.plots import new_figure, save_figure
 
     firsts: list[str] = []
     panels: list[str] = []
@@ -425,8 +422,9 @@ def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: st
     if not series:
         return False
     n_panels = len(panels)
-    fig, axes = plt.subplots(1, n_panels, figsize=(2.2 + 3.6 * n_panels, 4.4), sharey=True, squeeze=False)
-    cmap = plt.get_cmap("tab10" if len(firsts) <= 10 else "viridis")
+    fig = new_figure((2.2 + 3.6 * n_panels, 4.4))
+    axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)
+    cmap = matplotlib.colormaps["tab10" if len(firsts) <= 10 else "viridis"]
     shade = len(firsts) <= 6
     handles: dict[str, Any] = {}
     for pi, panel in enumerate(panels):
@@ -460,8 +458,7 @@ def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: st
     fig.legend([handles[f] for f in firsts if f in handles], [f for f in firsts if f in handles],
                fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     return True
 
 

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("plan", help="plan YAML (see plans/), or a sweep directory to continue")
     p.add_argument("--executor", choices=E.EXECUTORS, default="local",
                    help="local: worker processes here; slurm: a submitit job array; print: one command "
-                   "per pending run (default: local)")
+                   "per pending run")
     p.add_argument("--out", default=None, help="sweep directory (default: sweeps/<plan name>)")
     p.add_argument("--workers", type=int, default=None,
                    help="local: parallel runs (default: one per GPU, else one per CPU core, at most 8)")
@@ -41,24 +41,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local Hugging Face GPT-2 directory for plans that fine-tune ($gpt2_dir)")
     p.add_argument("--only", nargs="*", default=None, metavar="RUN_ID", help="run only these run ids")
     p.add_argument("--no-report", action="store_true", help="local: do not write the report at the end")
-    g = p.add_argument_group("slurm")
-    g.add_argument("--partition", default=None)
-    g.add_argument("--gpus-per-job", type=int, default=1)
-    g.add_argument("--cpus-per-job", type=int, default=8)
-    g.add_argument("--mem-gb", type=int, default=None)
+    p.add_argument("--quiet", action="store_true",
+                   help="local: no progress bar and no line per started or finished run (crashes are still "
+                   "reported)")
+    g = p.add_argument_group("slurm", "options of --executor slurm (submitit)")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per job (0: CPU jobs)")
+    g.add_argument("--cpus-per-job", type=int, default=8, help="CPU cores per job")
+    g.add_argument("--mem-gb", type=int, default=None, help="memory per job in GB (default: the cluster's)")
     g.add_argument("--time", type=int, default=24 * 60, help="minutes per job (requeued on timeout)")
     g.add_argument("--parallelism", type=int, default=64, help="array tasks running at once")
-    g.add_argument("--account", default=None)
-    g.add_argument("--qos", default=None)
-    g.add_argument("--constraint", default=None)
+    g.add_argument("--account", default=None, help="SLURM account to charge")
+    g.add_argument("--qos", default=None, help="SLURM quality of service")
+    g.add_argument("--constraint", default=None, help="SLURM node constraint (e.g. a GPU type)")
     g.add_argument("--wait", action="store_true", help="block until the jobs finish, then report")
     p.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("sweep-run", help=argparse.SUPPRESS,
+    r = sub.add_parser("sweep-run",
+                       help="train, evaluate and measure one run of a sweep (what --executor print lists)",
                        description="Train, evaluate and measure one run of a sweep (what every executor "
                        "runs; use it from any scheduler).")
-    r.add_argument("sweep_dir")
-    r.add_argument("run_id")
+    r.add_argument("sweep_dir", help="the sweep directory (holding manifest.json)")
+    r.add_argument("run_id", help="the run's id (a directory in SWEEP_DIR/runs/)")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.add_argument("--device", default="auto", help="device for evaluation and entropy (training uses "
                    "the config's train.device)")
@@ -166,7 +170,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not todo:
         print(f"sweep {name}: nothing to run", file=sys.stderr)
         return _finish(sweep, name, args)
-    result = E.run_local(sweep, todo, workers=args.workers, threads=args.threads)
+    result = E.run_local(sweep, todo, workers=args.workers, threads=args.threads, quiet=args.quiet)
     S.refresh_manifest(sweep)
     if result.interrupted:
         print(f"sweep {name}: interrupted after {result.seconds:.0f}s ({len(result.done)} run(s) finished); "

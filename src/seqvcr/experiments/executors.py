@@ -135,8 +135,16 @@ def run_local(
     threads: int | None = None,
     stream: TextIO | None = None,
     target: Callable[..., None] = _child,
+    quiet: bool = False,
 ) -> LocalSummary:
-    """Execute ``runs`` (manifest entries) with a pool of worker processes; see the module docstring."""
+    """Execute ``runs`` (manifest entries) with a pool of worker processes; see the module docstring.
+
+    Progress (``seqvcr.progress``): on a terminal a bar over the runs, the start and end of each run
+    printed above it; in a log file or under SLURM those lines alone (``[3/10] done ...``). ``quiet``
+    leaves out the bar and the start / done lines; crashes and interruptions are still reported.
+    """
+    from seqvcr.progress import ProgressBar
+
     sweep = Path(sweep_dir)
     gpus = visible_gpus()
     if gpus:
@@ -151,7 +159,22 @@ def run_local(
         per = threads or max(1, cores // n_workers)
         where = f"{n_workers} CPU worker(s) x {per} thread(s) ({cores} cores)"
     total = len(runs)
-    _say(stream, f"running {total} run(s) with {where}")
+    out = stream or sys.stderr
+    bar = ProgressBar(total, "sweep", unit="runs", stream=out, enabled=not quiet, plain=False)
+
+    def say(text: str) -> None:
+        """What always matters (crashes, interruptions): above the bar, or a plain line."""
+        if bar.is_bar:
+            bar.write(text)
+        else:
+            _say(out, text)
+
+    def note(text: str) -> None:
+        """Progress (a run started or done), left out with ``quiet``."""
+        if not quiet:
+            say(text)
+
+    note(f"running {total} run(s) with {where}")
     ctx = multiprocessing.get_context("spawn")
     pending = list(runs)
     active: dict[Any, tuple[Any, dict[str, Any], float, int, str | None]] = {}
@@ -179,7 +202,7 @@ def run_local(
                 )
                 proc.start()
                 active[proc.sentinel] = (proc, run, time.perf_counter(), started, gpu)
-                _say(stream, f"{'':>9} start {run['id']} {describe_run(run)}"
+                note(f"{'':>9} start {run['id']} {describe_run(run)}"
                      + (f" on GPU {gpu}" if gpu is not None else ""))
             ready = wait(list(active), timeout=1.0)
             for sentinel in ready:
@@ -189,10 +212,11 @@ def run_local(
                     free_gpus.append(gpu)
                 secs = time.perf_counter() - t_start
                 finished += 1
-                _finish(sweep, run, proc.exitcode, secs, finished, total, stream, done, crashed, busy)
+                _finish(sweep, run, proc.exitcode, secs, finished, total, say, note, done, crashed, busy)
+                bar.update()
     except (KeyboardInterrupt, _Stop):
         interrupted = True
-        _say(stream, f"interrupted: stopping {len(active)} worker(s); their checkpoints are kept")
+        say(f"interrupted: stopping {len(active)} worker(s); their checkpoints are kept")
         for proc, *_ in active.values():
             if proc.is_alive():
                 proc.terminate()
@@ -202,6 +226,7 @@ def run_local(
                 proc.kill()
                 proc.join()
     finally:
+        bar.close()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     return LocalSummary(done, crashed, busy, interrupted, time.perf_counter() - t0)
@@ -220,20 +245,22 @@ def _finish(
     secs: float,
     k: int,
     total: int,
-    stream: TextIO | None,
+    say: Callable[[str], None],
+    note: Callable[[str], None],
     done: list[str],
     crashed: list[str],
     busy: list[str],
 ) -> None:
+    """Record how a worker ended; ``say`` prints what always matters, ``note`` progress (``--quiet``)."""
     rid = run["id"]
     rd = sweep / S.RUNS / rid
     head = f"[{k:>3}/{total}]"
     if code == 3:
         busy.append(rid)
-        _say(stream, f"{head} busy  {rid}: another worker holds this run; left to it")
+        say(f"{head} busy  {rid}: another worker holds this run; left to it")
         return
     if code in (-signal.SIGTERM, -signal.SIGINT, 130):
-        _say(stream, f"{head} stopped {rid} after {secs:.0f}s (interrupted; resumes on the next run)")
+        say(f"{head} stopped {rid} after {secs:.0f}s (interrupted; resumes on the next run)")
         return
     if code != 0 and not (rd / S.ERROR).is_file():
         what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
@@ -243,11 +270,11 @@ def _finish(
         em = ev.get("exact_match")
         tail = f": exact match {em:.4f}" if isinstance(em, float) else ""
         done.append(rid)
-        _say(stream, f"{head} done  {rid} {describe_run(run)}{tail} ({secs:.0f}s)")
+        note(f"{head} done  {rid} {describe_run(run)}{tail} ({secs:.0f}s)")
         return
     crashed.append(rid)
     first = (rd / S.ERROR).read_text().splitlines()[0] if (rd / S.ERROR).is_file() else "unknown error"
-    _say(stream, f"{head} CRASH {rid} {describe_run(run)}: {first} (see {rd / S.ERROR})")
+    say(f"{head} CRASH {rid} {describe_run(run)}: {first} (see {rd / S.ERROR})")
 
 
 # ---------------------------------------------------------------------------------------------- slurm

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -61,8 +60,25 @@ FORMAT_VERSION = 1
 STATUSES = ("done", "interrupted", "crashed", "skipped", "pending")
 
 
+#: Config keys that change what a run records, never what it trains, with their defaults. At its default
+#: such a key is left out of the run id, so that adding it to the schema kept every sweep's run ids
+#: (and finished runs) as they were; set to anything else it is part of the id.
+ID_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("train", "snapshot_steps"): [],
+    ("train", "log_to"): ["jsonl"],
+    ("train", "wandb_project"): "seqvcr",
+    ("train", "wandb_mode"): "offline",
+}
+
+
 def run_id(config: dict[str, Any]) -> str:
-    """Stable id of a resolved config: sha1 of its canonical JSON, 10 hex digits."""
+    """Stable id of a resolved config: sha1 of its canonical JSON, 10 hex digits (keys of
+    ``ID_NEUTRAL_DEFAULTS`` at their default left out)."""
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for (section, key), default in ID_NEUTRAL_DEFAULTS.items():
+        part = config.get(section)
+        if isinstance(part, dict) and key in part and part[key] == default:
+            del part[key]
     canon = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha1(canon.encode()).hexdigest()[:10]
 
@@ -295,6 +311,8 @@ def run_status(sweep_dir: str | Path, rid: str, run_dir: Path | None = None) -> 
 
 def is_locked(sweep_dir: str | Path, rid: str) -> bool:
     """Whether a worker holds the run right now (best effort; the lock dies with its process)."""
+    import fcntl  # POSIX only: imported where a lock is taken, so that the rest works anywhere
+
     path = Path(sweep_dir) / RUNS / rid / LOCK
     if not path.exists():
         return False
@@ -324,6 +342,10 @@ class Outcome:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking lock on ``path`` (False: another worker holds it); it dies with its
+    process."""
+    import fcntl  # POSIX only (see is_locked)
+
     with open(path, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -456,7 +478,7 @@ def run_one(
 def _evaluate(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
     from seqvcr.evaluation import evaluate_file
 
-    summary = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device)
+    summary = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device, progress=True)
     summary["run_dir"] = f"{RUNS}/{rd.name}"
     summary["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
     summary["eval_data"] = spec.get("eval_data")
@@ -473,7 +495,8 @@ def _entropy(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> Non
         ) from err
     n = spec.get("entropy_sequences")
     normalize = bool(spec.get("entropy_normalize", True))
-    result = compute_layer_entropy(str(rd), data_file, n_sequences=n, normalize=normalize, device=device)
+    result = compute_layer_entropy(str(rd), data_file, n_sequences=n, normalize=normalize, device=device,
+                                   progress=True)
     result = dict(result)
     result["run_dir"] = f"{RUNS}/{rd.name}"
     result["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"

@@ -1,0 +1,182 @@
+"""Where training metrics go: ``metrics.jsonl`` always, TensorBoard and Weights & Biases on request.
+
+``train.log_to`` lists the targets (``seqvcr.config.LOG_TARGETS``)::
+
+    jsonl        RUN_DIR/metrics.jsonl, one JSON record per line (always on: reports and resuming read it)
+    tensorboard  RUN_DIR/tensorboard/events.out.tfevents.*  (pip install 'seqvcr[tensorboard]';
+                 view with `tensorboard --logdir RUN_DIR/tensorboard`)
+    wandb        a Weights & Biases run in RUN_DIR/wandb/ (pip install 'seqvcr[wandb]'), project
+                 ``train.wandb_project``, mode ``train.wandb_mode``: ``offline`` (the default) writes the
+                 run locally without any network access (`wandb sync RUN_DIR/wandb/offline-run-*` uploads
+                 it later), ``online`` streams it, ``disabled`` turns it off
+
+Every record carries ``elapsed_s`` (wall-clock seconds since the run started, summed over its attempts:
+a resumed run continues the count) and ``time`` (Unix time). Scalars go to the trackers under
+``train/<key>`` (training records) or ``<split>/<key>`` (evaluation records, e.g. ``valid/exact_match``;
+the accuracy of answer position k as ``valid/position_accuracy/k``), at the record's step, and to
+TensorBoard with the record's ``time`` as wall time.
+
+A resumed run appends to the same trackers: TensorBoard hides events after the checkpoint's step
+(``purge_step``), W&B resumes the run whose id is kept in ``RUN_DIR/wandb/run_id.txt``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from seqvcr.errors import ConfigError, RunDirError
+
+__all__ = ["EXTRAS", "MetricsLogger", "TENSORBOARD_DIR", "WANDB_DIR", "check_available", "scalars"]
+
+TENSORBOARD_DIR = "tensorboard"
+WANDB_DIR = "wandb"
+WANDB_ID_FILE = "run_id.txt"
+
+#: target -> (module that must be importable, the extra that installs it)
+EXTRAS: dict[str, tuple[str, str]] = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+}
+
+
+def missing_extra(module: str, extra: str, what: str) -> ConfigError:
+    """The one-line error for an optional dependency that is not installed."""
+    return ConfigError(
+        f"{what} needs the {module} package, which is not installed: pip install 'seqvcr[{extra}]'"
+    )
+
+
+def check_available(targets: list[str]) -> None:
+    """Fail before any work when a target of ``train.log_to`` lacks its package (names the extra)."""
+    for target in targets:
+        if target in EXTRAS:
+            module, extra = EXTRAS[target]
+            if importlib.util.find_spec(module) is None:
+                raise missing_extra(module, extra, f"train.log_to: {target}")
+
+
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The record's numbers under tracker names: ``train/loss``, ``valid/exact_match``,
+    ``valid/position_accuracy/1`` (answer positions from 1), without ``step``, ``time``, ``kind``."""
+    group = "train" if record.get("kind") == "train" else str(record.get("split", record.get("kind", "eval")))
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key in ("kind", "split", "step", "time"):
+            continue
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[f"{group}/{key}"] = float(value)
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            for k, v in enumerate(value, start=1):
+                out[f"{group}/{key}/{k}"] = float(v)
+    return out
+
+
+class MetricsLogger:
+    """Writes each metrics record to ``metrics.jsonl`` and to the trackers of ``train.log_to``.
+
+    Args:
+        run_dir: the run directory.
+        targets: ``train.log_to``.
+        elapsed: seconds since the run started (over every attempt), stamped on each record.
+        resume_step: the step a resumed run continues from (None for a fresh run).
+        config: the resolved config as a dict (W&B keeps it with the run).
+        wandb_project, wandb_mode: ``train.wandb_project``, ``train.wandb_mode``.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        targets: list[str],
+        elapsed: Callable[[], float],
+        *,
+        resume_step: int | None = None,
+        config: dict[str, Any] | None = None,
+        wandb_project: str = "seqvcr",
+        wandb_mode: str = "offline",
+        metrics_file: str = "metrics.jsonl",
+    ) -> None:
+        check_available(targets)
+        self.elapsed = elapsed
+        self.path = run_dir / metrics_file
+        self._jsonl: TextIO | None = open(self.path, "a")  # noqa: SIM115 - closed in close()
+        self._tb: Any = None
+        self._wandb: Any = None
+        try:
+            if "tensorboard" in targets:
+                from torch.utils.tensorboard import SummaryWriter
+
+                purge = resume_step + 1 if resume_step is not None else None
+                self._tb = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=purge)
+            if "wandb" in targets:
+                self._wandb = _start_wandb(
+                    run_dir, resume_step is not None, config, wandb_project, wandb_mode
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def log(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Stamp ``elapsed_s`` and ``time`` on ``record`` and write it everywhere; returns it.
+
+        Raises:
+            RunDirError: metrics.jsonl cannot be appended to (e.g. a full disk).
+        """
+        record = {**record, "elapsed_s": float(self.elapsed()), "time": time.time()}
+        if self._jsonl is not None:
+            try:
+                self._jsonl.write(json.dumps(record) + "\n")
+                self._jsonl.flush()
+            except OSError as err:
+                raise RunDirError(
+                    f"{self.path}: cannot append a record ({err.strerror or err}); free some space and "
+                    "re-run the same command to resume from the last checkpoint"
+                ) from None
+        values = scalars(record)
+        step = int(record["step"])
+        if self._tb is not None:
+            for tag, v in values.items():
+                self._tb.add_scalar(tag, v, global_step=step, walltime=record["time"])
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(values, step=step)
+        return record
+
+    def close(self) -> None:
+        """Flush and close every target (safe to call twice)."""
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _start_wandb(run_dir: Path, resume: bool, config: dict[str, Any] | None, project: str, mode: str) -> Any:
+    """A W&B run in ``RUN_DIR/wandb/``: the same one again when a run resumes (its id is kept there)."""
+    try:
+        import wandb
+    except ImportError:
+        raise missing_extra("wandb", "wandb", "train.log_to: wandb") from None
+    d = run_dir / WANDB_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    id_file = d / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    if not run_id:
+        run_id = secrets.token_hex(6)  # W&B run ids: lowercase letters and digits
+        from seqvcr.atomic import write_text_atomic
+
+        write_text_atomic(id_file, run_id + "\n")
+    return wandb.init(project=project, dir=str(run_dir), name=run_dir.resolve().name, id=run_id,
+                      resume="allow", config=config, mode=mode, reinit=True)
