@@ -3,51 +3,31 @@ convert-checkpoint.
 
 Plain argparse. Every user error is a ``SeqVCRError`` and every filesystem error (a path below a file, a
 full disk, no permission) an ``OSError``; both are printed as one line naming the file (exit status 2),
-never as a traceback. ``seqvcr train`` takes its ``section.key=value`` overrides anywhere on the line
-(before or after the options, as Hydra and lingua do): ``parse_args`` collects them.
+never as a traceback (``seqvcr.commands``, which also holds what every sub-command module shares).
+``seqvcr train`` takes its ``section.key=value`` overrides anywhere on the line (before or after the
+options, as Hydra and lingua do): ``parse_args`` collects them. This module defines ``data``, ``train``,
+``eval`` and ``convert-checkpoint`` and registers the commands of the other layers (``build_parser``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from seqvcr import __version__
+from seqvcr import __version__, commands
 from seqvcr.atomic import check_output_path
+from seqvcr.commands import HelpFormatter, Parser
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 
-
-def _command_line() -> str:
-    return "seqvcr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's ``ArgumentDefaultsHelpFormatter`` (every option's help ends with its default), minus
-    the noise: nothing is added for a default of None or False (an unset option or a flag) or to a help
-    text that already says what its default is."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default is None or action.default is False or action.default == [] or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows defaults (``HelpFormatter``); subcommand parsers inherit it."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
+__all__ = ["HelpFormatter", "Parser", "build_parser", "is_override", "main", "parse_args"]
 
 
 # --------------------------------------------------------------------------- data
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="generate a task's train/valid/test files in the task's line format")
+    p = commands.add_command(sub, "data", _cmd_data,
+                             "generate a task's train/valid/test files in the task's line format")
     p.add_argument("task", help="mult | arith | lis")
     p.add_argument("--digits", type=int, default=4, help="mult: digits of the first operand")
     p.add_argument("--digits-b", type=int, default=None, help="mult: digits of the second operand")
@@ -65,28 +45,22 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
                    help="files whose problems training must not contain")
     p.add_argument("--no-cot", action="store_true", help="write the direct-answer format")
-    p.add_argument("--out", required=True, help="output directory")
+    commands.add_out(p)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.set_defaults(func=_cmd_data)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    from seqvcr.config import TaskConfig
     from seqvcr.datafiles import resolve_data_path
     from seqvcr.tasks import make_task, read_examples, write_examples
 
-    options: dict[str, Any]
-    if args.task == "mult":
-        options = {"digits": args.digits, "digits_b": args.digits_b}
-    elif args.task == "arith":
-        options = {"operators": args.operators, "modulus": args.modulus, "under": args.under}
-    else:
-        options = {"length": args.length}
-    task = make_task(args.task, **options)
+    spec = TaskConfig(name=args.task, digits=args.digits, digits_b=args.digits_b, operators=args.operators,
+                      modulus=args.modulus, under=args.under, length=args.length)
+    task = make_task(args.task, **spec.task_options())  # the flags are the config's task keys
     out = Path(args.out)
     wanted = {"test": args.test, "valid": args.valid, "train": args.train}
     for split, n in wanted.items():
-        if n < 0:
-            raise ConfigError(f"--{split}: expected a number of examples >= 0, got {n}")
+        commands.check_at_least(f"--{split}", n, 0, what="a number of examples")
     if not any(wanted.values()):
         raise ConfigError("nothing to write: --train, --valid and --test are all 0")
     check_output_path(out, "--out", directory=True)
@@ -114,19 +88,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
         write_examples(task, out / f"{split}.txt", examples, cot=not args.no_cot)
         summary[split] = len(examples)
         print(f"wrote {len(examples)} examples to {out / f'{split}.txt'}", file=sys.stderr)
-    print(json.dumps(summary))
-    return 0
+    return commands.print_json(summary)
 
 
 # --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train one run from a YAML config (overrides as section.key=value)",
-        description="Train one run from CONFIG with section.key=value overrides, which may come anywhere "
-        "on the line (seqvcr train CONFIG --out DIR optim.lr=1e-3 works). An interrupted run resumes "
-        "from its checkpoint with the same command; a finished one is only replaced with --force.",
-    )
+    p = commands.add_command(sub, "train", _cmd_train,
+                             "train one run from a YAML config (overrides as section.key=value)")
     p.add_argument("config", help="YAML config file (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. optim.lr=1e-3 method.name=seqvcr_pause (also after the "
@@ -136,10 +104,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (YAML, every default filled in) and exit without training")
-    p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Train one run from CONFIG with section.key=value overrides, which may come anywhere on the line
+    (seqvcr train CONFIG --out DIR optim.lr=1e-3 works). An interrupted run resumes from its checkpoint
+    with the same command; a finished one is only replaced with --force."""
     from seqvcr.config import load_config, resolve, to_yaml
 
     cfg = load_config(args.config, args.overrides)
@@ -149,45 +119,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from seqvcr.training import train
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    result = train(cfg, out, force=args.force, progress=not args.quiet, command=_command_line())
-    if result:
-        print(
-            json.dumps(
-                {"run_dir": str(out), "steps": result["steps"], "valid": result["valid"]["exact_match"]}
-            )
-        )
+    result = train(cfg, out, force=args.force, progress=not args.quiet, command=commands.command_line())
+    if result:  # rank 0 (the other ranks of a torchrun have nothing to say)
+        valid = result["valid"]["exact_match"]
+        commands.print_json({"run_dir": str(out), "steps": result["steps"], "valid": valid})
     return 0
 
 
 # --------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="exact match and accuracy per answer position of a trained run on a file",
-        description="Greedy-decode every problem of --data with a trained run and score it: exact match "
-        "(an answer counts only when <eos> closes it) and accuracy per answer position, plus examples/s. "
-        "Prints the summary as JSON and keeps it, with one prediction per example, in "
-        "RUN_DIR/eval/<data>-<hash>.json (RUN_DIR/snapshots/step_N/eval/ with --step), where seqvcr "
-        "report finds it instead of decoding again.",
-    )
-    p.add_argument("run_dir",
-                   help="a run directory (config.yaml + model.safetensors or checkpoint.safetensors)")
+    p = commands.add_command(sub, "eval", _cmd_eval,
+                             "exact match and accuracy per answer position of a trained run on a file")
+    commands.add_run_dir(p)
     p.add_argument("--data", required=True,
                    help="a data file in the task's line format (or ref:mult/NxN/test.txt)")
     p.add_argument("--predictions", default=None, help="also write one JSON object per example to this file")
     p.add_argument("--batch-size", type=int, default=256,
                    help="prompts decoded at once (changes the speed, never a score)")
     p.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all)")
-    p.add_argument("--step", type=int, default=None,
-                   help="score the snapshot of this training step (train.snapshot_steps) instead of the "
-                   "final weights")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
+    commands.add_step(p, "score")
+    commands.add_device(p)
     p.add_argument("--no-save", action="store_true", help="do not keep the result in the run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """Greedy-decode every problem of --data with a trained run and score it: exact match (an answer
+    counts only when <eos> closes it) and accuracy per answer position, plus examples/s. Prints the
+    summary as JSON and keeps it, with one prediction per example, in RUN_DIR/eval/<data>-<hash>.json
+    (RUN_DIR/snapshots/step_N/eval/ with --step), where seqvcr report finds it instead of decoding
+    again."""
     from seqvcr.evaluation import evaluate_file
 
     summary = evaluate_file(
@@ -201,43 +162,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         save=not args.no_save,
     )
-    print(json.dumps(summary))
-    return 0
+    return commands.print_json(summary)
 
 
 # --------------------------------------------------------------------------- convert-checkpoint
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert-checkpoint",
-        help="convert run directories from the earlier checkpoint.pt (pickle) to the safetensors files",
-        description="Read RUN_DIR/checkpoint.pt, a checkpoint of seqvcr's earlier format, with "
-        "torch.load(weights_only=True) (which refuses anything but tensors and plain values, so nothing in "
-        "the file is run) and write the same weights, optimiser and RNG state as checkpoint.safetensors "
-        "(resumable) and, for a finished run, model.safetensors; the new files are read back and compared "
-        "with the old one before checkpoint.pt is removed. Other files are kept. A sweep directory "
-        "converts all its runs. Directories already converted are left alone.",
-    )
+    p = commands.add_command(sub, "convert-checkpoint", _cmd_convert,
+                             "convert run directories from the earlier checkpoint.pt (pickle) to the "
+                             "safetensors files")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or sweep directories")
     p.add_argument("--keep", action="store_true", help="keep checkpoint.pt after converting it")
-    p.set_defaults(func=_cmd_convert)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from seqvcr.checkpoints import LEGACY_CHECKPOINT_FILE, convert_legacy
+    """Read RUN_DIR/checkpoint.pt, a checkpoint of seqvcr's earlier format, with
+    torch.load(weights_only=True) (which refuses anything but tensors and plain values, so nothing in the
+    file is run) and write the same weights, optimiser and RNG state as checkpoint.safetensors
+    (resumable) and, for a finished run, model.safetensors; the new files are read back and compared
+    with the old one before checkpoint.pt is removed. Other files are kept. A sweep directory converts
+    all its runs. Directories already converted are left alone."""
+    from seqvcr.checkpoints import LEGACY_CHECKPOINT_FILE
+    from seqvcr.convert import convert_legacy
+    from seqvcr.experiments.sweep import MANIFEST, RUNS
 
     targets: list[Path] = []
     for d in map(Path, args.run_dirs):
-        if (d / "manifest.json").is_file() and (d / "runs").is_dir():  # a sweep: every run in it
-            targets += sorted(r for r in (d / "runs").iterdir() if (r / LEGACY_CHECKPOINT_FILE).is_file())
+        if (d / MANIFEST).is_file() and (d / RUNS).is_dir():  # a sweep: every run in it
+            targets += sorted(r for r in (d / RUNS).iterdir() if (r / LEGACY_CHECKPOINT_FILE).is_file())
         else:
             targets.append(d)
     failed = 0
     for rd in targets:
         try:
-            print(json.dumps(convert_legacy(rd, keep=args.keep)), flush=True)
+            commands.print_json(convert_legacy(rd, keep=args.keep))
+            sys.stdout.flush()
         except SeqVCRError as err:
             failed += 1
-            print(f"seqvcr {args.command}: error: {err}", file=sys.stderr)
+            print(commands.error_line(args.command, err), file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -254,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_convert(sub)
-    for name in ("seqvcr.analysis.cli", "seqvcr.experiments.cli", "seqvcr.bench", "seqvcr.hf_cli"):
+    for name in ("seqvcr.analysis.cli", "seqvcr.experiments.cli", "seqvcr.bench.cli", "seqvcr.hf_cli"):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as err:
@@ -263,16 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
-
-
-def _os_error(err: OSError) -> str:
-    """``path: reason`` for an OSError (both paths of a failed rename)."""
-    reason = err.strerror or str(err) or type(err).__name__
-    if err.filename is not None and err.filename2 is not None:
-        return f"{err.filename} -> {err.filename2}: {reason}"
-    if err.filename is not None:
-        return f"{err.filename}: {reason}"
-    return reason
 
 
 def is_override(arg: str) -> bool:
@@ -299,21 +250,8 @@ def parse_args(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except SeqVCRError as err:
-        print(f"seqvcr {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. `seqvcr sweep ... | head`
-        sys.stderr.close()
-        return 0
-    except OSError as err:  # the filesystem said no: a path below a file, a full disk, no permission
-        print(f"seqvcr {args.command}: error: {_os_error(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"seqvcr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    """``seqvcr ...``: parse the line and run the command (exit status 2 and one line for a bad input)."""
+    return commands.run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,13 @@ A config names the task, the model, the method (one of the paper's five configur
 knobs, the optimiser and the training loop. ``resolve`` fills every default that depends on other
 values (model preset sizes, the per-task Seq-VCR coefficients) so the file saved in a run directory is
 complete and can be re-run as it is.
+
+The schema states its own facts (the five methods, the keys and their defaults) and takes the others
+from the modules that implement them, so that each is stated once: the task names
+(``seqvcr.tasks.TASKS``), the model presets (``seqvcr.model.PRESETS``), the paper's Seq-VCR
+coefficients per task and the covariance choices (``seqvcr.objectives.DEFAULT_COEFFICIENTS``,
+``OVER_CHOICES``), the positions that enter the statistics (``seqvcr.sequences.SEQVCR_POSITIONS``) and
+the metrics targets (``seqvcr.tracking.LOG_TARGETS``, ``WANDB_MODES``).
 """
 
 from __future__ import annotations
@@ -21,21 +28,11 @@ import yaml
 
 from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import ConfigError
-
-TASK_NAMES = ("mult", "arith", "lis")
-
-#: Where training metrics go (``train.log_to``): ``jsonl`` is RUN_DIR/metrics.jsonl (always on: reports
-#: and resuming read it); ``tensorboard`` event files in RUN_DIR/tensorboard/ (the ``tensorboard``
-#: extra); ``wandb`` a Weights & Biases run (the ``wandb`` extra; ``train.wandb_mode: offline`` needs no
-#: network). See ``seqvcr.tracking``.
-LOG_TARGETS: tuple[str, ...] = ("jsonl", "tensorboard", "wandb")
-WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
-
-#: Which positions enter the Seq-VCR statistics (``seqvcr.positions``; the paper does not say):
-#: ``all`` every real input token (question, pause block, answer); ``answer`` the states that predict a
-#: trained token (the last prompt token through the last answer token); ``pause`` the pause block
-#: (``</pause_start>``, the pauses, ``</pause_end>``); ``pause_answer`` both of the last two.
-SEQVCR_POSITIONS: tuple[str, ...] = ("all", "answer", "pause", "pause_answer")
+from seqvcr.model import PRESETS
+from seqvcr.objectives import DEFAULT_COEFFICIENTS, OVER_CHOICES
+from seqvcr.sequences import SEQVCR_POSITIONS
+from seqvcr.tasks import TASKS
+from seqvcr.tracking import LOG_TARGETS, WANDB_MODES
 
 # The paper's five configurations: (chain of thought, pause tokens, Seq-VCR).
 METHODS: dict[str, tuple[bool, bool, bool]] = {
@@ -44,19 +41,6 @@ METHODS: dict[str, tuple[bool, bool, bool]] = {
     "pause": (False, True, False),
     "seqvcr": (False, False, True),
     "seqvcr_pause": (False, True, True),
-}
-
-# Seq-VCR coefficients (lambda1, lambda2) the paper uses per task (SPEC section 1).
-TASK_COEFFICIENTS: dict[str, tuple[float, float]] = {
-    "mult": (1.0, 0.004),
-    "arith": (0.1, 0.5),
-    "lis": (0.1, 0.5),
-}
-
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "gpt2-small": {"n_layer": 12, "n_head": 12, "n_embd": 768, "dropout": 0.1},
-    "mingpt": {"n_layer": 4, "n_head": 4, "n_embd": 256, "dropout": 0.1},
-    "tiny": {"n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.0},
 }
 
 
@@ -187,10 +171,10 @@ class Config:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "task.name": TASK_NAMES,
-    "model.preset": tuple(MODEL_PRESETS),
+    "task.name": TASKS,
+    "model.preset": tuple(PRESETS),
     "method.name": tuple(METHODS),
-    "seqvcr.over": ("batch", "batch_time"),
+    "seqvcr.over": OVER_CHOICES,
     "seqvcr.positions": SEQVCR_POSITIONS,
     "optim.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -463,11 +447,11 @@ def resolve(cfg: Config) -> Config:
     out = copy.deepcopy(cfg)
     if out.model.init_from:
         _sizes_from_hf(out.model)
-    preset = MODEL_PRESETS[out.model.preset]
+    preset = PRESETS[out.model.preset]
     for key, value in preset.items():
         if getattr(out.model, key) is None:
             setattr(out.model, key, value)
-    lam1, lam2 = TASK_COEFFICIENTS[out.task.name]
+    lam1, lam2 = DEFAULT_COEFFICIENTS[out.task.name]
     if out.seqvcr.lambda1 is None:
         out.seqvcr.lambda1 = lam1
     if out.seqvcr.lambda2 is None:

@@ -10,16 +10,26 @@ answers, so a prompt gives the same output and score at any batch size. An answe
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from seqvcr.atomic import write_text_atomic
+from seqvcr import outputs
+from seqvcr.atomic import check_output_path, write_json_atomic, write_text_atomic
+from seqvcr.datafiles import resolve_data_path
+from seqvcr.errors import ConfigError, DataError
 from seqvcr.model import GPT
-from seqvcr.sequences import EncodedData, SequenceFormat
+from seqvcr.progress import ProgressBar
+from seqvcr.runs import autocast, data_note, load_run, precision_used, select_device
+from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples
+from seqvcr.tasks import read_examples
 
 
 @dataclass
@@ -46,13 +56,6 @@ class EvalResult:
             "examples_per_s": self.examples_per_s,
             "seconds": self.seconds,
         }
-
-
-def _autocast(device: torch.device, precision: str):  # noqa: ANN202 - context manager
-    use_bf16 = device.type == "cuda" and precision in ("auto", "bf16")
-    if use_bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
 
 
 @torch.no_grad()
@@ -87,7 +90,7 @@ def generate_continuations(
             idx = torch.tensor(rows, dtype=torch.long, device=data.ids.device)
             prompt = data.ids[idx, :p].to(device)  # (B, p)
             budget = min(limit, model.config.block_size - p + 1)  # the same for every batch of this p
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 gen = model.generate(prompt, budget, eos_id=eos)  # (B, budget)
             for r, row in zip(rows, gen.tolist()):
                 if eos in row:
@@ -136,11 +139,7 @@ def score(
 
 
 def evaluate(
-    model: GPT,
-    fmt: SequenceFormat,
-    data: EncodedData,
-    batch_size: int = 256,
-    precision: str = "auto",
+    model: GPT, fmt: SequenceFormat, data: EncodedData, batch_size: int = 256, precision: str = "auto",
     on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Greedy-decode every example of ``data`` and score it against the reference answers
@@ -164,11 +163,6 @@ def evaluate(
         examples_per_s=len(data) / seconds if seconds > 0 else float("inf"),
         predictions=records,
     )
-
-
-def precision_used(device: torch.device, precision: str) -> str:
-    """The precision decoding runs in: bf16 autocast on CUDA (``auto`` or ``bf16``), else fp32."""
-    return "bf16" if device.type == "cuda" and precision in ("auto", "bf16") else "fp32"
 
 
 def evaluate_file(
@@ -204,20 +198,6 @@ def evaluate_file(
             (checked first).
         DataError: the data file is missing or malformed.
     """
-    import json
-    import os
-    import sys
-    from pathlib import Path
-
-    from seqvcr import outputs
-    from seqvcr.atomic import check_output_path, write_json_atomic
-    from seqvcr.datafiles import resolve_data_path
-    from seqvcr.errors import ConfigError
-    from seqvcr.progress import ProgressBar
-    from seqvcr.runs import data_note, load_run, select_device
-    from seqvcr.sequences import encode_examples
-    from seqvcr.tasks import read_examples
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -235,8 +215,6 @@ def evaluate_file(
         print(f"warning: {note}; scoring it as it is", file=sys.stderr)
     data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
     if data.max_length > run.model.config.block_size:
-        from seqvcr.errors import DataError
-
         raise DataError(
             f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
             f"{run.model.config.block_size} positions"

@@ -296,24 +296,16 @@ class SeqVCRPlugin(nn.Module):
     ``plugin.last`` (a ``SeqVCROutput`` of detached tensors) for logging.
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        layer: int = -1,
-        proj_dim: int = 2048,
-        lambda1: float = 1.0,
-        lambda2: float = 0.004,
-        eta: float = 1e-3,
-        over: str = "batch",
-        bias: bool = False,
-    ) -> None:
+    def __init__(self, hidden_size: int, layer: int = -1, **options: Any) -> None:
+        """``options`` are :class:`~seqvcr.objectives.SeqVCR`'s (``proj_dim``, ``lambda1``, ``lambda2``,
+        ``eta``, ``over``, ``bias``), with its defaults: the paper's multiplication setting."""
         super().__init__()
         from seqvcr.objectives import SeqVCR
 
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ConfigError(f"seqvcr.layer: must be an integer index into hidden_states, got {layer!r}")
         self.layer = layer
-        self.seqvcr = SeqVCR(hidden_size, proj_dim, lambda1, lambda2, eta, over, bias=bias)
+        self.seqvcr = SeqVCR(hidden_size, **options)
         self.last: Any = None
 
     def select(self, outputs_or_hidden_states: Any) -> torch.Tensor:

@@ -33,9 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from seqvcr import commands
 from seqvcr.atomic import check_output_path, write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -169,35 +171,26 @@ def export_hf(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export-hf`` to the ``seqvcr`` command."""
-    p = subparsers.add_parser(
-        "export-hf",
-        help="write a trained run as a Hugging Face GPT-2 directory (config.json + model.safetensors)",
-        description=(
-            "Export the trained weights of RUN_DIR (model.safetensors, else the latest checkpoint) to "
-            "OUT_DIR in the Hugging Face GPT-2 format, with a word-level tokenizer for the run's "
-            "vocabulary and a generation_config.json: AutoTokenizer and AutoModelForCausalLM load it, "
-            "model(**tok(prompt, return_tensors='pt')) computes the run's logits and generate(**enc) gives "
-            "its greedy answer. (The other direction needs no command: set model.init_from: DIR in a "
-            "training config.)"
-        ),
-    )
-    p.add_argument(
-        "run_dir", help="a run directory (config.yaml + model.safetensors or checkpoint.safetensors)"
-    )
+    p = commands.add_command(subparsers, "export-hf", _cmd_export_hf,
+                             "write a trained run as a Hugging Face GPT-2 directory (config.json + "
+                             "model.safetensors)")
+    commands.add_run_dir(p)
     p.add_argument("out_dir", help="output directory (created; must be empty unless --force)")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR, overwriting")
-    p.set_defaults(func=_cmd_export_hf)
 
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
+    """Export the trained weights of RUN_DIR (model.safetensors, else the latest checkpoint) to OUT_DIR in
+    the Hugging Face GPT-2 format, with a word-level tokenizer for the run's vocabulary and a
+    generation_config.json: AutoTokenizer and AutoModelForCausalLM load it,
+    model(**tok(prompt, return_tensors='pt')) computes the run's logits and generate(**enc) gives its
+    greedy answer. (The other direction needs no command: set model.init_from: DIR in a training
+    config.)"""
     summary = export_hf(args.run_dir, args.out_dir, force=args.force)
     if not summary["finished"]:
-        import sys
-
         print(
             f"note: {args.run_dir} has no result.json; exported its latest checkpoint "
             f"(step {summary['step']})",
             file=sys.stderr,
         )
-    print(json.dumps(summary))
-    return 0
+    return commands.print_json(summary)

@@ -23,7 +23,6 @@ uses 5 and 6, pass ``n_layer=``), ``tiny`` (tests and demos).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -41,6 +40,8 @@ __all__ = [
     "PRESETS",
     "SequenceTooLongError",
     "build_model",
+    "configure_adamw",
+    "parameter_groups",
 ]
 
 IGNORE_INDEX = -100  # targets equal to this do not enter the loss (PyTorch / Hugging Face convention)
@@ -399,23 +400,35 @@ class GPT(nn.Module):
         device_type: str = "cpu",
         fused: bool | None = None,
     ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices only (parameters with >= 2 dims: linear weights and
-        embeddings), none on biases and LayerNorm gains (nanoGPT's rule).
+        """AdamW over this model's parameters with :func:`parameter_groups` (nanoGPT's rule); see
+        :func:`configure_adamw`. Extra parameters (e.g. a Seq-VCR projection) can be added with
+        ``optimizer.add_param_group``."""
+        return configure_adamw(self, weight_decay, lr, betas, device_type, fused)
 
-        fused=None uses the fused CUDA kernel when ``device_type == "cuda"`` and this PyTorch has it.
-        Extra parameters (e.g. a Seq-VCR projection) can be added with ``optimizer.add_param_group``.
-        """
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        if fused is None:
-            fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's two parameter groups: weight decay on matrices (parameters with >= 2 dims: linear weights
+    and embeddings), none on biases and LayerNorm gains (nanoGPT's rule).
+
+    Each group keeps the order of ``module.parameters()`` (a shared parameter once): the order a saved
+    optimiser state refers to."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def configure_adamw(
+    module: nn.Module, weight_decay: float, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+    device_type: str = "cpu", fused: bool | None = None,
+) -> torch.optim.AdamW:
+    """AdamW over ``module``'s :func:`parameter_groups` (the model alone, or the model with its Seq-VCR
+    head as training has it). ``fused=None`` uses the fused kernel on CUDA."""
+    if fused is None:
+        fused = device_type == "cuda"
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(parameter_groups(module, weight_decay), lr=lr, betas=betas, **extra)
 
 
 def build_model(preset: str, vocab_size: int, block_size: int, **overrides: Any) -> GPT:

@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 #: The paper's (lambda1, lambda2) per task (Sec. 4): multiplication vs arithmetic expressions and LIS.
+#: ``seqvcr.config.resolve`` fills ``seqvcr.lambda1`` / ``lambda2`` from here; a new task adds its pair.
 DEFAULT_COEFFICIENTS: dict[str, tuple[float, float]] = {
     "mult": (1.0, 0.004),
     "arith": (0.1, 0.5),

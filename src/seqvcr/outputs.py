@@ -28,6 +28,10 @@ from typing import Any
 from seqvcr.runs import SNAPSHOT_DIR
 
 __all__ = [
+    "ENTROPY_CSV",
+    "ENTROPY_FILES",
+    "ENTROPY_JSON",
+    "ENTROPY_VALUES_CSV",
     "EVAL_DIR",
     "analysis_home",
     "eval_name",
@@ -38,6 +42,11 @@ __all__ = [
 ]
 
 EVAL_DIR = "eval"
+#: What ``seqvcr entropy`` writes into HOME: everything, the per-layer summary, every sequence's value.
+ENTROPY_JSON = "entropy.json"
+ENTROPY_CSV = "entropy.csv"
+ENTROPY_VALUES_CSV = "entropy_values.csv"
+ENTROPY_FILES = (ENTROPY_JSON, ENTROPY_CSV, ENTROPY_VALUES_CSV)
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 

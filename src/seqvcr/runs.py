@@ -9,6 +9,7 @@ ever executed (see ``seqvcr.checkpoints``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from seqvcr.model import GPT, GPTConfig
 from seqvcr.objectives import SeqVCR
 from seqvcr.sequences import SequenceFormat
 from seqvcr.tasks import Example, Task, make_task, read_examples
+from seqvcr.tracking import METRICS_FILE
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -43,6 +45,7 @@ __all__ = [
     "RESULT_FILE",
     "SNAPSHOT_DIR",
     "LoadedRun",
+    "autocast",
     "build_format",
     "build_model",
     "build_seqvcr",
@@ -53,6 +56,7 @@ __all__ = [
     "load_run_config",
     "load_splits",
     "machine_info",
+    "precision_used",
     "read_result",
     "select_device",
     "snapshot_file",
@@ -62,7 +66,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 #: ``RUN_DIR/snapshots/step_000500.safetensors``: the weights at a step of ``train.snapshot_steps``
 SNAPSHOT_DIR = "snapshots"
@@ -96,16 +99,8 @@ def build_model(cfg: C.Config, vocab_size: int, block_size: int) -> GPT:
                 f"the data needs {block_size}"
             )
         return model
-    gcfg = GPTConfig(
-        vocab_size=vocab_size,
-        block_size=block_size,
-        n_layer=m.n_layer,
-        n_head=m.n_head,
-        n_embd=m.n_embd,
-        dropout=m.dropout,
-        bias=m.bias,
-        tie_weights=m.tie_weights,
-    )
+    gcfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=m.n_layer, n_head=m.n_head,
+                     n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, tie_weights=m.tie_weights)
     return GPT(gcfg)
 
 
@@ -114,15 +109,8 @@ def build_seqvcr(cfg: C.Config, in_dim: int) -> SeqVCR | None:
     if not cfg.method.seqvcr:
         return None
     s = cfg.seqvcr
-    return SeqVCR(
-        in_dim,
-        proj_dim=s.proj_dim,
-        lambda1=s.lambda1,
-        lambda2=s.lambda2,
-        eta=s.eta,
-        over=s.over,
-        layer=s.layer,
-    )
+    return SeqVCR(in_dim, proj_dim=s.proj_dim, lambda1=s.lambda1, lambda2=s.lambda2, eta=s.eta, over=s.over,
+                  layer=s.layer)
 
 
 def test_keys(cfg: C.Config, task: Task) -> set[str]:
@@ -171,6 +159,20 @@ def select_device(spec: str = "auto") -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev
+
+
+def precision_used(device: torch.device, precision: str) -> str:
+    """The precision a run computes in on ``device`` (``train.precision``): bf16 autocast on CUDA
+    (``auto`` or ``bf16``), else fp32."""
+    return "bf16" if device.type == "cuda" and precision in ("auto", "bf16") else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context the model's forward pass runs in (training, evaluation, benchmarks): bf16 autocast
+    where :func:`precision_used` says bf16, else autocast switched off (fp32)."""
+    if precision_used(device, precision) == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
 
 
 def machine_info(device: torch.device | None = None) -> dict[str, Any]:

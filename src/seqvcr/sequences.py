@@ -21,12 +21,16 @@ from dataclasses import dataclass
 
 import torch
 
-from seqvcr.config import SEQVCR_POSITIONS
 from seqvcr.errors import DataError
+from seqvcr.model import IGNORE_INDEX
 from seqvcr.tasks import Example, Task
 from seqvcr.tokenizer import PAUSE, PAUSE_END, PAUSE_START, Tokenizer
 
-IGNORE_INDEX = -100
+#: Which positions enter the Seq-VCR statistics (``seqvcr.positions``; the paper does not say):
+#: ``all`` every real input token (question, pause block, answer); ``answer`` the states that predict a
+#: trained token (the last prompt token through the last answer token); ``pause`` the pause block
+#: (``</pause_start>``, the pauses, ``</pause_end>``); ``pause_answer`` both of the last two.
+SEQVCR_POSITIONS: tuple[str, ...] = ("all", "answer", "pause", "pause_answer")
 
 
 

@@ -1,6 +1,6 @@
 """Where training metrics go: ``metrics.jsonl`` always, TensorBoard and Weights & Biases on request.
 
-``train.log_to`` lists the targets (``seqvcr.config.LOG_TARGETS``)::
+``train.log_to`` lists the targets (:data:`LOG_TARGETS`)::
 
     jsonl        RUN_DIR/metrics.jsonl, one JSON record per line (always on: reports and resuming read it)
     tensorboard  RUN_DIR/tensorboard/events.out.tfevents.*  (pip install 'seqvcr[tensorboard]';
@@ -33,8 +33,27 @@ from typing import Any, TextIO
 
 from seqvcr.errors import ConfigError, RunDirError
 
-__all__ = ["EXTRAS", "MetricsLogger", "TENSORBOARD_DIR", "WANDB_DIR", "check_available", "scalars"]
+__all__ = [
+    "EXTRAS",
+    "LOG_TARGETS",
+    "METRICS_FILE",
+    "TENSORBOARD_DIR",
+    "WANDB_DIR",
+    "WANDB_MODES",
+    "MetricsLogger",
+    "check_available",
+    "scalars",
+]
 
+#: Where training metrics go (``train.log_to``): ``jsonl`` is RUN_DIR/metrics.jsonl (always on: reports
+#: and resuming read it); ``tensorboard`` event files in RUN_DIR/tensorboard/ (the ``tensorboard``
+#: extra); ``wandb`` a Weights & Biases run (the ``wandb`` extra; ``train.wandb_mode: offline`` needs no
+#: network).
+LOG_TARGETS: tuple[str, ...] = ("jsonl", "tensorboard", "wandb")
+#: ``train.wandb_mode``: stream the run, write it locally for a later ``wandb sync``, or nothing.
+WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
+#: ``RUN_DIR/metrics.jsonl``: every record of a run, one JSON object per line (resuming and reports read it).
+METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"
 WANDB_ID_FILE = "run_id.txt"
@@ -102,7 +121,7 @@ class MetricsLogger:
         config: dict[str, Any] | None = None,
         wandb_project: str = "seqvcr",
         wandb_mode: str = "offline",
-        metrics_file: str = "metrics.jsonl",
+        metrics_file: str = METRICS_FILE,
     ) -> None:
         check_available(targets)
         self.elapsed = elapsed

@@ -6,6 +6,12 @@ One file, one loop, no framework. Per step::
     out = model(x, y, output_hidden_states=seqvcr)      # logits, LM loss, hidden states L0..LN
     loss = out.loss + SeqVCR(proj(out.hidden_states[layer]), mask)
 
+:func:`train` reads as its stages, each a function below it in the order it runs: the processes
+(``torchrun`` or one), what the run directory holds (resume, or refuse), the device and precision, the
+data, the model with its Seq-VCR head and optimiser, the batches, the checkpoint to resume from, the
+run directory, speed-ups (``torch.compile``, DDP), the metrics loggers, then :func:`_loop` -- the
+training loop itself -- and the final evaluation and files (:func:`_finish`).
+
 The batch order is a pure function of (seed, step), so a run resumed from its checkpoint sees exactly
 the batches it would have seen; the checkpoint (``checkpoint.safetensors``, see ``seqvcr.checkpoints``)
 also holds the optimiser and the RNG state of every rank, so a resumed run, distributed or not, ends
@@ -28,8 +34,8 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -39,6 +45,7 @@ from torch import nn
 
 from seqvcr import config as C
 from seqvcr import distributed as dist_utils
+from seqvcr import outputs
 from seqvcr.atomic import check_output_path, write_json_atomic, write_text_atomic
 from seqvcr.checkpoints import (
     LEGACY_CHECKPOINT_FILE,
@@ -51,8 +58,8 @@ from seqvcr.checkpoints import (
     set_rng_state,
 )
 from seqvcr.errors import RunDirError, SeqVCRError, TrainingDivergedError
-from seqvcr.evaluation import evaluate
-from seqvcr.model import GPT
+from seqvcr.evaluation import EvalResult, evaluate
+from seqvcr.model import GPT, configure_adamw
 from seqvcr.objectives import SeqVCR
 from seqvcr.runs import (
     CHECKPOINT_FILE,
@@ -60,6 +67,7 @@ from seqvcr.runs import (
     METRICS_FILE,
     RESULT_FILE,
     SNAPSHOT_DIR,
+    autocast,
     build_format,
     build_model,
     build_seqvcr,
@@ -67,10 +75,12 @@ from seqvcr.runs import (
     describe_machine,
     load_splits,
     machine_info,
+    precision_used,
     select_device,
     snapshot_file,
 )
-from seqvcr.sequences import EncodedData, encode_examples, make_batch, seqvcr_positions
+from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples, make_batch, seqvcr_positions
+from seqvcr.tasks import Task
 from seqvcr.tracking import TENSORBOARD_DIR, MetricsLogger, check_available
 
 
@@ -160,52 +170,6 @@ class RunState:
         return self.time_before + time.perf_counter() - self.t_start
 
 
-def _gather_rng_states() -> list[dict[str, Any]]:
-    """Every rank's RNG state, in rank order, on rank 0 (the others get ``[]``); a collective."""
-    own = rng_state()
-    world = dist_utils.world_size()
-    if world == 1:
-        return [own]
-    out: list[Any] = [None] * world if dist_utils.rank() == 0 else []
-    torch.distributed.gather_object(own, out if dist_utils.rank() == 0 else None, dst=0)
-    return out
-
-
-def _kept(path: Path, step: int) -> str:
-    """What is left on disk to resume from, named only if it exists."""
-    if path.is_file():
-        return f"the last good checkpoint (step {step}) is kept in {path}"
-    return "no checkpoint had been saved yet"
-
-
-def _save_checkpoint(
-    path: Path,
-    tm: TrainModule,
-    opt: torch.optim.Optimizer,
-    state: RunState,
-    cfg: C.Config,
-    rng_states: list[dict[str, Any]],
-) -> None:
-    """Write ``checkpoint.safetensors`` for ``state.step``; a failed write (full disk) is a one-line
-    RunDirError, the temporary file is gone and the previous checkpoint is untouched."""
-    try:
-        save_checkpoint(
-            path,
-            tm.model,
-            tm.seqvcr,
-            opt,
-            step=state.step,
-            train_time=state.train_time(),
-            rng_states=rng_states,
-            config=C.to_dict(cfg),
-        )
-    except OSError as err:
-        raise RunDirError(
-            f"{path}: cannot write the checkpoint of step {state.step} ({err.strerror or err}); "
-            f"{_kept(path, state.last_good_step)}; free some space and re-run the same command to resume"
-        ) from None
-
-
 class Progress:
     """One line per log interval on stderr (and nothing on non-main ranks)."""
 
@@ -222,6 +186,466 @@ class Progress:
         eta = elapsed / max(step, 1) * (self.total - step)
         self.stream.write(f"[{step:>7}/{self.total}] {text} | {elapsed:5.0f}s elapsed, eta {eta:5.0f}s\n")
         self.stream.flush()
+
+
+@dataclass
+class Ranks:
+    """This process's place in the run: one of ``world`` processes under ``torchrun``, or alone."""
+
+    distributed: bool
+    rank: int
+    world: int
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes the run directory and evaluates."""
+        return self.rank == 0
+
+
+@dataclass
+class Hardware:
+    """Where and how the run computes: the device, the precision (``bf16`` | ``fp32``) and the autocast
+    context of the forward pass."""
+
+    device: torch.device
+    precision: str
+    autocast: AbstractContextManager[Any]
+
+
+@dataclass
+class Data:
+    """The task, its sequence format and the tokenised splits, on the device."""
+
+    task: Task
+    fmt: SequenceFormat
+    train: EncodedData  # (N, L): every training sequence padded to the longest of both splits
+    valid: EncodedData
+    block_size: int  # the model's positions
+
+
+@dataclass
+class Batches:
+    """Which sequences each step trains on: the sampler of global batches and this rank's share."""
+
+    sampler: BatchSampler
+    total: int  # steps of the whole run
+    local_batch: int  # sequences per step on this rank (the global batch / world)
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def train(
+    cfg: C.Config,
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train one run to completion (resuming if it was interrupted) and return its result dict.
+
+    Raises:
+        RunDirError: the run directory is in the way (a finished run without ``force``, another
+            config, an earlier-format checkpoint, an unwritable place) or a checkpoint cannot be read
+            or written; nothing that existed before is removed or changed.
+        ConfigError, DataError: bad config values or data, found before anything is written.
+        TrainingDivergedError: the loss became NaN or infinite.
+    """
+    cfg = C.resolve(cfg)
+    rd = Path(run_dir)
+    ranks = _set_up_processes(cfg)
+    # what the run directory holds decides resume or refusal; nothing is changed yet
+    resume = bool(_on_rank0(lambda: check_run_dir(rd, cfg, force), ranks.distributed))
+    if ranks.main:
+        check_available(cfg.train.log_to)  # an optional tracker that is not installed: say so now
+    hw = _set_up_device(cfg)
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+    random.seed(cfg.train.seed)
+    data = _load_data(cfg, hw.device)
+    tm, opt = _build_model(cfg, data, hw.device, ranks)
+    batches = _plan_batches(cfg, data, ranks)
+    ckpt_path = rd / CHECKPOINT_FILE
+    state = _resume(ckpt_path, tm, opt, cfg, ranks) if resume else RunState()
+    # every input checked: now the directory may change
+    _on_rank0(lambda: _set_up_run_dir(rd, cfg, force, resume, state.step), ranks.distributed)
+    n_params = tm.model.num_params()
+    runner = _wrap_model(tm, cfg, hw.device, ranks)
+    prog = Progress(batches.total, enabled=progress and ranks.main)
+    if ranks.main and progress:
+        _announce(cfg, data, batches, hw, n_params, state.step if resume else None)
+    state.t_start = time.perf_counter()
+    metrics = _open_metrics(rd, cfg, state, resume) if ranks.main else None
+    try:
+        _loop(runner, tm, opt, cfg, data, batches, state, ranks, hw, metrics, prog, ckpt_path)
+        return _finish(rd, tm, opt, cfg, data, state, ranks, hw, metrics, prog, command)
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if ranks.distributed:
+            dist_utils.barrier()
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _set_up_processes(cfg: C.Config) -> Ranks:
+    """Join the process group under ``torchrun`` (gloo on CPU, NCCL on GPU); a lone process is rank 0
+    of 1."""
+    on_cpu = select_device(cfg.train.device).type == "cpu"
+    distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
+    return Ranks(distributed, dist_utils.rank(), dist_utils.world_size())
+
+
+def _set_up_device(cfg: C.Config) -> Hardware:
+    """Threads, the device (TF32 matmuls on CUDA) and the precision: bf16 autocast on CUDA by default."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = select_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    precision = precision_used(device, cfg.train.precision)
+    return Hardware(device, precision, autocast(device, cfg.train.precision))
+
+
+def _load_data(cfg: C.Config, device: torch.device) -> Data:
+    """The splits, generated or read once, tokenised once, padded to one length, kept on the device."""
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    train_ex, valid_ex = load_splits(cfg, task)
+    train_data = encode_examples(fmt, train_ex, where="train")
+    valid_data = encode_examples(fmt, valid_ex, where="valid")
+    seq_len = max(train_data.max_length, valid_data.max_length)
+    train_data = encode_examples(fmt, train_ex, pad_to=seq_len, where="train").to(device)
+    valid_data = valid_data.to(device)
+    block_size = cfg.model.block_size or seq_len
+    if block_size < seq_len:
+        raise RunDirError(f"model.block_size={block_size} is shorter than the longest sequence ({seq_len})")
+    return Data(task, fmt, train_data, valid_data, block_size)
+
+
+def _build_model(
+    cfg: C.Config, data: Data, device: torch.device, ranks: Ranks
+) -> tuple[TrainModule, torch.optim.Optimizer]:
+    """The GPT (fresh, or from ``model.init_from``), its Seq-VCR head and AdamW over both."""
+    tok = data.fmt.tokenizer
+    model = build_model(cfg, tok.vocab_size, data.block_size).to(device)
+    head = build_seqvcr(cfg, model.config.n_embd)
+    if head is not None:
+        head.to(device)
+    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
+    tm = TrainModule(model, head, positions=cfg.seqvcr.positions, pause_ids=pause_ids)
+    torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout masks
+    if ranks.distributed:
+        tm.gather = dist_utils.all_gather_with_grad
+    return tm, build_optimizer(tm, cfg, device)
+
+
+def build_optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW of ``optim.*`` over the model and its head (``seqvcr.model.configure_adamw``: weight decay
+    on matrices only; fused kernels on CUDA)."""
+    o = cfg.optim
+    return configure_adamw(tm, o.weight_decay, o.lr, (o.beta1, o.beta2), device.type)
+
+
+def _plan_batches(cfg: C.Config, data: Data, ranks: Ranks) -> Batches:
+    """The global batches of every step, the run's length in steps, and this rank's slice."""
+    if cfg.optim.batch_size % ranks.world != 0:
+        raise RunDirError(
+            f"optim.batch_size={cfg.optim.batch_size} is not divisible by {ranks.world} processes"
+        )
+    sampler = BatchSampler(len(data.train), cfg.optim.batch_size, cfg.train.seed)
+    total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * sampler.steps_per_epoch))
+    return Batches(sampler, total, sampler.batch_size // ranks.world)
+
+
+def _resume(
+    path: Path, tm: TrainModule, opt: torch.optim.Optimizer, cfg: C.Config, ranks: Ranks
+) -> RunState:
+    """Weights, optimiser and RNG state from the checkpoint; every rank reads it (and restores its
+    own RNG state)."""
+    state = RunState()
+    ck = read_checkpoint(path)
+    ck.load_weights(tm.model, tm.seqvcr)
+    ck.load_optimizer(opt)
+    states = ck.rng_states
+    if len(states) == ranks.world:
+        set_rng_state(states[ranks.rank])
+    else:  # another number of processes than the run had: reproducible, but not the same masks
+        torch.manual_seed(cfg.train.seed * 1_000_003 + ck.step * 1009 + ranks.rank)
+        if ranks.main:
+            sys.stderr.write(
+                f"warning: {path} was written by {len(states)} process(es), resuming with "
+                f"{ranks.world}: dropout masks differ from an uninterrupted run from here on\n"
+            )
+    state.step = state.last_good_step = ck.step
+    state.time_before = ck.train_time
+    return state
+
+
+def _wrap_model(tm: TrainModule, cfg: C.Config, device: torch.device, ranks: Ranks) -> nn.Module:
+    """What a step calls: the train module, its GPT compiled (``train.compile``), inside DDP under
+    ``torchrun``."""
+    runner: nn.Module = tm
+    if cfg.train.compile:
+        tm.model = torch.compile(tm.model)  # type: ignore[assignment]
+    if ranks.distributed:
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        runner = nn.parallel.DistributedDataParallel(tm, **ddp_kwargs)
+    return runner
+
+
+def _announce(
+    cfg: C.Config, data: Data, batches: Batches, hw: Hardware, n_params: int, resumed_at: int | None
+) -> None:
+    """One line on stderr: what is trained, on what, for how long."""
+    sys.stderr.write(
+        f"training {data.task.describe()} / {cfg.method.name} / {n_params / 1e6:.2f}M params on "
+        f"{hw.device} ({hw.precision}), {len(data.train)} train / {len(data.valid)} valid examples, "
+        f"{batches.total} steps of {batches.sampler.batch_size}"
+        + (f" (resumed at step {resumed_at})" if resumed_at is not None else "")
+        + "\n"
+    )
+
+
+def _open_metrics(rd: Path, cfg: C.Config, state: RunState, resume: bool) -> MetricsLogger:
+    """metrics.jsonl and the trackers of ``train.log_to`` (rank 0), continued when resuming."""
+    t = cfg.train
+    return MetricsLogger(
+        rd, t.log_to, state.train_time, resume_step=state.step if resume else None,
+        config=C.to_dict(cfg), wandb_project=t.wandb_project, wandb_mode=t.wandb_mode,
+        metrics_file=METRICS_FILE,
+    )
+
+
+def _loop(
+    runner: nn.Module,
+    tm: TrainModule,
+    opt: torch.optim.Optimizer,
+    cfg: C.Config,
+    data: Data,
+    batches: Batches,
+    state: RunState,
+    ranks: Ranks,
+    hw: Hardware,
+    metrics: MetricsLogger | None,
+    prog: Progress,
+    ckpt_path: Path,
+) -> None:
+    """Train from ``state.step`` to the last step: log, evaluate, snapshot and checkpoint on the way."""
+    tc = cfg.train
+    total, local_bs = batches.total, batches.local_batch
+    snapshot_at = set(C.snapshot_steps(tc, total))
+    device = data.train.ids.device
+    valid_probe = data.valid
+    if tc.eval_examples and tc.eval_examples < len(data.valid):
+        valid_probe = data.valid.subset(range(tc.eval_examples))
+    interval = _LogInterval(device)
+    tm.train()
+    while state.step < total:
+        step = state.step
+        lr = lr_at(step, total, cfg.optim)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = batches.sampler.indices(step)[ranks.rank * local_bs : (ranks.rank + 1) * local_bs].to(device)
+        x, y, mask = make_batch(data.train, idx)  # (B, T) each
+        with hw.autocast:
+            loss, lm_loss, var, cov = runner(x, y, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(tm.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        state.step += 1
+        interval.add(loss, lm_loss, var, cov, mask)
+
+        s = state.step
+        at_log = s % tc.log_every == 0 or s == total
+        at_ckpt = s % tc.checkpoint_every == 0
+        at_eval = s % tc.eval_every == 0 and s != total
+        if (at_log or at_ckpt or at_eval) and _any_rank(interval.nonfinite):
+            raise TrainingDivergedError(
+                f"loss became NaN/inf between steps {state.last_good_step} and {s} "
+                f"(lr {lr:.3g}); stopped: {_kept(ckpt_path, state.last_good_step)}; lower optim.lr or "
+                "raise optim.warmup and re-run with --force"
+            )
+        if at_log and interval.steps:
+            rec = interval.record(s, lr, x, local_bs, with_seqvcr=tm.seqvcr is not None)
+            _log(metrics, rec)
+            extra = (f" (lm {rec['lm_loss']:.4f}, var {rec['seqvcr_variance']:.4f}, "
+                     f"cov {rec['seqvcr_covariance']:.4f})" if tm.seqvcr is not None else "")
+            prog.line(s, f"loss {rec['loss']:.4f}{extra} | lr {lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s")
+            interval.reset()
+        if at_eval and ranks.main:
+            model = tm.model if not tc.compile else tm.model._orig_mod
+            res = evaluate(model, data.fmt, valid_probe, batch_size=tc.eval_batch_size,
+                           precision=hw.precision)
+            _log(metrics, _eval_record(s, res))
+            prog.line(s, f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
+            tm.train()
+            interval.restart_clock()
+        if s in snapshot_at and ranks.main:
+            _save_snapshot(ckpt_path.parent, tm, s, tc.compile)
+        if at_ckpt:
+            rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
+            if ranks.main:
+                model_for_ckpt = tm
+                if tc.compile:
+                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.positions, tm.pause_ids)
+                _save_checkpoint(ckpt_path, model_for_ckpt, opt, state, cfg, rng_states)
+            state.last_good_step = s
+    if tc.compile:
+        tm.model = tm.model._orig_mod
+
+
+def _finish(
+    rd: Path,
+    tm: TrainModule,
+    opt: torch.optim.Optimizer,
+    cfg: C.Config,
+    data: Data,
+    state: RunState,
+    ranks: Ranks,
+    hw: Hardware,
+    metrics: MetricsLogger | None,
+    prog: Progress,
+    command: str | None,
+) -> dict[str, Any]:
+    """Evaluate on the whole validation set, write the last checkpoint, model.safetensors and, last,
+    result.json (rank 0; the other ranks return ``{}``)."""
+    train_time = state.train_time()
+    rng_states = _gather_rng_states()  # a collective: before the rank-0-only part
+    if not ranks.main:
+        return {}
+    model = tm.model
+    final = evaluate(model, data.fmt, data.valid, batch_size=cfg.train.eval_batch_size,
+                     precision=hw.precision)
+    _log(metrics, _eval_record(state.step, final))
+    ckpt_path = rd / CHECKPOINT_FILE
+    _save_checkpoint(ckpt_path, tm, opt, state, cfg, rng_states)
+    state.last_good_step = state.step
+    try:
+        save_model(rd / MODEL_FILE, model, tm.seqvcr, state.step)
+    except OSError as err:
+        raise RunDirError(
+            f"{rd / MODEL_FILE}: cannot be written ({err.strerror or err}); "
+            f"{_kept(ckpt_path, state.step)}; free some space and re-run the same command"
+        ) from None
+    info = machine_info(hw.device)
+    result = {
+        "run_dir": str(rd),
+        "task": data.task.describe(),
+        "method": cfg.method.name,
+        "seed": cfg.train.seed,
+        "steps": state.step,
+        "params": model.num_params(),
+        "valid": final.summary(),
+        "train_time_s": train_time,
+        "device": str(hw.device),
+        "precision": hw.precision,
+        "world_size": ranks.world,
+        "machine": info,
+        "machine_description": describe_machine(info),
+        "command": command,
+        "config": C.to_dict(cfg),
+    }
+    write_json_atomic(rd / RESULT_FILE, result)
+    prog.line(state.step, f"done: valid exact match {final.exact_match:.4f} on {final.n} examples")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+class _LogInterval:
+    """The running sums of one log interval, kept on the device (no host sync per step), and whether
+    the loss has ever been NaN or infinite."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums = torch.zeros(4, device=device)  # loss, lm loss, variance, covariance
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.tokens = 0
+        self.steps = 0
+        self.t_last = time.perf_counter()
+
+    def add(
+        self,
+        loss: torch.Tensor,
+        lm_loss: torch.Tensor,
+        var: torch.Tensor | None,
+        cov: torch.Tensor | None,
+        mask: torch.Tensor,
+    ) -> None:
+        """Count one step (its scalar losses and, on CPU, its real tokens)."""
+        self.steps += 1
+        self.tokens += int(mask.sum()) if self.device.type == "cpu" else 0
+        with torch.no_grad():
+            self.nonfinite |= ~torch.isfinite(loss.detach())
+            self.sums += torch.stack(
+                [
+                    loss.detach().float(),
+                    lm_loss.detach().float(),
+                    var.detach().float() if var is not None else torch.zeros((), device=self.device),
+                    cov.detach().float() if cov is not None else torch.zeros((), device=self.device),
+                ]
+            )
+
+    def record(
+        self, step: int, lr: float, x: torch.Tensor, local_bs: int, *, with_seqvcr: bool
+    ) -> dict[str, Any]:
+        """The interval's ``train`` record: the losses of the global batch averaged over the steps,
+        and the throughput (padded tokens on a GPU, which counts them without a sync per step)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.tokens = int(self.steps * x.shape[0] * x.shape[1])
+        now = time.perf_counter()
+        dt = max(now - self.t_last, 1e-9)
+        world = dist_utils.world_size()
+        if world > 1:  # log the global batch's losses, not rank 0's shard
+            torch.distributed.all_reduce(self.sums)
+            self.sums /= world
+        avg = (self.sums / self.steps).tolist()
+        return {
+            "kind": "train",
+            "step": step,
+            "loss": avg[0],
+            "lm_loss": avg[1],
+            "seqvcr_loss": avg[0] - avg[1] if with_seqvcr else 0.0,
+            "seqvcr_variance": avg[2],
+            "seqvcr_covariance": avg[3],
+            "lr": lr,
+            "tokens_per_s": self.tokens * world / dt,
+            "examples_per_s": self.steps * local_bs * world / dt,
+        }
+
+    def reset(self) -> None:
+        """Start the next interval."""
+        self.sums.zero_()
+        self.tokens = 0
+        self.steps = 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Leave the time until now (an evaluation) out of the throughput."""
+        self.t_last = time.perf_counter()
+
+
+def _eval_record(step: int, res: EvalResult) -> dict[str, Any]:
+    """The ``eval`` record of a validation evaluation at ``step``."""
+    return {
+        "kind": "eval",
+        "step": step,
+        "split": "valid",
+        "exact_match": res.exact_match,
+        "n": res.n,
+        "position_accuracy": res.position_accuracy,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- files
 
 
 def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
@@ -259,10 +683,10 @@ def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
 #: The files of a run that ``force`` removes (once the new run's inputs have been checked).
 RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)
 #: Measurements of the old run's weights that ``force`` removes with it (``seqvcr entropy``, ``seqvcr eval``).
-MEASUREMENT_FILES = ("entropy.json", "entropy.csv", "entropy_values.csv")
+MEASUREMENT_FILES = outputs.ENTROPY_FILES
 #: Directories of a run that ``force`` removes: saved evaluations, snapshots, TensorBoard events. (A W&B
 #: directory is kept: its offline runs may not have been uploaded yet.)
-RUN_DIRS = ("eval", SNAPSHOT_DIR, TENSORBOARD_DIR)
+RUN_DIRS = (outputs.EVAL_DIR, SNAPSHOT_DIR, TENSORBOARD_DIR)
 
 
 def _set_up_run_dir(run_dir: Path, cfg: C.Config, force: bool, resume: bool, step: int) -> None:
@@ -309,221 +733,50 @@ def _on_rank0(fn: Callable[[], T], distributed: bool) -> T | None:
     return value
 
 
-def train(
+def _gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order, on rank 0 (the others get ``[]``); a collective."""
+    own = rng_state()
+    world = dist_utils.world_size()
+    if world == 1:
+        return [own]
+    out: list[Any] = [None] * world if dist_utils.rank() == 0 else []
+    torch.distributed.gather_object(own, out if dist_utils.rank() == 0 else None, dst=0)
+    return out
+
+
+def _kept(path: Path, step: int) -> str:
+    """What is left on disk to resume from, named only if it exists."""
+    if path.is_file():
+        return f"the last good checkpoint (step {step}) is kept in {path}"
+    return "no checkpoint had been saved yet"
+
+
+def _save_checkpoint(
+    path: Path,
+    tm: TrainModule,
+    opt: torch.optim.Optimizer,
+    state: RunState,
     cfg: C.Config,
-    run_dir: str | Path,
-    *,
-    force: bool = False,
-    progress: bool = True,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Train one run to completion (resuming if it was interrupted) and return its result dict.
-
-    Raises:
-        RunDirError: the run directory is in the way (a finished run without ``force``, another
-            config, an earlier-format checkpoint, an unwritable place) or a checkpoint cannot be read
-            or written; nothing that existed before is removed or changed.
-        ConfigError, DataError: bad config values or data, found before anything is written.
-        TrainingDivergedError: the loss became NaN or infinite.
-    """
-    cfg = C.resolve(cfg)
-    rd = Path(run_dir)
-    on_cpu = select_device(cfg.train.device).type == "cpu"
-    distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    main = rank == 0
-    # ---- 1. what the run directory holds decides resume or refusal; nothing is changed yet ----
-    resume = bool(_on_rank0(lambda: check_run_dir(rd, cfg, force), distributed))
-    if main:
-        check_available(cfg.train.log_to)  # an optional tracker that is not installed: say so now
-
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = select_device(cfg.train.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    use_bf16 = device.type == "cuda" and cfg.train.precision in ("auto", "bf16")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    precision = "bf16" if use_bf16 else "fp32"
-
-    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    random.seed(cfg.train.seed)
-
-    # ---- data: generated or read once, tokenised once, kept on the device ----
-    task = build_task(cfg)
-    fmt = build_format(cfg, task)
-    train_ex, valid_ex = load_splits(cfg, task)
-    train_data = encode_examples(fmt, train_ex, where="train")
-    valid_data = encode_examples(fmt, valid_ex, where="valid")
-    seq_len = max(train_data.max_length, valid_data.max_length)
-    train_data = encode_examples(fmt, train_ex, pad_to=seq_len, where="train").to(device)
-    valid_data = valid_data.to(device)
-    block_size = cfg.model.block_size or seq_len
-    if block_size < seq_len:
-        raise RunDirError(f"model.block_size={block_size} is shorter than the longest sequence ({seq_len})")
-
-    # ---- model, Seq-VCR head, optimiser ----
-    model = build_model(cfg, fmt.tokenizer.vocab_size, block_size).to(device)
-    head = build_seqvcr(cfg, model.config.n_embd)
-    if head is not None:
-        head.to(device)
-    tok = fmt.tokenizer
-    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
-    tm = TrainModule(model, head, positions=cfg.seqvcr.positions, pause_ids=pause_ids)
-    torch.manual_seed(cfg.train.seed + rank)  # but each rank its own dropout masks
-    if distributed:
-        tm.gather = dist_utils.all_gather_with_grad
-    opt = _optimizer(tm, cfg, device)
-
-    if cfg.optim.batch_size % world != 0:
-        raise RunDirError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
-    sampler = BatchSampler(len(train_data), cfg.optim.batch_size, cfg.train.seed)
-    total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * sampler.steps_per_epoch))
-    local_bs = sampler.batch_size // world
-
-    # ---- 2. the checkpoint to resume from: every rank reads it (and restores its own RNG state) ----
-    state = RunState()
-    ckpt_path = rd / CHECKPOINT_FILE
-    if resume:
-        ck = read_checkpoint(ckpt_path)
-        ck.load_weights(model, head)
-        ck.load_optimizer(opt)
-        states = ck.rng_states
-        if len(states) == world:
-            set_rng_state(states[rank])
-        else:  # another number of processes than the run had: reproducible, but not the same masks
-            torch.manual_seed(cfg.train.seed * 1_000_003 + ck.step * 1009 + rank)
-            if main:
-                sys.stderr.write(
-                    f"warning: {ckpt_path} was written by {len(states)} process(es), resuming with "
-                    f"{world}: dropout masks differ from an uninterrupted run from here on\n"
-                )
-        state.step = state.last_good_step = ck.step
-        state.time_before = ck.train_time
-        del ck, states
-
-    # ---- 3. every input checked: now the directory may change ----
-    _on_rank0(lambda: _set_up_run_dir(rd, cfg, force, resume, state.step), distributed)
-
-    runner: nn.Module = tm
-    if cfg.train.compile:
-        tm.model = torch.compile(model)  # type: ignore[assignment]
-    if distributed:
-        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        runner = nn.parallel.DistributedDataParallel(tm, **ddp_kwargs)
-
-    n_params = model.num_params()
-    prog = Progress(total, enabled=progress and main)
-    if main and progress:
-        sys.stderr.write(
-            f"training {task.describe()} / {cfg.method.name} / {n_params / 1e6:.2f}M params on "
-            f"{device} ({precision}), {len(train_data)} train / {len(valid_data)} valid examples, "
-            f"{total} steps of {sampler.batch_size}"
-            + (f" (resumed at step {state.step})" if resume else "")
-            + "\n"
-        )
-    state.t_start = time.perf_counter()
-    metrics = None
-    if main:
-        metrics = MetricsLogger(
-            rd, cfg.train.log_to, state.train_time, resume_step=state.step if resume else None,
-            config=C.to_dict(cfg), wandb_project=cfg.train.wandb_project, wandb_mode=cfg.train.wandb_mode,
-            metrics_file=METRICS_FILE,
-        )
+    rng_states: list[dict[str, Any]],
+) -> None:
+    """Write ``checkpoint.safetensors`` for ``state.step``; a failed write (full disk) is a one-line
+    RunDirError, the temporary file is gone and the previous checkpoint is untouched."""
     try:
-        _loop(
-            runner,
-            tm,
+        save_checkpoint(
+            path,
+            tm.model,
+            tm.seqvcr,
             opt,
-            cfg,
-            sampler,
-            train_data,
-            valid_data,
-            fmt,
-            state,
-            total,
-            rank,
-            local_bs,
-            autocast,
-            precision,
-            metrics,
-            prog,
-            ckpt_path,
-            C.snapshot_steps(cfg.train, total),
+            step=state.step,
+            train_time=state.train_time(),
+            rng_states=rng_states,
+            config=C.to_dict(cfg),
         )
-        train_time = state.train_time()
-        rng_states = _gather_rng_states()  # a collective: before the rank-0-only part
-        result: dict[str, Any] = {}
-        if main:
-            final = evaluate(
-                model, fmt, valid_data, batch_size=cfg.train.eval_batch_size, precision=precision
-            )
-            _log(
-                metrics,
-                {
-                    "kind": "eval",
-                    "step": state.step,
-                    "split": "valid",
-                    "exact_match": final.exact_match,
-                    "n": final.n,
-                    "position_accuracy": final.position_accuracy,
-                },
-            )
-            _save_checkpoint(ckpt_path, tm, opt, state, cfg, rng_states)
-            state.last_good_step = state.step
-            try:
-                save_model(rd / MODEL_FILE, model, head, state.step)
-            except OSError as err:
-                raise RunDirError(
-                    f"{rd / MODEL_FILE}: cannot be written ({err.strerror or err}); "
-                    f"{_kept(ckpt_path, state.step)}; free some space and re-run the same command"
-                ) from None
-            info = machine_info(device)
-            result = {
-                "run_dir": str(rd),
-                "task": task.describe(),
-                "method": cfg.method.name,
-                "seed": cfg.train.seed,
-                "steps": state.step,
-                "params": n_params,
-                "valid": final.summary(),
-                "train_time_s": train_time,
-                "device": str(device),
-                "precision": precision,
-                "world_size": world,
-                "machine": info,
-                "machine_description": describe_machine(info),
-                "command": command,
-                "config": C.to_dict(cfg),
-            }
-            write_json_atomic(rd / RESULT_FILE, result)
-            prog.line(state.step, f"done: valid exact match {final.exact_match:.4f} on {final.n} examples")
-        return result
-    finally:
-        if metrics is not None:
-            metrics.close()
-        if distributed:
-            dist_utils.barrier()
-
-
-def parameter_groups(tm: TrainModule, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW's two groups: matrices with ``weight_decay``, biases and LayerNorms without (the order of
-    the parameters in them is the order a checkpoint's optimiser state refers to)."""
-    decay, no_decay = [], []
-    for _, p in tm.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernels on CUDA."""
-    groups = parameter_groups(tm, cfg.optim.weight_decay)
-    extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), **extra)
+    except OSError as err:
+        raise RunDirError(
+            f"{path}: cannot write the checkpoint of step {state.step} ({err.strerror or err}); "
+            f"{_kept(path, state.last_good_step)}; free some space and re-run the same command to resume"
+        ) from None
 
 
 def _any_rank(flag: torch.Tensor) -> bool:
@@ -579,140 +832,3 @@ def _save_snapshot(run_dir: Path, tm: TrainModule, step: int, compiled: bool) ->
             f"{path}: cannot write the snapshot of step {step} ({err.strerror or err}); free some space "
             "and re-run the same command to resume from the last checkpoint"
         ) from None
-
-
-def _loop(
-    runner: nn.Module,
-    tm: TrainModule,
-    opt: torch.optim.Optimizer,
-    cfg: C.Config,
-    sampler: BatchSampler,
-    train_data: EncodedData,
-    valid_data: EncodedData,
-    fmt: Any,
-    state: RunState,
-    total: int,
-    rank: int,
-    local_bs: int,
-    autocast: Any,
-    precision: str,
-    metrics: MetricsLogger | None,
-    prog: Progress,
-    ckpt_path: Path,
-    snapshots: Sequence[int] = (),
-) -> None:
-    tc = cfg.train
-    main = rank == 0
-    snapshot_at = set(snapshots)
-    device = train_data.ids.device
-    valid_probe = valid_data
-    if tc.eval_examples and tc.eval_examples < len(valid_data):
-        valid_probe = valid_data.subset(range(tc.eval_examples))
-    # running sums over the log interval, kept on the device to avoid a sync per step
-    sums = torch.zeros(4, device=device)  # loss, lm loss, variance, covariance
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    tokens = 0
-    n_steps = 0
-    t_last = time.perf_counter()
-    tm.train()
-    while state.step < total:
-        step = state.step
-        lr = lr_at(step, total, cfg.optim)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = sampler.indices(step)[rank * local_bs : (rank + 1) * local_bs].to(device)
-        x, y, mask = make_batch(train_data, idx)
-        with autocast:
-            loss, lm_loss, var, cov = runner(x, y, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(tm.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        state.step += 1
-        n_steps += 1
-        tokens += int(mask.sum()) if device.type == "cpu" else 0
-        with torch.no_grad():
-            nonfinite |= ~torch.isfinite(loss.detach())
-            sums += torch.stack(
-                [
-                    loss.detach().float(),
-                    lm_loss.detach().float(),
-                    var.detach().float() if var is not None else torch.zeros((), device=device),
-                    cov.detach().float() if cov is not None else torch.zeros((), device=device),
-                ]
-            )
-        s = state.step
-        at_log = s % tc.log_every == 0 or s == total
-        at_ckpt = s % tc.checkpoint_every == 0
-        at_eval = s % tc.eval_every == 0 and s != total
-        if (at_log or at_ckpt or at_eval) and _any_rank(nonfinite):
-            raise TrainingDivergedError(
-                f"loss became NaN/inf between steps {state.last_good_step} and {s} "
-                f"(lr {lr:.3g}); stopped: {_kept(ckpt_path, state.last_good_step)}; lower optim.lr or "
-                "raise optim.warmup and re-run with --force"
-            )
-        if at_log and n_steps:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                tokens = int(n_steps * x.shape[0] * x.shape[1])  # padded tokens on GPU (no sync per step)
-            now = time.perf_counter()
-            dt = max(now - t_last, 1e-9)
-            world = dist_utils.world_size()
-            if world > 1:  # log the global batch's losses, not rank 0's shard
-                torch.distributed.all_reduce(sums)
-                sums /= world
-            avg = (sums / n_steps).tolist()
-            rec = {
-                "kind": "train",
-                "step": s,
-                "loss": avg[0],
-                "lm_loss": avg[1],
-                "seqvcr_loss": avg[0] - avg[1] if tm.seqvcr is not None else 0.0,
-                "seqvcr_variance": avg[2],
-                "seqvcr_covariance": avg[3],
-                "lr": lr,
-                "tokens_per_s": tokens * world / dt,
-                "examples_per_s": n_steps * local_bs * world / dt,
-            }
-            _log(metrics, rec)
-            extra = f" (lm {avg[1]:.4f}, var {avg[2]:.4f}, cov {avg[3]:.4f})" if tm.seqvcr is not None else ""
-            prog.line(s, f"loss {avg[0]:.4f}{extra} | lr {lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s")
-            sums.zero_()
-            tokens = 0
-            n_steps = 0
-            t_last = time.perf_counter()
-        if at_eval and main:
-            res = evaluate(
-                tm.model if not cfg.train.compile else tm.model._orig_mod,
-                fmt,
-                valid_probe,
-                batch_size=tc.eval_batch_size,
-                precision=precision,
-            )
-            _log(
-                metrics,
-                {
-                    "kind": "eval",
-                    "step": s,
-                    "split": "valid",
-                    "exact_match": res.exact_match,
-                    "n": res.n,
-                    "position_accuracy": res.position_accuracy,
-                },
-            )
-            prog.line(s, f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
-            tm.train()
-            t_last = time.perf_counter()
-        if s in snapshot_at and main:
-            _save_snapshot(ckpt_path.parent, tm, s, cfg.train.compile)
-        if at_ckpt:
-            rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
-            if main:
-                model_for_ckpt = tm
-                if cfg.train.compile:
-                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.positions, tm.pause_ids)
-                _save_checkpoint(ckpt_path, model_for_ckpt, opt, state, cfg, rng_states)
-            state.last_good_step = s
-    if cfg.train.compile:
-        tm.model = tm.model._orig_mod

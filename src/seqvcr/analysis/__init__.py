@@ -4,7 +4,8 @@ and ``seqvcr demo`` (the project's main job).
 Modules (imported on first use, so ``import seqvcr.analysis`` stays cheap):
 
 * ``layer_entropy`` -- :func:`compute_layer_entropy`, :func:`write_entropy` (``seqvcr entropy``);
-* ``plots`` / ``tables`` -- PNG figures and Markdown/CSV tables, for one run or several;
+* ``plots`` / ``tables`` -- PNG figures and Markdown/CSV tables, for one run or several (made with
+  ``seqvcr.reporting``, as the sweep report is);
 * ``report`` -- :func:`build_report` (``seqvcr report``);
 * ``demo`` -- :func:`run_demo` (``seqvcr demo``);
 * ``cli`` -- the three subcommands.

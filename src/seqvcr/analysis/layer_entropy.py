@@ -31,8 +31,6 @@ appendix plots. The default (alpha = 1) is the von Neumann entropy.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import sys
@@ -48,7 +46,10 @@ from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.entropy import matrix_entropy
 from seqvcr.errors import ConfigError, DataError
+from seqvcr.outputs import ENTROPY_CSV, ENTROPY_JSON, ENTROPY_VALUES_CSV
 from seqvcr.progress import ProgressBar
+from seqvcr.reporting.stats import describe
+from seqvcr.reporting.tables import csv_text
 from seqvcr.runs import LoadedRun, data_note, load_run, select_device
 from seqvcr.sequences import encode_examples
 from seqvcr.tasks import read_examples
@@ -59,14 +60,9 @@ __all__ = [
     "ENTROPY_VALUES_CSV",
     "compute_layer_entropy",
     "sample_indices",
-    "summarize",
     "write_entropy",
 ]
 
-ENTROPY_JSON = "entropy.json"
-ENTROPY_CSV = "entropy.csv"
-ENTROPY_VALUES_CSV = "entropy_values.csv"
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
@@ -80,31 +76,6 @@ def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
         return list(range(n))
     g = torch.Generator().manual_seed(int(seed))
     return sorted(torch.randperm(total, generator=g)[:n].tolist())
-
-
-def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean, sample std (n - 1), 95% CI of the mean (normal approximation) and quantiles of ``values``."""
-    n = len(values)
-    if n == 0:
-        nan = float("nan")
-        return {"n": 0, "mean": nan, "std": nan, "ci95": [nan, nan], "ci95_half": nan}
-    t = torch.tensor(values, dtype=torch.float64)
-    mean = float(t.mean())
-    std = float(t.std(unbiased=True)) if n > 1 else 0.0
-    half = Z95 * std / math.sqrt(n)
-    q = torch.quantile(t, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
-    return {
-        "n": n,
-        "mean": mean,
-        "std": std,
-        "ci95": [mean - half, mean + half],
-        "ci95_half": half,
-        "min": q[0],
-        "q25": q[1],
-        "median": q[2],
-        "q75": q[3],
-        "max": q[4],
-    }
 
 
 @torch.no_grad()
@@ -210,7 +181,7 @@ def compute_layer_entropy(
             {
                 "layer": layer,
                 "name": f"L{layer}",
-                **summarize(values),
+                **describe(values),
                 "mean_normalized": float(normed[layer].mean()),
                 "dataset": float(dataset[layer]),
                 "dataset_normalized": float(dataset_normed[layer]),
@@ -256,25 +227,16 @@ def compute_layer_entropy(
 
 def entropy_csv(result: dict[str, Any]) -> str:
     """One row per layer: summary statistics and the dataset-level entropy."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["layer", "name", "n", "mean", "std", "ci95_low", "ci95_high", "median", "dataset_entropy"])
-    for L in result["layers"]:
-        w.writerow([L["layer"], L["name"], L["n"], L["mean"], L["std"], L["ci95"][0], L["ci95"][1],
-                    L.get("median", ""), L["dataset"]])
-    return buf.getvalue()
+    header = ["layer", "name", "n", "mean", "std", "ci95_low", "ci95_high", "median", "dataset_entropy"]
+    return csv_text(header, [[L["layer"], L["name"], L["n"], L["mean"], L["std"], L["ci95"][0], L["ci95"][1],
+                              L.get("median", ""), L["dataset"]] for L in result["layers"]])
 
 
 def values_csv(result: dict[str, Any]) -> str:
     """Long format, one row per (sequence, layer): the whole distribution, for histograms elsewhere."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["line", "layer", "entropy"])
-    indices = result["indices"]
-    for L in result["layers"]:
-        for line, v in zip(indices, L["values"]):
-            w.writerow([line, L["layer"], repr(float(v))])
-    return buf.getvalue()
+    rows = [[line, L["layer"], repr(float(v))] for L in result["layers"]
+            for line, v in zip(result["indices"], L["values"])]
+    return csv_text(["line", "layer", "entropy"], rows)
 
 
 def write_entropy(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:

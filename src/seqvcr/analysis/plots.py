@@ -15,14 +15,12 @@
 Every function takes a list of :class:`Series` (one per run: label, method, data) so that colours are
 the same for a configuration in every figure: the paper's five configurations have fixed colours.
 
-Figures are ``matplotlib.figure.Figure`` objects drawn and saved without ``pyplot``: importing or using
-this module never changes matplotlib's backend or any other global state (a notebook's inline backend
-keeps working), and no figure is left open.
+Figures are ``matplotlib.figure.Figure`` objects of ``seqvcr.reporting.figures``, drawn and saved without
+``pyplot`` (no global matplotlib state changes, no figure is left open).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,16 +30,16 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from seqvcr.reporting.figures import grid_shape, new_figure, panels, save_figure
+
 __all__ = [
     "METHOD_COLORS",
     "Series",
-    "new_figure",
     "plot_entropy_hist",
     "plot_entropy_per_layer",
     "plot_entropy_vs_step",
     "plot_loss_curves",
     "plot_position_accuracy",
-    "save_figure",
 ]
 
 METHOD_COLORS: dict[str, str] = {
@@ -53,7 +51,6 @@ METHOD_COLORS: dict[str, str] = {
 }
 _EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 _LINESTYLES = ["-", "--", ":", "-."]
-DPI = 130
 
 
 @dataclass
@@ -81,25 +78,11 @@ def _styles(series: Sequence[Series]) -> list[dict[str, Any]]:
     return out
 
 
-def new_figure(figsize: tuple[float, float]) -> Figure:
-    """A figure that belongs to no backend and to no pyplot state (see the module docstring)."""
-    return Figure(figsize=figsize)
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = DPI, **kwargs: Any) -> Path:
-    """Write ``fig`` as a PNG, atomically (temporary file, then rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f"{p.stem}.tmp{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png", **kwargs)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
-
-
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def _finish(fig: Figure, path: str | os.PathLike[str], title: str = "") -> Path:
+    """The figure's title, a tight layout, and the PNG (cropped to what was drawn)."""
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return save_figure(fig, path, bbox_inches="tight")
 
 
@@ -142,10 +125,7 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
         ax.set_xticklabels([f"L{i}" for i in range(max_layers)])
         ax.grid(alpha=0.3)
     _legend(axes[0], len(series))
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
@@ -154,19 +134,14 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
     Bins are shared by all runs within a panel so the distributions are comparable.
     """
     n_layers = max((len(s.data["layers"]) for s in series), default=1)
-    ncols = min(4, n_layers)
-    nrows = math.ceil(n_layers / ncols)
+    nrows, ncols = grid_shape(n_layers, 4)
     header = 0.5 if title else 0.25  # inches above the panels: title and legend
     height = 2.6 * nrows + header
     fig = new_figure((3.4 * ncols, height))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = panels(fig, nrows, ncols, n_layers)
     filled = len(series) <= 2  # more than two filled histograms blend into mud: outlines only
     styles = _styles(series)
-    for layer in range(nrows * ncols):
-        ax = axes[layer // ncols][layer % ncols]
-        if layer >= n_layers:
-            ax.axis("off")
-            continue
+    for layer, ax in enumerate(axes):
         vals = [s.data["layers"][layer]["values"] if layer < len(s.data["layers"]) else [] for s in series]
         flat = [v for vs in vals for v in vs]
         if not flat:
@@ -189,14 +164,14 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
         if layer // ncols == nrows - 1 or layer + ncols >= n_layers:
             unit = "normalised entropy" if series[0].data.get("normalized") else "entropy (nats)"
             ax.set_xlabel(unit, fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.08 / height, va="top")
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=9, frameon=False,
                    bbox_to_anchor=(0.5, 1 - (0.3 if title else 0.02) / height))
     fig.tight_layout(rect=(0, 0, 1, 1 - header / height))
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_position_accuracy(
@@ -228,8 +203,7 @@ def plot_position_accuracy(
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
@@ -282,10 +256,7 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
         ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)
         ax.grid(alpha=0.3, which="major")
     _legend(axes[0], len(series))
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
@@ -296,18 +267,10 @@ def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str],
     """
     import matplotlib
 
-    n = max(1, len(series))
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
+    nrows, ncols = grid_shape(len(series), 3)
     fig = new_figure((4.8 * ncols, 3.6 * nrows + 0.3))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
     cmap = matplotlib.colormaps["viridis"]
-    for i in range(nrows * ncols):
-        ax = axes[i // ncols][i % ncols]
-        if i >= len(series):
-            ax.axis("off")
-            continue
-        s = series[i]
+    for s, ax in zip(series, panels(fig, nrows, ncols, len(series))):
         points = list(s.data)
         n_layers = max((len(r["layers"]) for _, r in points), default=0)
         steps = [step for step, _ in points]
@@ -322,7 +285,4 @@ def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str],
         ax.grid(alpha=0.3)
         if n_layers:
             ax.legend(fontsize=7, frameon=False, ncol=2 if n_layers > 6 else 1)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)

@@ -57,6 +57,8 @@ from seqvcr.analysis import plots, tables
 from seqvcr.analysis.layer_entropy import compute_layer_entropy, sample_indices, write_entropy
 from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.errors import DataError, RunDirError
+from seqvcr.outputs import ENTROPY_JSON
+from seqvcr.reporting.tables import fmt_seconds, markdown_table, write_table
 from seqvcr.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -75,6 +77,8 @@ REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
 REPORT_MARK = "<!-- seqvcr run report -->"
 PER_RUN_DIR = "analysis"  # DIR/analysis/<run>/: the per-run measurements
+RUN_EVAL = "eval.json"  # DIR/analysis/<run>/eval.json: the run's evaluation ...
+RUN_PREDICTIONS = "predictions.jsonl"  # ... and its predictions, one JSON object per example
 FIGURES = ("entropy_per_layer.png", "entropy_hist.png", "position_accuracy.png", "loss_curves.png")
 STEP_FIGURE = "entropy_vs_step.png"  # runs with snapshots only
 TABLES = ("accuracy", "positions", "entropy", "throughput")
@@ -211,8 +215,8 @@ def analyze_run(
     ``out_dir`` is taken instead of measuring again (``RunAnalysis.reused`` says which)."""
     from seqvcr.checkpoints import read_safetensors
     from seqvcr.datafiles import resolve_data_path
-    from seqvcr.evaluation import evaluate_file, precision_used
-    from seqvcr.runs import build_task, select_device
+    from seqvcr.evaluation import evaluate_file
+    from seqvcr.runs import build_task, precision_used, select_device
     from seqvcr.tasks import read_examples
 
     rd = Path(run_dir)
@@ -232,21 +236,21 @@ def analyze_run(
     precision = precision_used(select_device(device), cfg.train.precision)
 
     # ---- evaluation: reused when up to date, else decoded now
-    found = outputs.find_eval([rd / outputs.EVAL_DIR, out / "eval.json"], source, limit=limit,
+    found = outputs.find_eval([rd / outputs.EVAL_DIR, out / RUN_EVAL], source, limit=limit,
                               precision=precision) if reuse else None
     if found is not None:
         ev, ev_path, preds_path = found
-        if preds_path.resolve() != (out / "predictions.jsonl").resolve():
-            shutil.copyfile(preds_path, out / "predictions.jsonl")
+        if preds_path.resolve() != (out / RUN_PREDICTIONS).resolve():
+            shutil.copyfile(preds_path, out / RUN_PREDICTIONS)
         reused["eval"] = str(ev_path)
         _say(progress, f"report: {name}: reusing the evaluation in {reused['eval']}")
     else:
         _say(progress, f"report: {name}: evaluating on {data}" + (f" (first {limit})" if limit else ""))
-        ev = evaluate_file(str(rd), str(data), predictions=str(out / "predictions.jsonl"), device=device,
+        ev = evaluate_file(str(rd), str(data), predictions=str(out / RUN_PREDICTIONS), device=device,
                            limit=limit, progress=progress)
-    ev = {**ev, "predictions_file": "predictions.jsonl"}
+    ev = {**ev, "predictions_file": RUN_PREDICTIONS}
     ev.pop("saved", None)
-    write_json_atomic(out / "eval.json", ev)
+    write_json_atomic(out / RUN_EVAL, ev)
     _say(
         progress,
         f"report: {name}: exact match {ev['exact_match']:.4f} on {ev['n']} examples "
@@ -272,14 +276,14 @@ def analyze_run(
                                     progress=progress, step=at_step)
         return res, ""
 
-    ent, where = entropy_at(None, [rd / "entropy.json", out / "entropy.json"], source)
+    ent, where = entropy_at(None, [rd / ENTROPY_JSON, out / ENTROPY_JSON], source)
     if where:
         reused["entropy"] = where
         _say(progress, f"report: {name}: reusing the entropy in {where}")
-    if not (where and Path(where).resolve() == (out / "entropy.json").resolve()):
+    if not (where and Path(where).resolve() == (out / ENTROPY_JSON).resolve()):
         write_entropy(ent, out)
     shutil.copyfile(rd / CONFIG_FILE, out / CONFIG_FILE)
-    lines = (out / "predictions.jsonl").read_text().splitlines()
+    lines = (out / RUN_PREDICTIONS).read_text().splitlines()
     preds = [json.loads(line) for line in lines if line.strip()]
     result = read_result(rd)
     params = result.get("params") if result else None
@@ -295,7 +299,7 @@ def analyze_run(
     for k in snaps:
         kept = out / "snapshots" / f"step_{k:06d}.entropy.json"
         src = outputs.source(rd, snapshot_file(rd, k), k, str(data), data_path)
-        res, where_k = entropy_at(k, [outputs.analysis_home(rd, k) / "entropy.json", kept], src)
+        res, where_k = entropy_at(k, [outputs.analysis_home(rd, k) / ENTROPY_JSON, kept], src)
         if where_k:
             reused[f"entropy step {k}"] = where_k
         if not (where_k and Path(where_k).resolve() == kept.resolve()):
@@ -382,6 +386,15 @@ def _model_text(r: RunAnalysis) -> str:
     return base + (f", from {m.init_from}" if m.init_from else "")
 
 
+def _run_row(r: RunAnalysis) -> list[Any]:
+    """The run's row of the report's table of runs."""
+    res = r.result or {}
+    label = tables.method_label(r.method, r.pauses)
+    return [r.name, r.entropy["task"], label, _model_text(r), r.config.train.seed,
+            res.get("steps", r.eval.get("step", "-")), fmt_seconds(res.get("train_time_s")),
+            res.get("machine_description", "-")]
+
+
 def _config_text(r: RunAnalysis) -> str:
     c = r.config
     parts = [
@@ -402,16 +415,6 @@ def _config_text(r: RunAnalysis) -> str:
     data = t.train_file or f"{t.train_size} generated (data seed {t.data_seed})"
     parts.append(f"train data {data}")
     return "; ".join(parts)
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
-
-
-def _write(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
 
 
 def _clear(out: Path) -> None:
@@ -471,17 +474,8 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear(out_dir)
     runs = [
-        analyze_run(
-            rd,
-            out_dir / PER_RUN_DIR / nm,
-            name=nm,
-            data_file=data_file,
-            n_sequences=n_sequences,
-            device=device,
-            progress=progress,
-            limit=limit,
-            reuse=reuse,
-        )
+        analyze_run(rd, out_dir / PER_RUN_DIR / nm, name=nm, data_file=data_file, n_sequences=n_sequences,
+                    device=device, progress=progress, limit=limit, reuse=reuse)
         for rd, nm in zip(rds, names)
     ]
     _say(progress, "report: drawing figures and tables")
@@ -563,8 +557,7 @@ def _write_figures_and_tables(out: Path, runs: Sequence[RunAnalysis]) -> dict[st
             [{"run": r.name, "steps": r.steps} for r in with_steps]
         )
     for stem, t in made.items():
-        _write(out / f"{stem}.md", t.to_markdown())
-        _write(out / f"{stem}.csv", t.to_csv())
+        write_table(out, stem, t)
     return made
 
 
@@ -597,8 +590,7 @@ def _write_report(
                 for r in runs
             ]
         )
-        _write(out / "throughput.md", thr.to_markdown())
-        _write(out / "throughput.csv", thr.to_csv())
+        write_table(out, "throughput", thr)
 
     here = describe_machine(machine_info())
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -648,7 +640,7 @@ def _write_report(
     md: list[str] = [REPORT_MARK, f"# {heading}", ""]
     md.append(
         f"Written {now} by `{command or 'seqvcr.analysis.report.build_report'}` on {here} "
-        f"(evaluation, entropy and figures took {_fmt_seconds(seconds)})."
+        f"(evaluation, entropy and figures took {fmt_seconds(seconds)})."
     )
     md.append("")
     reused = [(r.name, what, where) for r in runs for what, where in r.reused.items()]
@@ -661,19 +653,8 @@ def _write_report(
         ]
     if intro:
         md += [intro.rstrip(), ""]
-    md += [
-        "## Runs",
-        "",
-        "| run | task | configuration | model | seed | steps | training time | trained on |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        res = r.result or {}
-        md.append(
-            f"| {r.name} | {r.entropy['task']} | {tables.method_label(r.method, r.pauses)} | "
-            f"{_model_text(r)} | {r.config.train.seed} | {res.get('steps', r.eval.get('step', '-'))} | "
-            f"{_fmt_seconds(res.get('train_time_s'))} | {res.get('machine_description', '-')} |"
-        )
+    runs_header = ["run", "task", "configuration", "model", "seed", "steps", "training time", "trained on"]
+    md += ["## Runs", "", markdown_table(runs_header, [_run_row(r) for r in runs])]
     md += [
         "",
         f"Configuration of each run (the complete config is in `{PER_RUN_DIR}/<run>/config.yaml`):",
@@ -727,15 +708,12 @@ def _write_report(
     width = max(len(r.entropy["layers"]) for r in runs)
 
     def layer_table(key: str, first: str, first_cell: Callable[[RunAnalysis], str]) -> list[str]:
-        rows = [
-            "| run | " + first + " | " + " | ".join(f"L{i}" for i in range(width)) + " |",
-            "|---|---|" + "|".join("---" for _ in range(width)) + "|",
-        ]
+        header = ["run", first, *[f"L{i}" for i in range(width)]]
+        rows = []
         for r in runs:
             cells = [f"{L[key]:.3f}" for L in r.entropy["layers"]]
-            cells += ["-"] * (width - len(cells))
-            rows.append(f"| {r.name} | {first_cell(r)} | " + " | ".join(cells) + " |")
-        return rows + [""]
+            rows.append([r.name, first_cell(r), *cells, *["-"] * (width - len(cells))])
+        return [markdown_table(header, rows), ""]
 
     def t_range(r: RunAnalysis) -> str:
         lo, hi = r.entropy["tokens_per_sequence"]["min"], r.entropy["tokens_per_sequence"]["max"]
@@ -828,4 +806,4 @@ def _write_report(
         "`config.yaml`" + (", `snapshots/step_<N>.entropy.json`" if STEP_TABLE in made else "") + ".",
         "",
     ]
-    _write(out / REPORT_FILE, "\n".join(md))
+    write_text_atomic(out / REPORT_FILE, "\n".join(md))

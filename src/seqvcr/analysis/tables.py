@@ -11,17 +11,17 @@
 * :func:`throughput_table` -- decoding throughput and T_norm = examples/s of a run divided by that of the
   no-CoT (vanilla) run of the same task (App. E).
 
-A :class:`Table` holds raw values; Markdown formats them, CSV keeps full precision.
+The tables are :class:`seqvcr.reporting.tables.Table` objects (raw values; Markdown formats them,
+CSV keeps full precision).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from seqvcr.reporting.stats import summarize
+from seqvcr.reporting.tables import Table, fmt, fmt_pm
 
 __all__ = [
     "METHOD_ORDER",
@@ -47,47 +47,6 @@ def method_label(method: str, pauses: int = 2) -> str:
         "seqvcr_pause": f"Seq-VCR + Pause ({pauses})",
     }
     return labels.get(method, method)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-@dataclass
-class Table:
-    """A header and rows of raw values; ``markdown`` may hold pre-formatted cells (else derived)."""
-
-    header: list[str]
-    rows: list[list[Any]]
-    markdown_rows: list[list[str]] = field(default_factory=list)
-    digits: int = 3
-
-    def to_markdown(self) -> str:
-        rows = self.markdown_rows or [[_fmt(v, self.digits) for v in r] for r in self.rows]
-        lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
-        lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.header)
-        for r in self.rows:
-            w.writerow(["" if v is None else v for v in r])
-        return buf.getvalue()
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return mean, std
 
 
 def accuracy_table(entries: Sequence[dict[str, Any]]) -> Table:
@@ -124,9 +83,9 @@ def accuracy_table(entries: Sequence[dict[str, Any]]) -> Table:
                 raw.append(None)
                 txt.append("-")
                 continue
-            mean, std = _mean_std(vals)
-            raw.append(mean)
-            txt.append(f"{mean:.3f}" if len(vals) == 1 else f"{mean:.3f} +- {std:.3f} ({len(vals)} runs)")
+            st = summarize(vals)
+            raw.append(st.mean)
+            txt.append(fmt(st.mean) if st.n == 1 else f"{fmt_pm(st.mean, st.std, sign='+-')} ({st.n} runs)")
         rows.append(raw)
         md.append(txt)
     return Table(header, rows, md)
@@ -161,26 +120,13 @@ def entropy_table(entries: Sequence[dict[str, Any]]) -> Table:
         for i in range(width):
             if i < len(layers):
                 raw += [layers[i]["mean"], layers[i]["ci95_half"]]
-                txt.append(f"{layers[i]['mean']:.3f} +- {layers[i]['ci95_half']:.3f}")
+                txt.append(fmt_pm(layers[i]["mean"], layers[i]["ci95_half"], sign="+-"))
             else:
                 raw += [None, None]
                 txt.append("-")
         rows.append(raw)
         md.append(txt)
-    return _EntropyTable(header_csv, rows, md, md_header=header_md)
-
-
-@dataclass
-class _EntropyTable(Table):
-    """A table whose Markdown header (one column per layer) differs from its CSV header (two per layer)."""
-
-    md_header: list[str] = field(default_factory=list)
-
-    def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(self.md_header) + " |",
-                 "|" + "|".join("---" for _ in self.md_header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in self.markdown_rows]
-        return "\n".join(lines) + "\n"
+    return Table(header_csv, rows, md, markdown_header=header_md)
 
 
 def entropy_steps_table(entries: Sequence[dict[str, Any]]) -> Table:
@@ -212,5 +158,5 @@ def throughput_table(entries: Sequence[dict[str, Any]]) -> Table:
         tnorm = float(e["examples_per_s"]) / (sum(base) / len(base)) if base else None
         label = method_label(e["method"], int(e.get("pauses", 2)))
         rows.append([e["run"], label, e["task"], float(e["examples_per_s"]), tnorm])
-        md.append([e["run"], label, str(e["task"]), f"{float(e['examples_per_s']):,.0f}", _fmt(tnorm, 2)])
+        md.append([e["run"], label, str(e["task"]), f"{float(e['examples_per_s']):,.0f}", fmt(tnorm, 2)])
     return Table(header, rows, md)

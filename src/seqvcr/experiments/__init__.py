@@ -3,10 +3,12 @@
 * ``plan``: the plan YAML format and its validation (``load_plan``);
 * ``sweep``: expansion into runs with stable ids, the sweep directory and the worker (``run_one``);
 * ``executors``: local process pool, SLURM job array (submitit), printed commands;
-* ``aggregate``: ``report_sweep``: tables (Markdown, CSV) and plots over seeds;
-* ``cli``: the ``seqvcr sweep`` and ``seqvcr sweep-run`` subcommands.
+* ``aggregate``: ``report_sweep``: tables (Markdown, CSV) and plots over seeds, made with
+  ``seqvcr.reporting``;
+* ``publish``: a finished sweep as a study directory to commit (``scripts/publish_runs.py``);
+* ``cli``: the ``seqvcr sweep`` and ``seqvcr sweep-run`` subcommands, and ``seqvcr report SWEEP_DIR``.
 """
 
 from __future__ import annotations
 
-__all__ = ["aggregate", "cli", "executors", "plan", "sweep"]
+__all__ = ["aggregate", "cli", "executors", "plan", "publish", "sweep"]

@@ -14,8 +14,8 @@ to ``SWEEP_DIR/report`` (or ``out``):
 
 Statistics over the seeds of a setting (only finished runs count; ``n`` says how many):
 mean, sample standard deviation (n - 1 in the denominator) and a 95% confidence interval for the mean,
-``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile (exact, computed here; 12.71 for
-2 seeds, 4.30 for 3, 2.78 for 5). With one seed there is no spread: std and CI are left empty.
+``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile (``seqvcr.reporting.stats``:
+12.71 for 2 seeds, 4.30 for 3, 2.78 for 5). With one seed there is no spread: std and CI are left empty.
 "Entropy" is the paper's matrix entropy (Eq. 2) of each layer, averaged over the evaluated sequences by
 ``seqvcr.analysis.layer_entropy``; the summary column averages layers 1..N-1 (the intermediate layers,
 excluding the embeddings L0 and the last layer LN) of a run, then over seeds.
@@ -23,93 +23,22 @@ excluding the embeddings L0 and the last layer LN) of a run, then over seeds.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seqvcr.atomic import write_text_atomic
+from seqvcr.checkpoints import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from seqvcr.errors import RunDirError
 from seqvcr.experiments import sweep as S
+from seqvcr.reporting.figures import new_figure, save_figure
+from seqvcr.reporting.stats import Stats, summarize, t_quantile
+from seqvcr.reporting.tables import fmt, fmt_interval, fmt_pm, markdown_table, write_csv
+from seqvcr.runs import RESULT_FILE
 
 REPORT_MARK = "<!-- seqvcr sweep report -->"
-
-
-# ---------------------------------------------------------------------------------------------- statistics
-
-
-def _t_two_sided_prob(t: float, nu: int) -> float:
-    """P(|T| < t) for Student's t with ``nu`` degrees of freedom (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(nu))
-    s, c = math.sin(theta), math.cos(theta)
-    if nu % 2 == 1:
-        if nu == 1:
-            return 2.0 * theta / math.pi
-        term = total = c
-        for k in range(3, nu - 1, 2):
-            term *= c * c * (k - 1) / k
-            total += term
-        return 2.0 / math.pi * (theta + s * total)
-    term = total = 1.0
-    for k in range(2, nu - 1, 2):
-        term *= c * c * (k - 1) / k
-        total += term
-    return s * total
-
-
-def t_quantile(p: float, nu: int) -> float:
-    """The ``p`` quantile (p > 0.5) of Student's t with ``nu`` >= 1 degrees of freedom."""
-    if nu < 1 or not 0.5 < p < 1.0:
-        raise ValueError(f"t_quantile needs nu >= 1 and 0.5 < p < 1, got nu={nu}, p={p}")
-    target = 2.0 * p - 1.0  # two-sided mass
-    lo, hi = 0.0, 1.0
-    while _t_two_sided_prob(hi, nu) < target:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_two_sided_prob(mid, nu) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-@dataclass
-class Stats:
-    """Mean, sample std and 95% CI of a few values (NaN where undefined)."""
-
-    n: int
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def half_width(self) -> float:
-        return (self.ci_high - self.ci_low) / 2.0
-
-
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Stats:
-    """Stats over seeds: std with n-1, CI from Student's t (see the module docstring)."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    n = len(vals)
-    if n == 0:
-        nan = float("nan")
-        return Stats(0, nan, nan, nan, nan, [])
-    mean = sum(vals) / n
-    if n == 1:
-        nan = float("nan")
-        return Stats(1, mean, nan, nan, nan, vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
-    return Stats(n, mean, std, mean - half, mean + half, vals)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -165,7 +94,7 @@ def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
         rec.error = (rd / S.ERROR).read_text().splitlines()[0] if (rd / S.ERROR).stat().st_size else "error"
     if status != "done":
         return rec
-    result = S.read_json(rd / "result.json") or {}
+    result = S.read_json(rd / RESULT_FILE) or {}
     rec.steps = result.get("steps")
     rec.train_time_s = result.get("train_time_s")
     rec.machine = result.get("machine_description")
@@ -237,18 +166,11 @@ def collect(sweep_dir: str | Path) -> tuple[dict[str, Any], dict[str, RunRecord]
 # ---------------------------------------------------------------------------------------------- formatting
 
 
-def _f(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return f"{x:.{digits}f}"
-
-
 def _pm(st: Stats, digits: int = 3) -> str:
+    """``mean ± std`` over seeds (the mean alone for one seed, ``--`` for none)."""
     if st.n == 0:
         return "--"
-    if st.n == 1:
-        return f"{st.mean:.{digits}f}"
-    return f"{st.mean:.{digits}f} ± {st.std:.{digits}f}"
+    return fmt(st.mean, digits) if st.n == 1 else fmt_pm(st.mean, st.std, digits)
 
 
 def _ci(st: Stats, digits: int = 3, bounds: tuple[float, float] | None = None) -> str:
@@ -258,13 +180,12 @@ def _ci(st: Stats, digits: int = 3, bounds: tuple[float, float] | None = None) -
     lo, hi = st.ci_low, st.ci_high
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    return fmt_interval(lo, hi, digits)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(out)
+    """A Markdown table whose cells may hold ``|`` (setting labels of crossed studies): escaped."""
+    return markdown_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
 
 
 def _seeds_cell(s: SettingSummary) -> str:
@@ -278,15 +199,6 @@ def _seeds_cell(s: SettingSummary) -> str:
 def _slug(name: str) -> str:
     keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     return keep.strip("_") or "study"
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow(["" if (isinstance(v, float) and math.isnan(v)) or v is None else v for v in row])
-    write_text_atomic(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -335,8 +247,6 @@ def _plot_vs_value(study: list[SettingSummary], which: str, ylabel: str, title: 
     The std, not the 95% CI, is drawn: with 2-3 seeds the t-interval is 4-13 std wide and would hide
     the data; the CI is in the tables."""
     import matplotlib
-
-    from seqvcr.analysis.plots import new_figure, save_figure
 
     groups = _groups(study)
     all_x = [x for _, items in groups for x, _ in items]
@@ -405,8 +315,6 @@ def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: st
     counts or answer lengths may differ), the lines coloured by the first factor's level.
     """
     import matplotlib
-
-    from seqvcr.analysis.plots import new_figure, save_figure
 
     firsts: list[str] = []
     panels: list[str] = []
@@ -495,20 +403,28 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
     sweep = Path(sweep_dir)
     manifest, records, studies = collect(sweep)
     dest = _prepare_out(sweep, out, force)
-    metrics = manifest.get("metrics", [])
-    normalized = bool(manifest.get("entropy_normalize", True))
+    md = [REPORT_MARK, f"# Sweep report: {manifest['name']}", ""] + _overview(sweep, manifest, records)
+    for st_meta, study in zip(manifest["studies"], studies):
+        md += _study_section(st_meta, study, manifest, dest)
+    _write_csvs(dest, manifest, records, studies)
+    write_text_atomic(dest / "report.md", "\n".join(md).rstrip() + "\n")
+    return dest / "report.md"
+
+
+def _overview(sweep: Path, manifest: dict[str, Any], records: dict[str, RunRecord]) -> list[str]:
+    """The lines under the report's title: the sweep, its runs, and how the statistics are made."""
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r.status] = counts.get(r.status, 0) + 1
     machines = sorted({r.machine for r in records.values() if r.machine})
-
-    md: list[str] = [REPORT_MARK, f"# Sweep report: {manifest['name']}", ""]
+    md: list[str] = []
     if manifest.get("description"):
         md += [manifest["description"], ""]
     md += [
         f"- sweep directory: `{sweep.name}` ({len(records)} runs: "
         + ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if k in counts) + ")",
-        f"- seeds: {', '.join(map(str, manifest.get('seeds', [])))}; metrics: {', '.join(metrics)}",
+        f"- seeds: {', '.join(map(str, manifest.get('seeds', [])))}; metrics: "
+        f"{', '.join(manifest.get('metrics', []))}",
         f"- base config: `{manifest.get('base') or '(inline)'}`; eval data: "
         + (f"`{manifest['eval_data']}`" if manifest.get("eval_data") else "each setting's task.test_file, "
            "else its held-out validation set")
@@ -527,113 +443,146 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
         "intermediate layers L1..L(N-1)",
         "",
     ]
+    return md
 
+
+def _study_section(
+    st_meta: dict[str, Any], study: list[SettingSummary], manifest: dict[str, Any], dest: Path
+) -> list[str]:
+    """One study: its table over seeds, the means per layer and per answer position, its plots (written
+    into ``dest``) and the runs that are not in the table."""
+    metrics = manifest.get("metrics", [])
+    normalized = bool(manifest.get("entropy_normalize", True))
+    name = st_meta["name"]
+    md = [f"## {name}", ""]
+    if st_meta.get("part"):
+        md += [f"Ablated part: {st_meta['part']} (action: {st_meta.get('action')})", ""]
+    header = ["setting", "seeds"]
+    if "exact_match" in metrics:
+        header += ["exact match (mean ± std)", "95% CI"]
+    if "matrix_entropy" in metrics:
+        header += ["entropy L1..L(N-1) (mean ± std)", "95% CI"]
+    rows = []
+    for s in study:
+        row = [s.label, _seeds_cell(s)]
+        if "exact_match" in metrics:
+            row += [_pm(s.exact_match), _ci(s.exact_match, bounds=(0.0, 1.0))]
+        if "matrix_entropy" in metrics:
+            row += [_pm(s.entropy), _ci(s.entropy, bounds=(0.0, 1.0) if normalized else None)]
+        rows.append(row)
+    md += [_md_table(header, rows), ""]
+
+    if "matrix_entropy" in metrics and any(s.layer_entropy for s in study):
+        width = max(len(s.layer_entropy) for s in study)
+        md += [f"Entropy per layer (mean over seeds; L0 = embeddings, L{width - 1} = last layer):", ""]
+        md += [_means_table(study, "layer", "L", 3), ""]
+    if "position_accuracy" in metrics and any(s.position_accuracy for s in study):
+        md += ["Accuracy per answer position (mean over seeds; position 0 = the first answer token "
+               "of the file's order):", ""]
+        md += [_means_table(study, "position", "p", 2), ""]
+
+    for file, alt in _study_plots(st_meta, study, metrics, dest):
+        md += [f"![{alt}]({file})", ""]
+
+    notes = []
+    for s in study:
+        for r in s.runs:
+            if r.status != "done":
+                why = f": {r.error}" if r.error else ""
+                notes.append(f"- {s.label}, seed {r.seed} (`runs/{r.id}`): {r.status}{why}")
+    if notes:
+        md += ["Runs not in the table:", ""] + sorted(set(notes)) + [""]
+    return md
+
+
+def _means_table(study: list[SettingSummary], which: str, prefix: str, digits: int) -> str:
+    """One row per setting, one column per layer (``which="layer"``) or answer position: the mean over
+    seeds."""
+    per = [s.layer_entropy if which == "layer" else s.position_accuracy for s in study]
+    width = max(len(p) for p in per)
+    rows = [[s.label] + [fmt(p[k].mean, digits, missing="") if k < len(p) else "" for k in range(width)]
+            for s, p in zip(study, per)]
+    return _md_table(["setting"] + [f"{prefix}{k}" for k in range(width)], rows)
+
+
+def _study_plots(
+    st_meta: dict[str, Any], study: list[SettingSummary], metrics: list[str], dest: Path
+) -> list[tuple[str, str]]:
+    """Draw the study's plots into ``dest``; returns (file, alt text) of those that have data."""
+    name = st_meta["name"]
+    slug = _slug(name)
+    xlabel = st_meta["factors"][0] if st_meta.get("factors") else name
+    title = _wrap(st_meta.get("part") or name, 72)
+    plots = []
+    if "exact_match" in metrics and _plot_vs_value(
+        study, "exact_match", "exact match", title, dest / f"{slug}_accuracy.png", xlabel
+    ):
+        plots.append((f"{slug}_accuracy.png", "exact match vs ablated value"))
+    if "matrix_entropy" in metrics:
+        if _plot_vs_value(study, "entropy", "entropy of layers L1..L(N-1)", title,
+                          dest / f"{slug}_entropy.png", xlabel):
+            plots.append((f"{slug}_entropy.png", "entropy vs ablated value"))
+        if _plot_lines(study, "layer", "layer", "matrix entropy (mean ± std over seeds)", title,
+                       dest / f"{slug}_layer_entropy.png"):
+            plots.append((f"{slug}_layer_entropy.png", "entropy per layer"))
+    if "position_accuracy" in metrics and _plot_lines(
+        study, "position", "answer position", "accuracy (mean ± std over seeds)", title,
+        dest / f"{slug}_position_accuracy.png"
+    ):
+        plots.append((f"{slug}_position_accuracy.png", "accuracy per answer position"))
+    return plots
+
+
+#: The columns of the report's CSV files (NaN, as for a standard deviation over one seed, is empty).
+SUMMARY_COLUMNS = ["study", "setting", "value", "seeds_planned", "seeds_done", "seeds", "exact_match_mean",
+                   "exact_match_std", "exact_match_ci95_low", "exact_match_ci95_high", "entropy_mean",
+                   "entropy_std", "entropy_ci95_low", "entropy_ci95_high", "notes"]
+STATS_COLUMNS = ["n", "mean", "std", "ci95_low", "ci95_high"]
+RUN_COLUMNS = ["id", "study", "setting", "seed", "status", "exact_match", "entropy_intermediate",
+               "eval_examples", "steps", "train_time_s", "error"]
+
+
+def _write_csvs(
+    dest: Path, manifest: dict[str, Any], records: dict[str, RunRecord], studies: list[list[SettingSummary]]
+) -> None:
+    """summary.csv (a row per setting), layer_entropy.csv and position_accuracy.csv (a row per setting
+    and layer or position), runs.csv (a row per run)."""
     summary_rows: list[list[Any]] = []
     layer_rows: list[list[Any]] = []
     pos_rows: list[list[Any]] = []
     for st_meta, study in zip(manifest["studies"], studies):
         name = st_meta["name"]
-        slug = _slug(name)
-        md += [f"## {name}", ""]
-        if st_meta.get("part"):
-            md += [f"Ablated part: {st_meta['part']} (action: {st_meta.get('action')})", ""]
-        header = ["setting", "seeds"]
-        if "exact_match" in metrics:
-            header += ["exact match (mean ± std)", "95% CI"]
-        if "matrix_entropy" in metrics:
-            header += ["entropy L1..L(N-1) (mean ± std)", "95% CI"]
-        rows = []
         for s in study:
-            row = [s.label, _seeds_cell(s)]
-            if "exact_match" in metrics:
-                row += [_pm(s.exact_match), _ci(s.exact_match, bounds=(0.0, 1.0))]
-            if "matrix_entropy" in metrics:
-                row += [_pm(s.entropy), _ci(s.entropy, bounds=(0.0, 1.0) if normalized else None)]
-            rows.append(row)
+            em, ent = s.exact_match, s.entropy
             summary_rows.append([
                 name, s.label, s.value if not isinstance(s.value, (dict, list)) else s.label,
                 s.planned, len(s.done), ",".join(str(r.seed) for r in s.done),
-                s.exact_match.mean, s.exact_match.std, s.exact_match.ci_low, s.exact_match.ci_high,
-                s.entropy.mean, s.entropy.std, s.entropy.ci_low, s.entropy.ci_high,
+                em.mean, em.std, em.ci_low, em.ci_high, ent.mean, ent.std, ent.ci_low, ent.ci_high,
                 "; ".join(sorted({r.error for r in s.runs if r.error})),
             ])
-            for k, ls in enumerate(s.layer_entropy):
-                layer_rows.append([name, s.label, k, ls.n, ls.mean, ls.std, ls.ci_low, ls.ci_high])
-            for k, ps in enumerate(s.position_accuracy):
-                pos_rows.append([name, s.label, k, ps.n, ps.mean, ps.std, ps.ci_low, ps.ci_high])
-        md += [_md_table(header, rows), ""]
-
-        if "matrix_entropy" in metrics and any(s.layer_entropy for s in study):
-            width = max(len(s.layer_entropy) for s in study)
-            md += ["Entropy per layer (mean over seeds; L0 = embeddings, "
-                   f"L{width - 1} = last layer):", ""]
-            md += [_md_table(["setting"] + [f"L{k}" for k in range(width)],
-                             [[s.label] + [_f(s.layer_entropy[k].mean) if k < len(s.layer_entropy) else ""
-                                           for k in range(width)] for s in study]), ""]
-        if "position_accuracy" in metrics and any(s.position_accuracy for s in study):
-            width = max(len(s.position_accuracy) for s in study)
-            md += ["Accuracy per answer position (mean over seeds; position 0 = the first answer token "
-                   "of the file's order):", ""]
-            md += [_md_table(["setting"] + [f"p{k}" for k in range(width)],
-                             [[s.label] + [_f(s.position_accuracy[k].mean, 2)
-                                           if k < len(s.position_accuracy) else ""
-                                           for k in range(width)] for s in study]), ""]
-
-        xlabel = st_meta["factors"][0] if st_meta.get("factors") else name
-        title = _wrap(st_meta.get("part") or name, 72)
-        plots = []
-        if "exact_match" in metrics and _plot_vs_value(
-            study, "exact_match", "exact match", title, dest / f"{slug}_accuracy.png", xlabel
-        ):
-            plots.append((f"{slug}_accuracy.png", "exact match vs ablated value"))
-        if "matrix_entropy" in metrics:
-            if _plot_vs_value(study, "entropy", "entropy of layers L1..L(N-1)", title,
-                              dest / f"{slug}_entropy.png", xlabel):
-                plots.append((f"{slug}_entropy.png", "entropy vs ablated value"))
-            if _plot_lines(study, "layer", "layer", "matrix entropy (mean ± std over seeds)", title,
-                           dest / f"{slug}_layer_entropy.png"):
-                plots.append((f"{slug}_layer_entropy.png", "entropy per layer"))
-        if "position_accuracy" in metrics and _plot_lines(
-            study, "position", "answer position", "accuracy (mean ± std over seeds)", title,
-            dest / f"{slug}_position_accuracy.png"
-        ):
-            plots.append((f"{slug}_position_accuracy.png", "accuracy per answer position"))
-        for file, alt in plots:
-            md += [f"![{alt}]({file})", ""]
-
-        notes = []
-        for s in study:
-            for r in s.runs:
-                if r.status != "done":
-                    why = f": {r.error}" if r.error else ""
-                    notes.append(f"- {s.label}, seed {r.seed} (`runs/{r.id}`): {r.status}{why}")
-        if notes:
-            md += ["Runs not in the table:", ""] + sorted(set(notes)) + [""]
-
-    _write_csv(dest / "summary.csv",
-               ["study", "setting", "value", "seeds_planned", "seeds_done", "seeds", "exact_match_mean",
-                "exact_match_std", "exact_match_ci95_low", "exact_match_ci95_high", "entropy_mean",
-                "entropy_std", "entropy_ci95_low", "entropy_ci95_high", "notes"], summary_rows)
-    _write_csv(dest / "layer_entropy.csv",
-               ["study", "setting", "layer", "n", "mean", "std", "ci95_low", "ci95_high"], layer_rows)
-    _write_csv(dest / "position_accuracy.csv",
-               ["study", "setting", "position", "n", "mean", "std", "ci95_low", "ci95_high"], pos_rows)
+            layer_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.layer_entropy)]
+            pos_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.position_accuracy)]
     run_rows = []
     for r in manifest["runs"]:
         rec = records[r["id"]]
         run_rows.append([r["id"], r["study"], r["setting"], rec.seed, rec.status, rec.exact_match,
                          rec.entropy_intermediate, rec.eval_n, rec.steps, rec.train_time_s, rec.error])
-    _write_csv(dest / "runs.csv",
-               ["id", "study", "setting", "seed", "status", "exact_match", "entropy_intermediate",
-                "eval_examples", "steps", "train_time_s", "error"], run_rows)
-    write_text_atomic(dest / "report.md", "\n".join(md).rstrip() + "\n")
-    return dest / "report.md"
+    write_csv(dest / "summary.csv", SUMMARY_COLUMNS, summary_rows, blank_nan=True)
+    write_csv(dest / "layer_entropy.csv", ["study", "setting", "layer", *STATS_COLUMNS], layer_rows,
+              blank_nan=True)
+    write_csv(dest / "position_accuracy.csv", ["study", "setting", "position", *STATS_COLUMNS], pos_rows,
+              blank_nan=True)
+    write_csv(dest / "runs.csv", RUN_COLUMNS, run_rows, blank_nan=True)
+
+
+def _stats_cells(st: Stats) -> list[Any]:
+    return [st.n, st.mean, st.std, st.ci_low, st.ci_high]
 
 
 def copy_sweep(src: str | Path, dst: str | Path, *, with_checkpoints: bool = False) -> Path:
     """Copy a sweep directory (without checkpoints by default); the copy reports the same."""
     ignore = None if with_checkpoints else shutil.ignore_patterns(
-        "checkpoint.safetensors", "checkpoint.pt", "*.tmp*", ".lock"
+        CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, "*.tmp*", S.LOCK
     )
     shutil.copytree(src, dst, ignore=ignore)
     return Path(dst)

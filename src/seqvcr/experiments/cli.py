@@ -1,7 +1,9 @@
-"""``seqvcr sweep PLAN`` and the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``.
+"""``seqvcr sweep PLAN``, the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``, and ``seqvcr report
+SWEEP_DIR``.
 
-``seqvcr report SWEEP_DIR`` is registered by ``seqvcr.analysis.cli`` and dispatches to
-``seqvcr.experiments.aggregate.report_sweep`` when the directory holds a manifest.json.
+``seqvcr report`` is defined by ``seqvcr.analysis.cli`` (the report of run directories); this module,
+the layer above, extends it: one directory holding a manifest.json gets the sweep's aggregated report
+(``seqvcr.experiments.aggregate.report_sweep``).
 """
 
 from __future__ import annotations
@@ -12,20 +14,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqvcr import commands
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments import executors as E
 from seqvcr.experiments import sweep as S
 
+__all__ = ["cmd_sweep", "cmd_sweep_run", "register"]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``sweep`` and ``sweep-run`` subcommands to the ``seqvcr`` parser."""
-    p = sub.add_parser(
-        "sweep",
-        help="expand an ablation plan into runs and execute them (local pool, SLURM, or print commands)",
-        description="Expand PLAN (a plan YAML, or an existing sweep directory) into runs under one sweep "
-        "directory and execute the pending ones. Re-running skips finished runs and resumes "
-        "interrupted ones from their checkpoints.",
-    )
+    """Add the ``sweep`` and ``sweep-run`` subcommands to the ``seqvcr`` parser, and sweep directories to
+    ``seqvcr report``."""
+    _add_sweep(sub)
+    _add_sweep_run(sub)
+    _extend_report(sub)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = commands.add_command(sub, "sweep", cmd_sweep, "expand an ablation plan into runs and execute them "
+                             "(local pool, SLURM, or print commands)")
     p.add_argument("plan", help="plan YAML (see plans/), or a sweep directory to continue")
     p.add_argument("--executor", choices=E.EXECUTORS, default="local",
                    help="local: worker processes here; slurm: a submitit job array; print: one command "
@@ -55,19 +62,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--qos", default=None, help="SLURM quality of service")
     g.add_argument("--constraint", default=None, help="SLURM node constraint (e.g. a GPU type)")
     g.add_argument("--wait", action="store_true", help="block until the jobs finish, then report")
-    p.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("sweep-run",
-                       help="train, evaluate and measure one run of a sweep (what --executor print lists)",
-                       description="Train, evaluate and measure one run of a sweep (what every executor "
-                       "runs; use it from any scheduler).")
+
+def _add_sweep_run(sub: argparse._SubParsersAction) -> None:
+    r = commands.add_command(sub, "sweep-run", cmd_sweep_run,
+                             "train, evaluate and measure one run of a sweep (what --executor print lists)")
     r.add_argument("sweep_dir", help="the sweep directory (holding manifest.json)")
     r.add_argument("run_id", help="the run's id (a directory in SWEEP_DIR/runs/)")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    r.add_argument("--device", default="auto", help="device for evaluation and entropy (training uses "
-                   "the config's train.device)")
+    commands.add_device(r, "auto", "device for evaluation and entropy (training uses the config's "
+                        "train.device)")
     r.add_argument("--no-log-file", action="store_true", help="progress on stderr instead of train.log")
-    r.set_defaults(func=cmd_sweep_run)
+
+
+def _extend_report(sub: argparse._SubParsersAction) -> None:
+    """``seqvcr report SWEEP_DIR``: one sweep directory gets the sweep's report, a sweep among other
+    paths is refused, run directories go on to the report of runs (``seqvcr.analysis.cli``)."""
+    report = sub.choices.get("report")
+    if report is None:
+        return
+    report_runs = report.get_default("func")
+
+    def cmd_report(args: argparse.Namespace) -> int:
+        paths = [Path(p) for p in args.paths]
+        sweeps = [p for p in paths if (p / S.MANIFEST).is_file()]
+        if sweeps and len(paths) == 1:
+            from seqvcr.experiments.aggregate import report_sweep
+
+            written = report_sweep(paths[0], out=args.out, force=args.force)
+            return commands.print_json({"report": str(written)})
+        if sweeps:
+            raise RunDirError(f"{sweeps[0]}: is a sweep directory; report a sweep on its own: "
+                              f"seqvcr report {sweeps[0]}")
+        return int(report_runs(args))
+
+    report.set_defaults(func=cmd_report)
 
 
 def _status_table(manifest: dict[str, Any], sweep: Path | None) -> list[str]:
@@ -88,18 +117,18 @@ def _status_table(manifest: dict[str, Any], sweep: Path | None) -> list[str]:
 def _check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     """Positive process/thread counts (0 or a negative number would silently mean something else)."""
     for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag}: expected an integer >= 1 (leave it out for the default), got {value}")
+        commands.check_at_least("--" + name.replace("_", "-"), getattr(args, name, None), 1,
+                                " (leave it out for the default)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """Expand PLAN (a plan YAML, or an existing sweep directory) into runs under one sweep directory and
+    execute the pending ones. Re-running skips finished runs and resumes interrupted ones from their
+    checkpoints."""
     from seqvcr.experiments.plan import load_plan
 
     _check_counts(args, ("workers", "threads", "cpus_per_job", "time", "parallelism"))
-    if args.gpus_per_job < 0:
-        raise ConfigError(f"--gpus-per-job: expected an integer >= 0 (0: CPU jobs), got {args.gpus_per_job}")
+    commands.check_at_least("--gpus-per-job", args.gpus_per_job, 0, " (0: CPU jobs)")
 
     src = Path(args.plan)
     if src.is_dir():
@@ -202,6 +231,8 @@ def _finish(sweep: Path, name: str, args: argparse.Namespace, seconds: float | N
 
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
+    """Train, evaluate and measure one run of a sweep (what every executor runs; use it from any
+    scheduler)."""
     _check_counts(args, ("threads",))
     out = S.run_one(args.sweep_dir, args.run_id, threads=args.threads, log_to_file=not args.no_log_file,
                     device=args.device)

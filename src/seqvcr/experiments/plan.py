@@ -519,20 +519,8 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
         raise ConfigError(f"entropy_normalize: expected true or false, got {normalize!r}")
     description = raw.get("description") or ""
     return Plan(
-        name=name,
-        description=str(description).strip(),
-        path=path,
-        base=base,
-        base_file=base_file,
-        ablations=ablations,
-        studies=studies,
-        cross=cross,
-        metrics=metrics,
-        seeds=list(seeds),
-        eval_data=eval_data,
-        eval_limit=eval_limit,
-        entropy_sequences=n_seq,
-        entropy_normalize=normalize,
-        gpt2_dir=gdir,
-        raw=raw,
+        name=name, description=str(description).strip(), path=path, base=base, base_file=base_file,
+        ablations=ablations, studies=studies, cross=cross, metrics=metrics, seeds=list(seeds),
+        eval_data=eval_data, eval_limit=eval_limit, entropy_sequences=n_seq, entropy_normalize=normalize,
+        gpt2_dir=gdir, raw=raw,
     )

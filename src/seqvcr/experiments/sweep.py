@@ -44,13 +44,15 @@ from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.checkpoints import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments.plan import GPT2_PLACEHOLDER, Plan
+from seqvcr.outputs import ENTROPY_JSON
+from seqvcr.runs import METRICS_FILE, RESULT_FILE
 
 MANIFEST = "manifest.json"
 PLAN_COPY = "plan.yaml"
 RUNS = "runs"
 SPEC = "spec.json"
 EVAL = "eval.json"
-ENTROPY = "entropy.json"
+ENTROPY = ENTROPY_JSON
 ERROR = "error.txt"
 LOG = "train.log"
 LOCK = ".lock"
@@ -293,7 +295,7 @@ def run_status(sweep_dir: str | Path, rid: str, run_dir: Path | None = None) -> 
     spec = read_json(rd / SPEC) or {}
     if spec.get("skip"):
         return "skipped"
-    finished = (rd / "result.json").is_file()
+    finished = (rd / RESULT_FILE).is_file()
     metrics = spec.get("metrics", [])
     complete = finished
     if finished and EVAL in _metric_files(metrics):
@@ -449,10 +451,10 @@ def run_one(
                 from seqvcr.training import train
 
                 cfg = C.from_dict(spec["config"])
-                if not (rd / "result.json").is_file():
+                if not (rd / RESULT_FILE).is_file():
                     if not any((rd / f).is_file() for f in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE)):
                         # an attempt that saved nothing: start its log of metrics afresh
-                        (rd / "metrics.jsonl").unlink(missing_ok=True)
+                        (rd / METRICS_FILE).unlink(missing_ok=True)
                     cmd = f"seqvcr sweep-run {sweep} {rid}"
                     train(cfg, rd, progress=True, command=cmd)
                     trained = True

@@ -15,13 +15,13 @@ from seqvcr.tasks.base import Example, Task, read_examples, write_examples
 from seqvcr.tasks.lis import LISTask, lis_dp
 from seqvcr.tasks.multiplication import MultiplicationTask
 
-TASKS: tuple[str, ...] = ("mult", "arith", "lis")
-
+#: Every task by its config name (``task.name``); a new task is registered here.
 _CLASSES: dict[str, type[Task]] = {
     "mult": MultiplicationTask,
     "arith": ArithmeticTask,
     "lis": LISTask,
 }
+TASKS: tuple[str, ...] = tuple(_CLASSES)
 
 
 def task_options(name: str) -> dict[str, Any]:

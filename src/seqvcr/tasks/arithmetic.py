@@ -26,7 +26,7 @@ intermediate expressions joined by ``=``, without the answer; ``()`` for a singl
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -136,28 +136,25 @@ class ArithmeticTask(Task):
                     return value
             raise fail(f"a number 0..{self.modulus - 1} or '('")
 
-        def term() -> int:
+        def chain(operand: Callable[[], int], ops: tuple[str, str]) -> int:
+            """``operand (op operand)*`` for the operators ``ops`` of one precedence, left to right."""
             nonlocal pos, count
-            value = factor()
-            while pos < n and tokens[pos] in ("*", "/"):
+            value = operand()
+            while pos < n and tokens[pos] in ops:
                 op = tokens[pos]
                 pos += 1
                 count += 1
-                right = factor()
+                right = operand()
                 if op == "/" and right == 0:
                     raise DataError(f"{prefix}division by zero (mod {self.modulus}) in {' '.join(tokens)!r}")
                 value = self.apply(value, op, right)
             return value
 
+        def term() -> int:
+            return chain(factor, ("*", "/"))
+
         def expression() -> int:
-            nonlocal pos, count
-            value = term()
-            while pos < n and tokens[pos] in ("+", "-"):
-                op = tokens[pos]
-                pos += 1
-                count += 1
-                value = self.apply(value, op, term())
-            return value
+            return chain(term, ("+", "-"))
 
         value = expression()
         if pos != n:

@@ -1,0 +1,202 @@
+"""What every benchmark of ``seqvcr bench`` shares: its settings, the clock, timed repeats with A/B
+interleaving, and the record of a target.
+
+Every timed region is one call of a function between two readings of the chosen clock (wall time,
+``time.perf_counter``, or with ``--clock cpu`` the CPU time of this process, ``time.process_time``),
+with the GPU synchronised before each reading. Repeats are summarised as ``torch.utils.benchmark``
+``Measurement`` objects (median, spread; ``number_per_run`` for blocks of several calls), and the thread
+count of a run is set with ``torch.utils.benchmark.set_torch_threads``. The repeat loop is this
+module's own rather than ``Timer.timeit`` / ``Timer.blocked_autorange``: those choose the warm-up and
+the number of runs themselves and time one statement after the other, whereas every comparison here
+alternates the compared functions (A B A B ...) with a fixed warm-up and repeat count, so that a change
+of load on the machine hits each of them alike and the ratio of their medians stays fair.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from seqvcr import config as C
+from seqvcr.model import GPT
+from seqvcr.runs import autocast as _run_autocast
+from seqvcr.runs import build_format, build_model, build_task
+from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples
+from seqvcr.tasks import Example, Task
+
+if TYPE_CHECKING:
+    from torch.utils.benchmark import Measurement
+
+__all__ = [
+    "CLOCKS",
+    "MODELS",
+    "Settings",
+    "autocast",
+    "measure",
+    "measure_interleaved",
+    "ms",
+    "precision_text",
+    "stats",
+    "sync",
+    "target",
+    "tf32",
+    "timed",
+    "untrained_model",
+]
+
+#: ``--clock``: wall time by default; the CPU time of this process, which on a CPU run with one thread
+#: is the compute time of the code and, unlike wall time, does not grow when other processes share the
+#: cores.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+#: The models the benchmarks time: ``tiny`` as configs/tiny_cpu.yaml has it, and GPT-2 small (the paper's
+#: multiplication model).
+MODELS: dict[str, dict[str, Any]] = {
+    "tiny": {"preset": "tiny", "n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.0},
+    "gpt2-small": {"preset": "gpt2-small"},
+}
+
+
+@dataclass
+class Settings:
+    """What to run and how hard."""
+
+    device: torch.device
+    only: tuple[str, ...]
+    quick: bool = False
+    full: bool = False
+    compile: bool = False
+    warmup: int = 2
+    repeats: int = 7
+    peak_tflops: float | None = None
+    mfu_batch: int | None = None
+    clock: str = "wall"  # a key of CLOCKS
+    log: Callable[[str], None] = lambda msg: None
+    done: Callable[[], None] = lambda: None  # one benchmark finished (a progress bar)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def now(self) -> float:
+        """The chosen clock, once the GPU has finished the work queued so far."""
+        sync(self.device)
+        return CLOCKS[self.clock]()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU (nothing on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(s: Settings, fn: Callable[[], Any]) -> float:
+    """Seconds of one call of ``fn`` on the chosen clock."""
+    t0 = s.now()
+    fn()
+    return s.now() - t0
+
+
+def _measurement(label: str, raw: list[float], block: int) -> Measurement:
+    """The timed repeats of ``label`` (``block`` calls per repeat) as a torch.utils.benchmark record."""
+    from torch.utils.benchmark import Measurement, TaskSpec  # imported when timing: it is slow to import
+
+    return Measurement(block, raw, TaskSpec(stmt=label, setup="", num_threads=torch.get_num_threads()))
+
+
+def measure(s: Settings, fn: Callable[[], Any], warmup: int, repeats: int, label: str = "") -> Measurement:
+    """``warmup`` untimed calls of ``fn``, then ``repeats`` timed ones."""
+    for _ in range(warmup):
+        fn()
+    return _measurement(label, [timed(s, fn) for _ in range(repeats)], 1)
+
+
+def measure_interleaved(
+    s: Settings, fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, block: int = 1
+) -> dict[str, Measurement]:
+    """Like :func:`measure` for several functions, alternating them (A B A B ...) so that load changes
+    on the machine hit every function alike; a ratio of their medians is then a fair comparison. With
+    ``block`` > 1 each timed region runs its function ``block`` times (the measurement is per call)."""
+
+    def blocked(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(block):
+                fn()
+
+        return run
+
+    calls = {k: blocked(fn) if block > 1 else fn for k, fn in fns.items()}
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    raw: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, fn in calls.items():
+            raw[k].append(timed(s, fn))
+    return {k: _measurement(k, times, block) for k, times in raw.items()}
+
+
+def stats(m: Measurement) -> dict[str, Any]:
+    """The record of a measurement in bench.json: median, fastest and slowest call, repeats."""
+    return {"median_s": m.median, "min_s": min(m.times), "max_s": max(m.times), "repeats": len(m.times)}
+
+
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Set the CUDA TF32 switches for a block and restore them after."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """The training fast path's precision: bf16 autocast on CUDA, fp32 on CPU (``train.precision: auto``)."""
+    return _run_autocast(device, "auto")
+
+
+def precision_text(s: Settings) -> str:
+    """How the forward passes of a benchmark run, in its report."""
+    return "bf16 autocast" if s.cuda else "fp32"
+
+
+def ms(seconds: float) -> str:
+    """Milliseconds, as the tables show them."""
+    return f"{seconds * 1e3:,.1f}"
+
+
+def target(tid: str, what: str, setting: str, measured: float | None, unit: str, required: str,
+           passed: bool | None, status: str | None = None) -> dict[str, Any]:
+    """One row of the targets table: the measured number against what is required (``status``: why
+    it was not judged, else pass / FAIL)."""
+    if status is None:
+        status = "pass" if passed else "FAIL"
+    return {"id": tid, "target": what, "setting": setting, "measured": measured, "unit": unit,
+            "required": required, "status": status}
+
+
+def untrained_model(
+    s: Settings, preset: str, digits: int, examples: Callable[[Task], list[Example]]
+) -> tuple[GPT, SequenceFormat, EncodedData]:
+    """An untrained GPT of ``MODELS[preset]`` (seed 0, eval mode) for ``digits`` x ``digits``
+    multiplication with two pause tokens, and ``examples(task)`` tokenised, both on the device."""
+    cfg = C.resolve(C.from_dict({
+        "task": {"name": "mult", "digits": digits},
+        "model": dict(MODELS[preset]),
+        "method": {"name": "seqvcr_pause", "pauses": 2},
+    }))
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    data = encode_examples(fmt, examples(task)).to(s.device)  # (n, L)
+    torch.manual_seed(0)
+    model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).to(s.device).eval()
+    return model, fmt, data

@@ -1,0 +1,161 @@
+"""What every ``seqvcr`` sub-command module shares: the parser, one way to add a command, the arguments
+several commands take, the range check of a count, the JSON result line and the one-line error.
+
+The modules that define commands (``seqvcr.cli``, ``seqvcr.analysis.cli``, ``seqvcr.experiments.cli``,
+``seqvcr.bench.cli``, ``seqvcr.hf_cli``) each have a ``register(subparsers)`` that calls
+:func:`add_command` once per command. A command's handler takes the parsed arguments and returns the exit
+status, and its docstring is what ``seqvcr COMMAND --help`` describes it with (one text for the reader
+of the code and the user of the command). A bad input raises a ``SeqVCRError`` (a filesystem refusal an
+``OSError``), which :func:`run` prints as one line naming the file, key or flag (exit status 2), never
+as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from seqvcr.errors import ConfigError, SeqVCRError
+
+__all__ = [
+    "RUN_DIR_HELP",
+    "Handler",
+    "HelpFormatter",
+    "Parser",
+    "add_command",
+    "add_device",
+    "add_out",
+    "add_run_dir",
+    "add_step",
+    "check_at_least",
+    "command_line",
+    "error_line",
+    "print_json",
+    "run",
+]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's ``ArgumentDefaultsHelpFormatter`` (every option's help ends with its default), minus
+    the noise: nothing is added for a default of None or False (an unset option or a flag) or to a help
+    text that already says what its default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults (``HelpFormatter``); subcommand parsers inherit it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, handler: Handler, help: str
+) -> argparse.ArgumentParser:
+    """Add the sub-command ``name`` run by ``handler``: ``help`` is its line in ``seqvcr --help``, the
+    handler's docstring its description in ``seqvcr NAME --help`` (argparse reflows it). Returns the
+    command's parser, for its arguments."""
+    p = sub.add_parser(name, help=help, description=inspect.getdoc(handler))
+    p.set_defaults(func=handler)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+RUN_DIR_HELP = "a run directory (config.yaml + model.safetensors or checkpoint.safetensors)"
+DEVICE_HELP = "auto (CUDA if available) | cpu | cuda | cuda:N"
+
+
+def add_run_dir(p: argparse.ArgumentParser) -> None:
+    """The positional ``run_dir`` of the commands that read a trained run."""
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+
+
+def add_step(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--step N``: the snapshot of a training step (``train.snapshot_steps``) instead of the final
+    weights; ``verb`` says what the command does with it (score, measure)."""
+    p.add_argument("--step", type=int, default=None,
+                   help=f"{verb} the snapshot of this training step (train.snapshot_steps) instead of the "
+                   "final weights")
+
+
+def add_out(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--out DIR``: where the command writes (required when there is no ``default``)."""
+    if default is None:
+        p.add_argument("--out", required=True, help="output directory")
+    else:
+        p.add_argument("--out", default=default, help="output directory")
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "auto", help: str = DEVICE_HELP) -> None:
+    """``--device``: where the command computes."""
+    p.add_argument("--device", default=default, help=help)
+
+
+def check_at_least(flag: str, value: int | None, low: int, hint: str = "", what: str = "an integer") -> None:
+    """A count below its range is a ConfigError naming the flag, e.g. ``--n: expected an integer >= 1,
+    got 0`` (``hint`` adds what the edge means: `` (0: every example)``); None (unset) passes."""
+    if value is not None and value < low:
+        raise ConfigError(f"{flag}: expected {what} >= {low}{hint}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def command_line() -> str:
+    """The command being run, as a shell line (recorded in result.json and reports)."""
+    return "seqvcr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def print_json(obj: Any) -> int:
+    """Print a command's result as one JSON line on stdout; returns 0, the exit status of success."""
+    print(json.dumps(obj))
+    return 0
+
+
+def _os_error(err: OSError) -> str:
+    """``path: reason`` for an OSError (both paths of a failed rename)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None and err.filename2 is not None:
+        return f"{err.filename} -> {err.filename2}: {reason}"
+    if err.filename is not None:
+        return f"{err.filename}: {reason}"
+    return reason
+
+
+def error_line(command: str, err: SeqVCRError | OSError) -> str:
+    """``seqvcr COMMAND: error: ...``, the one line a bad input gets (an OSError names its path)."""
+    what = _os_error(err) if isinstance(err, OSError) else str(err)
+    return f"seqvcr {command}: error: {what}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command: its exit status, 2 with one line on stderr for a bad input, 130 when
+    interrupted (Ctrl-C), 0 when stdout is closed early (``seqvcr sweep ... | head``)."""
+    try:
+        return int(args.func(args) or 0)
+    except SeqVCRError as err:
+        print(error_line(args.command, err), file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except OSError as err:  # the filesystem said no: a path below a file, a full disk, no permission
+        print(error_line(args.command, err), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seqvcr {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,112 @@
+"""Publish a finished sweep as a study directory that can be committed and re-scored
+(``scripts/publish_runs.py SWEEP_DIR results/STUDY``).
+
+For every finished run of the sweep, ``results/STUDY/<name>_s<seed>/`` receives the files that describe
+and reproduce it -- ``config.yaml``, ``spec.json``, ``result.json``, ``metrics.jsonl``, ``eval.json``,
+the entropy files and, unless ``weights=False``, the final weights ``model.safetensors`` -- and never a
+checkpoint or optimiser state. ``<name>`` is the setting's label made file-safe, or the one given in
+``names``. The sweep's ``manifest.json`` and ``plan.yaml`` are copied with each run's ``dir`` pointing
+at its new directory (``seqvcr.experiments.sweep.run_path`` finds it there), so ``seqvcr report
+results/STUDY`` aggregates the study over seeds as it did the sweep.
+
+With weights, every run is then re-scored with this seqvcr: the evaluation of ``seqvcr eval RUN --data
+EVAL_DATA`` (the sweep's evaluation file) is written to ``test_eval.json`` and must agree with the
+sweep's ``eval.json``; a disagreement is an error (re-run the sweep's evaluation with the current code).
+Runs trained with the earlier checkpoint format are converted in the sweep first
+(``seqvcr convert-checkpoint``). An existing study directory is only replaced with ``force``, and only
+once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqvcr.atomic import write_json_atomic
+from seqvcr.checkpoints import MODEL_FILE
+from seqvcr.errors import RunDirError
+from seqvcr.experiments import sweep as S
+from seqvcr.outputs import ENTROPY_FILES
+from seqvcr.runs import CONFIG_FILE, METRICS_FILE, RESULT_FILE
+
+__all__ = ["RUN_FILES", "TEST_EVAL", "publish", "slug"]
+
+#: What a published run keeps (besides its weights): its config, the sweep's spec, the result, the
+#: training curves and the measurements.
+RUN_FILES = (CONFIG_FILE, S.SPEC, RESULT_FILE, METRICS_FILE, S.EVAL, *ENTROPY_FILES)
+#: The re-scoring of a published run with weights.
+TEST_EVAL = "test_eval.json"
+
+
+def slug(label: str) -> str:
+    """A file-safe directory name for a setting label ('svp L2 90k' -> 'svp_l2_90k')."""
+    s = re.sub(r"[^a-z0-9.+-]+", "_", label.lower()).strip("_")
+    return s or "setting"
+
+
+def publish(
+    sweep: Path, out: Path, names: dict[str, str], weights: bool, force: bool
+) -> list[dict[str, Any]]:
+    """Write the study directory ``out`` from ``sweep`` (see the module docstring); returns the
+    manifest entries of the published runs. ``names`` maps a setting label to its directory name."""
+    manifest = S.load_manifest(sweep)
+    if out.exists() and not force:
+        raise RunDirError(f"{out} exists; use --force to replace it")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    published = []
+    taken: set[str] = set()
+    for run in manifest["runs"]:
+        src = S.run_path(sweep, run)
+        name = f"{names.get(run['setting'], slug(run['setting']))}_s{run['seed']}"
+        if name in taken:
+            raise RunDirError(f"two runs map to {name}; give one of them another --name")
+        taken.add(name)
+        run["dir"] = name  # an unfinished run keeps its place (the report counts it as pending)
+        if not (src / RESULT_FILE).is_file() or not (src / S.EVAL).is_file():
+            print(f"publish: leaving out {run['setting']} seed {run['seed']} (not finished)", file=sys.stderr)
+            continue
+        if weights and not (src / MODEL_FILE).is_file():
+            from seqvcr.convert import convert_legacy
+
+            convert_legacy(src, keep=True)
+        dst = tmp / name
+        dst.mkdir()
+        for f in RUN_FILES + ((MODEL_FILE,) if weights else ()):
+            if (src / f).is_file():
+                shutil.copy2(src / f, dst / f)
+        published.append(run)
+    write_json_atomic(tmp / S.MANIFEST, manifest)
+    if (sweep / S.PLAN_COPY).is_file():
+        shutil.copy2(sweep / S.PLAN_COPY, tmp / S.PLAN_COPY)
+    if weights:
+        for run in published:
+            _rescore(tmp / run["dir"])
+    if out.exists():  # replaced only now that the new study is complete (force)
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return published
+
+
+def _rescore(rd: Path) -> None:
+    """Evaluate a published run on the sweep's evaluation file; it must agree with the sweep's."""
+    from seqvcr.evaluation import evaluate_file
+
+    spec = json.loads((rd / S.SPEC).read_text())
+    data = spec.get("eval_data")
+    if not data:
+        raise RunDirError(f"{rd}: the sweep evaluated on a held-out file; publish with --no-weights")
+    fresh = evaluate_file(str(rd), data, limit=spec.get("eval_limit") or 0, save=True)
+    write_json_atomic(rd / TEST_EVAL, fresh)
+    old = json.loads((rd / S.EVAL).read_text())
+    if fresh["exact_match"] != old["exact_match"] or fresh["n"] != old["n"]:
+        raise RunDirError(
+            f"{rd}: seqvcr eval gives exact match {fresh['exact_match']} on {fresh['n']} "
+            f"examples, the sweep's eval.json {old['exact_match']} on {old['n']}: re-evaluate"
+        )
+    print(f"published {rd.name}: exact match {fresh['exact_match']:.4f}", file=sys.stderr)

@@ -1,0 +1,120 @@
+"""Summary statistics and confidence intervals, for a distribution of measurements or a few seeds.
+
+Two situations, two intervals:
+
+* :func:`describe` -- many values of one measurement (the per-sequence entropies of a layer, n in the
+  hundreds): mean, sample standard deviation (n - 1), quantiles and a 95% confidence interval for the
+  mean from the normal approximation, ``mean +- 1.96 * std / sqrt(n)``. Computed in float64 with
+  torch, as ``entropy.json`` records it.
+* :func:`summarize` -- a few runs of one setting (seeds, n of 2 to 5): mean, sample standard deviation
+  and the 95% confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile
+  (:func:`t_quantile`, exact, computed here: 12.71 for 2 seeds, 4.30 for 3, 2.78 for 5). With one value
+  there is no spread: std and the interval are NaN. NaN and None values are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Z95", "Stats", "describe", "summarize", "t_quantile"]
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def describe(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std (n - 1), 95% CI of the mean (normal approximation) and quantiles of ``values``."""
+    n = len(values)
+    if n == 0:
+        nan = float("nan")
+        return {"n": 0, "mean": nan, "std": nan, "ci95": [nan, nan], "ci95_half": nan}
+    t = torch.tensor(values, dtype=torch.float64)
+    mean = float(t.mean())
+    std = float(t.std(unbiased=True)) if n > 1 else 0.0
+    half = Z95 * std / math.sqrt(n)
+    q = torch.quantile(t, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "ci95": [mean - half, mean + half],
+        "ci95_half": half,
+        "min": q[0],
+        "q25": q[1],
+        "median": q[2],
+        "q75": q[3],
+        "max": q[4],
+    }
+
+
+def _t_two_sided_prob(t: float, nu: int) -> float:
+    """P(|T| < t) for Student's t with ``nu`` degrees of freedom (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(nu))
+    s, c = math.sin(theta), math.cos(theta)
+    if nu % 2 == 1:
+        if nu == 1:
+            return 2.0 * theta / math.pi
+        term = total = c
+        for k in range(3, nu - 1, 2):
+            term *= c * c * (k - 1) / k
+            total += term
+        return 2.0 / math.pi * (theta + s * total)
+    term = total = 1.0
+    for k in range(2, nu - 1, 2):
+        term *= c * c * (k - 1) / k
+        total += term
+    return s * total
+
+
+def t_quantile(p: float, nu: int) -> float:
+    """The ``p`` quantile (p > 0.5) of Student's t with ``nu`` >= 1 degrees of freedom (bisection)."""
+    if nu < 1 or not 0.5 < p < 1.0:
+        raise ValueError(f"t_quantile needs nu >= 1 and 0.5 < p < 1, got nu={nu}, p={p}")
+    target = 2.0 * p - 1.0  # two-sided mass
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_prob(hi, nu) < target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_two_sided_prob(mid, nu) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclass
+class Stats:
+    """Mean, sample std and 95% CI of a few values (NaN where undefined); ``values`` are the ones used."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2.0
+
+
+def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Stats:
+    """Stats over seeds: std with n - 1, the CI from Student's t (see the module docstring)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    nan = float("nan")
+    if n == 0:
+        return Stats(0, nan, nan, nan, nan, [])
+    mean = sum(vals) / n
+    if n == 1:
+        return Stats(1, mean, nan, nan, nan, vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    return Stats(n, mean, std, mean - half, mean + half, vals)

@@ -1,0 +1,121 @@
+"""Tables as Markdown (for a report) and CSV (for other tools), and the number formats of their cells.
+
+A :class:`Table` holds raw values, and optionally the Markdown cells already formatted: its Markdown
+formats the values (:func:`fmt`), its CSV keeps them at full precision, so the CSV next to a table holds
+the numbers behind it. :func:`markdown_table` and :func:`csv_text` are the only Markdown-table and CSV
+writers of the reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqvcr.atomic import write_text_atomic
+
+__all__ = [
+    "Table",
+    "csv_text",
+    "fmt",
+    "fmt_interval",
+    "fmt_pm",
+    "fmt_seconds",
+    "markdown_table",
+    "write_csv",
+    "write_table",
+]
+
+
+# ---------------------------------------------------------------------------------------------- cells
+
+
+def fmt(value: Any, digits: int = 3, missing: str = "-") -> str:
+    """A cell: a float with ``digits`` decimals, ``missing`` for None or NaN, anything else as ``str``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_pm(mean: float, spread: float, digits: int = 3, sign: str = "±") -> str:
+    """``mean ± spread`` (a standard deviation or a confidence half-width), both with ``digits``."""
+    return f"{mean:.{digits}f} {sign} {spread:.{digits}f}"
+
+
+def fmt_interval(low: float, high: float, digits: int = 3) -> str:
+    """A confidence interval, ``[low, high]``."""
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """``45 s`` below two minutes, else ``3.5 min``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (no trailing newline); cells are written with ``str``, as they are."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]], *, blank_nan: bool = False) -> str:
+    """CSV text: a header line, then one line per row; None (and NaN with ``blank_nan``) is empty."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None or (blank_nan and isinstance(v, float) and math.isnan(v)) else v
+                    for v in row])
+    return buf.getvalue()
+
+
+def write_csv(
+    path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]], *,
+    blank_nan: bool = False,
+) -> Path:
+    """Write :func:`csv_text` to ``path`` atomically."""
+    return write_text_atomic(path, csv_text(header, rows, blank_nan=blank_nan))
+
+
+@dataclass
+class Table:
+    """A header and rows of raw values.
+
+    ``markdown_rows`` may hold the Markdown cells already formatted (else each value goes through
+    :func:`fmt` with ``digits``); ``markdown_header`` replaces the header in Markdown when the CSV has
+    other columns (e.g. a mean and a CI half-width per layer in CSV, one ``mean +- half`` cell in
+    Markdown).
+    """
+
+    header: list[str]
+    rows: list[list[Any]]
+    markdown_rows: list[list[str]] = field(default_factory=list)
+    digits: int = 3
+    markdown_header: list[str] | None = None
+
+    def to_markdown(self) -> str:
+        rows = self.markdown_rows or [[fmt(v, self.digits) for v in r] for r in self.rows]
+        return markdown_table(self.markdown_header or self.header, rows) + "\n"
+
+    def to_csv(self) -> str:
+        return csv_text(self.header, self.rows)
+
+
+def write_table(out_dir: str | os.PathLike[str], stem: str, table: Table) -> None:
+    """``OUT/<stem>.md`` and ``OUT/<stem>.csv``, each written atomically."""
+    out = Path(out_dir)
+    write_text_atomic(out / f"{stem}.md", table.to_markdown())
+    write_text_atomic(out / f"{stem}.csv", table.to_csv())
