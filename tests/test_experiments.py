@@ -484,3 +484,31 @@ def test_recording_keys_at_their_defaults_leave_run_ids_unchanged() -> None:
     changed = copy.deepcopy(d)
     changed["train"]["snapshot_steps"] = [4]
     assert S.run_id(changed) != S.run_id(d)
+
+
+def test_report_learning_curves_average_the_seeds_per_step(tmp_path: Path) -> None:
+    sweep, data = _fake_sweep(tmp_path / "sw")
+    manifest = S.load_manifest(sweep)
+    setting = manifest["studies"][0]["settings"][0]  # proj_dim=8, three finished seeds
+    curves: dict[int, list[tuple[int, float, float]]] = {}
+    for seed, rid in setting["runs"].items():
+        rows = [(step, (int(seed) + 1) * step / 1000, 2.0 / (step + int(seed))) for step in (10, 20, 30)]
+        if seed == "1":
+            rows = rows[:2]  # a seed that logged fewer evaluations: steps average what exists
+        curves[int(seed)] = rows
+        lines = []
+        for step, em, lm in rows:
+            lines.append(json.dumps({"kind": "train", "step": step, "lm_loss": lm}))
+            lines.append(json.dumps({"kind": "eval", "step": step, "split": "valid", "exact_match": em}))
+        (sweep / "runs" / rid / "metrics.jsonl").write_text("\n".join(lines) + "\n{torn")
+    md = A.report_sweep(sweep)
+    rows_csv = csv.DictReader((sweep / "report" / "learning_curves.csv").open())
+    got = {(r["curve"], int(r["step"])): r for r in rows_csv if r["setting"] == setting["label"]}
+    for step in (10, 20, 30):
+        ems = [em for rows in curves.values() for s, em, _ in rows if s == step]
+        lms = [lm for rows in curves.values() for s, _, lm in rows if s == step]
+        assert int(got[("valid_exact_match", step)]["n"]) == len(ems)
+        assert float(got[("valid_exact_match", step)]["mean"]) == pytest.approx(sum(ems) / len(ems))
+        assert float(got[("train_lm_loss", step)]["mean"]) == pytest.approx(sum(lms) / len(lms))
+    assert (sweep / "report" / "proj_dim_learning_curves.png").stat().st_size > 1000
+    assert "proj_dim_learning_curves.png" in md.read_text()

@@ -7,10 +7,12 @@ to ``SWEEP_DIR/report`` (or ``out``):
 * ``report.md``: per study, the seed's table layout -- one row per replacement, one column per metric --
   then entropy per layer and accuracy per answer position, the plots, and the runs that are missing,
   crashed or skipped;
-* ``summary.csv`` (one row per setting), ``layer_entropy.csv`` and ``position_accuracy.csv`` (long
-  format), ``runs.csv`` (one row per run, the raw numbers);
+* ``summary.csv`` (one row per setting), ``layer_entropy.csv``, ``position_accuracy.csv`` and
+  ``learning_curves.csv`` (long format), ``runs.csv`` (one row per run, the raw numbers);
 * per study, PNG plots of exact match and of mean intermediate-layer entropy against the ablated value,
-  of entropy per layer, and of accuracy per answer position.
+  of entropy per layer, of accuracy per answer position, and the learning curves: the periodic
+  validation exact match and the training LM loss of ``metrics.jsonl`` against the step (mean over
+  seeds), where a phase transition shows.
 
 Statistics over the seeds of a setting (only finished runs count; ``n`` says how many):
 mean, sample standard deviation (n - 1 in the denominator) and a 95% confidence interval for the mean,
@@ -23,9 +25,10 @@ excluding the embeddings L0 and the last layer LN) of a run, then over seeds.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from seqvcr.experiments import sweep as S
 from seqvcr.reporting.figures import new_figure, save_figure
 from seqvcr.reporting.stats import Stats, summarize, t_quantile
 from seqvcr.reporting.tables import fmt, fmt_interval, fmt_pm, markdown_table, write_csv
-from seqvcr.runs import RESULT_FILE
+from seqvcr.runs import METRICS_FILE, RESULT_FILE
 
 REPORT_MARK = "<!-- seqvcr sweep report -->"
 
@@ -82,6 +85,30 @@ class RunRecord:
     train_time_s: float | None = None
     machine: str | None = None
     error: str | None = None
+    #: (step, validation exact match) of the periodic evaluations, and (step, training LM loss)
+    valid_curve: list[tuple[int, float]] = field(default_factory=list)
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def read_curves(metrics_file: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """The learning curves of a run's ``metrics.jsonl``: validation exact match and training LM loss.
+
+    Unreadable lines (a torn last line) are skipped: the curves are a view, not the record.
+    """
+    valid: list[tuple[int, float]] = []
+    loss: list[tuple[int, float]] = []
+    if not metrics_file.is_file():
+        return valid, loss
+    for line in metrics_file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("kind") == "eval" and rec.get("split") == "valid" and "exact_match" in rec:
+            valid.append((int(rec["step"]), float(rec["exact_match"])))
+        elif rec.get("kind") == "train" and "lm_loss" in rec:
+            loss.append((int(rec["step"]), float(rec["lm_loss"])))
+    return valid, loss
 
 
 def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
@@ -107,6 +134,7 @@ def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
     if ent:
         rec.layer_entropy = layer_means(ent)
         rec.entropy_intermediate = intermediate_mean(rec.layer_entropy)
+    rec.valid_curve, rec.loss_curve = read_curves(rd / METRICS_FILE)
     return rec
 
 
@@ -133,6 +161,15 @@ class SettingSummary:
 def _per_index(lists: list[list[float]]) -> list[Stats]:
     width = max((len(x) for x in lists), default=0)
     return [summarize([x[i] for x in lists if i < len(x)]) for i in range(width)]
+
+
+def curve_stats(curves: list[list[tuple[int, float]]]) -> list[tuple[int, Stats]]:
+    """Per step, the statistics over the runs that logged that step (steps in increasing order)."""
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            by_step.setdefault(step, []).append(value)
+    return [(step, summarize(by_step[step])) for step in sorted(by_step)]
 
 
 def summarize_setting(study: str, setting: dict[str, Any], records: dict[str, RunRecord]) -> SettingSummary:
@@ -370,6 +407,48 @@ def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: st
     return True
 
 
+def _plot_curves(study: list[SettingSummary], title: str, path: Path) -> bool:
+    """Learning curves: validation exact match (left) and training LM loss (right, log scale) against
+    the step, one line per setting (mean over its finished seeds, a band of +- 1 std)."""
+    import matplotlib
+
+    series = [
+        (s.label, curve_stats([r.valid_curve for r in s.done]), curve_stats([r.loss_curve for r in s.done]))
+        for s in study
+    ]
+    series = [x for x in series if x[1] or x[2]]
+    if not series:
+        return False
+    fig = new_figure((11.0, 4.2))
+    ax_em, ax_lm = fig.subplots(1, 2)
+    cmap = matplotlib.colormaps["tab10" if len(series) <= 10 else "viridis"]
+    for i, (label, em, lm) in enumerate(series):
+        color = cmap(i % 10) if len(series) <= 10 else cmap(i / max(1, len(series) - 1))
+        for ax, pts in ((ax_em, em), (ax_lm, lm)):
+            if not pts:
+                continue
+            xs = [step for step, _ in pts]
+            ax.plot(xs, [st.mean for _, st in pts], lw=1.3, color=color, label=label)
+            if all(st.n > 1 for _, st in pts):
+                ax.fill_between(xs, [st.mean - st.std for _, st in pts], [st.mean + st.std for _, st in pts],
+                                color=color, alpha=0.12, lw=0)
+    ax_em.set_ylim(-0.03, 1.03)
+    ax_em.set_ylabel("validation exact match (periodic probe)")
+    ax_lm.set_yscale("log")
+    ax_lm.set_ylabel("training LM loss (per logged interval)")
+    for ax in (ax_em, ax_lm):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title + "\n(mean ± std over seeds)", fontsize=10)
+    handles, labels = ax_em.get_legend_handles_labels()
+    if not handles:
+        handles, labels = ax_lm.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -530,6 +609,8 @@ def _study_plots(
         dest / f"{slug}_position_accuracy.png"
     ):
         plots.append((f"{slug}_position_accuracy.png", "accuracy per answer position"))
+    if _plot_curves(study, title, dest / f"{slug}_learning_curves.png"):
+        plots.append((f"{slug}_learning_curves.png", "learning curves"))
     return plots
 
 
@@ -545,11 +626,12 @@ RUN_COLUMNS = ["id", "study", "setting", "seed", "status", "exact_match", "entro
 def _write_csvs(
     dest: Path, manifest: dict[str, Any], records: dict[str, RunRecord], studies: list[list[SettingSummary]]
 ) -> None:
-    """summary.csv (a row per setting), layer_entropy.csv and position_accuracy.csv (a row per setting
-    and layer or position), runs.csv (a row per run)."""
+    """summary.csv (a row per setting), layer_entropy.csv, position_accuracy.csv and learning_curves.csv
+    (a row per setting and layer, position or logged step), runs.csv (a row per run)."""
     summary_rows: list[list[Any]] = []
     layer_rows: list[list[Any]] = []
     pos_rows: list[list[Any]] = []
+    curve_rows: list[list[Any]] = []
     for st_meta, study in zip(manifest["studies"], studies):
         name = st_meta["name"]
         for s in study:
@@ -562,6 +644,10 @@ def _write_csvs(
             ])
             layer_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.layer_entropy)]
             pos_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.position_accuracy)]
+            for kind, curves in (("valid_exact_match", [r.valid_curve for r in s.done]),
+                                 ("train_lm_loss", [r.loss_curve for r in s.done])):
+                curve_rows += [[name, s.label, kind, step, *_stats_cells(st)]
+                               for step, st in curve_stats(curves)]
     run_rows = []
     for r in manifest["runs"]:
         rec = records[r["id"]]
@@ -571,6 +657,8 @@ def _write_csvs(
     write_csv(dest / "layer_entropy.csv", ["study", "setting", "layer", *STATS_COLUMNS], layer_rows,
               blank_nan=True)
     write_csv(dest / "position_accuracy.csv", ["study", "setting", "position", *STATS_COLUMNS], pos_rows,
+              blank_nan=True)
+    write_csv(dest / "learning_curves.csv", ["study", "setting", "curve", "step", *STATS_COLUMNS], curve_rows,
               blank_nan=True)
     write_csv(dest / "runs.csv", RUN_COLUMNS, run_rows, blank_nan=True)
 
