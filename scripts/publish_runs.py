@@ -1,6 +1,7 @@
 """Publish a finished sweep as a study directory that can be committed and re-scored.
 
-    python scripts/publish_runs.py SWEEP_DIR results/STUDY [--name LABEL=DIR_NAME ...] [--no-weights]
+    python scripts/publish_runs.py SWEEP_DIR results/STUDY [--study NAME] [--name LABEL=DIR_NAME ...]
+                                   [--no-weights] [--force]
 
 For every finished run of the sweep, ``results/STUDY/<name>_s<seed>/`` receives the files that describe
 and reproduce it (config, spec, result, metrics, evaluation, entropy and, unless ``--no-weights``, the
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="directory name for a setting label (default: the label made file-safe)")
     p.add_argument("--no-weights", action="store_true", help="summaries only: no model.safetensors")
     p.add_argument("--force", action="store_true", help="replace an existing study directory")
+    p.add_argument("--study", default=None, help="publish only this study of the sweep (default: all)")
     args = p.parse_args(argv)
     if not (args.sweep / MANIFEST).is_file():
         sys.exit(f"publish: {args.sweep}: not a sweep directory (no {MANIFEST})")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"publish: --name {item!r}: expected LABEL=NAME")
         names[label] = name
     try:
-        runs = publish(args.sweep, args.out, names, not args.no_weights, args.force)
+        runs = publish(args.sweep, args.out, names, not args.no_weights, args.force, study=args.study)
     except SeqVCRError as err:
         sys.exit(f"publish: {err}")
     print(json.dumps({"out": str(args.out), "runs": len(runs)}))

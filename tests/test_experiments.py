@@ -512,3 +512,35 @@ def test_report_learning_curves_average_the_seeds_per_step(tmp_path: Path) -> No
         assert float(got[("train_lm_loss", step)]["mean"]) == pytest.approx(sum(lms) / len(lms))
     assert (sweep / "report" / "proj_dim_learning_curves.png").stat().st_size > 1000
     assert "proj_dim_learning_curves.png" in md.read_text()
+
+
+def test_publish_one_study_of_a_sweep_shares_its_common_run(tmp_path: Path) -> None:
+    """Two studies sharing their base point: each published study holds it under its own label."""
+    plan = mini_plan(
+        seeds=[0],
+        ablations=[
+            {"part": "proj", "action": "REPLACE", "key": "seqvcr.proj_dim", "replacements": [8, 16]},
+            {"part": "coefficients", "name": "lam", "action": "REPLACE", "key": "seqvcr.lambda1",
+             "replacements": [1.0, 2.0]},
+        ],
+    )
+    sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
+    manifest = S.load_manifest(sweep)
+    assert len(manifest["runs"]) == 3  # proj 16 = lambda1 1.0 (the defaults): one run
+    for run in manifest["runs"]:
+        rd = sweep / "runs" / run["id"]
+        spec = json.loads((rd / "spec.json").read_text())
+        (rd / "result.json").write_text(json.dumps({"steps": 8}))
+        (rd / "eval.json").write_text(json.dumps({"exact_match": 0.5, "position_accuracy": [1.0], "n": 16,
+                                                  "eval_data": spec["eval_data"], "eval_limit": 0}))
+    pub = _publish_module()
+    assert pub.main([str(sweep), str(tmp_path / "lam"), "--no-weights", "--study", "lam"]) == 0
+    names = sorted(p.name for p in (tmp_path / "lam").iterdir() if p.is_dir())
+    assert names == ["lambda1_1.0_s0", "lambda1_2.0_s0"]
+    m = json.loads((tmp_path / "lam" / "manifest.json").read_text())
+    assert [st["name"] for st in m["studies"]] == ["lam"] and len(m["runs"]) == 2
+    A.report_sweep(tmp_path / "lam")
+    rows = list(csv.DictReader((tmp_path / "lam" / "report" / "summary.csv").open()))
+    assert [r["seeds_done"] for r in rows] == ["1", "1"]
+    with pytest.raises(SystemExit, match="no study 'nope'"):
+        pub.main([str(sweep), str(tmp_path / "x"), "--no-weights", "--study", "nope"])

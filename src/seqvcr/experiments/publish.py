@@ -5,9 +5,10 @@ For every finished run of the sweep, ``results/STUDY/<name>_s<seed>/`` receives 
 and reproduce it -- ``config.yaml``, ``spec.json``, ``result.json``, ``metrics.jsonl``, ``eval.json``,
 the entropy files and, unless ``weights=False``, the final weights ``model.safetensors`` -- and never a
 checkpoint or optimiser state. ``<name>`` is the setting's label made file-safe, or the one given in
-``names``. The sweep's ``manifest.json`` and ``plan.yaml`` are copied with each run's ``dir`` pointing
-at its new directory (``seqvcr.experiments.sweep.run_path`` finds it there), so ``seqvcr report
-results/STUDY`` aggregates the study over seeds as it did the sweep.
+``names``; ``study`` publishes one study of a sweep of several (a run they share is copied to each).
+The sweep's ``manifest.json`` and ``plan.yaml`` are copied with each run's ``dir`` pointing at its new
+directory (``seqvcr.experiments.sweep.run_path`` finds it there), so ``seqvcr report results/STUDY``
+aggregates the study over seeds as it did the sweep.
 
 With weights, every run is then re-scored with this seqvcr: the evaluation of ``seqvcr eval RUN --data
 EVAL_DATA`` (the sweep's evaluation file) is written to ``test_eval.json`` and must agree with the
@@ -33,7 +34,7 @@ from seqvcr.experiments import sweep as S
 from seqvcr.outputs import ENTROPY_FILES
 from seqvcr.runs import CONFIG_FILE, METRICS_FILE, RESULT_FILE
 
-__all__ = ["RUN_FILES", "TEST_EVAL", "publish", "slug"]
+__all__ = ["RUN_FILES", "TEST_EVAL", "publish", "select_study", "slug"]
 
 #: What a published run keeps (besides its weights): its config, the sweep's spec, the result, the
 #: training curves and the measurements.
@@ -48,12 +49,32 @@ def slug(label: str) -> str:
     return s or "setting"
 
 
+def select_study(manifest: dict[str, Any], study: str) -> dict[str, Any]:
+    """The manifest of one study of a sweep: that study, and its runs under the study's own setting
+    labels (a run shared by several studies -- the same configuration -- appears in each)."""
+    chosen = [st for st in manifest["studies"] if st["name"] == study]
+    if not chosen:
+        names = ", ".join(st["name"] for st in manifest["studies"])
+        raise RunDirError(f"the sweep has no study {study!r}; its studies: {names}")
+    by_id = {r["id"]: r for r in manifest["runs"]}
+    runs = []
+    for setting in chosen[0]["settings"]:
+        for seed, rid in setting["runs"].items():
+            run = dict(by_id[rid], study=study, setting=setting["label"], also=[])
+            run["seed"] = int(seed)
+            runs.append(run)
+    return {**manifest, "studies": chosen, "runs": runs}
+
+
 def publish(
-    sweep: Path, out: Path, names: dict[str, str], weights: bool, force: bool
+    sweep: Path, out: Path, names: dict[str, str], weights: bool, force: bool, study: str | None = None
 ) -> list[dict[str, Any]]:
     """Write the study directory ``out`` from ``sweep`` (see the module docstring); returns the
-    manifest entries of the published runs. ``names`` maps a setting label to its directory name."""
+    manifest entries of the published runs. ``names`` maps a setting label to its directory name;
+    ``study`` publishes only that study of the sweep."""
     manifest = S.load_manifest(sweep)
+    if study is not None:
+        manifest = select_study(manifest, study)
     if out.exists() and not force:
         raise RunDirError(f"{out} exists; use --force to replace it")
     tmp = out.with_name(out.name + ".partial")
