@@ -433,13 +433,7 @@ def test_report_refuses_a_foreign_folder(tmp_path: Path) -> None:
 
 
 def _publish_module() -> types.ModuleType:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("publish_runs", ROOT / "scripts" / "publish_runs.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _module("publish_runs")
 
 
 def test_published_study_reports_like_its_sweep(tmp_path: Path) -> None:
@@ -544,3 +538,50 @@ def test_publish_one_study_of_a_sweep_shares_its_common_run(tmp_path: Path) -> N
     assert [r["seeds_done"] for r in rows] == ["1", "1"]
     with pytest.raises(SystemExit, match="no study 'nope'"):
         pub.main([str(sweep), str(tmp_path / "x"), "--no-weights", "--study", "nope"])
+
+
+def _module(name: str) -> types.ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = [(0.5, 0.002), (1.0, 0.004), (2.0, 0.008), (0.05, 0.25), (0.1, 0.5), (0.2, 1.0)]
+    replacements = [{"seqvcr.lambda1": a, "seqvcr.lambda2": b} for a, b in pairs]
+    plan = mini_plan(seeds=[0, 1, 2], metrics=["exact_match", "matrix_entropy", "position_accuracy"],
+                     ablations=[{"part": "coefficients", "name": "lambda", "action": "REPLACE",
+                                 "replacements": replacements}])
+    sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
+    values: dict[str, list[float]] = {}
+    k = 0
+    for setting in S.load_manifest(sweep)["studies"][0]["settings"]:
+        for rid in setting["runs"].values():
+            k += 1
+            rd = sweep / "runs" / rid
+            spec = json.loads((rd / "spec.json").read_text())
+            em = (k * 7 % 10) / 10
+            values.setdefault(setting["label"], []).append(em)
+            (rd / "result.json").write_text(json.dumps({"steps": 8}))
+            (rd / "eval.json").write_text(json.dumps({
+                "exact_match": em, "position_accuracy": [1.0, em, 0.5], "n": 16,
+                "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
+            (rd / "entropy.json").write_text(json.dumps({
+                "layers": [{"layer": i, "mean": 0.1 * (i + 1), "std": 0.0} for i in range(3)],
+                "eval_data": spec["eval_data"], "entropy_sequences": spec["entropy_sequences"],
+                "entropy_normalize": spec["entropy_normalize"]}))
+    tables = _module("study_tables")
+    png = tmp_path / "lambda.png"
+    assert tables.main([str(sweep), "--lambda-plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert png.stat().st_size > 1000
+    for label, ems in values.items():
+        mean, _, half = _naive(ems)
+        row = next(line for line in out.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| 3/3 | {mean:.3f} ± {half:.3f} |" in row
+    # the hardest positions are the two with the lowest mean accuracy: positions 2 and 3 (1-based)
+    assert "accuracy, position 2 | accuracy, position 3 |" in out

@@ -1,0 +1,165 @@
+"""The tables and figures of docs/results.md, made from committed study directories.
+
+    python scripts/study_tables.py results/cpu_table1                  # Markdown tables on stdout
+    python scripts/study_tables.py results/seed000_lambda --lambda-plot results/seed000_lambda/lambda.png
+    python scripts/study_tables.py results/seed000_projdim --value-plot results/seed000_projdim/proj_dim.png
+
+Reads only what ``seqvcr report STUDY`` reads (the manifest and each run's eval.json, entropy.json and
+metrics.jsonl, through ``seqvcr.experiments.aggregate.collect``), so every number printed is the mean
+over the committed runs' files. Per study it prints, one row per setting (the seed's layout): exact
+match as mean ± 95% CI over seeds (Student's t), the mean entropy of the intermediate layers, the
+entropy of every layer, and the accuracy of the hardest answer positions (the two with the lowest mean
+accuracy over the study's settings).
+
+``--lambda-plot`` draws exact match and intermediate-layer entropy against lambda2/lambda1 on a log axis,
+one marker per scale of the pair (x0.5, x1, x2 of the family's middle pair); ``--value-plot`` draws
+both against the ablated value (a projection dimension: log2 axis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqvcr.errors import SeqVCRError
+from seqvcr.experiments.aggregate import SettingSummary, collect
+from seqvcr.reporting.figures import new_figure, save_figure
+from seqvcr.reporting.stats import Stats
+from seqvcr.reporting.tables import fmt, markdown_table
+
+
+def _ci(st: Stats, digits: int = 3) -> str:
+    """mean ± half-width of the 95% CI (the half-width alone is enough to read a table)."""
+    if st.n == 0:
+        return "-"
+    if st.n == 1 or math.isnan(st.ci_high):
+        return f"{st.mean:.{digits}f}"
+    return f"{st.mean:.{digits}f} ± {st.ci_high - st.mean:.{digits}f}"
+
+
+def hardest_positions(study: list[SettingSummary], k: int = 2) -> list[int]:
+    """The ``k`` answer positions (0-based) with the lowest accuracy averaged over the settings."""
+    width = max((len(s.position_accuracy) for s in study), default=0)
+    means = []
+    for p in range(width):
+        vals = [s.position_accuracy[p].mean for s in study if p < len(s.position_accuracy) and s.done]
+        means.append(sum(vals) / len(vals) if vals else math.inf)
+    return sorted(sorted(range(width), key=lambda p: means[p])[:k])
+
+
+def study_table(study: list[SettingSummary]) -> str:
+    """One row per setting: seeds, exact match (mean ± 95% CI), intermediate entropy, entropy per layer,
+    accuracy of the hardest positions (mean ± 95% CI), all over the finished seeds."""
+    layers = max((len(s.layer_entropy) for s in study), default=0)
+    hard = hardest_positions(study)
+    header = ["setting", "seeds", "exact match (95% CI)", "entropy L1..L(N-1)"]
+    header += [f"entropy L{k}" for k in range(layers)]
+    header += [f"accuracy, position {p + 1}" for p in hard]
+    rows: list[list[Any]] = []
+    for s in study:
+        row = [s.label, f"{len(s.done)}/{s.planned}", _ci(s.exact_match), _ci(s.entropy)]
+        row += [fmt(s.layer_entropy[k].mean) if k < len(s.layer_entropy) else "-" for k in range(layers)]
+        row += [_ci(s.position_accuracy[p], 2) if p < len(s.position_accuracy) else "-" for p in hard]
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def position_table(study: list[SettingSummary]) -> str:
+    """Accuracy per answer position (1 = least significant digit), mean over seeds."""
+    width = max((len(s.position_accuracy) for s in study), default=0)
+    rows = [[s.label] + [fmt(st.mean, 2) for st in s.position_accuracy] for s in study]
+    return markdown_table(["setting"] + [f"position {p + 1}" for p in range(width)], rows)
+
+
+def _pair(s: SettingSummary) -> tuple[float, float]:
+    """(lambda1, lambda2) of a setting of the lambda study, from its factors or its label."""
+    text = s.label.replace(" ", "")
+    parts = dict(item.split("=") for item in text.split(","))
+    return float(parts["lambda1"]), float(parts["lambda2"])
+
+
+def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:
+    if st.n == 0:
+        return
+    half = 0.0 if st.n < 2 or math.isnan(st.ci_high) else st.ci_high - st.mean
+    ax.errorbar([x], [st.mean], yerr=[[half], [half]], capsize=3, **kw)
+
+
+def lambda_plot(study: list[SettingSummary], path: Path) -> None:
+    """Exact match and intermediate entropy against lambda2/lambda1 (log axis); marker = scale."""
+    pairs = [_pair(s) for s in study]
+    ratios = sorted({round(l2 / l1, 12) for l1, l2 in pairs})
+    middle = {r: sorted(l1 for l1, l2 in pairs if round(l2 / l1, 12) == r) for r in ratios}
+    fig = new_figure((10.0, 4.0))
+    axes = fig.subplots(1, 2)
+    markers = {0.5: ("v", "tab:blue"), 1.0: ("o", "tab:orange"), 2.0: ("^", "tab:green")}
+    seen: set[float] = set()
+    for s, (l1, l2) in zip(study, pairs):
+        r = round(l2 / l1, 12)
+        l1s = middle[r]
+        scale = l1 / l1s[len(l1s) // 2]
+        marker, color = markers.get(round(scale, 6), ("s", "tab:gray"))
+        jitter = 1.0 + 0.08 * (round(math.log2(scale)) if scale > 0 else 0)
+        label = f"x{scale:g} of the family's middle pair" if scale not in seen else None
+        seen.add(scale)
+        for ax, st in zip(axes, (s.exact_match, s.entropy)):
+            _errorbar(ax, r * jitter, st, fmt=marker, color=color, label=label, ms=6)
+    for ax, ylabel in zip(axes, ("exact match (test), mean ± 95% CI", "entropy L1..L(N-1), mean ± 95% CI")):
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda2 / lambda1")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Seq-VCR coefficients: ratio (x axis) and scale (marker)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+
+
+def value_plot(study: list[SettingSummary], path: Path, xlabel: str) -> None:
+    """Exact match and intermediate entropy against the (numeric) ablated value, log2 axis."""
+    fig = new_figure((10.0, 4.0))
+    axes = fig.subplots(1, 2)
+    xs = [float(s.value) for s in study]
+    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"),
+                                 ("exact match (test), mean ± 95% CI", "entropy L1..L(N-1), mean ± 95% CI")):
+        for x, s in zip(xs, study):
+            _errorbar(ax, x, getattr(s, which), fmt="o", color="tab:blue", ms=6)
+        ax.plot(xs, [getattr(s, which).mean for s in study], color="tab:blue", alpha=0.4)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("study_dir", type=Path, help="a published study (or sweep) directory")
+    p.add_argument("--lambda-plot", type=Path, default=None,
+                   help="PNG: the metrics of the lambda pairs against lambda2/lambda1")
+    p.add_argument("--value-plot", type=Path, default=None,
+                   help="PNG: the metrics against the ablated value")
+    args = p.parse_args(argv)
+    try:
+        manifest, _, studies = collect(args.study_dir)
+    except SeqVCRError as err:
+        sys.exit(f"study_tables: {err}")
+    for meta, study in zip(manifest["studies"], studies):
+        print(f"### {meta['name']}: {meta.get('part', '')}\n")
+        print(study_table(study) + "\n")
+        print("Accuracy per answer position (mean over seeds):\n")
+        print(position_table(study) + "\n")
+        if args.lambda_plot is not None:
+            lambda_plot(study, args.lambda_plot)
+        if args.value_plot is not None:
+            value_plot(study, args.value_plot, meta["factors"][0] if meta.get("factors") else meta["name"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
