@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import micro_overrides
+from oracles import oracle_entropy_means, oracle_eval
 
 from seqvcr import config as C
 from seqvcr import training
@@ -18,7 +19,6 @@ from seqvcr.analysis.layer_entropy import compute_layer_entropy, sample_indices,
 from seqvcr.analysis.report import build_report, majority_baseline
 from seqvcr.cli import main
 from seqvcr.errors import RunDirError
-from seqvcr.evaluation import evaluate_file
 from seqvcr.runs import LoadedRun, build_format, build_model, build_task, load_run
 from seqvcr.sequences import encode_examples
 from seqvcr.tasks import make_task, read_examples, write_examples
@@ -183,16 +183,18 @@ def test_report_figures_tables_and_numbers(runs: dict[str, Path], tmp_path: Path
                    "seqvcr train micro vanilla", "seqvcr report ...", "seed", "2 layers x 32 wide"):
         assert needle in text, needle
     assert not list(tmp_path.glob(".report.tmp-*"))  # the staging directory is gone
-    # the report's numbers are what evaluate_file and compute_layer_entropy return
+    # the report's numbers against naive greedy decoding scored by hand, and Eq. 2 from NumPy
     summary = json.loads((out / "summary.json").read_text())
     for r in summary["runs"]:
-        ev = evaluate_file(str(runs[r["method"]]), str(runs["test"]), device="cpu")
-        assert r["exact_match"] == ev["exact_match"]
-        assert r["position_accuracy"] == ev["position_accuracy"]
-        ent = compute_layer_entropy(runs[r["method"]], runs["test"], n_sequences=30)
-        assert r["entropy_mean"] == [L["mean"] for L in ent["layers"]]
-        assert (out / "analysis" / r["name"] / "predictions.jsonl").is_file()
-        assert (out / "analysis" / r["name"] / "entropy.json").is_file()
+        rd, here = runs[r["method"]], out / "analysis" / r["name"]
+        em, pos, outputs = oracle_eval(rd, runs["test"], budget=5)  # 2x2: 4 digits and <eos>
+        assert r["exact_match"] == pytest.approx(em) and r["n"] == 60
+        assert r["position_accuracy"] == pytest.approx(pos)
+        preds = [json.loads(line) for line in (here / "predictions.jsonl").read_text().splitlines()]
+        assert [p["output"].split() for p in preds] == outputs
+        indices = json.loads((here / "entropy.json").read_text())["indices"]
+        assert len(set(indices)) == 30 and all(0 <= i < 60 for i in indices)
+        assert r["entropy_mean"] == pytest.approx(oracle_entropy_means(rd, runs["test"], indices), rel=1e-6)
     assert summary["runs"][0]["T_norm"] == pytest.approx(1.0)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from oracles import oracle_eval
 
 from seqvcr import config as C
 from seqvcr.errors import ConfigError, SeqVCRError
@@ -248,7 +249,10 @@ def test_run_one_is_idempotent_and_resumes(
              if json.loads(x)["kind"] == "train"]
     assert steps == [4, 8]
     ev = json.loads((rd / "eval.json").read_text())
-    assert 0.0 <= ev["exact_match"] <= 1.0 and ev["n"] == 16 and ev["run_dir"] == f"runs/{ids[0]}"
+    assert ev["n"] == 16 and ev["run_dir"] == f"runs/{ids[0]}"
+    # the scores against naive greedy decoding of the saved model, scored by hand (2x2: 4 digits, <eos>)
+    em, pos, _ = oracle_eval(rd, sweep / ev["data"], budget=5, limit=ev["eval_limit"] or 0)
+    assert ev["exact_match"] == pytest.approx(em) and ev["position_accuracy"] == pytest.approx(pos)
 
     # a second call does not train again and leaves every file as it was
     before = {p.name: p.stat().st_mtime_ns for p in rd.iterdir() if p.name != ".lock"}
@@ -428,8 +432,15 @@ def test_report_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (other / "mine.txt").write_text("keep me")
     with pytest.raises(SeqVCRError, match="does not hold a sweep report"):
         A.report_sweep(sweep, out=other)
-    A.report_sweep(sweep)
-    A.report_sweep(sweep)  # our own report is replaced without --force
+    assert sorted(p.name for p in other.iterdir()) == ["mine.txt"]
+    assert (other / "mine.txt").read_text() == "keep me"
+    md = A.report_sweep(sweep)
+    first = {p.name: p.read_bytes() for p in md.parent.iterdir() if p.suffix in (".md", ".csv")}
+    assert {"report.md", "summary.csv", "runs.csv"} <= set(first)
+    (md.parent / "summary.csv").write_text("edited by hand\n")
+    # our own report is replaced without --force, with the same tables again
+    assert A.report_sweep(sweep) == md
+    assert {p.name: p.read_bytes() for p in md.parent.iterdir() if p.suffix in (".md", ".csv")} == first
 
 
 def _publish_module() -> types.ModuleType:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from oracles import seq_vcr_batch_time_reference, seq_vcr_reference, seq_vcr_terms_reference
 
 from seqvcr.errors import SeqVCRError
 from seqvcr.hf import SeqVCRPlugin, attach_seqvcr, load_hf_gpt2, save_hf_gpt2
@@ -155,33 +156,53 @@ def tiny_llama():
 
 
 def test_plugin_on_tiny_llama():
+    """The plug-in's loss on a padded batch equals Eq. 3-4 computed on the unpadded rows only: at the
+    last three positions, where the first three sequences are padding, only the other three count."""
     model = tiny_llama()
-    plugin = attach_seqvcr(model, proj_dim=24)
+    plugin = attach_seqvcr(model, proj_dim=24, lambda1=0.8, lambda2=0.05)
     assert plugin.seqvcr.projection.in_features == 32
     x = torch.randint(0, 100, (6, 10))
     mask = torch.ones(6, 10, dtype=torch.long)
     mask[:3, -3:] = 0
     out = model(input_ids=x, attention_mask=mask, labels=x, output_hidden_states=True)
     extra = plugin(out, attention_mask=mask)
-    assert extra.dim() == 0 and torch.isfinite(extra)
+    z = plugin.seqvcr.projection(out.hidden_states[-1])  # (6, 10, 24): the default layer, the last
+    ref_var, ref_cov = seq_vcr_terms_reference(z, mask.bool())
+    torch.testing.assert_close(extra.double(), 0.8 * ref_var + 0.05 * ref_cov, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(plugin.last.variance.double(), ref_var.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(plugin.last.covariance.double(), ref_cov.detach(), rtol=1e-5, atol=1e-7)
+    assert plugin.last.loss.item() == extra.item() and not plugin.last.loss.requires_grad
+    # the states at padded positions make no difference, whatever they hold
+    noisy = out.hidden_states[-1].detach().clone()
+    noisy[:3, -3:] = 1e3 * torch.randn(3, 3, 32)
+    torch.testing.assert_close(plugin(noisy, attention_mask=mask), extra, rtol=1e-6, atol=1e-7)
+    # without the mask, the padded rows would count (the reference over all rows differs)
+    assert float(seq_vcr_reference(z.detach(), 0.8, 0.05)) != pytest.approx(extra.item(), rel=1e-4)
     (out.loss + extra).backward()
     assert plugin.seqvcr.projection.weight.grad is not None
     assert plugin.seqvcr.projection.weight.grad.abs().sum() > 0
     last_layer = model.model.layers[-1].mlp.down_proj.weight
     assert last_layer.grad is not None and last_layer.grad.abs().sum() > 0
-    assert torch.equal(plugin.last.loss, extra.detach())
 
 
 def test_plugin_with_our_gpt_and_errors():
     model = random_gpt(n_layer=3).train()
     plugin = attach_seqvcr(model, layer=0, proj_dim=8, lambda1=0.1, lambda2=0.5, over="batch_time")
-    out = model(ids(4, 9), output_hidden_states=True)
+    x = ids(4, 9)
+    out = model(x, output_hidden_states=True)
     extra = plugin(out)
+    # layer 0 is the token + position embedding; over="batch_time": one covariance over all 36 vectors
+    with torch.no_grad():
+        emb = model.transformer.wte(x) + model.transformer.wpe(torch.arange(9))
+        ref_var, ref_cov = seq_vcr_batch_time_reference(plugin.seqvcr.projection(emb))
+    torch.testing.assert_close(extra.detach().double(), 0.1 * ref_var + 0.5 * ref_cov, rtol=1e-5, atol=1e-7)
     extra.backward()
     assert model.transformer.wte.weight.grad.abs().sum() > 0  # layer 0 = embeddings
     assert model.transformer.h[0].mlp.c_fc.weight.grad is None  # later layers untouched
-    # a tuple of hidden states or the chosen tensor itself also work
-    torch.testing.assert_close(plugin(out.hidden_states), plugin(out.hidden_states[0]))
+    # a tuple of hidden states or the chosen tensor itself give the same reference value
+    for given in (out.hidden_states, out.hidden_states[0]):
+        torch.testing.assert_close(plugin(given).detach().double(), 0.1 * ref_var + 0.5 * ref_cov,
+                                   rtol=1e-5, atol=1e-7)
     with pytest.raises(SeqVCRError, match="output_hidden_states=True"):
         plugin(model(ids(4, 9)))
     with pytest.raises(SeqVCRError, match="out of range"):

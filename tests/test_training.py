@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import micro_overrides
+from oracles import lm_loss_reference, oracle_eval, seq_vcr_reference, seq_vcr_terms_reference
 
 from seqvcr import config as C
 from seqvcr import training
 from seqvcr.checkpoints import read_checkpoint
 from seqvcr.cli import main
 from seqvcr.errors import ConfigError, RunDirError, TrainingDivergedError
+from seqvcr.runs import build_task, load_run, load_splits
+from seqvcr.tasks import make_task, read_examples
 
 
 def _cfg(method: str = "seqvcr_pause", steps: int = 20, extra: list[str] | None = None) -> C.Config:
@@ -48,8 +51,14 @@ def test_train_writes_a_complete_run_dir(tmp_path: Path) -> None:
     assert [r["step"] for r in _records(run, "eval")] == [10, 20]
     saved = json.loads((run / "result.json").read_text())
     assert saved["steps"] == 20 == result["steps"]
-    assert 0.0 <= saved["valid"]["exact_match"] <= 1.0
-    assert len(saved["valid"]["position_accuracy"]) == 4  # 2x2 digits -> 4 answer digits
+    # the final validation scores are those of naive greedy decoding of the saved model, scored by hand
+    cfg = C.resolve(_cfg())
+    _, valid = load_splits(cfg, build_task(cfg))
+    em, pos, _ = oracle_eval(run, valid, budget=5)  # 2x2 digits: 4 answer digits and <eos>
+    assert saved["valid"]["n"] == 64
+    assert saved["valid"]["exact_match"] == pytest.approx(em)
+    assert saved["valid"]["position_accuracy"] == pytest.approx(pos)
+    assert sum(pos) > 0  # the comparison is not between two zeros only
     # the saved config is complete: it reloads to the same resolved config
     assert C.to_dict(C.resolve(C.load_config(run / "config.yaml"))) == saved["config"]
 
@@ -61,7 +70,13 @@ def test_finished_run_is_not_overwritten_without_force(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="already holds a finished run"):
         training.train(_cfg(steps=5), run, progress=False)
     assert (run / "result.json").read_text() == before
-    training.train(_cfg(steps=5), run, progress=False, force=True)
+    (run / "eval").mkdir()
+    (run / "eval" / "old.json").write_text("{}")  # a measurement of the old weights
+    again = training.train(_cfg(steps=5), run, progress=False, force=True)
+    # a new run from scratch: its own result, one record per log step, no measurement of the old run
+    assert json.loads((run / "result.json").read_text()) == again and again["steps"] == 5
+    assert [r["step"] for r in _records(run, "train")] == [5]
+    assert not (run / "eval").exists()
 
 
 def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,8 +216,14 @@ def test_cli_train_eval_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert summary["n"] == 50 and len(summary["position_accuracy"]) == 4
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(lines) == 50
-    assert {"target", "prediction", "correct"} <= set(lines[0])
-    assert summary["exact_match"] == pytest.approx(sum(r["correct"] for r in lines) / 50)
+    # every number against naive greedy decoding of the saved model, scored by hand
+    em, pos, outputs = oracle_eval(run, data / "test.txt", budget=5)
+    assert summary["exact_match"] == pytest.approx(em)
+    assert summary["position_accuracy"] == pytest.approx(pos)
+    assert [r["output"].split() for r in lines] == outputs
+    golds = [ex.answer for ex in read_examples(make_task("mult", digits=2), data / "test.txt")]
+    assert [r["target"].split() for r in lines] == [list(g) for g in golds]
+    assert [r["correct"] for r in lines] == [o == [*g, "<eos>"] for o, g in zip(outputs, golds)]
     # a second train into the finished run directory is refused with one line
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -296,3 +317,109 @@ def test_positions_pause_needs_pause_tokens() -> None:
         C.load_config(None, micro_overrides("seqvcr") + ["seqvcr.positions=pause"])
     with pytest.raises(ConfigError, match="seqvcr.positions"):
         C.load_config(None, micro_overrides("seqvcr_pause") + ["seqvcr.positions=question"])
+
+
+def _hand_positions(x: torch.Tensor, lengths: list[int], prompts: list[int], pause_ids: tuple[int, ...],
+                    which: str) -> torch.Tensor:
+    """The (B, T) positions whose states enter Seq-VCR, from each sequence's layout: every real input
+    token but the final <eos> (``all``), the states from the last prompt token on that predict a
+    trained token (``answer``), the pause block (``pause``), or the last two together."""
+    out = torch.zeros_like(x, dtype=torch.bool)
+    for b, (n, p) in enumerate(zip(lengths, prompts, strict=True)):
+        for j in range(n - 1):  # input j predicts token j + 1; the final <eos> (j = n - 1) predicts nothing
+            in_answer = j >= p - 1
+            in_pause = int(x[b, j]) in pause_ids
+            out[b, j] = {"all": True, "answer": in_answer, "pause": in_pause,
+                         "pause_answer": in_answer or in_pause}[which]
+    return out
+
+
+@pytest.mark.parametrize("positions", ["all", "answer", "pause_answer"])
+def test_the_training_objective_is_lm_loss_plus_seqvcr_loss(positions: str) -> None:
+    """The loss a training step backpropagates is the next-token loss over the CoT, answer and <eos>
+    targets plus lambda1 * variance + lambda2 * covariance of the projected layer over the chosen
+    positions (Eq. 3-4, no other weight), in value and in gradient; sequences of different lengths,
+    so that padding and the final <eos> could leak into either term."""
+    from seqvcr.objectives import SeqVCR
+    from seqvcr.runs import build_format, build_model
+    from seqvcr.sequences import encode_examples, make_batch
+
+    cfg = C.resolve(C.load_config(None, [
+        "task.name=arith", "task.operators=3", "task.under=true", "method.name=seqvcr_pause",
+        "model.preset=tiny", "model.n_layer=2", "model.n_head=2", "model.n_embd=16",
+    ]))
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    examples = task.generate(10, seed=4)
+    data = encode_examples(fmt, examples)
+    lengths = data.lengths.tolist()
+    assert len(set(lengths)) > 2, "the test needs sequences of different lengths"
+    x, y, mask = make_batch(data, torch.arange(10))
+    torch.manual_seed(1)
+    model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).double()
+    head = SeqVCR(16, proj_dim=12, lambda1=0.7, lambda2=0.3, layer=1).double()
+    tok = fmt.tokenizer
+    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
+    tm = training.TrainModule(model, head, positions=positions, pause_ids=pause_ids)
+    total, lm, var, cov = tm(x, y, mask)
+
+    ids = [tok.encode(fmt.prompt_tokens(ex) + fmt.target_tokens(ex)) for ex in examples]
+    prompts = [len(fmt.prompt_tokens(ex)) for ex in examples]
+    out = model(x, output_hidden_states=True)
+    lm_ref = lm_loss_reference(out.logits, ids, prompts)
+    chosen = _hand_positions(x, lengths, prompts, pause_ids, positions)
+    z = head.projection(out.hidden_states[1])  # (B, T, 12): layer 1 = the output of block 1
+    sv_ref = seq_vcr_reference(z, 0.7, 0.3, chosen)
+    var_ref, cov_ref = seq_vcr_terms_reference(z, chosen)
+    torch.testing.assert_close(lm, lm_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(var, var_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(cov, cov_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(total, lm_ref + sv_ref, rtol=1e-10, atol=1e-12)
+    params = [p for p in tm.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    grads_ref = torch.autograd.grad(lm_ref + sv_ref, params, allow_unused=True)
+    for p, g, g_ref in zip(params, grads, grads_ref, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        g_ref = torch.zeros_like(p) if g_ref is None else g_ref
+        torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-12)
+    (k,) = [i for i, p in enumerate(params) if p is head.projection.weight]
+    assert float(grads[k].abs().sum()) > 0  # the projection is trained by the Seq-VCR term
+    # the reference is sensitive to what it checks: the final <eos> of the shorter rows counted as a
+    # Seq-VCR position, or the last prompt token trained, would each change it
+    with_eos = chosen | (torch.arange(x.shape[1])[None, :] == (data.lengths - 1)[:, None])
+    with torch.no_grad():
+        assert float(seq_vcr_reference(z, 0.7, 0.3, with_eos)) != pytest.approx(float(sv_ref), rel=1e-6)
+        assert float(lm_loss_reference(out.logits, ids, [p - 1 for p in prompts])) != pytest.approx(
+            float(lm_ref), rel=1e-6)
+
+
+def test_logged_losses_are_the_objective_of_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One step at learning rate 0 (so the saved weights are the ones the step used): the logged loss,
+    LM loss, Seq-VCR loss and its two terms are those of the reference objective on that step's batch."""
+    run = tmp_path / "run"
+    cfg = _cfg(steps=1, extra=["train.log_every=1", "seqvcr.lambda1=0.6", "seqvcr.lambda2=0.2"])
+    monkeypatch.setattr(training, "lr_at", lambda step, total, cfg: 0.0)
+    training.train(cfg, run, progress=False)
+    (rec,) = _records(run, "train")
+    loaded = load_run(run)
+    cfg = loaded.config
+    train_ex, _ = load_splits(cfg, loaded.task)
+    batch = training.BatchSampler(len(train_ex), cfg.optim.batch_size, cfg.train.seed).indices(0)
+    examples = [train_ex[i] for i in batch.tolist()]
+    fmt, tok = loaded.fmt, loaded.fmt.tokenizer
+    ids = torch.tensor([tok.encode(fmt.prompt_tokens(ex) + fmt.target_tokens(ex)) for ex in examples])
+    prompts = [len(fmt.prompt_tokens(ex)) for ex in examples]  # 2x2: every sequence has one length
+    with torch.no_grad():
+        out = loaded.model(ids[:, :-1], output_hidden_states=True)
+        lm_ref = float(lm_loss_reference(out.logits, ids.tolist(), prompts))
+        assert loaded.seqvcr is not None
+        z = loaded.seqvcr.projection(out.hidden_states[-1])  # the default layer: the last
+        var_ref, cov_ref = (float(t) for t in seq_vcr_terms_reference(z))  # every real input token
+    assert rec["step"] == 1
+    assert rec["lm_loss"] == pytest.approx(lm_ref, rel=1e-5)
+    assert rec["seqvcr_variance"] == pytest.approx(var_ref, rel=1e-5)
+    assert rec["seqvcr_covariance"] == pytest.approx(cov_ref, rel=1e-5)
+    assert rec["seqvcr_loss"] == pytest.approx(0.6 * var_ref + 0.2 * cov_ref, rel=1e-4)
+    assert rec["loss"] == pytest.approx(lm_ref + 0.6 * var_ref + 0.2 * cov_ref, rel=1e-5)
