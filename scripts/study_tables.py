@@ -3,6 +3,8 @@
     python scripts/study_tables.py results/cpu_table1                  # Markdown tables on stdout
     python scripts/study_tables.py results/seed000_lambda --lambda-plot results/seed000_lambda/lambda.png
     python scripts/study_tables.py results/seed000_projdim --value-plot results/seed000_projdim/proj_dim.png
+    python scripts/study_tables.py results/cpu_table1 --runs --rank-test "Seq-VCR|Seq-VCR + Pause (2)" \
+        "Vanilla|Pause (2)"
 
 Reads only what ``seqvcr report STUDY`` reads (the manifest and each run's eval.json, entropy.json and
 metrics.jsonl, through ``seqvcr.experiments.aggregate.collect``), so every number printed is the mean
@@ -13,12 +15,19 @@ accuracy over the study's settings).
 
 ``--lambda-plot`` draws exact match and intermediate-layer entropy against lambda2/lambda1 on a log axis,
 one marker per scale of the pair (x0.5, x1, x2 of the family's middle pair); ``--value-plot`` draws
-both against the ablated value (a projection dimension: log2 axis).
+both against the ablated value (a projection dimension: log2 axis). ``--runs`` adds one row per finished
+run (its exact match, accuracy per position and entropy per layer), so a mean can be read with its seeds.
+``--rank-test A B`` compares the exact match of the runs of settings A (``|``-separated labels) with
+those of settings B by an exact one-sided permutation test of the Mann-Whitney statistic U (the number
+of (a, b) pairs with a > b, ties counted one half): p is the fraction of all ways to split the pooled
+runs into groups of the same sizes whose U is at least the observed one. It makes no assumption about
+the distribution over seeds, which matters with 3 seeds and accuracies near 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -72,6 +81,66 @@ def position_table(study: list[SettingSummary]) -> str:
     width = max((len(s.position_accuracy) for s in study), default=0)
     rows = [[s.label] + [fmt(st.mean, 2) for st in s.position_accuracy] for s in study]
     return markdown_table(["setting"] + [f"position {p + 1}" for p in range(width)], rows)
+
+
+def run_table(study: list[SettingSummary]) -> str:
+    """One row per finished run: setting, seed, exact match, accuracy per position, entropy per layer."""
+    done = [(s, r) for s in study for r in s.done]
+    width = max((len(r.position_accuracy or []) for _, r in done), default=0)
+    layers = max((len(r.layer_entropy or []) for _, r in done), default=0)
+    header = ["setting", "seed", "exact match"] + [f"pos {p + 1}" for p in range(width)]
+    header += [f"entropy L{k}" for k in range(layers)]
+    rows: list[list[Any]] = []
+    for s, r in done:
+        pos = list(r.position_accuracy or [])
+        ent = list(r.layer_entropy or [])
+        row = [s.label, r.seed, fmt(r.exact_match)] + [fmt(v, 2) for v in pos] + ["-"] * (width - len(pos))
+        rows.append(row + [fmt(v) for v in ent] + ["-"] * (layers - len(ent)))
+    return markdown_table(header, rows)
+
+
+def mann_whitney_u(a: list[float], b: list[float]) -> float:
+    """U of ``a`` over ``b``: the number of pairs (x in a, y in b) with x > y, ties counted 1/2."""
+    return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
+
+
+def exact_rank_test(a: list[float], b: list[float], max_splits: int = 2_000_000) -> tuple[float, float, int]:
+    """(U, one-sided p, number of splits): p = P(U' >= U) over every split of ``a + b`` into groups of
+    len(a) and len(b), each split equally likely under the null hypothesis that the labels do not matter."""
+    pooled = a + b
+    n, k = len(pooled), len(a)
+    splits = math.comb(n, k)
+    if not a or not b or splits > max_splits:
+        raise SeqVCRError(f"rank test: needs two non-empty groups with at most {max_splits} splits, got "
+                          f"{len(a)} and {len(b)} runs")
+    u = mann_whitney_u(a, b)
+    at_least = 0
+    for chosen in itertools.combinations(range(n), k):
+        picked = set(chosen)
+        ga = [pooled[i] for i in chosen]
+        gb = [pooled[i] for i in range(n) if i not in picked]
+        at_least += mann_whitney_u(ga, gb) >= u - 1e-9
+    return u, at_least / splits, splits
+
+
+def _group(study: list[SettingSummary], spec: str) -> tuple[list[str], list[float]]:
+    """The labels named in ``spec`` (``|``-separated) and the exact match of their finished runs."""
+    labels = [x.strip() for x in spec.split("|") if x.strip()]
+    by_label = {s.label: s for s in study}
+    unknown = [x for x in labels if x not in by_label]
+    if unknown:
+        raise SeqVCRError(f"rank test: no setting {unknown[0]!r}; settings: {', '.join(by_label)}")
+    return labels, [r.exact_match for x in labels for r in by_label[x].done if r.exact_match is not None]
+
+
+def rank_test_text(study: list[SettingSummary], spec_a: str, spec_b: str) -> str:
+    """The rank test of group A over group B, as one Markdown paragraph."""
+    la, a = _group(study, spec_a)
+    lb, b = _group(study, spec_b)
+    u, p, splits = exact_rank_test(a, b)
+    return (f"Rank test, exact match of {' + '.join(la)} ({len(a)} runs) over {' + '.join(lb)} ({len(b)} "
+            f"runs): U = {u:g} of {len(a) * len(b)} pairs; exact one-sided p = {p:.4g} ({splits} splits); "
+            f"lowest of A {min(a):.3f}, highest of B {max(b):.3f}.")
 
 
 def _pair(s: SettingSummary) -> tuple[float, float]:
@@ -144,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="PNG: the metrics of the lambda pairs against lambda2/lambda1")
     p.add_argument("--value-plot", type=Path, default=None,
                    help="PNG: the metrics against the ablated value")
+    p.add_argument("--runs", action="store_true", help="also one row per finished run")
+    p.add_argument("--rank-test", nargs=2, metavar=("A", "B"), default=None,
+                   help="exact permutation test of exact match, settings A over settings B "
+                        "('|'-separated labels)")
     args = p.parse_args(argv)
     try:
         manifest, _, studies = collect(args.study_dir)
@@ -154,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         print(study_table(study) + "\n")
         print("Accuracy per answer position (mean over seeds):\n")
         print(position_table(study) + "\n")
+        if args.runs:
+            print("Runs:\n")
+            print(run_table(study) + "\n")
+        if args.rank_test is not None:
+            try:
+                print(rank_test_text(study, *args.rank_test) + "\n")
+            except SeqVCRError as err:
+                sys.exit(f"study_tables: {err}")
         if args.lambda_plot is not None:
             lambda_plot(study, args.lambda_plot)
         if args.value_plot is not None:
