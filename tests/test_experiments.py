@@ -410,8 +410,10 @@ def test_report_aggregates_over_seeds(tmp_path: Path) -> None:
     l2 = next(r for r in layers if r["setting"] == "proj_dim=8" and r["layer"] == "2")
     assert float(l2["mean"]) == pytest.approx(sum(s["layers"][2] for s in data["proj_dim=8"].values()) / 3)
     pos = list(csv.DictReader((sweep / "report" / "position_accuracy.csv").open()))
-    p1 = next(r for r in pos if r["setting"] == "proj_dim=16" and r["position"] == "1")
-    assert float(p1["mean"]) == pytest.approx(sum(s["pos"][1] for s in data["proj_dim=16"].values()) / 3)
+    # answer positions count from 1 (as in the run report): position "2" is the second answer token
+    p2 = next(r for r in pos if r["setting"] == "proj_dim=16" and r["position"] == "2")
+    assert float(p2["mean"]) == pytest.approx(sum(s["pos"][1] for s in data["proj_dim=16"].values()) / 3)
+    assert not any(r["position"] == "0" for r in pos)
     text = md.read_text()
     for label in data:
         assert f"| {label} |" in text

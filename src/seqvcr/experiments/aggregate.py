@@ -391,7 +391,8 @@ def _plot_lines(study: list[SettingSummary], which: str, xlabel: str, ylabel: st
         ax.set_xticks(range(width))
         if which == "layer":
             ax.set_xticklabels([f"L{k}" for k in range(width)], fontsize=8)
-        else:
+        else:  # answer positions count from 1, as in the run report (multiplication: least significant)
+            ax.set_xticklabels([str(k + 1) for k in range(width)], fontsize=8)
             ax.set_ylim(-0.03, 1.03)
         ax.set_xlim((-0.5, 0.5) if width <= 1 else (-0.3, width - 0.7))
         ax.set_xlabel(xlabel)
@@ -556,8 +557,8 @@ def _study_section(
         md += [f"Entropy per layer (mean over seeds; L0 = embeddings, L{width - 1} = last layer):", ""]
         md += [_means_table(study, "layer", "L", 3), ""]
     if "position_accuracy" in metrics and any(s.position_accuracy for s in study):
-        md += ["Accuracy per answer position (mean over seeds; position 0 = the first answer token "
-               "of the file's order):", ""]
+        md += ["Accuracy per answer position (mean over seeds; position 1 = the first answer token "
+               "of the file's order, for multiplication the least significant digit):", ""]
         md += [_means_table(study, "position", "p", 2), ""]
 
     for file, alt in _study_plots(st_meta, study, metrics, dest):
@@ -581,7 +582,8 @@ def _means_table(study: list[SettingSummary], which: str, prefix: str, digits: i
     width = max(len(p) for p in per)
     rows = [[s.label] + [fmt(p[k].mean, digits, missing="") if k < len(p) else "" for k in range(width)]
             for s, p in zip(study, per)]
-    return _md_table(["setting"] + [f"{prefix}{k}" for k in range(width)], rows)
+    first = 0 if which == "layer" else 1  # layers from L0 (the embeddings), answer positions from 1
+    return _md_table(["setting"] + [f"{prefix}{k + first}" for k in range(width)], rows)
 
 
 def _study_plots(
@@ -643,7 +645,7 @@ def _write_csvs(
                 "; ".join(sorted({r.error for r in s.runs if r.error})),
             ])
             layer_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.layer_entropy)]
-            pos_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.position_accuracy)]
+            pos_rows += [[name, s.label, k, *_stats_cells(st)] for k, st in enumerate(s.position_accuracy, 1)]
             for kind, curves in (("valid_exact_match", [r.valid_curve for r in s.done]),
                                  ("train_lm_loss", [r.loss_curve for r in s.done])):
                 curve_rows += [[name, s.label, kind, step, *_stats_cells(st)]
