@@ -27,7 +27,6 @@ the distribution over seeds, which matters with 3 seeds and accuracies near 0.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 from seqvcr.errors import SeqVCRError
 from seqvcr.experiments.aggregate import SettingSummary, collect
 from seqvcr.reporting.figures import new_figure, save_figure
-from seqvcr.reporting.stats import Stats
+from seqvcr.reporting.stats import Stats, exact_rank_test
 from seqvcr.reporting.tables import fmt, markdown_table
 
 
@@ -99,30 +98,6 @@ def run_table(study: list[SettingSummary]) -> str:
     return markdown_table(header, rows)
 
 
-def mann_whitney_u(a: list[float], b: list[float]) -> float:
-    """U of ``a`` over ``b``: the number of pairs (x in a, y in b) with x > y, ties counted 1/2."""
-    return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
-
-
-def exact_rank_test(a: list[float], b: list[float], max_splits: int = 2_000_000) -> tuple[float, float, int]:
-    """(U, one-sided p, number of splits): p = P(U' >= U) over every split of ``a + b`` into groups of
-    len(a) and len(b), each split equally likely under the null hypothesis that the labels do not matter."""
-    pooled = a + b
-    n, k = len(pooled), len(a)
-    splits = math.comb(n, k)
-    if not a or not b or splits > max_splits:
-        raise SeqVCRError(f"rank test: needs two non-empty groups with at most {max_splits} splits, got "
-                          f"{len(a)} and {len(b)} runs")
-    u = mann_whitney_u(a, b)
-    at_least = 0
-    for chosen in itertools.combinations(range(n), k):
-        picked = set(chosen)
-        ga = [pooled[i] for i in chosen]
-        gb = [pooled[i] for i in range(n) if i not in picked]
-        at_least += mann_whitney_u(ga, gb) >= u - 1e-9
-    return u, at_least / splits, splits
-
-
 def _group(study: list[SettingSummary], spec: str) -> tuple[list[str], list[float]]:
     """The labels named in ``spec`` (``|``-separated) and the exact match of their finished runs."""
     labels = [x.strip() for x in spec.split("|") if x.strip()]
@@ -137,7 +112,10 @@ def rank_test_text(study: list[SettingSummary], spec_a: str, spec_b: str) -> str
     """The rank test of group A over group B, as one Markdown paragraph."""
     la, a = _group(study, spec_a)
     lb, b = _group(study, spec_b)
-    u, p, splits = exact_rank_test(a, b)
+    try:
+        u, p, splits = exact_rank_test(a, b)
+    except ValueError as err:
+        raise SeqVCRError(str(err)) from None
     return (f"Rank test, exact match of {' + '.join(la)} ({len(a)} runs) over {' + '.join(lb)} ({len(b)} "
             f"runs): U = {u:g} of {len(a) * len(b)} pairs; exact one-sided p = {p:.4g} ({splits} splits); "
             f"lowest of A {min(a):.3f}, highest of B {max(b):.3f}.")
@@ -223,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     except SeqVCRError as err:
         sys.exit(f"study_tables: {err}")
     for meta, study in zip(manifest["studies"], studies):
+        rank = None
+        if args.rank_test is not None:  # checked before anything is printed
+            try:
+                rank = rank_test_text(study, *args.rank_test)
+            except SeqVCRError as err:
+                sys.exit(f"study_tables: {err}")
         print(f"### {meta['name']}: {meta.get('part', '')}\n")
         print(study_table(study) + "\n")
         print("Accuracy per answer position (mean over seeds):\n")
@@ -230,11 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.runs:
             print("Runs:\n")
             print(run_table(study) + "\n")
-        if args.rank_test is not None:
-            try:
-                print(rank_test_text(study, *args.rank_test) + "\n")
-            except SeqVCRError as err:
-                sys.exit(f"study_tables: {err}")
+        if rank is not None:
+            print(rank + "\n")
         if args.lambda_plot is not None:
             lambda_plot(study, args.lambda_plot)
         if args.value_plot is not None:

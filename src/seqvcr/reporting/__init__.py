@@ -2,7 +2,7 @@
 (``seqvcr.experiments.aggregate``) are both made of.
 
 * ``stats`` -- summaries and 95% confidence intervals: of a distribution (normal approximation) and
-  over a few seeds (Student's t);
+  over a few seeds (Student's t); an exact rank test comparing two settings over their seeds;
 * ``tables`` -- :class:`~seqvcr.reporting.tables.Table`, the Markdown-table and CSV writers and the
   number formats of a cell;
 * ``figures`` -- matplotlib ``Figure`` objects without pyplot, saved atomically as PNG.

@@ -10,10 +10,15 @@ Two situations, two intervals:
   and the 95% confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile
   (:func:`t_quantile`, exact, computed here: 12.71 for 2 seeds, 4.30 for 3, 2.78 for 5). With one value
   there is no spread: std and the interval are NaN. NaN and None values are left out.
+
+And one test for comparing two settings over their seeds, :func:`exact_rank_test`: the exact
+one-sided permutation test of the Mann-Whitney statistic, which assumes nothing about the distribution
+over seeds (accuracies near 0 with 3 seeds are far from normal).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Z95", "Stats", "describe", "summarize", "t_quantile"]
+__all__ = ["Z95", "Stats", "describe", "exact_rank_test", "mann_whitney_u", "summarize", "t_quantile"]
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -118,3 +123,29 @@ def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Stats
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
     return Stats(n, mean, std, mean - half, mean + half, vals)
+
+
+def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> float:
+    """U of ``a`` over ``b``: the number of pairs (x in a, y in b) with x > y, ties counted 1/2."""
+    return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
+
+
+def exact_rank_test(
+    a: Sequence[float], b: Sequence[float], max_splits: int = 2_000_000
+) -> tuple[float, float, int]:
+    """(U, one-sided p, number of splits): p = P(U' >= U) over every split of ``a + b`` into groups of
+    len(a) and len(b), each split equally likely under the null hypothesis that the labels do not matter."""
+    pooled = [*a, *b]
+    n, k = len(pooled), len(a)
+    splits = math.comb(n, k)
+    if not a or not b or splits > max_splits:
+        raise ValueError(f"rank test: needs two non-empty groups with at most {max_splits} splits, got "
+                         f"{len(a)} and {len(b)} values")
+    u = mann_whitney_u(a, b)
+    at_least = 0
+    for chosen in itertools.combinations(range(n), k):
+        picked = set(chosen)
+        ga = [pooled[i] for i in chosen]
+        gb = [pooled[i] for i in range(n) if i not in picked]
+        at_least += mann_whitney_u(ga, gb) >= u - 1e-9
+    return u, at_least / splits, splits
