@@ -17,6 +17,10 @@ accuracy over the study's settings).
 one marker per scale of the pair (x0.5, x1, x2 of the family's middle pair); ``--value-plot`` draws
 both against the ablated value (a projection dimension: log2 axis). ``--runs`` adds one row per finished
 run (its exact match, accuracy per position and entropy per layer), so a mean can be read with its seeds.
+``--correlation`` adds Spearman's rank correlation between exact match and intermediate-layer entropy,
+over the finished runs and over the settings' means (does entropy track accuracy?). A study of lambda
+pairs also gets a grid of exact match by the pair's ratio lambda2/lambda1 (rows) and its scale (columns),
+so the spread along a row (scale) can be read against the spread down a column (ratio).
 ``--rank-test A B`` compares the exact match of the runs of settings A (``|``-separated labels) with
 those of settings B by an exact one-sided permutation test of the Mann-Whitney statistic U (the number
 of (a, b) pairs with a > b, ties counted one half): p is the fraction of all ways to split the pooled
@@ -35,7 +39,7 @@ from typing import Any
 from seqvcr.errors import SeqVCRError
 from seqvcr.experiments.aggregate import SettingSummary, collect
 from seqvcr.reporting.figures import new_figure, save_figure
-from seqvcr.reporting.stats import Stats, exact_rank_test
+from seqvcr.reporting.stats import Stats, exact_rank_test, spearman_test
 from seqvcr.reporting.tables import fmt, markdown_table
 
 
@@ -78,7 +82,8 @@ def study_table(study: list[SettingSummary]) -> str:
 def position_table(study: list[SettingSummary]) -> str:
     """Accuracy per answer position (1 = least significant digit), mean over seeds."""
     width = max((len(s.position_accuracy) for s in study), default=0)
-    rows = [[s.label] + [fmt(st.mean, 2) for st in s.position_accuracy] for s in study]
+    rows = [[s.label] + [fmt(st.mean, 2) for st in s.position_accuracy]
+            + ["-"] * (width - len(s.position_accuracy)) for s in study]
     return markdown_table(["setting"] + [f"position {p + 1}" for p in range(width)], rows)
 
 
@@ -121,11 +126,61 @@ def rank_test_text(study: list[SettingSummary], spec_a: str, spec_b: str) -> str
             f"lowest of A {min(a):.3f}, highest of B {max(b):.3f}.")
 
 
+def correlation_text(study: list[SettingSummary]) -> str:
+    """Spearman's rho of exact match against intermediate entropy: over runs and over setting means."""
+    runs = [(r.exact_match, r.entropy_intermediate) for s in study for r in s.done
+            if r.exact_match is not None and r.entropy_intermediate is not None]
+    means = [(s.exact_match.mean, s.entropy.mean) for s in study if s.exact_match.n and s.entropy.n]
+    parts = []
+    for what, pairs in (("runs", runs), ("settings (means over seeds)", means)):
+        try:
+            rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
+            parts.append(f"over {len(pairs)} {what}: rho = {rho:+.2f} (two-sided p = {p:.2g})")
+        except ValueError as err:
+            parts.append(f"over {len(pairs)} {what}: not defined ({str(err).split(': ', 1)[1]})")
+    return "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
+
+
 def _pair(s: SettingSummary) -> tuple[float, float]:
-    """(lambda1, lambda2) of a setting of the lambda study, from its factors or its label."""
+    """(lambda1, lambda2) of a setting of the lambda study, from its label ``lambda1=a, lambda2=b``."""
     text = s.label.replace(" ", "")
-    parts = dict(item.split("=") for item in text.split(","))
+    parts = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
     return float(parts["lambda1"]), float(parts["lambda2"])
+
+
+def _is_lambda_study(study: list[SettingSummary]) -> bool:
+    try:
+        return bool(study) and all(l1 > 0 for l1, _ in map(_pair, study))
+    except (KeyError, ValueError):
+        return False
+
+
+def _family_scale(pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(ratio lambda2/lambda1, scale) of each pair: the scale is lambda1 over the middle lambda1 of the
+    pairs that share its ratio (x0.5, x1, x2 for the seed's families)."""
+    ratio = [round(l2 / l1, 12) for l1, l2 in pairs]
+    out = []
+    for (l1, _), r in zip(pairs, ratio):
+        l1s = sorted(a for (a, _), q in zip(pairs, ratio) if q == r)
+        out.append((r, round(l1 / l1s[len(l1s) // 2], 6)))
+    return out
+
+
+def lambda_grid(study: list[SettingSummary]) -> str:
+    """Exact match (mean ± 95% CI) with one row per ratio lambda2/lambda1, one column per scale."""
+    keys = _family_scale([_pair(s) for s in study])
+    ratios = sorted({r for r, _ in keys})
+    scales = sorted({c for _, c in keys})
+    cell = {k: s for k, s in zip(keys, study)}
+
+    def text(r: float, c: float) -> str:
+        if (r, c) not in cell:
+            return "-"
+        l1, l2 = _pair(cell[(r, c)])
+        return f"{_ci(cell[(r, c)].exact_match)} ({l1:g}, {l2:g})"
+
+    rows = [[f"{r:g}"] + [text(r, c) for c in scales] for r in ratios]
+    return markdown_table(["lambda2 / lambda1"] + [f"scale x{c:g}" for c in scales], rows)
 
 
 def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:
@@ -137,17 +192,12 @@ def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:
 
 def lambda_plot(study: list[SettingSummary], path: Path) -> None:
     """Exact match and intermediate entropy against lambda2/lambda1 (log axis); marker = scale."""
-    pairs = [_pair(s) for s in study]
-    ratios = sorted({round(l2 / l1, 12) for l1, l2 in pairs})
-    middle = {r: sorted(l1 for l1, l2 in pairs if round(l2 / l1, 12) == r) for r in ratios}
+    keys = _family_scale([_pair(s) for s in study])
     fig = new_figure((10.0, 4.0))
     axes = fig.subplots(1, 2)
     markers = {0.5: ("v", "tab:blue"), 1.0: ("o", "tab:orange"), 2.0: ("^", "tab:green")}
     seen: set[float] = set()
-    for s, (l1, l2) in zip(study, pairs):
-        r = round(l2 / l1, 12)
-        l1s = middle[r]
-        scale = l1 / l1s[len(l1s) // 2]
+    for s, (r, scale) in zip(study, keys):
         marker, color = markers.get(round(scale, 6), ("s", "tab:gray"))
         jitter = 1.0 + 0.08 * (round(math.log2(scale)) if scale > 0 else 0)
         label = f"x{scale:g} of the family's middle pair" if scale not in seen else None
@@ -192,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--value-plot", type=Path, default=None,
                    help="PNG: the metrics against the ablated value")
     p.add_argument("--runs", action="store_true", help="also one row per finished run")
+    p.add_argument("--correlation", action="store_true",
+                   help="Spearman correlation of exact match with intermediate entropy")
     p.add_argument("--rank-test", nargs=2, metavar=("A", "B"), default=None,
                    help="exact permutation test of exact match, settings A over settings B "
                         "('|'-separated labels)")
@@ -211,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         print(study_table(study) + "\n")
         print("Accuracy per answer position (mean over seeds):\n")
         print(position_table(study) + "\n")
+        if _is_lambda_study(study):
+            print("Exact match by ratio and scale of the pair:\n")
+            print(lambda_grid(study) + "\n")
+        if args.correlation:
+            print(correlation_text(study) + "\n")
         if args.runs:
             print("Runs:\n")
             print(run_table(study) + "\n")

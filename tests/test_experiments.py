@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from oracles import oracle_eval
@@ -571,6 +572,7 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
                                  "replacements": replacements}])
     sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
     values: dict[str, list[float]] = {}
+    inner: list[tuple[float, float]] = []  # (exact match, intermediate entropy) per run
     k = 0
     for setting in S.load_manifest(sweep)["studies"][0]["settings"]:
         for rid in setting["runs"].values():
@@ -584,9 +586,11 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
                 "exact_match": em, "position_accuracy": [1.0, em, 0.5], "n": 16,
                 "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
             (rd / "entropy.json").write_text(json.dumps({
-                "layers": [{"layer": i, "mean": 0.1 * (i + 1), "std": 0.0} for i in range(3)],
+                "layers": [{"layer": i, "mean": 0.1 * (i + 1) + 0.01 * (k % 4), "std": 0.0}
+                           for i in range(3)],
                 "eval_data": spec["eval_data"], "entropy_sequences": spec["entropy_sequences"],
                 "entropy_normalize": spec["entropy_normalize"]}))
+            inner.append((em, 0.25 + 0.01 * (k % 4)))  # mean of layers 1 and 2
     tables = _module("study_tables")
     png = tmp_path / "lambda.png"
     assert tables.main([str(sweep), "--lambda-plot", str(png)]) == 0
@@ -598,6 +602,14 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
         assert f"| 3/3 | {mean:.3f} ± {half:.3f} |" in row
     # the hardest positions are the two with the lowest mean accuracy: positions 2 and 3 (1-based)
     assert "accuracy, position 2 | accuracy, position 3 |" in out
+    # the grid: one row per ratio lambda2/lambda1, one column per scale (x0.5, x1, x2)
+    assert "| lambda2 / lambda1 | scale x0.5 | scale x1 | scale x2 |" in out
+    for ratio, row_pairs in (("0.004", pairs[:3]), ("5", pairs[3:])):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {ratio} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        for (l1, l2), cell in zip(row_pairs, cells):
+            mean, _, half = _naive(values[f"lambda1={l1}, lambda2={l2}"])
+            assert cell == f"{mean:.3f} ± {half:.3f} ({l1:g}, {l2:g})"
     # --runs: one row per run with its own exact match; --rank-test: U counted by hand
     labels = list(values)
     assert tables.main([str(sweep), "--runs", "--rank-test", labels[0], f"{labels[1]}|{labels[2]}"]) == 0
@@ -608,6 +620,15 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
     a, b = values[labels[0]], values[labels[1]] + values[labels[2]]
     u = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
     assert f"U = {u:g} of {len(a) * len(b)} pairs" in out
+    # --correlation: Spearman's rho over the 18 runs, against ranks counted pair by pair and numpy's r
+    assert tables.main([str(sweep), "--correlation"]) == 0
+    out = capsys.readouterr().out
+
+    def naive_ranks(v: list[float]) -> list[float]:
+        return [1 + sum(w < x for w in v) + (sum(w == x for w in v) - 1) / 2 for x in v]
+
+    rho = np.corrcoef(naive_ranks([a for a, _ in inner]), naive_ranks([b for _, b in inner]))[0, 1]
+    assert f"over 18 runs: rho = {rho:+.2f} (two-sided p = " in out
 
 
 def test_exact_rank_test_against_hand_counts() -> None:
@@ -625,3 +646,31 @@ def test_exact_rank_test_against_hand_counts() -> None:
     assert (u, n) == (54.0, 5005) and p == pytest.approx(1 / 5005)
     with pytest.raises(ValueError, match="two non-empty groups"):
         exact_rank_test([], [1.0])
+
+
+def test_spearman_against_the_textbook_formula_and_a_numerical_t_integral() -> None:
+    from seqvcr.reporting.stats import ranks, spearman_test
+
+    assert ranks([0.3, 0.1, 0.3, 0.2]) == [3.5, 1.0, 3.5, 2.0]  # the tie shares ranks 3 and 4
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1))
+    x = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.6]
+    y = [2.0, 1.0, 5.0, 6.0, 3.0, 0.5, 8.0, 4.0]
+    rx, ry = ranks(x), ranks(y)
+    n = len(x)
+    rho_textbook = 1 - 6 * sum((a - b) ** 2 for a, b in zip(rx, ry)) / (n * (n * n - 1))
+    rho, p = spearman_test(x, y)
+    assert rho == pytest.approx(rho_textbook)
+    # p: twice the upper tail of Student's t (n - 2 df), integrated numerically from its density
+    t = abs(rho) * math.sqrt((n - 2) / (1 - rho * rho))
+    nu = n - 2
+    grid = np.linspace(t, 400.0, 2_000_001)
+    dens = (math.gamma((nu + 1) / 2) / (math.sqrt(nu * math.pi) * math.gamma(nu / 2))
+            * (1 + grid**2 / nu) ** (-(nu + 1) / 2))
+    tail = float(((dens[1:] + dens[:-1]) / 2 * np.diff(grid)).sum())  # trapezoid rule
+    assert p == pytest.approx(2 * tail, abs=1e-6)
+    assert spearman_test([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, 0.0)
+    assert spearman_test([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, 0.0)
+    with pytest.raises(ValueError, match="constant"):
+        spearman_test([1, 2, 3], [5, 5, 5])
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        spearman_test([1, 2], [1, 2])

@@ -14,6 +14,11 @@ Two situations, two intervals:
 And one test for comparing two settings over their seeds, :func:`exact_rank_test`: the exact
 one-sided permutation test of the Mann-Whitney statistic, which assumes nothing about the distribution
 over seeds (accuracies near 0 with 3 seeds are far from normal).
+
+And one measure of whether two quantities move together over runs or settings,
+:func:`spearman_test`: Spearman's rank correlation (Pearson's r of the ranks, ties given their mean
+rank) with the two-sided p of its usual t approximation, ``t = rho * sqrt((n - 2) / (1 - rho^2))``
+on ``n - 2`` degrees of freedom.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["Z95", "Stats", "describe", "exact_rank_test", "mann_whitney_u", "summarize", "t_quantile"]
+__all__ = [
+    "Z95", "Stats", "describe", "exact_rank_test", "mann_whitney_u", "ranks", "spearman_test", "summarize",
+    "t_quantile",
+]
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -149,3 +157,39 @@ def exact_rank_test(
         gb = [pooled[i] for i in range(n) if i not in picked]
         at_least += mann_whitney_u(ga, gb) >= u - 1e-9
     return u, at_least / splits, splits
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return out
+
+
+def spearman_test(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(rho, two-sided p): Spearman's rank correlation of paired ``x`` and ``y`` and the p-value of the
+    t approximation on n - 2 degrees of freedom (p = 0 when |rho| = 1). Needs n >= 3 pairs and
+    neither variable constant, else ``ValueError``."""
+    n = len(x)
+    if n != len(y) or n < 3:
+        raise ValueError(f"spearman: needs at least 3 pairs of equal length, got {len(x)} and {len(y)}")
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0.0 or syy == 0.0:
+        raise ValueError("spearman: one of the two variables is constant; no rank correlation")
+    rho = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    if abs(rho) == 1.0:
+        return rho, 0.0
+    t = abs(rho) * math.sqrt((n - 2) / (1.0 - rho * rho))
+    return rho, 1.0 - _t_two_sided_prob(t, n - 2)
