@@ -137,7 +137,7 @@ def correlation_text(study: list[SettingSummary]) -> str:
             rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
             parts.append(f"over {len(pairs)} {what}: rho = {rho:+.2f} (two-sided p = {p:.2g})")
         except ValueError as err:
-            parts.append(f"over {len(pairs)} {what}: not defined ({str(err).split(': ', 1)[1]})")
+            parts.append(f"over {len(pairs)} {what}: not defined ({str(err).removeprefix('spearman: ')})")
     return "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
 
 
