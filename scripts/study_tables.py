@@ -21,6 +21,10 @@ run (its exact match, accuracy per position and entropy per layer), so a mean ca
 over the finished runs and over the settings' means (does entropy track accuracy?). A study of lambda
 pairs also gets a grid of exact match by the pair's ratio lambda2/lambda1 (rows) and its scale (columns),
 so the spread along a row (scale) can be read against the spread down a column (ratio).
+``--terms`` adds, per setting, where the training loss terms stood at the end of training (the last
+training record of each run's ``metrics.jsonl``: LM loss, the Seq-VCR variance hinge and covariance
+term before their coefficients, the weighted Seq-VCR loss) and the training time, as the mean over the
+finished runs with their range: the mechanism behind a row, and what a run costs.
 ``--rank-test A B`` compares the exact match of the runs of settings A (``|``-separated labels) with
 those of settings B by an exact one-sided permutation test of the Mann-Whitney statistic U (the number
 of (a, b) pairs with a > b, ties counted one half): p is the fraction of all ways to split the pooled
@@ -100,6 +104,35 @@ def run_table(study: list[SettingSummary]) -> str:
         ent = list(r.layer_entropy or [])
         row = [s.label, r.seed, fmt(r.exact_match)] + [fmt(v, 2) for v in pos] + ["-"] * (width - len(pos))
         rows.append(row + [fmt(v) for v in ent] + ["-"] * (layers - len(ent)))
+    return markdown_table(header, rows)
+
+
+#: (column header, field of the last training record) of the ``--terms`` table
+TERMS = [("LM loss", "lm_loss"), ("variance hinge", "seqvcr_variance"),
+         ("covariance term", "seqvcr_covariance"), ("Seq-VCR loss (weighted)", "seqvcr_loss")]
+
+
+def _mean_range(vals: list[float], digits: int) -> str:
+    """``mean (min-max)`` of the values, the value alone for one, ``-`` for none."""
+    if not vals:
+        return "-"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})"
+
+
+def terms_table(study: list[SettingSummary]) -> str:
+    """One row per setting: the loss terms of the last training record and the training time in
+    minutes, each as the mean over the finished runs with its range."""
+    header = ["setting", "seeds"] + [f"{name}, end" for name, _ in TERMS] + ["training time, min"]
+    rows: list[list[Any]] = []
+    for s in study:
+        row: list[Any] = [s.label, f"{len(s.done)}/{s.planned}"]
+        for _, key in TERMS:
+            row.append(_mean_range([r.final_train[key] for r in s.done if key in r.final_train], 3))
+        row.append(_mean_range([r.train_time_s / 60 for r in s.done if r.train_time_s is not None], 1))
+        rows.append(row)
     return markdown_table(header, rows)
 
 
@@ -244,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", action="store_true", help="also one row per finished run")
     p.add_argument("--correlation", action="store_true",
                    help="Spearman correlation of exact match with intermediate entropy")
+    p.add_argument("--terms", action="store_true",
+                   help="the loss terms at the end of training and the training time, per setting")
     p.add_argument("--rank-test", nargs=2, metavar=("A", "B"), default=None,
                    help="exact permutation test of exact match, settings A over settings B "
                         "('|'-separated labels)")
@@ -268,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             print(lambda_grid(study) + "\n")
         if args.correlation:
             print(correlation_text(study) + "\n")
+        if args.terms:
+            print("Loss terms at the end of training (last training record) and training time, "
+                  "mean (range) over the finished runs:\n")
+            print(terms_table(study) + "\n")
         if args.runs:
             print("Runs:\n")
             print(run_table(study) + "\n")

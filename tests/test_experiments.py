@@ -631,6 +631,46 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
     assert f"over 18 runs: rho = {rho:+.2f} (two-sided p = " in out
 
 
+def test_study_tables_terms_are_the_last_training_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = mini_plan(seeds=[0, 1])  # proj_dim 8 and 16, two seeds each
+    sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
+    expected: dict[str, list[tuple[float, float, float]]] = {}  # label -> (variance, covariance, minutes)
+    k = 0
+    for setting in S.load_manifest(sweep)["studies"][0]["settings"]:
+        for rid in setting["runs"].values():
+            k += 1
+            rd = sweep / "runs" / rid
+            spec = json.loads((rd / "spec.json").read_text())
+            var, cov, seconds = 0.1 * k, 10.0 + k, 60.0 * (k + 1)
+            expected.setdefault(setting["label"], []).append((var, cov, seconds / 60))
+            (rd / "result.json").write_text(json.dumps({"steps": 8, "train_time_s": seconds}))
+            (rd / "eval.json").write_text(json.dumps({
+                "exact_match": 0.5, "position_accuracy": [1.0, 0.5], "n": 16,
+                "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
+            lines = [  # an earlier record, an eval record after the last train record, a torn last line
+                {"kind": "train", "step": 4, "lm_loss": 9.0, "seqvcr_variance": 9.0,
+                 "seqvcr_covariance": 9.0},
+                {"kind": "train", "step": 8, "lm_loss": 1.0, "seqvcr_variance": var, "seqvcr_covariance": cov,
+                 "seqvcr_loss": var + 0.004 * cov},
+                {"kind": "eval", "split": "valid", "step": 8, "exact_match": 0.5},
+            ]
+            (rd / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + '\n{"kind": "tr')
+    tables = _module("study_tables")
+    assert tables.main([str(sweep), "--terms"]) == 0
+    out = capsys.readouterr().out.split("Loss terms at the end of training")[1]
+    assert "| LM loss, end | variance hinge, end | covariance term, end |" in out
+    for label, runs in expected.items():
+        row = next(line for line in out.splitlines() if line.startswith(f"| {label} | 2/2 |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for col, digits, vals in ((3, 3, [v for v, _, _ in runs]), (4, 3, [c for _, c, _ in runs]),
+                                  (6, 1, [m for _, _, m in runs])):
+            mean = sum(vals) / len(vals)
+            assert cells[col] == f"{mean:.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})"
+        assert cells[2] == "1.000 (1.000-1.000)"  # LM loss of the last training record, not the first
+
+
 def test_exact_rank_test_against_hand_counts() -> None:
     from seqvcr.reporting.stats import exact_rank_test
 

@@ -88,17 +88,24 @@ class RunRecord:
     #: (step, validation exact match) of the periodic evaluations, and (step, training LM loss)
     valid_curve: list[tuple[int, float]] = field(default_factory=list)
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    #: the numeric fields of the last ``"kind": "train"`` record (``lm_loss``, ``seqvcr_variance``,
+    #: ``seqvcr_covariance``, ...): where the loss terms stood at the end of training
+    final_train: dict[str, float] = field(default_factory=dict)
 
 
-def read_curves(metrics_file: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """The learning curves of a run's ``metrics.jsonl``: validation exact match and training LM loss.
+def read_curves(
+    metrics_file: Path,
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]], dict[str, float]]:
+    """The learning curves of a run's ``metrics.jsonl``: validation exact match and training LM loss,
+    and the numeric fields of its last training record (the loss terms at the end of training).
 
     Unreadable lines (a torn last line) are skipped: the curves are a view, not the record.
     """
     valid: list[tuple[int, float]] = []
     loss: list[tuple[int, float]] = []
+    final: dict[str, float] = {}
     if not metrics_file.is_file():
-        return valid, loss
+        return valid, loss, final
     for line in metrics_file.read_text().splitlines():
         try:
             rec = json.loads(line)
@@ -108,7 +115,9 @@ def read_curves(metrics_file: Path) -> tuple[list[tuple[int, float]], list[tuple
             valid.append((int(rec["step"]), float(rec["exact_match"])))
         elif rec.get("kind") == "train" and "lm_loss" in rec:
             loss.append((int(rec["step"]), float(rec["lm_loss"])))
-    return valid, loss
+            final = {k: float(v) for k, v in rec.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return valid, loss, final
 
 
 def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
@@ -134,7 +143,7 @@ def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
     if ent:
         rec.layer_entropy = layer_means(ent)
         rec.entropy_intermediate = intermediate_mean(rec.layer_entropy)
-    rec.valid_curve, rec.loss_curve = read_curves(rd / METRICS_FILE)
+    rec.valid_curve, rec.loss_curve, rec.final_train = read_curves(rd / METRICS_FILE)
     return rec
 
 
