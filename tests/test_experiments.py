@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -564,6 +565,16 @@ def _module(name: str) -> types.ModuleType:
     return mod
 
 
+def _planned_runs(sweep: Path) -> Iterator[tuple[int, str, Path, dict[str, Any]]]:
+    """(1-based count, setting label, run directory, spec) of every run of a prepared sweep's first study."""
+    k = 0
+    for setting in S.load_manifest(sweep)["studies"][0]["settings"]:
+        for rid in setting["runs"].values():
+            k += 1
+            rd = sweep / "runs" / rid
+            yield k, setting["label"], rd, json.loads((rd / "spec.json").read_text())
+
+
 def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pairs = [(0.5, 0.002), (1.0, 0.004), (2.0, 0.008), (0.05, 0.25), (0.1, 0.5), (0.2, 1.0)]
     replacements = [{"seqvcr.lambda1": a, "seqvcr.lambda2": b} for a, b in pairs]
@@ -573,24 +584,19 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
     sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
     values: dict[str, list[float]] = {}
     inner: list[tuple[float, float]] = []  # (exact match, intermediate entropy) per run
-    k = 0
-    for setting in S.load_manifest(sweep)["studies"][0]["settings"]:
-        for rid in setting["runs"].values():
-            k += 1
-            rd = sweep / "runs" / rid
-            spec = json.loads((rd / "spec.json").read_text())
-            em = (k * 7 % 10) / 10
-            values.setdefault(setting["label"], []).append(em)
-            (rd / "result.json").write_text(json.dumps({"steps": 8}))
-            (rd / "eval.json").write_text(json.dumps({
-                "exact_match": em, "position_accuracy": [1.0, em, 0.5], "n": 16,
-                "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
-            (rd / "entropy.json").write_text(json.dumps({
-                "layers": [{"layer": i, "mean": 0.1 * (i + 1) + 0.01 * (k % 4), "std": 0.0}
-                           for i in range(3)],
-                "eval_data": spec["eval_data"], "entropy_sequences": spec["entropy_sequences"],
-                "entropy_normalize": spec["entropy_normalize"]}))
-            inner.append((em, 0.25 + 0.01 * (k % 4)))  # mean of layers 1 and 2
+    for k, label, rd, spec in _planned_runs(sweep):
+        em = (k * 7 % 10) / 10
+        values.setdefault(label, []).append(em)
+        (rd / "result.json").write_text(json.dumps({"steps": 8}))
+        (rd / "eval.json").write_text(json.dumps({
+            "exact_match": em, "position_accuracy": [1.0, em, 0.5], "n": 16,
+            "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
+        (rd / "entropy.json").write_text(json.dumps({
+            "layers": [{"layer": i, "mean": 0.1 * (i + 1) + 0.01 * (k % 4), "std": 0.0}
+                       for i in range(3)],
+            "eval_data": spec["eval_data"], "entropy_sequences": spec["entropy_sequences"],
+            "entropy_normalize": spec["entropy_normalize"]}))
+        inner.append((em, 0.25 + 0.01 * (k % 4)))  # mean of layers 1 and 2
     tables = _module("study_tables")
     png = tmp_path / "lambda.png"
     assert tables.main([str(sweep), "--lambda-plot", str(png)]) == 0
@@ -637,26 +643,21 @@ def test_study_tables_terms_are_the_last_training_record(
     plan = mini_plan(seeds=[0, 1])  # proj_dim 8 and 16, two seeds each
     sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
     expected: dict[str, list[tuple[float, float, float]]] = {}  # label -> (variance, covariance, minutes)
-    k = 0
-    for setting in S.load_manifest(sweep)["studies"][0]["settings"]:
-        for rid in setting["runs"].values():
-            k += 1
-            rd = sweep / "runs" / rid
-            spec = json.loads((rd / "spec.json").read_text())
-            var, cov, seconds = 0.1 * k, 10.0 + k, 60.0 * (k + 1)
-            expected.setdefault(setting["label"], []).append((var, cov, seconds / 60))
-            (rd / "result.json").write_text(json.dumps({"steps": 8, "train_time_s": seconds}))
-            (rd / "eval.json").write_text(json.dumps({
-                "exact_match": 0.5, "position_accuracy": [1.0, 0.5], "n": 16,
-                "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
-            lines = [  # an earlier record, an eval record after the last train record, a torn last line
-                {"kind": "train", "step": 4, "lm_loss": 9.0, "seqvcr_variance": 9.0,
-                 "seqvcr_covariance": 9.0},
-                {"kind": "train", "step": 8, "lm_loss": 1.0, "seqvcr_variance": var, "seqvcr_covariance": cov,
-                 "seqvcr_loss": var + 0.004 * cov},
-                {"kind": "eval", "split": "valid", "step": 8, "exact_match": 0.5},
-            ]
-            (rd / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + '\n{"kind": "tr')
+    for k, label, rd, spec in _planned_runs(sweep):
+        var, cov, seconds = 0.1 * k, 10.0 + k, 60.0 * (k + 1)
+        expected.setdefault(label, []).append((var, cov, seconds / 60))
+        (rd / "result.json").write_text(json.dumps({"steps": 8, "train_time_s": seconds}))
+        (rd / "eval.json").write_text(json.dumps({
+            "exact_match": 0.5, "position_accuracy": [1.0, 0.5], "n": 16,
+            "eval_data": spec["eval_data"], "eval_limit": spec["eval_limit"]}))
+        lines = [  # an earlier record, an eval record after the last train record, a torn last line
+            {"kind": "train", "step": 4, "lm_loss": 9.0, "seqvcr_variance": 9.0,
+             "seqvcr_covariance": 9.0},
+            {"kind": "train", "step": 8, "lm_loss": 1.0, "seqvcr_variance": var, "seqvcr_covariance": cov,
+             "seqvcr_loss": var + 0.004 * cov},
+            {"kind": "eval", "split": "valid", "step": 8, "exact_match": 0.5},
+        ]
+        (rd / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + '\n{"kind": "tr')
     tables = _module("study_tables")
     assert tables.main([str(sweep), "--terms"]) == 0
     out = capsys.readouterr().out.split("Loss terms at the end of training")[1]
