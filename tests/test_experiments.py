@@ -216,6 +216,25 @@ def test_finetune_runs_are_skipped_without_weights(tmp_path: Path) -> None:
     assert S.run_one(sweep, skipped[0]["id"]).status == "skipped"
 
 
+def test_gpt2_dir_is_stored_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relative --gpt2-dir must still point at the weights when a run starts in another directory."""
+    from seqvcr.cli import main
+
+    (tmp_path / "weights").mkdir()
+    monkeypatch.chdir(tmp_path)
+    plan = ROOT / "plans" / "cpu" / "finetune.yaml"
+    assert main(["sweep", str(plan), "--out", "ft", "--executor", "print", "--gpt2-dir", "weights"]) == 0
+    capsys.readouterr()
+    runs = S.load_manifest(tmp_path / "ft")["runs"]
+    finetuned = [r for r in runs if r["overrides"].get("model.init_from")]
+    assert finetuned and not any(r["skip"] for r in runs)
+    for r in finetuned:
+        spec = json.loads((tmp_path / "ft" / r["dir"] / "spec.json").read_text())
+        assert spec["config"]["model"]["init_from"] == str((tmp_path / "weights").resolve())
+
+
 # ---------------------------------------------------------------------------------------------- execution
 
 
