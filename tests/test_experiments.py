@@ -233,6 +233,12 @@ def test_gpt2_dir_is_stored_as_an_absolute_path(
     for r in finetuned:
         spec = json.loads((tmp_path / "ft" / r["dir"] / "spec.json").read_text())
         assert spec["config"]["model"]["init_from"] == str((tmp_path / "weights").resolve())
+    # the plan's own gpt2_dir key is resolved the same way
+    raw = yaml.safe_load(plan.read_text())
+    raw["gpt2_dir"] = "weights"
+    in_plan = parse_plan(raw, path=plan)
+    values = [v for a in in_plan.ablations for s in a.settings for v in s.overrides.values()]
+    assert str((tmp_path / "weights").resolve()) in values
 
 
 # ---------------------------------------------------------------------------------------------- execution

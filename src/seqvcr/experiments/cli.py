@@ -140,9 +140,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         manifest = S.refresh_manifest(sweep)
         name = manifest["name"]
     else:
-        # resolved here: the runs may be executed from another directory (a queue, a cluster node)
-        gpt2_dir = str(Path(args.gpt2_dir).resolve()) if args.gpt2_dir else None
-        plan = load_plan(src, gpt2_dir=gpt2_dir)
+        plan = load_plan(src, gpt2_dir=args.gpt2_dir)
         sweep = Path(args.out) if args.out else Path("sweeps") / plan.name
         name = plan.name
         if args.dry_run:

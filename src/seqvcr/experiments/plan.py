@@ -22,7 +22,7 @@ or more ablated parts, each with an action and its list of replacements, the met
     eval_limit: 0                               #   its validation set); 0 = every example
     entropy_sequences: 200                      # sequences per run for the layer entropy
     entropy_normalize: true                     # divide by log(min(T, d)): values in [0, 1]
-    gpt2_dir: null                              # substituted for the string "$gpt2_dir" in values
+    gpt2_dir: null                              # substituted for "$gpt2_dir" in values, made absolute
 
 ``ADD`` / ``REMOVE`` act on a *component* of the method: ``pause`` (pause tokens), ``seqvcr`` (the
 regulariser) or ``cot`` (chain of thought). The method that results is looked up in
@@ -466,6 +466,8 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
     gdir = gpt2_dir if gpt2_dir is not None else raw.get("gpt2_dir")
     if gdir is not None and not isinstance(gdir, str):
         raise ConfigError(f"gpt2_dir: expected a directory path or null, got {gdir!r}")
+    if gdir:  # absolute, so the prepared runs find it from any directory (a queue, a cluster node)
+        gdir = str(Path(gdir).resolve())
     for k, v in _flatten(inline).items():
         _check_key(k, "config")
         C.set_by_path(base, k, _substitute(v, gdir))
