@@ -36,7 +36,6 @@ from seqvcr import config as C
 from seqvcr.checkpoints import CHECKPOINT_FILE, MODEL_FILE, read_checkpoint
 from seqvcr.cli import main
 
-LEGACY = Path(__file__).resolve().parent / "data" / "legacy"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -108,7 +107,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
     )
     training.train(C.from_dict(arith), root / "arith_run", progress=False)
-    shutil.copytree(LEGACY / "legacy_run", root / "legacy")
     plan = {
         "name": "mini",
         "config": {**micro, "optim": {**micro["optim"], "max_steps": 8}},
@@ -227,28 +225,6 @@ CASES = [
     ),
     Case(
         "finished run without --force", lambda w: _train(w, out="run"), lambda w: ("finished run", "--force")
-    ),
-    # --- item 1: an earlier-format checkpoint is never loaded; the message names the converter
-    Case(
-        "legacy checkpoint: eval",
-        lambda w: _eval(w, run="legacy"),
-        lambda w: ("checkpoint.pt", f"seqvcr convert-checkpoint {w / 'legacy'}"),
-    ),
-    Case(
-        "legacy checkpoint: export-hf",
-        lambda w: ["export-hf", w / "legacy", w / "hf"],
-        lambda w: (f"seqvcr convert-checkpoint {w / 'legacy'}",),
-    ),
-    Case(
-        "convert without a checkpoint.pt",
-        lambda w: ["convert-checkpoint", w / "data"],
-        lambda w: (str(w / "data"), "config.yaml"),
-    ),
-    Case(
-        "convert a truncated checkpoint.pt",
-        lambda w: ["convert-checkpoint", w / "legacy"],
-        lambda w: ("checkpoint.pt", "truncated or corrupt"),
-        lambda w: _truncate(w / "legacy" / "checkpoint.pt"),
     ),
     # --- item 2: --force validates everything before it removes the finished run
     Case(
@@ -553,7 +529,7 @@ def test_nan_before_the_first_checkpoint_names_no_checkpoint(
 def test_eval_on_another_difficulty_warns(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Item 10: 1-operator expressions scored with a 2-operator model: scored, with a warning that says
     what the file holds and what the model was trained on."""
-    code, out, err = cli(["eval", w / "arith_run", "--data", w / "arith1" / "test.txt"], capsys)
+    code, out, err = cli(["eval", w / "arith_run", "--data", w / "arith1" / "test.txt", "--json"], capsys)
     assert code == 0, err
     assert "warning:" in err and "holds expressions with 1 operator" in err and "arith 2 ops" in err
     assert "1 operator" in json.loads(out)["data_note"]

@@ -26,7 +26,7 @@ from seqvcr.bench.step import TrainStep
 from seqvcr.cli import main
 from seqvcr.errors import ConfigError
 from seqvcr.hf import save_hf_gpt2
-from seqvcr.model import GPT, GPTConfig, build_model
+from seqvcr.model import GPT, PRESETS, GPTConfig
 from seqvcr.objectives import seq_vcr_loss
 from seqvcr.sequences import SequenceFormat
 from seqvcr.tasks import make_task
@@ -140,7 +140,7 @@ def test_mfu_on_a_gpu(tmp_path: Path) -> None:
     assert c["batch"] == 8 and c["seq_len"] == 16 + 11 - 1
     vocab = SequenceFormat.for_task(make_task("mult", digits=5)).tokenizer.vocab_size
     with torch.device("meta"):
-        model = build_model("gpt2-small", vocab_size=vocab, block_size=c["seq_len"])
+        model = GPT(GPTConfig(vocab_size=vocab, block_size=c["seq_len"], **PRESETS["gpt2-small"]))
     one_d = sum(p.numel() for p in model.parameters() if p.dim() == 1)
     flops = counted_matmul_flops_per_token(model, c["seq_len"]) + 6 * one_d
     assert c["flops_per_token"] == flops

@@ -133,7 +133,7 @@ def test_torchrun_two_processes_trains_like_one(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "seqvcr", "train", str(config), "--out", str(tmp_path / "ddp")]
+           "-m", "seqvcr", "train", str(config), "--out", str(tmp_path / "ddp"), "--json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
@@ -204,7 +204,8 @@ def _resume_worker(rank: int, port: int, out_dir: str, overrides: list[str]) -> 
         assert read_checkpoint(out / "resumed" / "checkpoint.safetensors").step == 10
         training.train(cfg, out / "resumed", progress=False)
     finally:
-        sd.destroy()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _free_port() -> int:

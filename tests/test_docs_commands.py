@@ -139,7 +139,7 @@ def test_the_docs_have_commands() -> None:
     assert {"README.md", "scaling.md", "sweeps.md", "demo.md", "benchmarks.md"} <= where
     subcommands = {argv[0] for _, argv in ALL}
     assert {"data", "train", "eval", "entropy", "report", "demo", "sweep", "bench", "export-hf",
-            "convert-checkpoint", "sweep-run"} <= subcommands
+            "sweep-run"} <= subcommands
     # the multi-GPU line of the README and a continued torchrun line of docs/scaling.md are found
     assert any(argv[:2] == ["train", "configs/mult5x5_seqvcr_pause.yaml"] and "train.compile=true" in argv
                for w, argv in ALL if w.startswith("README.md"))

@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import math
+import shutil
 import sys
 import types
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import yaml
 from oracles import oracle_eval
 
 from seqvcr import config as C
+from seqvcr.checkpoints import CHECKPOINT_FILE
 from seqvcr.errors import ConfigError, SeqVCRError
 from seqvcr.experiments import aggregate as A
 from seqvcr.experiments import executors as E
@@ -449,7 +451,8 @@ def test_report_aggregates_over_seeds(tmp_path: Path) -> None:
         assert (sweep / "report" / f"proj_dim_{suffix}.png").stat().st_size > 1000
 
     # a copy of the sweep directory (without checkpoints) reports the same numbers
-    copy_dir = A.copy_sweep(sweep, tmp_path / "elsewhere")
+    copy_dir = tmp_path / "elsewhere"
+    shutil.copytree(sweep, copy_dir, ignore=shutil.ignore_patterns(CHECKPOINT_FILE, "*.tmp*", S.LOCK))
     A.report_sweep(copy_dir)
     assert (copy_dir / "report" / "summary.csv").read_text() == (sweep / "report" / "summary.csv").read_text()
 

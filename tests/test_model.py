@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from oracles import counted_matmul_flops_per_token
 
 from seqvcr.errors import ConfigError, SeqVCRError
-from seqvcr.model import GPT, PRESETS, GPTConfig, GPTOutput, SequenceTooLongError, build_model
+from seqvcr.model import GPT, PRESETS, GPTConfig, GPTOutput, SequenceTooLongError, configure_adamw
 
 V, BLOCK = 23, 48
 
@@ -191,23 +192,23 @@ def test_cached_chunks_match_full_forward():
 # ------------------------------------------------------------------------------------------ presets etc.
 
 
+def preset(name: str, vocab_size: int = V, block_size: int = BLOCK, **overrides: Any) -> GPT:
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**PRESETS[name], **overrides}))
+
+
 def test_presets_and_errors():
     assert set(PRESETS) >= {"gpt2-small", "mingpt", "tiny"}
-    model = build_model("mingpt", vocab_size=V, block_size=BLOCK, n_layer=6)
+    model = preset("mingpt", n_layer=6)
     assert (model.config.n_layer, model.config.n_head, model.config.n_embd) == (6, 4, 256)
     assert model.config.dropout == 0.1
-    assert GPT.from_preset("tiny", V, BLOCK).config.n_embd == 128
-    with pytest.raises(ConfigError, match="gpt2-small, mingpt, tiny"):
-        build_model("gpt3", vocab_size=V, block_size=BLOCK)
-    with pytest.raises(ConfigError, match="n_layers"):
-        build_model("tiny", vocab_size=V, block_size=BLOCK, n_layers=3)
+    assert preset("tiny").config.n_embd == 128
     with pytest.raises(ConfigError, match="divisible"):
-        build_model("tiny", vocab_size=V, block_size=BLOCK, n_head=5)
+        preset("tiny", n_head=5)
 
 
 def test_gpt2_small_parameter_count_and_flops():
     with torch.device("meta"):  # no memory, no init cost
-        model = build_model("gpt2-small", vocab_size=50257, block_size=1024)
+        model = preset("gpt2-small", vocab_size=50257, block_size=1024)
     assert model.num_params(non_embedding=False) == 124_439_808  # Hugging Face GPT-2 small
     n = model.num_params()  # minus wpe (the tied wte is also the head)
     assert n == 124_439_808 - 1024 * 768
@@ -221,7 +222,7 @@ def test_gpt2_small_parameter_count_and_flops():
 
 
 def test_init_scales_residual_projections():
-    model = build_model("tiny", vocab_size=V, block_size=BLOCK, n_layer=8, n_embd=256)
+    model = preset("tiny", n_layer=8, n_embd=256)
     std = model.transformer.h[0].mlp.c_proj.weight.std().item()
     assert math.isclose(std, 0.02 / math.sqrt(16), rel_tol=0.1)
     assert math.isclose(model.transformer.h[0].mlp.c_fc.weight.std().item(), 0.02, rel_tol=0.1)
@@ -229,7 +230,7 @@ def test_init_scales_residual_projections():
 
 def test_configure_optimizer_groups():
     model = tiny(tie_weights=True)
-    opt = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95), device_type="cpu")
+    opt = configure_adamw(model, weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95), device_type="cpu")
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])

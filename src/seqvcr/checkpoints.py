@@ -2,9 +2,8 @@
 
 ::
 
-    RUN_DIR/model.safetensors       the trained weights, written when the run finishes (and by
-                                    ``seqvcr convert-checkpoint``): the model under ``model.*``, the
-                                    Seq-VCR projection under ``seqvcr.*``
+    RUN_DIR/model.safetensors       the trained weights, written when the run finishes: the model
+                                    under ``model.*``, the Seq-VCR projection under ``seqvcr.*``
     RUN_DIR/checkpoint.safetensors  what resuming needs, written every ``train.checkpoint_every`` steps
                                     and at the end: the same weights, AdamW's state
                                     (``optimizer.<param index>.<name>``) and every rank's RNG state
@@ -18,10 +17,8 @@ can be shared without its optimiser state: ``model.safetensors`` (with ``config.
 ``eval``, ``entropy``, ``report`` and ``export-hf`` read; they fall back to the weights inside
 ``checkpoint.safetensors`` for a run that has not finished.
 
-The earlier format, ``RUN_DIR/checkpoint.pt`` (a pickle written by ``torch.save``), is read in one place
-only: ``seqvcr.convert.convert_legacy`` (``seqvcr convert-checkpoint RUN_DIR``), with
-``torch.load(weights_only=True)``, which refuses every object but tensors and plain containers. Every
-other command names that command instead of loading the file (:func:`legacy_error`).
+The earlier pickle format, ``RUN_DIR/checkpoint.pt`` (``torch.save``), is never read
+(:func:`legacy_error`).
 
 Files are written through :func:`seqvcr.atomic.write_bytes_atomic` (temporary file, fsync, rename), one
 tensor at a time, so a checkpoint is never built in memory first and a failed write (a full disk) leaves
@@ -33,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import json
 import random
-import shlex
 import struct
 import sys
 from collections.abc import Mapping
@@ -415,9 +411,8 @@ def legacy_error(run_dir: str | Path) -> RunDirError:
     """The one-line error for a run directory that holds only an earlier-format ``checkpoint.pt``."""
     rd = Path(run_dir)
     return RunDirError(
-        f"{rd / LEGACY_CHECKPOINT_FILE}: a checkpoint in seqvcr's earlier format (a pickle, which seqvcr no "
-        f"longer loads because a pickle can run code); convert it first: "
-        f"seqvcr convert-checkpoint {shlex.quote(str(rd))}"
+        f"{rd / LEGACY_CHECKPOINT_FILE}: a checkpoint in seqvcr's earlier pickle format, which seqvcr does "
+        "not read (a pickle can run code); train the run anew"
     )
 
 

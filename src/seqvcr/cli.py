@@ -1,12 +1,11 @@
-"""The ``seqvcr`` command: data, train, eval, entropy, report, demo, sweep, bench, export-hf,
-convert-checkpoint.
+"""The ``seqvcr`` command: data, train, eval, entropy, report, demo, sweep, bench, export-hf.
 
 Plain argparse. Every user error is a ``SeqVCRError`` and every filesystem error (a path below a file, a
 full disk, no permission) an ``OSError``; both are printed as one line naming the file (exit status 2),
 never as a traceback (``seqvcr.commands``, which also holds what every sub-command module shares).
 ``seqvcr train`` takes its ``section.key=value`` overrides anywhere on the line (before or after the
 options, as Hydra and lingua do): ``parse_args`` collects them. This module defines ``data``, ``train``,
-``eval`` and ``convert-checkpoint`` and registers the commands of the other layers (``build_parser``).
+and ``eval`` and registers the commands of the other layers (``build_parser``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 from seqvcr import __version__, commands
 from seqvcr.atomic import check_output_path
 from seqvcr.commands import HelpFormatter, Parser
-from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
+from seqvcr.errors import ConfigError, RunDirError
 
 __all__ = ["HelpFormatter", "Parser", "build_parser", "is_override", "main", "parse_args"]
 
@@ -165,43 +164,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return commands.print_json(summary)
 
 
-# --------------------------------------------------------------------------- convert-checkpoint
-def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = commands.add_command(sub, "convert-checkpoint", _cmd_convert,
-                             "convert run directories from the earlier checkpoint.pt (pickle) to the "
-                             "safetensors files")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or sweep directories")
-    p.add_argument("--keep", action="store_true", help="keep checkpoint.pt after converting it")
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    """Read RUN_DIR/checkpoint.pt, a checkpoint of seqvcr's earlier format, with
-    torch.load(weights_only=True) (which refuses anything but tensors and plain values, so nothing in the
-    file is run) and write the same weights, optimiser and RNG state as checkpoint.safetensors
-    (resumable) and, for a finished run, model.safetensors; the new files are read back and compared
-    with the old one before checkpoint.pt is removed. Other files are kept. A sweep directory converts
-    all its runs. Directories already converted are left alone."""
-    from seqvcr.checkpoints import LEGACY_CHECKPOINT_FILE
-    from seqvcr.convert import convert_legacy
-    from seqvcr.experiments.sweep import MANIFEST, RUNS
-
-    targets: list[Path] = []
-    for d in map(Path, args.run_dirs):
-        if (d / MANIFEST).is_file() and (d / RUNS).is_dir():  # a sweep: every run in it
-            targets += sorted(r for r in (d / RUNS).iterdir() if (r / LEGACY_CHECKPOINT_FILE).is_file())
-        else:
-            targets.append(d)
-    failed = 0
-    for rd in targets:
-        try:
-            commands.print_json(convert_legacy(rd, keep=args.keep))
-            sys.stdout.flush()
-        except SeqVCRError as err:
-            failed += 1
-            print(commands.error_line(args.command, err), file=sys.stderr)
-    return 2 if failed else 0
-
-
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -214,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)
-    _add_convert(sub)
     for name in ("seqvcr.analysis.cli", "seqvcr.experiments.cli", "seqvcr.bench.cli", "seqvcr.hf_cli"):
         try:
             module = __import__(name, fromlist=["register"])

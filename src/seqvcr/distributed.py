@@ -39,10 +39,8 @@ from seqvcr.errors import ConfigError
 __all__ = [
     "all_gather_with_grad",
     "barrier",
-    "destroy",
     "init_from_env",
     "is_distributed",
-    "is_main_process",
     "local_rank",
     "rank",
     "world_size",
@@ -71,11 +69,6 @@ def world_size(group: Any = None) -> int:
 def local_rank() -> int:
     """The rank on this node from torchrun's ``LOCAL_RANK`` (0 if unset): picks the CUDA device."""
     return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (and in a single process): the one that writes files and logs."""
-    return rank() == 0
 
 
 def barrier() -> None:
@@ -113,12 +106,6 @@ def init_from_env(backend: str | None = None) -> bool:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend, init_method="env://")
     return True
-
-
-def destroy() -> None:
-    """Tear down the default process group if there is one."""
-    if is_distributed():
-        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -17,12 +17,11 @@ What Seq-VCR needs from the model:
 
 Presets (``PRESETS``): ``gpt2-small`` (the paper's multiplication model, 12x12x768), ``mingpt`` (the
 arithmetic / LIS model trained from scratch: 4 heads, width 256, 4 layers by default -- the paper also
-uses 5 and 6, pass ``n_layer=``), ``tiny`` (tests and demos).
+uses 5 and 6: ``model.n_layer``), ``tiny`` (tests and demos).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -39,7 +38,6 @@ __all__ = [
     "GPTOutput",
     "PRESETS",
     "SequenceTooLongError",
-    "build_model",
     "configure_adamw",
     "parameter_groups",
 ]
@@ -227,11 +225,6 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ construction
 
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, block_size: int, **overrides: Any) -> GPT:
-        """Same as :func:`build_model`."""
-        return build_model(name, vocab_size, block_size, **overrides)
-
     def reset_parameters(self) -> None:
         """GPT-2 initialisation: N(0, 0.02) for linear and embedding weights, zero biases, LayerNorm (1, 0),
         and the residual output projections (``*.c_proj``) scaled by 1/sqrt(2 n_layer) so that the
@@ -392,19 +385,6 @@ class GPT(nn.Module):
         Q = cfg.n_embd // cfg.n_head
         return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_head * Q * T
 
-    def configure_optimizer(
-        self,
-        weight_decay: float,
-        lr: float,
-        betas: tuple[float, float] = (0.9, 0.999),
-        device_type: str = "cpu",
-        fused: bool | None = None,
-    ) -> torch.optim.AdamW:
-        """AdamW over this model's parameters with :func:`parameter_groups` (nanoGPT's rule); see
-        :func:`configure_adamw`. Extra parameters (e.g. a Seq-VCR projection) can be added with
-        ``optimizer.add_param_group``."""
-        return configure_adamw(self, weight_decay, lr, betas, device_type, fused)
-
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW's two parameter groups: weight decay on matrices (parameters with >= 2 dims: linear weights
@@ -429,19 +409,3 @@ def configure_adamw(
         fused = device_type == "cuda"
     extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(parameter_groups(module, weight_decay), lr=lr, betas=betas, **extra)
-
-
-def build_model(preset: str, vocab_size: int, block_size: int, **overrides: Any) -> GPT:
-    """A freshly initialised :class:`GPT` from a preset name; ``overrides`` replace any GPTConfig field
-    (e.g. ``n_layer=6`` for the 6-layer minGPT, ``dropout=0.0``). ConfigError for an unknown preset or
-    field."""
-    if preset not in PRESETS:
-        raise ConfigError(f"model.preset: unknown preset {preset!r}; allowed: {', '.join(sorted(PRESETS))}")
-    fields = {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size", "block_size"}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ConfigError(
-            f"model: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
-        )
-    kwargs = {**PRESETS[preset], **overrides}
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, **kwargs))

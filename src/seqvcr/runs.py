@@ -22,9 +22,7 @@ import torch
 from seqvcr import config as C
 from seqvcr.checkpoints import (
     CHECKPOINT_FILE,
-    LEGACY_CHECKPOINT_FILE,
     MODEL_FILE,
-    legacy_error,
     load_state_tensors,
     read_safetensors,
 )
@@ -39,7 +37,6 @@ from seqvcr.tracking import METRICS_FILE
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
-    "LEGACY_CHECKPOINT_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "RESULT_FILE",
@@ -255,14 +252,12 @@ def snapshot_steps(run_dir: str | Path) -> list[int]:
 
 
 def weights_file(run_dir: str | Path, step: int | None = None) -> Path:
-    """The file a run's trained weights are read from: ``model.safetensors`` once the run has finished
-    (or was converted), else the latest ``checkpoint.safetensors``; with ``step``, the snapshot of that
-    step (``train.snapshot_steps``), or ``model.safetensors`` when ``step`` is the final step.
+    """The file a run's trained weights are read from: ``model.safetensors`` once the run has finished,
+    else the latest ``checkpoint.safetensors``; with ``step``, the snapshot of that step
+    (``train.snapshot_steps``), or ``model.safetensors`` when ``step`` is the final step.
 
     Raises:
-        RunDirError: no weights yet, no snapshot of ``step`` (the message lists those there are), or
-            only an earlier-format ``checkpoint.pt`` (the message names the command that converts it;
-            the pickle itself is never opened).
+        RunDirError: no weights yet, or no snapshot of ``step`` (the message lists those there are).
     """
     rd = Path(run_dir)
     if step is not None:
@@ -281,8 +276,6 @@ def weights_file(run_dir: str | Path, step: int | None = None) -> Path:
     for name in (MODEL_FILE, CHECKPOINT_FILE):
         if (rd / name).is_file():
             return rd / name
-    if (rd / LEGACY_CHECKPOINT_FILE).is_file():
-        raise legacy_error(rd)
     raise RunDirError(f"{rd}: no {MODEL_FILE} or {CHECKPOINT_FILE}; the run has not saved a model yet")
 
 

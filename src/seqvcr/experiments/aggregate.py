@@ -26,14 +26,12 @@ excluding the embeddings L0 and the last layer LN) of a run, then over seeds.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seqvcr.atomic import write_text_atomic
-from seqvcr.checkpoints import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from seqvcr.errors import RunDirError
 from seqvcr.experiments import sweep as S
 from seqvcr.reporting.figures import new_figure, save_figure
@@ -678,13 +676,4 @@ def _stats_cells(st: Stats) -> list[Any]:
     return [st.n, st.mean, st.std, st.ci_low, st.ci_high]
 
 
-def copy_sweep(src: str | Path, dst: str | Path, *, with_checkpoints: bool = False) -> Path:
-    """Copy a sweep directory (without checkpoints by default); the copy reports the same."""
-    ignore = None if with_checkpoints else shutil.ignore_patterns(
-        CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, "*.tmp*", S.LOCK
-    )
-    shutil.copytree(src, dst, ignore=ignore)
-    return Path(dst)
-
-
-__all__ = ["Stats", "collect", "copy_sweep", "report_sweep", "summarize", "t_quantile"]
+__all__ = ["Stats", "collect", "report_sweep", "summarize", "t_quantile"]

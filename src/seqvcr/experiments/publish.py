@@ -13,9 +13,7 @@ aggregates the study over seeds as it did the sweep.
 With weights, every run is then re-scored with this seqvcr: the evaluation of ``seqvcr eval RUN --data
 EVAL_DATA`` (the sweep's evaluation file) is written to ``test_eval.json`` and must agree with the
 sweep's ``eval.json``; a disagreement is an error (re-run the sweep's evaluation with the current code).
-Runs trained with the earlier checkpoint format are converted in the sweep first
-(``seqvcr convert-checkpoint``). An existing study directory is only replaced with ``force``, and only
-once the new one is complete.
+An existing study directory is only replaced with ``force``, and only once the new one is complete.
 """
 
 from __future__ import annotations
@@ -92,10 +90,6 @@ def publish(
         if not (src / RESULT_FILE).is_file() or not (src / S.EVAL).is_file():
             print(f"publish: leaving out {run['setting']} seed {run['seed']} (not finished)", file=sys.stderr)
             continue
-        if weights and not (src / MODEL_FILE).is_file():
-            from seqvcr.convert import convert_legacy
-
-            convert_legacy(src, keep=True)
         dst = tmp / name
         dst.mkdir()
         for f in RUN_FILES + ((MODEL_FILE,) if weights else ()):

@@ -41,7 +41,7 @@ import yaml
 
 from seqvcr import config as C
 from seqvcr.atomic import write_json_atomic, write_text_atomic
-from seqvcr.checkpoints import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
+from seqvcr.checkpoints import CHECKPOINT_FILE
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments.plan import GPT2_PLACEHOLDER, Plan
 from seqvcr.outputs import ENTROPY_JSON
@@ -306,7 +306,7 @@ def run_status(sweep_dir: str | Path, rid: str, run_dir: Path | None = None) -> 
         return "done"
     if (rd / ERROR).is_file():
         return "crashed"
-    if finished or any((rd / f).is_file() for f in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE)):
+    if finished or (rd / CHECKPOINT_FILE).is_file():
         return "interrupted"
     return "pending"
 
@@ -452,7 +452,7 @@ def run_one(
 
                 cfg = C.from_dict(spec["config"])
                 if not (rd / RESULT_FILE).is_file():
-                    if not any((rd / f).is_file() for f in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE)):
+                    if not (rd / CHECKPOINT_FILE).is_file():
                         # an attempt that saved nothing: start its log of metrics afresh
                         (rd / METRICS_FILE).unlink(missing_ok=True)
                     cmd = f"seqvcr sweep-run {sweep} {rid}"

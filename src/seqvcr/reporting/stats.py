@@ -113,10 +113,6 @@ class Stats:
     ci_high: float
     values: list[float] = field(default_factory=list)
 
-    @property
-    def half_width(self) -> float:
-        return (self.ci_high - self.ci_low) / 2.0
-
 
 def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Stats:
     """Stats over seeds: std with n - 1, the CI from Student's t (see the module docstring)."""
