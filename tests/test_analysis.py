@@ -121,7 +121,7 @@ def test_entropy_command_writes_json_and_csv(runs: dict[str, Path], tmp_path: Pa
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ent"
     assert main(["entropy", str(runs["vanilla"]), "--data", str(runs["test"]), "--n", "25",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((out / "entropy.json").read_text())
     assert [L["mean"] for L in printed["layers"]] == [L["mean"] for L in saved["layers"]]

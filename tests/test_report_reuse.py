@@ -64,7 +64,7 @@ def test_report_reuses_eval_and_entropy_of_the_run_directory(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rd, test = run
-    assert main(["eval", str(rd), "--data", str(test), "--quiet"]) == 0
+    assert main(["eval", str(rd), "--data", str(test), "--quiet", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert Path(ev["saved"]).parent == rd / "eval"
     assert main(["entropy", str(rd), "--data", str(test), "--n", "20", "--quiet"]) == 0
@@ -173,3 +173,35 @@ def test_a_copied_run_directory_is_still_up_to_date(
     counted["eval"] = 0
     _report(copy, test, tmp_path / "rep", "--no-throughput")
     assert counted["eval"] == 0
+
+
+def test_a_demo_layout_is_reused_without_decoding(
+    run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int]
+) -> None:
+    """A run at OUT/runs/NAME (``seqvcr demo``'s layout) whose report kept its measurements in
+    OUT/analysis/NAME/: a report elsewhere decodes nothing and measures no entropy again."""
+    rd, test = run
+    demo = tmp_path / "demo_out"
+    shutil.copytree(rd, demo / "runs" / "vanilla")
+    _report(demo / "runs" / "vanilla", test, demo, "--no-throughput")  # what the demo does
+    assert counted["eval"] == 1 and counted["entropy"] == 1
+    summary = _report(demo / "runs" / "vanilla", test, tmp_path / "other", "--no-throughput")
+    assert counted["eval"] == 1 and counted["entropy"] == 1
+    kept = demo / "analysis" / "vanilla"
+    assert summary["runs"][0]["reused"] == {"eval": str(kept / "eval.json"),
+                                            "entropy": str(kept / "entropy.json")}
+
+
+def test_a_published_runs_test_eval_is_reused(
+    run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int]
+) -> None:
+    """``test_eval.json`` (the re-scoring ``seqvcr.experiments.publish`` writes) is reused; its
+    predictions are in the run's ``eval/`` directory."""
+    rd, test = run
+    summary = EV.evaluate_file(str(rd), str(test), save=True)
+    (rd / "test_eval.json").write_text(json.dumps(summary))
+    Path(summary["saved"]).unlink()  # only test_eval.json is left to find
+    counted["eval"] = 0
+    report = _report(rd, test, tmp_path / "rep", "--no-throughput")
+    assert counted["eval"] == 0
+    assert report["runs"][0]["reused"]["eval"] == str(rd / "test_eval.json")

@@ -189,7 +189,7 @@ def _scripted_eval(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     preds = run.parent / "preds.jsonl"
     capsys.readouterr()
     assert main(["eval", str(run), "--data", str(data), "--predictions", str(preds),
-                 "--batch-size", str(batch_size), "--no-save", "--quiet"]) == 0
+                 "--batch-size", str(batch_size), "--no-save", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     return summary, [json.loads(x) for x in preds.read_text().splitlines()]
 

@@ -103,6 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (YAML, every default filled in) and exit without training")
+    commands.add_json(p)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -113,16 +114,86 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
-        sys.stdout.write(to_yaml(resolve(cfg)))
+        resolved = resolve(cfg)
+        sys.stdout.write(mark_unused(to_yaml(resolved), unused_keys(resolved)))
         return 0
     from seqvcr.training import train
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = train(cfg, out, force=args.force, progress=not args.quiet, command=commands.command_line())
-    if result:  # rank 0 (the other ranks of a torchrun have nothing to say)
-        valid = result["valid"]["exact_match"]
-        commands.print_json({"run_dir": str(out), "steps": result["steps"], "valid": valid})
-    return 0
+    if not result:  # not rank 0: the other ranks of a torchrun have nothing to say
+        return 0
+    valid = result["valid"]["exact_match"]
+    obj = {"run_dir": str(out), "steps": result["steps"], "valid": valid}
+    return commands.print_result(args, obj, _train_text(out, result["steps"], valid, cfg.task.test_file))
+
+
+#: What a finished run directory holds, in the order the training summary lists it.
+_RUN_FILES = (
+    ("model.safetensors", "the final weights"),
+    ("config.yaml", "the resolved config"),
+    ("metrics.jsonl", "training and validation curves"),
+    ("result.json", "the run's result (written last)"),
+    ("snapshots", "weights at train.snapshot_steps"),
+    ("tensorboard", "TensorBoard event files"),
+    ("wandb", "the Weights & Biases run"),
+)
+
+
+def _train_text(out: Path, steps: int, valid: float | None, test_file: str | None) -> str:
+    """What ``seqvcr train`` prints when it is done: where the results went and what to run next."""
+    score = f", validation exact match {valid:.4f}" if isinstance(valid, (int, float)) else ""
+    lines = [f"trained {out}: {steps} steps{score}"]
+    present = [(name, what) for name, what in _RUN_FILES if (out / name).exists()]
+    width = max((len(str(out / n)) for n, _ in present), default=0)
+    lines += [f"  {str(out / n):<{width}}  {what}" for n, what in present]
+    data = "" if test_file else " --data FILE"
+    lines.append(f"next: seqvcr eval {out}{data}  (exact match and accuracy per answer position)")
+    return "\n".join(lines)
+
+
+def unused_keys(cfg: Any) -> dict[str, str]:
+    """Keys of a resolved config that the run will not read, each with the reason: a method's pause
+    count without pauses, the Seq-VCR section without Seq-VCR, the options of the other tasks, the W&B
+    settings without W&B, the epochs when ``optim.max_steps`` decides. A key ending in ``.*`` stands
+    for a whole section. (``--print-config`` marks them; config.yaml keeps every key, so that it can be
+    re-run as it is.)"""
+    from seqvcr.config import METHODS
+
+    method = cfg.method.name
+    _cot, pauses, seqvcr = METHODS[method]
+    out: dict[str, str] = {}
+    if not pauses:
+        out["method.pauses"] = f"method {method} has no pause tokens"
+    if not seqvcr:
+        out["seqvcr.*"] = f"method {method} has no Seq-VCR term"
+    options = getattr(cfg.task, "task_options", None)
+    if callable(options):
+        used = set(options())
+        for key in ("digits", "digits_b", "operators", "modulus", "under", "length"):
+            if hasattr(cfg.task, key) and key not in used:
+                out[f"task.{key}"] = f"not an option of task {cfg.task.name}"
+    if "wandb" not in cfg.train.log_to:
+        out["train.wandb_project"] = out["train.wandb_mode"] = "train.log_to has no wandb"
+    if cfg.optim.max_steps is not None:
+        out["optim.epochs"] = "optim.max_steps sets the length"
+    return out
+
+
+def mark_unused(text: str, unused: dict[str, str]) -> str:
+    """The YAML ``text`` of a config with a ``# unused: reason`` comment on each key of ``unused`` (see
+    :func:`unused_keys`); the text still loads as the same config."""
+    lines, section = [], ""
+    for line in text.splitlines():
+        top = line[:1].isalpha() and line.endswith(":")
+        if top:
+            section = line[:-1]
+        key = line.strip().split(":", 1)[0] if line.startswith("  ") and not line.startswith("  -") else ""
+        why = unused.get(f"{section}.*") if top else None
+        if key:
+            why = unused.get(f"{section}.{key}") or (unused.get(f"{section}.*") and "see the section")
+        lines.append(f"{line}  # unused: {why}" if why else line)
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- eval
@@ -130,8 +201,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "eval", _cmd_eval,
                              "exact match and accuracy per answer position of a trained run on a file")
     commands.add_run_dir(p)
-    p.add_argument("--data", required=True,
-                   help="a data file in the task's line format (or ref:mult/NxN/test.txt)")
+    p.add_argument("--data", default=None,
+                   help="a data file in the task's line format (or ref:mult/NxN/test.txt); default: the "
+                   "run's task.test_file")
     p.add_argument("--predictions", default=None, help="also write one JSON object per example to this file")
     p.add_argument("--batch-size", type=int, default=256,
                    help="prompts decoded at once (changes the speed, never a score)")
@@ -140,19 +212,21 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     commands.add_device(p)
     p.add_argument("--no-save", action="store_true", help="do not keep the result in the run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_json(p)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Greedy-decode every problem of --data with a trained run and score it: exact match (an answer
-    counts only when <eos> closes it) and accuracy per answer position, plus examples/s. Prints the
-    summary as JSON and keeps it, with one prediction per example, in RUN_DIR/eval/<data>-<hash>.json
-    (RUN_DIR/snapshots/step_N/eval/ with --step), where seqvcr report finds it instead of decoding
-    again."""
+    counts only when <eos> closes it) and accuracy per answer position, plus examples/s. Without --data,
+    the run's task.test_file. Prints a summary (--json: the summary as JSON) and keeps it, with one
+    prediction per example, in RUN_DIR/eval/<data>-<hash>.json (RUN_DIR/snapshots/step_N/eval/ with
+    --step), where seqvcr report finds it instead of decoding again."""
+    from seqvcr.analysis.cli import data_or_test_file
     from seqvcr.evaluation import evaluate_file
 
     summary = evaluate_file(
         args.run_dir,
-        args.data,
+        data_or_test_file(args),
         predictions=args.predictions,
         batch_size=args.batch_size,
         limit=args.limit,
@@ -161,7 +235,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         save=not args.no_save,
     )
-    return commands.print_json(summary)
+    return commands.print_result(args, summary, eval_text(summary))
+
+
+def eval_text(summary: dict[str, Any]) -> str:
+    """The readable form of ``seqvcr eval``'s summary: Hugging Face's ``***** eval metrics *****`` block
+    (exact match, accuracy per answer position, examples/s), then where the result was kept."""
+    acc = summary["position_accuracy"]
+    rows = [
+        ("run", f"{summary['run_dir']} (step {summary['step']}, {summary['method']}, {summary['task']})"),
+        ("data", f"{summary['data']} ({summary['n']} examples)"),
+        ("exact_match", f"{summary['exact_match']:.4f}"),
+        *((f"accuracy_position_{k}", f"{a:.4f}") for k, a in enumerate(acc, start=1)),
+        ("examples_per_s", f"{summary['examples_per_s']:.1f}"),
+    ]
+    lines = [commands.metrics_block("eval metrics", rows)]
+    if acc:
+        lines.append("(answer positions in the data file's order)")
+    if summary.get("saved"):
+        lines.append(f"saved: {summary['saved']} (--json prints it all)")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
@@ -206,8 +299,16 @@ def parse_args(
     if extra and getattr(args, "command", None) == "train" and all(is_override(a) for a in extra):
         args.overrides = list(args.overrides) + extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the sub-command on the line (so that its usage is the one printed), else ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(getattr(args, "command", None), parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

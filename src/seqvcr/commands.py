@@ -29,14 +29,18 @@ __all__ = [
     "Parser",
     "add_command",
     "add_device",
+    "add_json",
     "add_out",
     "add_run_dir",
     "add_step",
     "check_at_least",
     "command_line",
     "error_line",
+    "metrics_block",
     "print_json",
+    "print_result",
     "run",
+    "text_table",
 ]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -59,6 +63,9 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        # no prefixes: `--dat` for `--data` would silently mean something, and a later flag that
+        # shares the prefix would change what an old command line does
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
 
@@ -105,6 +112,12 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto", help: str = DE
     p.add_argument("--device", default=default, help=help)
 
 
+def add_json(p: argparse.ArgumentParser) -> None:
+    """``--json``: print the result as one JSON line (for scripts) instead of the readable summary."""
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object on stdout (for scripts) instead of the summary")
+
+
 def check_at_least(flag: str, value: int | None, low: int, hint: str = "", what: str = "an integer") -> None:
     """A count below its range is a ConfigError naming the flag, e.g. ``--n: expected an integer >= 1,
     got 0`` (``hint`` adds what the edge means: `` (0: every example)``); None (unset) passes."""
@@ -124,6 +137,34 @@ def print_json(obj: Any) -> int:
     """Print a command's result as one JSON line on stdout; returns 0, the exit status of success."""
     print(json.dumps(obj))
     return 0
+
+
+def print_result(args: argparse.Namespace, obj: Any, text: str) -> int:
+    """Print a command's result: the readable ``text`` (a few lines), or ``obj`` as one JSON line when
+    the command line has ``--json``. Returns 0, the exit status of success."""
+    if getattr(args, "json", False):
+        return print_json(obj)
+    print(text.rstrip("\n"))
+    return 0
+
+
+def metrics_block(title: str, rows: list[tuple[str, str]]) -> str:
+    """Rows of ``name = value`` under ``***** TITLE *****``, names left-aligned and values right-aligned
+    in their columns (the layout of Hugging Face Trainer's ``log_metrics``)."""
+    kw = max((len(k) for k, _ in rows), default=0)
+    vw = max((len(v) for _, v in rows), default=0)
+    return "\n".join([f"***** {title} *****", *(f"  {k:<{kw}} = {v:>{vw}}" for k, v in rows)])
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, two spaces apart."""
+    cols = [header, *rows]
+    widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join(line(r).rstrip() for r in cols)
 
 
 def _os_error(err: OSError) -> str:

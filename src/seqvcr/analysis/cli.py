@@ -8,13 +8,30 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 from seqvcr import commands
 from seqvcr.atomic import check_output_path
 from seqvcr.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["data_or_test_file", "demo_text", "entropy_text", "register"]
+
+
+def data_or_test_file(args: argparse.Namespace) -> str:
+    """The data file of ``eval`` / ``entropy``: ``--data``, else the run's ``task.test_file`` (said on
+    stderr, so that the file scored is never a guess); a one-line ConfigError when there is neither."""
+    if args.data:
+        return str(args.data)
+    from seqvcr.runs import CONFIG_FILE, load_run_config
+
+    test_file = load_run_config(args.run_dir, need_weights=False).task.test_file
+    if not test_file:
+        raise ConfigError(f"no --data given and {Path(args.run_dir) / CONFIG_FILE} names no task.test_file; "
+                          "pass --data FILE")
+    print(f"seqvcr {args.command}: data: {test_file} (the run's task.test_file)", file=sys.stderr)
+    return str(test_file)
 
 
 # --------------------------------------------------------------------------- entropy
@@ -22,7 +39,8 @@ def _add_entropy(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "entropy", _cmd_entropy, "matrix entropy of every layer of a trained run "
                              "(per sequence and dataset level)")
     commands.add_run_dir(p)
-    p.add_argument("--data", required=True, help="data file in the task's format (ref:mult/3x3/test.txt ...)")
+    p.add_argument("--data", default=None, help="data file in the task's format (ref:mult/3x3/test.txt ...); "
+                   "default: the run's task.test_file")
     p.add_argument("--n", type=int, default=1000, help="sequences in the sample")
     p.add_argument("--seed", type=int, default=0,
                    help="sampling seed when the file has more lines than --n (-1: the first --n lines)")
@@ -34,14 +52,16 @@ def _add_entropy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="directory for the files (default: RUN_DIR, or RUN_DIR/snapshots/step_N with --step)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_json(p)
 
 
 def _cmd_entropy(args: argparse.Namespace) -> int:
     """Per-sequence matrix entropy (Eq. 2, Gram over each sequence's tokens) of every layer L0..LN over
     a fixed sample of sequences: mean, std, 95% CI and the whole distribution, plus a dataset-level
     entropy (one mean vector per sequence). Writes entropy.json, entropy.csv and entropy_values.csv
-    (into RUN_DIR, or RUN_DIR/snapshots/step_N/ with --step); prints the per-layer summary as JSON.
-    seqvcr report reuses these files while they are up to date."""
+    (into RUN_DIR, or RUN_DIR/snapshots/step_N/ with --step); prints a table per layer (--json: the
+    per-layer summary as JSON). Without --data, the run's task.test_file. seqvcr report reuses these
+    files while they are up to date."""
     from seqvcr.analysis.layer_entropy import brief, compute_layer_entropy, write_entropy
     from seqvcr.outputs import analysis_home
 
@@ -49,15 +69,28 @@ def _cmd_entropy(args: argparse.Namespace) -> int:
     commands.check_at_least("--batch-size", args.batch_size, 1)
     out = Path(args.out) if args.out else analysis_home(args.run_dir, args.step)
     check_output_path(out, "--out", directory=True)
+    data = data_or_test_file(args)
     result = compute_layer_entropy(
-        args.run_dir, args.data, n_sequences=args.n, seed=None if args.seed < 0 else args.seed,
+        args.run_dir, data, n_sequences=args.n, seed=None if args.seed < 0 else args.seed,
         batch_size=args.batch_size, alpha=args.alpha, normalize=args.normalize, device=args.device,
         progress=not args.quiet, step=args.step,
     )
     paths = write_entropy(result, out)
     summary = brief(result)
     summary["files"] = {k: str(v) for k, v in paths.items()}
-    return commands.print_json(summary)
+    return commands.print_result(args, summary, entropy_text(summary))
+
+
+def entropy_text(summary: dict[str, Any]) -> str:
+    """The readable form of ``seqvcr entropy``'s result: one row per layer (mean, std and 95% CI of the
+    per-sequence entropy, and the dataset-level entropy), then where the files went."""
+    head = (f"matrix entropy ({summary['units']}) of {summary['run_dir']} (step {summary['step']}, "
+            f"{summary['method']}), {summary['n']} sequences of {summary['data']}")
+    rows = [[L["name"], f"{L['mean']:.4f}", f"{L['std']:.4f}", f"{L['ci95'][0]:.4f}..{L['ci95'][1]:.4f}",
+             f"{L['dataset']:.4f}"] for L in summary["layers"]]
+    table = commands.text_table(["layer", "mean", "std", "95% CI", "dataset"], rows)
+    files = ", ".join(summary.get("files", {}).values())
+    return "\n".join([head, table, *([f"saved: {files}"] if files else [])])
 
 
 # --------------------------------------------------------------------------- report
@@ -114,16 +147,37 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    "four configurations; gpu: 4x4, all five, on CUDA; smoke: seconds, for tests")
     commands.add_device(p, "auto", "auto: the scale's device | cpu | cuda (the gpu scale on a CPU is "
                         "refused)")
+    commands.add_json(p)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Generate multiplication data, train Vanilla, Pause, Seq-VCR and Seq-VCR + Pause (the scale is
     chosen for the machine: 3x3 on a CPU, a larger setting on a GPU), evaluate them on the reference test
-    file, measure layer entropy and write OUT/report.md (next to OUT/data, OUT/configs and OUT/runs)."""
+    file, measure layer entropy and write OUT/report.md (next to OUT/data, OUT/configs and OUT/runs).
+    Prints where the results went (--json: the summary kept in OUT/demo.json)."""
     from seqvcr.analysis.demo import run_demo
 
-    return commands.print_json(run_demo(args.out, force=args.force, minutes=args.minutes, scale=args.scale,
-                               device=args.device, command=commands.command_line()))
+    result = run_demo(args.out, force=args.force, minutes=args.minutes, scale=args.scale,
+                      device=args.device, command=commands.command_line())
+    return commands.print_result(args, result, demo_text(result))
+
+
+def demo_text(result: dict[str, Any]) -> str:
+    """The readable form of ``seqvcr demo``'s result: the exact match of each configuration and where
+    the report, the runs and the data went."""
+    from seqvcr.analysis.demo import DEMO_FILE
+
+    out = Path(result["out"])
+    rows = [[r["method"], f"{r['exact_match']:.4f}"] for r in result["runs"]]
+    return "\n".join([
+        f"demo done in {result['seconds']['total'] / 60:.1f} min ({result['scale']} scale, {result['steps']} "
+        f"steps per configuration, on {result['machine']})",
+        commands.text_table(["configuration", "exact match"], rows),
+        f"report:  {result['report']} (figures and tables beside it)",
+        f"runs:    {out / 'runs'}",
+        f"data:    {out / 'data'}",
+        f"summary: {out / DEMO_FILE}",
+    ])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
