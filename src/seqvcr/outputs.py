@@ -125,7 +125,9 @@ def find_eval(
     (files, or directories whose ``*.json`` are candidates), or None.
 
     A candidate counts when its ``source`` matches ``want``, its ``limit`` and ``precision`` are the
-    requested ones, and the predictions file it names (``predictions_file``, relative to it) exists.
+    requested ones, and the predictions file it names (``predictions_file``, relative to it, or in the
+    ``eval/`` directory next to it, where ``seqvcr eval`` saved the copy a published run's
+    ``test_eval.json`` names) exists.
     """
     for place in places:
         candidates = sorted(place.glob("*.json")) if place.is_dir() else [place]
@@ -135,9 +137,10 @@ def find_eval(
                 continue
             if saved.get("limit", 0) != limit or saved.get("precision") != precision:
                 continue
-            preds = path.parent / str(saved.get("predictions_file") or "")
-            if saved.get("predictions_file") and preds.is_file():
-                return saved, path, preds
+            name = str(saved.get("predictions_file") or "")
+            for preds in (path.parent / name, path.parent / EVAL_DIR / name):
+                if name and preds.is_file():
+                    return saved, path, preds
     return None
 
 

@@ -16,8 +16,10 @@ and reads from the run directory the training curves (``metrics.jsonl``), the co
 
 An evaluation or entropy result that is already on disk and up to date (the same weights, data content,
 settings and seqvcr version; see ``seqvcr.outputs``) is reused instead of measured again: one saved by
-``seqvcr eval`` / ``seqvcr entropy`` in the run directory, or one in ``DIR/analysis/<run>/`` from an
-earlier (possibly interrupted) report. The report says which results it reused.
+``seqvcr eval`` / ``seqvcr entropy`` in the run directory (``eval/``, ``entropy.json``, a published run's
+``test_eval.json``), one an earlier report kept next to a run at ``OUT/runs/NAME`` (``seqvcr demo``:
+``OUT/analysis/NAME/``), or one in ``DIR/analysis/<run>/`` from an earlier (possibly interrupted)
+report. The report says which results it reused.
 
 Output layout (``DIR``)::
 
@@ -79,6 +81,7 @@ REPORT_MARK = "<!-- seqvcr run report -->"
 PER_RUN_DIR = "analysis"  # DIR/analysis/<run>/: the per-run measurements
 RUN_EVAL = "eval.json"  # DIR/analysis/<run>/eval.json: the run's evaluation ...
 RUN_PREDICTIONS = "predictions.jsonl"  # ... and its predictions, one JSON object per example
+TEST_EVAL = "test_eval.json"  # a published run's re-scoring (seqvcr.experiments.publish)
 FIGURES = ("entropy_per_layer.png", "entropy_hist.png", "position_accuracy.png", "loss_curves.png")
 STEP_FIGURE = "entropy_vs_step.png"  # runs with snapshots only
 TABLES = ("accuracy", "positions", "entropy", "throughput")
@@ -180,6 +183,21 @@ def _unique_names(run_dirs: Sequence[Path]) -> list[str]:
     return out
 
 
+def saved_analysis(rd: Path) -> list[Path]:
+    """The per-run directories of earlier reports that sit next to the run: a run at ``OUT/runs/NAME``
+    (the layout of ``seqvcr demo``) keeps its report's measurements in ``OUT/analysis/NAME/``. Their
+    files are candidates like the run's own ``eval/`` and ``entropy.json``; only those whose source
+    (SHA-256 of weights and data) and settings match are reused."""
+    home = rd.resolve()
+    kept = home.parent.parent / PER_RUN_DIR / home.name
+    return [kept] if home.parent.name == "runs" and kept.is_dir() else []
+
+
+def _snapshot_entropy(step: int) -> str:
+    """Where a report keeps the entropy of a run's snapshot of ``step``, under the run's analysis dir."""
+    return f"snapshots/step_{step:06d}.entropy.json"
+
+
 def _check_run(rd: Path, data_file: str | None) -> None:
     """Everything a run's analysis reads, read once before anything is written: its config, its weights
     (a truncated file is an error now, not after other runs were measured) and its test file."""
@@ -236,8 +254,9 @@ def analyze_run(
     precision = precision_used(select_device(device), cfg.train.precision)
 
     # ---- evaluation: reused when up to date, else decoded now
-    found = outputs.find_eval([rd / outputs.EVAL_DIR, out / RUN_EVAL], source, limit=limit,
-                              precision=precision) if reuse else None
+    kept = saved_analysis(rd)
+    places = [rd / outputs.EVAL_DIR, rd / TEST_EVAL, *(d / RUN_EVAL for d in kept), out / RUN_EVAL]
+    found = outputs.find_eval(places, source, limit=limit, precision=precision) if reuse else None
     if found is not None:
         ev, ev_path, preds_path = found
         if preds_path.resolve() != (out / RUN_PREDICTIONS).resolve():
@@ -276,7 +295,8 @@ def analyze_run(
                                     progress=progress, step=at_step)
         return res, ""
 
-    ent, where = entropy_at(None, [rd / ENTROPY_JSON, out / ENTROPY_JSON], source)
+    ent, where = entropy_at(None, [rd / ENTROPY_JSON, *(d / ENTROPY_JSON for d in kept), out / ENTROPY_JSON],
+                            source)
     if where:
         reused["entropy"] = where
         _say(progress, f"report: {name}: reusing the entropy in {where}")
@@ -297,14 +317,15 @@ def analyze_run(
     steps: list[tuple[int, dict[str, Any]]] = []
     snaps = [k for k in snapshot_steps(rd) if k != step]
     for k in snaps:
-        kept = out / "snapshots" / f"step_{k:06d}.entropy.json"
+        here = out / _snapshot_entropy(k)
         src = outputs.source(rd, snapshot_file(rd, k), k, str(data), data_path)
-        res, where_k = entropy_at(k, [outputs.analysis_home(rd, k) / ENTROPY_JSON, kept], src)
+        res, where_k = entropy_at(k, [outputs.analysis_home(rd, k) / ENTROPY_JSON,
+                                      *(d / _snapshot_entropy(k) for d in kept), here], src)
         if where_k:
             reused[f"entropy step {k}"] = where_k
-        if not (where_k and Path(where_k).resolve() == kept.resolve()):
-            kept.parent.mkdir(exist_ok=True)
-            write_json_atomic(kept, res)
+        if not (where_k and Path(where_k).resolve() == here.resolve()):
+            here.parent.mkdir(exist_ok=True)
+            write_json_atomic(here, res)
         steps.append((k, res))
         _say(progress, f"report: {name}: entropy at step {k}" + (" (reused)" if where_k else ""))
     if steps:
