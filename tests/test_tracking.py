@@ -20,7 +20,7 @@ from seqvcr import training
 from seqvcr.checkpoints import read_safetensors
 from seqvcr.cli import main
 from seqvcr.errors import ConfigError
-from seqvcr.runs import load_run, snapshot_steps
+from seqvcr.runs import load_run, saved_snapshot_steps
 from seqvcr.tasks import make_task, write_examples
 
 _REAL_LOG = training._log
@@ -177,7 +177,7 @@ def snapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_snapshots_are_weights_at_the_steps(snapped: tuple[Path, Path]) -> None:
     run, _ = snapped
-    assert snapshot_steps(run) == [5, 15, 20]  # 99 is past the end of training
+    assert saved_snapshot_steps(run) == [5, 15, 20]  # 99 is past the end of training
     assert (run / "snapshots" / "step_000005.safetensors").is_file()
     tensors, info = read_safetensors(run / "snapshots" / "step_000005.safetensors", "model")
     assert info["step"] == 5 and info["kind"] == "model"
@@ -245,7 +245,7 @@ def test_force_removes_old_snapshots(
     run = tmp_path / "run"
     shutil.copytree(snapped[0], run)
     training.train(_cfg("train.snapshot_steps=[10]"), run, force=True, progress=False)
-    assert snapshot_steps(run) == [10]
+    assert saved_snapshot_steps(run) == [10]
     # --step of the final step, which has no snapshot, is the final weights
     assert main(["eval", str(run), "--data", str(snapped[1]), "--step", "20", "--quiet", "--no-save", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["source"]["weights"] == "model.safetensors"

@@ -57,7 +57,7 @@ __all__ = [
     "read_result",
     "select_device",
     "snapshot_file",
-    "snapshot_steps",
+    "saved_snapshot_steps",
     "test_keys",
     "weights_file",
 ]
@@ -238,7 +238,7 @@ def snapshot_file(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / SNAPSHOT_DIR / f"step_{int(step):06d}.safetensors"
 
 
-def snapshot_steps(run_dir: str | Path) -> list[int]:
+def saved_snapshot_steps(run_dir: str | Path) -> list[int]:
     """The steps of the snapshots a run directory holds, ascending (``[]`` without snapshots)."""
     d = Path(run_dir) / SNAPSHOT_DIR
     if not d.is_dir():
@@ -267,7 +267,7 @@ def weights_file(run_dir: str | Path, step: int | None = None) -> Path:
         result = read_result(rd)
         if result is not None and result.get("steps") == step and (rd / MODEL_FILE).is_file():
             return rd / MODEL_FILE
-        have = snapshot_steps(rd)
+        have = saved_snapshot_steps(rd)
         listed = ", ".join(map(str, have)) if have else "none (set train.snapshot_steps to keep some)"
         final = f"; the final step is {result['steps']}" if result is not None else ""
         raise RunDirError(

@@ -113,7 +113,7 @@ SCALES: dict[str, DemoScale] = {
 }
 
 
-def _say(progress: bool, text: str) -> None:
+def _demo_progress(progress: bool, text: str) -> None:
     if progress:
         sys.stderr.write(f"demo: {text}\n")
         sys.stderr.flush()
@@ -213,8 +213,8 @@ def plan_steps(s: DemoScale, minutes: float | None, progress: bool) -> dict[str,
     budget_min = s.minutes if minutes is None else minutes
     if budget_min <= 0 or s.device != "cpu":
         return {"steps": s.steps, "budget_minutes": budget_min or None, "step_seconds": None}
-    _say(progress, f"timing training steps of each configuration, {s.parallel} at a time as in the demo "
-                   f"(budget {budget_min:g} min of training)")
+    _demo_progress(progress, f"timing training steps of each configuration, {s.parallel} at a time as in the "
+                   f"demo (budget {budget_min:g} min of training)")
     per_step = _probe_all(s)
     lanes = _schedule(per_step, s.parallel)
     # periodic validation probes: ~5% of a run; start-up, final evaluation and checkpoint: ~15 s a run
@@ -225,7 +225,7 @@ def plan_steps(s: DemoScale, minutes: float | None, progress: bool) -> dict[str,
     steps = max(s.min_steps, min(s.steps, fit))
     steps = steps if steps == s.steps else max(s.min_steps, steps // 50 * 50)
     text = ", ".join(f"{m} {1000 * v:.0f} ms" for m, v in per_step.items())
-    _say(progress, f"one step: {text}; {s.parallel} at a time -> {steps} steps per configuration "
+    _demo_progress(progress, f"one step: {text}; {s.parallel} at a time -> {steps} steps per configuration "
                    f"(about {(steps * slowest + lane_fixed) / 60:.1f} min of training)")
     return {"steps": steps, "budget_minutes": budget_min, "step_seconds": per_step,
             "estimated_training_minutes": (steps * slowest + lane_fixed) / 60, "fits": fit}
@@ -251,7 +251,7 @@ def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
         test_file = str(test_path.resolve())
     path = data_dir / "train.txt"
     if path.is_file():
-        _say(progress, f"reusing {path}")
+        _demo_progress(progress, f"reusing {path}")
         return path, test_file
     excluded: set[str] = set()
     for f in (s.test_file, s.valid_file):
@@ -260,7 +260,7 @@ def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
     t0 = time.perf_counter()
     examples = task.generate(s.train_size, seed=1234, exclude=frozenset(excluded))
     write_examples(task, path, examples, cot=True)
-    _say(progress, f"wrote {len(examples):,} {task.describe()} training problems to {path} "
+    _demo_progress(progress, f"wrote {len(examples):,} {task.describe()} training problems to {path} "
                    f"(none of the {len(excluded):,} test/valid problems; {time.perf_counter() - t0:.1f}s)")
     return path, test_file
 
@@ -311,7 +311,7 @@ def train_all(
         rd = out / "runs" / m
         run_dirs[m] = rd
         if (rd / RESULT_FILE).is_file() and C.to_dict(C.load_config(rd / "config.yaml")) == C.to_dict(cfg):
-            _say(progress, f"{m}: already trained, kept")
+            _demo_progress(progress, f"{m}: already trained, kept")
             continue
         cmd = [sys.executable, "-m", "seqvcr", "train", str(cfg_path), "--out", str(rd)]
         todo.append((m, cmd))
@@ -327,7 +327,7 @@ def train_all(
         while todo or running:
             while todo and len(running) < s.parallel:
                 m, cmd = todo.pop(0)
-                _say(progress, f"training {m}: {' '.join(cmd[2:])}")
+                _demo_progress(progress, f"training {m}: {' '.join(cmd[2:])}")
                 running.append(_Worker(m, cmd, env, progress))
             time.sleep(0.2)
             for w in list(running):
@@ -448,7 +448,7 @@ def run_demo(
     _check_out(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = describe_machine(machine_info(torch.device("cuda") if dev.startswith("cuda") else None))
-    _say(progress, f"scale {s.name}: mult {s.digits}x{s.digits}, {', '.join(s.methods)}; "
+    _demo_progress(progress, f"scale {s.name}: mult {s.digits}x{s.digits}, {', '.join(s.methods)}; "
                    f"GPT {s.n_layer}x{s.n_embd}; on {machine}; output in {out_dir}")
 
     plan_path = out_dir / PLAN_FILE
@@ -457,7 +457,7 @@ def run_demo(
         plan = {"scale": s.name, "device": dev, **plan_steps(s, minutes, progress)}
         write_json_atomic(plan_path, plan)
     else:
-        _say(progress, f"resuming the demo in {out_dir}: {plan['steps']} steps per configuration")
+        _demo_progress(progress, f"resuming the demo in {out_dir}: {plan['steps']} steps per configuration")
     steps = int(plan["steps"])
 
     t0 = time.perf_counter()
@@ -467,7 +467,7 @@ def run_demo(
     t0 = time.perf_counter()
     run_dirs = train_all(s, out_dir, test_file, steps, dev, progress)
     t_train = time.perf_counter() - t0
-    _say(progress, f"training done in {t_train / 60:.1f} min; evaluating, measuring entropy, "
+    _demo_progress(progress, f"training done in {t_train / 60:.1f} min; evaluating, measuring entropy, "
                    "writing the report")
 
     from seqvcr.analysis.report import build_report
@@ -503,10 +503,10 @@ def run_demo(
         ],
     }
     write_json_atomic(out_dir / DEMO_FILE, result)
-    _say(progress, f"done in {total / 60:.1f} min (data {t_data:.0f}s, training {t_train:.0f}s, "
+    _demo_progress(progress, f"done in {total / 60:.1f} min (data {t_data:.0f}s, training {t_train:.0f}s, "
                    f"report {t_report:.0f}s): {report}")
     for r in result["runs"]:
-        _say(progress, f"  {r['method']:<13} exact match {r['exact_match']:.3f}")
+        _demo_progress(progress, f"  {r['method']:<13} exact match {r['exact_match']:.3f}")
     return result
 
 

@@ -78,7 +78,7 @@ def _styles(series: Sequence[Series]) -> list[dict[str, Any]]:
     return out
 
 
-def _finish(fig: Figure, path: str | os.PathLike[str], title: str = "") -> Path:
+def _title_and_save(fig: Figure, path: str | os.PathLike[str], title: str = "") -> Path:
     """The figure's title, a tight layout, and the PNG (cropped to what was drawn)."""
     if title:
         fig.suptitle(title, fontsize=11)
@@ -125,7 +125,7 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
         ax.set_xticklabels([f"L{i}" for i in range(max_layers)])
         ax.grid(alpha=0.3)
     _legend(axes[0], len(series))
-    return _finish(fig, path, title)
+    return _title_and_save(fig, path, title)
 
 
 def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
@@ -203,7 +203,7 @@ def plot_position_accuracy(
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
-    return _finish(fig, path)
+    return _title_and_save(fig, path)
 
 
 def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
@@ -256,7 +256,7 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
         ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)
         ax.grid(alpha=0.3, which="major")
     _legend(axes[0], len(series))
-    return _finish(fig, path, title)
+    return _title_and_save(fig, path, title)
 
 
 def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
@@ -285,4 +285,4 @@ def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str],
         ax.grid(alpha=0.3)
         if n_layers:
             ax.legend(fontsize=7, frameon=False, ncol=2 if n_layers > 6 else 1)
-    return _finish(fig, path, title)
+    return _title_and_save(fig, path, title)

@@ -68,8 +68,8 @@ from seqvcr.runs import (
     load_run_config,
     machine_info,
     read_result,
+    saved_snapshot_steps,
     snapshot_file,
-    snapshot_steps,
     weights_file,
 )
 
@@ -133,7 +133,7 @@ class RunAnalysis:
         )
 
 
-def _say(progress: bool, text: str) -> None:
+def _report_progress(progress: bool, text: str) -> None:
     if progress:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
@@ -262,15 +262,16 @@ def analyze_run(
         if preds_path.resolve() != (out / RUN_PREDICTIONS).resolve():
             shutil.copyfile(preds_path, out / RUN_PREDICTIONS)
         reused["eval"] = str(ev_path)
-        _say(progress, f"report: {name}: reusing the evaluation in {reused['eval']}")
+        _report_progress(progress, f"report: {name}: reusing the evaluation in {reused['eval']}")
     else:
-        _say(progress, f"report: {name}: evaluating on {data}" + (f" (first {limit})" if limit else ""))
+        _report_progress(progress, f"report: {name}: evaluating on {data}"
+                         + (f" (first {limit})" if limit else ""))
         ev = evaluate_file(str(rd), str(data), predictions=str(out / RUN_PREDICTIONS), device=device,
                            limit=limit, progress=progress)
     ev = {**ev, "predictions_file": RUN_PREDICTIONS}
     ev.pop("saved", None)
     write_json_atomic(out / RUN_EVAL, ev)
-    _say(
+    _report_progress(
         progress,
         f"report: {name}: exact match {ev['exact_match']:.4f} on {ev['n']} examples "
         f"({ev['examples_per_s']:,.0f} examples/s); measuring layer entropy",
@@ -299,7 +300,7 @@ def analyze_run(
                             source)
     if where:
         reused["entropy"] = where
-        _say(progress, f"report: {name}: reusing the entropy in {where}")
+        _report_progress(progress, f"report: {name}: reusing the entropy in {where}")
     if not (where and Path(where).resolve() == (out / ENTROPY_JSON).resolve()):
         write_entropy(ent, out)
     shutil.copyfile(rd / CONFIG_FILE, out / CONFIG_FILE)
@@ -312,10 +313,11 @@ def analyze_run(
 
         params = load_run(rd).model.num_params()
     means = ", ".join(f"L{L['layer']} {L['mean']:.3f}" for L in ent["layers"])
-    _say(progress, f"report: {name}: entropy ({ent['n']} sequences, {ent['seconds']:.1f}s): {means}")
+    _report_progress(progress,
+                     f"report: {name}: entropy ({ent['n']} sequences, {ent['seconds']:.1f}s): {means}")
 
     steps: list[tuple[int, dict[str, Any]]] = []
-    snaps = [k for k in snapshot_steps(rd) if k != step]
+    snaps = [k for k in saved_snapshot_steps(rd) if k != step]
     for k in snaps:
         here = out / _snapshot_entropy(k)
         src = outputs.source(rd, snapshot_file(rd, k), k, str(data), data_path)
@@ -327,7 +329,7 @@ def analyze_run(
             here.parent.mkdir(exist_ok=True)
             write_json_atomic(here, res)
         steps.append((k, res))
-        _say(progress, f"report: {name}: entropy at step {k}" + (" (reused)" if where_k else ""))
+        _report_progress(progress, f"report: {name}: entropy at step {k}" + (" (reused)" if where_k else ""))
     if steps:
         steps.append((step, ent))
         steps.sort(key=lambda p: p[0])
@@ -499,10 +501,10 @@ def build_report(
                     device=device, progress=progress, limit=limit, reuse=reuse)
         for rd, nm in zip(rds, names)
     ]
-    _say(progress, "report: drawing figures and tables")
+    _report_progress(progress, "report: drawing figures and tables")
     made = _write_figures_and_tables(out_dir, runs)
     if throughput:
-        _say(progress, "report: measuring decoding throughput (best of 5, runs interleaved)")
+        _report_progress(progress, "report: measuring decoding throughput (best of 5, runs interleaved)")
         measure_throughput(runs, device=device, progress=progress, limit=limit)
     if extra is not None:
         intro = (intro.rstrip() + "\n\n" if intro else "") + extra(runs)
@@ -510,7 +512,7 @@ def build_report(
         out_dir, runs, made, command=command, title=title, intro=intro, seconds=time.perf_counter() - t0,
         throughput=throughput,
     )
-    _say(progress, f"report: wrote {out_dir / REPORT_FILE}")
+    _report_progress(progress, f"report: wrote {out_dir / REPORT_FILE}")
     return out_dir / REPORT_FILE
 
 

@@ -10,7 +10,7 @@ load and clock drift cancel as far as they can:
 * ``mfu`` -- (c) GPU only: training tokens/s and model FLOPs utilisation of gpt2-small (>= 40% on an
   H100; on a CPU recorded as skipped, never estimated);
 * ``decoding`` -- (d) greedy decoding with the KV cache against naive decoding, and ``evaluate``;
-* ``layer_entropy`` -- (e) the entropy of every layer over 1000 sequences.
+* ``entropy_speed`` -- (e) the entropy of every layer over 1000 sequences.
 
 ``harness`` holds what they share (settings, the clock, timed and interleaved repeats, a target's
 record), ``suite`` runs them and renders bench.md, ``cli`` is the command (``seqvcr.bench.cli``,

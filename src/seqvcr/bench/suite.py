@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from seqvcr.bench import decoding, layer_entropy, loss, mfu, step
+from seqvcr.bench import decoding, entropy_speed, loss, mfu, step
 from seqvcr.bench.harness import CLOCKS, Settings
 from seqvcr.errors import ConfigError
 from seqvcr.reporting.tables import markdown_table
@@ -24,7 +24,7 @@ from seqvcr.runs import describe_machine, machine_info
 __all__ = ["BENCHMARKS", "MODULES", "evaluate_targets", "parse_only", "render_markdown", "run_benchmarks"]
 
 #: The benchmarks by id, in the order they run and are reported.
-MODULES: dict[str, ModuleType] = {"a": loss, "b": step, "c": mfu, "d": decoding, "e": layer_entropy}
+MODULES: dict[str, ModuleType] = {"a": loss, "b": step, "c": mfu, "d": decoding, "e": entropy_speed}
 BENCHMARKS: dict[str, str] = {key: m.TITLE for key, m in MODULES.items()}
 
 

@@ -192,23 +192,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         E.run_slurm(sweep, todo, opts, name=name, wait_for_jobs=args.wait)
         S.refresh_manifest(sweep)
         if args.wait:
-            return _finish(sweep, name, args)
+            return _summarize_sweep(sweep, name, args)
         print(f"submitted {len(todo)} job(s); when they are done: seqvcr report {sweep}", file=sys.stderr)
         return 0
 
     if not todo:
         print(f"sweep {name}: nothing to run", file=sys.stderr)
-        return _finish(sweep, name, args)
+        return _summarize_sweep(sweep, name, args)
     result = E.run_local(sweep, todo, workers=args.workers, threads=args.threads, quiet=args.quiet)
     S.refresh_manifest(sweep)
     if result.interrupted:
         print(f"sweep {name}: interrupted after {result.seconds:.0f}s ({len(result.done)} run(s) finished); "
               "re-run the same command to resume", file=sys.stderr)
         raise KeyboardInterrupt
-    return _finish(sweep, name, args, seconds=result.seconds)
+    return _summarize_sweep(sweep, name, args, seconds=result.seconds)
 
 
-def _finish(sweep: Path, name: str, args: argparse.Namespace, seconds: float | None = None) -> int:
+def _summarize_sweep(sweep: Path, name: str, args: argparse.Namespace, seconds: float | None = None) -> int:
     """Summary line, report, crashed runs; exit status 1 if a selected run (``--only``) crashed."""
     manifest = S.load_manifest(sweep)
     status = [S.run_status(sweep, r["id"]) for r in manifest["runs"]]

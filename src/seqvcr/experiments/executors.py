@@ -36,7 +36,7 @@ from seqvcr.experiments import sweep as S
 EXECUTORS = ("local", "slurm", "print")
 
 
-def _say(stream: TextIO | None, text: str) -> None:
+def _print_line(stream: TextIO | None, text: str) -> None:
     stream = stream or sys.stderr
     stream.write(text + "\n")
     stream.flush()
@@ -167,7 +167,7 @@ def run_local(
         if bar.is_bar:
             bar.write(text)
         else:
-            _say(out, text)
+            _print_line(out, text)
 
     def note(text: str) -> None:
         """Progress (a run started or done), left out with ``quiet``."""
@@ -212,7 +212,8 @@ def run_local(
                     free_gpus.append(gpu)
                 secs = time.perf_counter() - t_start
                 finished += 1
-                _finish(sweep, run, proc.exitcode, secs, finished, total, say, note, done, crashed, busy)
+                _record_worker_exit(sweep, run, proc.exitcode, secs, finished, total, say, note, done,
+                                    crashed, busy)
                 bar.update()
     except (KeyboardInterrupt, _Stop):
         interrupted = True
@@ -238,7 +239,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _finish(
+def _record_worker_exit(
     sweep: Path,
     run: dict[str, Any],
     code: int | None,
@@ -353,13 +354,14 @@ def run_slurm(
     jobs = ex.map_array(SlurmRun(), [str(sweep)] * len(ids), ids, [threads] * len(ids))
     job_ids = [str(j.job_id) for j in jobs]
     for run, jid in zip(runs, job_ids):
-        _say(stream, f"submitted {run['id']} {describe_run(run)} as job {jid}")
+        _print_line(stream, f"submitted {run['id']} {describe_run(run)} as job {jid}")
     if wait_for_jobs:
         for run, job in zip(runs, jobs):
             try:
                 job.result()
             except Exception as exc:  # noqa: BLE001 - reported, the others go on
-                _say(stream, f"job {job.job_id} ({run['id']}) failed: {str(exc).strip().splitlines()[-1:]}")
+                last = str(exc).strip().splitlines()[-1:]
+                _print_line(stream, f"job {job.job_id} ({run['id']}) failed: {last}")
     return job_ids
 
 
