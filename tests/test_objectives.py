@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
-from seqvcr.errors import ConfigError, SeqVCRError
+from seqvcr.errors import ConfigError, InputShapeError, SeqVCRError
 from seqvcr.objectives import (
     DEFAULT_COEFFICIENTS,
-    InputShapeError,
     SeqVCR,
     SeqVCROutput,
     seq_vcr_loss,

@@ -27,8 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from seqvcr.errors import ConfigError
-from seqvcr.objectives import InputShapeError
+from seqvcr.errors import ConfigError, InputShapeError
 
 __all__ = ["matrix_entropy"]
 

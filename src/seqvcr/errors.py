@@ -19,5 +19,9 @@ class RunDirError(SeqVCRError):
     """A run or output directory is in a state that would lose results (finished run without --force)."""
 
 
+class InputShapeError(SeqVCRError, ValueError):
+    """A tensor handed to a library function (Seq-VCR, matrix entropy) has the wrong dimensions or sizes."""
+
+
 class TrainingDivergedError(SeqVCRError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -36,12 +36,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from seqvcr.errors import ConfigError, SeqVCRError
+from seqvcr.errors import ConfigError, InputShapeError
 
 __all__ = [
     "DEFAULT_COEFFICIENTS",
     "OVER_CHOICES",
-    "InputShapeError",
     "SeqVCR",
     "SeqVCROutput",
     "seq_vcr_loss",
@@ -59,10 +58,6 @@ DEFAULT_COEFFICIENTS: dict[str, tuple[float, float]] = {
 #: ``over="batch"``: one covariance per position across the batch (Eq. 3-4, the paper's main results).
 #: ``over="batch_time"``: one covariance over every (sequence, position) vector (Appendix F / H).
 OVER_CHOICES: tuple[str, ...] = ("batch", "batch_time")
-
-
-class InputShapeError(SeqVCRError, ValueError):
-    """A tensor handed to the Seq-VCR functions has the wrong number of dimensions or sizes."""
 
 
 # ----------------------------------------------------------------------------------------------------
