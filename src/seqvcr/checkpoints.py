@@ -178,10 +178,32 @@ def read_safetensors(
 
 
 def _remedy(path: Path) -> str:
-    """What to do about an unreadable run file (it is never repaired or removed automatically)."""
+    """What to do about an unreadable run file (it is never repaired or removed automatically). For a
+    ``model.safetensors``, a readable ``checkpoint.safetensors`` beside it still holds the run's weights
+    (the commands read it when ``model.safetensors`` is absent), and the message says of which step."""
     if path.name == CHECKPOINT_FILE:
         return "restore it from a copy, or start the run over with --force"
+    step = _checkpoint_step(path.parent / CHECKPOINT_FILE) if path.name == MODEL_FILE else None
+    if step is not None:
+        return (f"{CHECKPOINT_FILE} beside it holds the weights of step {step}: remove {path.name} to use "
+                "them, or restore it from a copy")
     return "restore it from a copy, or re-train the run with --force"
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step in the header of a training checkpoint that safetensors opens (it checks the header
+    against the file's size, so a truncated file does not count), or None."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            info = json.loads((f.metadata() or {}).get(META_KEY, "null"))
+    except Exception:  # noqa: BLE001 - unreadable for any reason: not a fallback
+        return None
+    step = info.get("step") if isinstance(info, dict) else None
+    return step if isinstance(step, int) else None
 
 
 # ---------------------------------------------------------------------------------------------- modules
@@ -320,23 +342,29 @@ def _optimizer_from_file(
 # ---------------------------------------------------------------------------------------------- run files
 
 
-def _weights(model: nn.Module, head: nn.Module | None) -> dict[str, torch.Tensor]:
+#: The trained heads of a run's loss terms, by the prefix of their tensors (``seqvcr``: the Seq-VCR
+#: projection; ``running_sum``: the running-sum head). Evaluation and export read ``model.`` only.
+Heads = Mapping[str, nn.Module]
+
+
+def _weights(model: nn.Module, heads: Heads | None) -> dict[str, torch.Tensor]:
     tensors = state_tensors(model, "model.")
-    if head is not None:
-        tensors.update(state_tensors(head, "seqvcr."))
+    for name, head in (heads or {}).items():
+        tensors.update(state_tensors(head, f"{name}."))
     return tensors
 
 
-def save_model(path: str | Path, model: nn.Module, head: nn.Module | None, step: int) -> Path:
-    """``model.safetensors``: the weights of the model and the Seq-VCR head, the step and the GPT's shape."""
+def save_model(path: str | Path, model: nn.Module, heads: Heads | None, step: int) -> Path:
+    """``model.safetensors``: the weights of the model and of the loss terms' heads, the step and the
+    GPT's shape."""
     info = {"format": FORMAT, "kind": "model", "step": int(step), "model_config": vars(model.config).copy()}
-    return _write_run_file(path, _weights(model, head), info)
+    return _write_run_file(path, _weights(model, heads), info)
 
 
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    head: nn.Module | None,
+    heads: Heads | None,
     optimizer: torch.optim.Optimizer,
     *,
     step: int,
@@ -345,7 +373,7 @@ def save_checkpoint(
     config: dict[str, Any],
 ) -> Path:
     """``checkpoint.safetensors``: weights, optimiser state and one RNG state per rank (rank order)."""
-    tensors = _weights(model, head)
+    tensors = _weights(model, heads)
     opt_tensors, opt_plain = _optimizer_to_file(optimizer.state_dict())
     rng_tensors, rng_python = _rng_to_file(rng_states)
     tensors.update(opt_tensors)
@@ -385,10 +413,10 @@ class Checkpoint:
         """One RNG state per rank of the run that wrote it."""
         return _rng_from_file(self.tensors, self.info["rng_python"])
 
-    def load_weights(self, model: nn.Module, head: nn.Module | None) -> None:
+    def load_weights(self, model: nn.Module, heads: Heads | None) -> None:
         load_state_tensors(model, self.tensors, "model.", self.path)
-        if head is not None:
-            load_state_tensors(head, self.tensors, "seqvcr.", self.path)
+        for name, head in (heads or {}).items():
+            load_state_tensors(head, self.tensors, f"{name}.", self.path)
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         sd = _optimizer_from_file(self.tensors, self.info["optimizer"], optimizer.state_dict())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -120,6 +121,29 @@ class SeqVCRConfig:
 
 
 @dataclass
+class RunningSumConfig:
+    """Bai et al. 2025's running-sum auxiliary loss (``terms.RunningSum``): multiplication only, training
+    only."""
+
+    weight: float = 0.0  # 0: off
+    layer: int = 1  # hidden state the linear head reads (0 = embeddings ... n_layer = last layer)
+    scale: float = 100.0  # the running sums are regressed divided by this
+
+
+@dataclass
+class CurriculumConfig:
+    """What the training sequences look like over training (``curriculum.py``): ``none`` or ``icot_si``,
+    Deng et al.'s stepwise removal of the chain of thought (evaluation never has CoT)."""
+
+    name: str = "none"  # none | icot_si
+    tokens_per_epoch: float = 8.0  # icot_si: CoT tokens removed per epoch (Deng's Delta)
+    steps_per_token: int | None = None  # icot_si: steps between removals (overrides tokens_per_epoch)
+    smoothing_lambda: float | None = 4.0  # icot_si: removal smoothing lambda (null: no smoothing)
+    reset_optimizer: bool = True  # icot_si: clear AdamW's state at every removal
+    start_step: int = 0  # icot_si: steps of full CoT before the first removal
+
+
+@dataclass
 class OptimConfig:
     """AdamW with linear warm-up then decay; training length in epochs or steps."""
 
@@ -166,6 +190,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     seqvcr: SeqVCRConfig = field(default_factory=SeqVCRConfig)
+    running_sum: RunningSumConfig = field(default_factory=RunningSumConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -174,6 +200,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "task.name": TASKS,
     "model.preset": tuple(PRESETS),
     "method.name": tuple(METHODS),
+    "curriculum.name": ("none", "icot_si"),
     "seqvcr.over": OVER_CHOICES,
     "seqvcr.positions": SEQVCR_POSITIONS,
     "optim.schedule": ("linear", "cosine", "constant"),
@@ -237,7 +264,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ConfigError(f"unknown config key {where!r}; allowed: {', '.join(names)}")
+        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f"did you mean {(f'{prefix}.{close[0]}' if prefix else close[0])!r}? " if close else ""
+        err = ConfigError(f"unknown config key {where!r}; {hint}allowed: {', '.join(names)}")
+        err.key = where  # type: ignore[attr-defined]  # load_config adds the YAML file:line of the key
+        raise err
     kwargs: dict[str, Any] = {}
     for name in names:
         if name not in data:
@@ -354,9 +385,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate. An unknown
+    key that comes from the file is reported at its ``file:line``."""
     data = load_yaml(path) if path is not None else {}
-    return from_dict(apply_overrides(data, overrides or []))
+    try:
+        return from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as err:
+        key = getattr(err, "key", None)
+        line = yaml_key_line(path, key) if path is not None and key else None
+        if line is None:
+            raise
+        raise ConfigError(f"{path}:{line}: {err}") from None
+
+
+def yaml_key_line(path: str | Path, key: str) -> int | None:
+    """The 1-based line of the dotted ``key`` (``optim.lr``) in a YAML file, or None when the file does
+    not hold it (the key came from an override). Read from the YAML node tree (``yaml.compose``), which
+    keeps each key's position."""
+    try:
+        node: Any = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
+                     None)
+        if match is None:
+            return None
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
 
 
 def validate(cfg: Config) -> None:
@@ -440,6 +499,42 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'optim.min_lr_ratio' is in [0, 1], got {cfg.optim.min_lr_ratio}")
     if cfg.model.dropout is not None and not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"config key 'model.dropout' is in [0, 1), got {cfg.model.dropout}")
+    _validate_controls(cfg)
+
+
+def _validate_controls(cfg: Config) -> None:
+    """The running-sum term and the CoT-removal curriculum: what they need of the task and method."""
+    r, c = cfg.running_sum, cfg.curriculum
+    if r.weight < 0 or r.scale <= 0:
+        raise ConfigError(
+            f"config keys 'running_sum.weight' >= 0 and 'running_sum.scale' > 0, got {r.weight}, {r.scale}"
+        )
+    if r.weight > 0 and cfg.task.name != "mult":
+        raise ConfigError(
+            f"config key 'running_sum.weight': the running sum needs task mult, not {cfg.task.name!r}"
+        )
+    n_layer = cfg.model.n_layer
+    if n_layer is not None and not 0 <= r.layer <= n_layer:
+        raise ConfigError(
+            f"config key 'running_sum.layer': {r.layer} is not in 0..{n_layer} (0 = embeddings)"
+        )
+    if c.name == "none":
+        return
+    if cfg.method.cot:
+        raise ConfigError(
+            "config key 'curriculum.name': icot_si removes the chain of thought during training; use a "
+            "method without CoT (vanilla, pause, seqvcr, seqvcr_pause), not cot"
+        )
+    bad_steps = c.steps_per_token is not None and c.steps_per_token < 1
+    if c.tokens_per_epoch <= 0 or bad_steps or c.start_step < 0:
+        raise ConfigError(
+            "config keys 'curriculum.tokens_per_epoch' > 0, 'curriculum.steps_per_token' >= 1 (or null) "
+            f"and 'curriculum.start_step' >= 0, got {c.tokens_per_epoch}, {c.steps_per_token}, {c.start_step}"
+        )
+    if c.smoothing_lambda is not None and c.smoothing_lambda <= 0:
+        raise ConfigError(
+            f"config key 'curriculum.smoothing_lambda' must be > 0 or null, got {c.smoothing_lambda}"
+        )
 
 
 def resolve(cfg: Config) -> Config:
