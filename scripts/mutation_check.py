@@ -326,7 +326,7 @@ def _machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--only", default="", help="comma-separated mutation ids (default: all)")
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per test run (default 900)")

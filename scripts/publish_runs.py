@@ -24,7 +24,7 @@ from seqvcr.experiments.sweep import MANIFEST
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("sweep", type=Path, help="a sweep directory (with manifest.json)")
     p.add_argument("out", type=Path, help="the study directory to write, e.g. results/cpu_table1")
     p.add_argument("--name", action="append", default=[], metavar="LABEL=NAME",

@@ -268,7 +268,7 @@ def value_plot(study: list[SettingSummary], path: Path, xlabel: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("study_dir", type=Path, help="a published study (or sweep) directory")
     p.add_argument("--lambda-plot", type=Path, default=None,
                    help="PNG: the metrics of the lambda pairs against lambda2/lambda1")

@@ -178,6 +178,23 @@ def test_prefixes_of_flags_are_refused(argv: list[str], capsys: pytest.CaptureFi
     assert f"unrecognized arguments: {argv[-1] if argv[-1].startswith('--') else argv[-2]}" in err
 
 
+def test_every_parser_refuses_prefixes() -> None:
+    """The seqvcr parser and each sub-command's, and the scripts' parsers, take no abbreviated flags."""
+    import argparse
+    import re
+
+    from seqvcr.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert parser.allow_abbrev is False and all(p.allow_abbrev is False for p in sub.choices.values())
+    root = Path(__file__).resolve().parent.parent
+    for path in [*(root / "src").rglob("*.py"), *(root / "scripts").glob("*.py")]:
+        for no, line in enumerate(path.read_text().splitlines(), start=1):
+            if re.search(r"ArgumentParser\(", line) and not line.lstrip().startswith("class "):
+                assert "allow_abbrev=False" in line, f"{path}:{no}: a parser that accepts prefixes"
+
+
 def test_config_key_typo_suggests_and_names_the_yaml_line(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.yaml"
