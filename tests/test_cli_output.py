@@ -73,8 +73,9 @@ def test_eval_prints_a_metrics_block_and_defaults_to_the_test_file(
     assert code == 0, err
     assert f"data: {test} (the run's task.test_file)" in err  # which file was scored
     lines = out.splitlines()
-    assert lines[0] == "***** eval metrics *****"
-    rows = dict(line.strip().split(" = ", 1) for line in lines[1:] if " = " in line)
+    assert lines[0] == f"{run} (step 10, seqvcr_pause, mult 2x2) on {test}, 30 examples"
+    assert lines[1] == "***** eval metrics *****"
+    rows = dict(line.strip().split(" = ", 1) for line in lines[2:] if " = " in line)
     rows = {k.strip(): v.strip() for k, v in rows.items()}
     saved = json.loads(next((run / "eval").glob("*.json")).read_text())
     assert rows["exact_match"] == f"{saved['exact_match']:.4f}"
@@ -82,10 +83,9 @@ def test_eval_prints_a_metrics_block_and_defaults_to_the_test_file(
     assert len(positions) == len(saved["position_accuracy"]) == 4  # 2x2 digits: 4 answer digits
     assert rows["accuracy_position_4"] == f"{saved['position_accuracy'][3]:.4f}"
     assert float(rows["examples_per_s"]) > 0
-    assert rows["data"] == f"{test} (30 examples)"
     assert any(line.startswith("saved: ") for line in lines)
     # every value row has its '=' in the same column (the metrics block layout)
-    assert len({line.index(" = ") for line in lines[1:] if " = " in line}) == 1
+    assert len({line.index(" = ") for line in lines[2:] if " = " in line}) == 1
     # --json: the saved summary
     code, out, _ = _run_cli(["eval", run, "--data", test, "--quiet", "--json", "--no-save"], capsys)
     assert code == 0 and json.loads(out)["exact_match"] == saved["exact_match"]
@@ -114,7 +114,7 @@ def test_entropy_prints_a_table_per_layer(trained: dict[str, Path], tmp_path: Pa
     assert "the run's task.test_file" in err
     saved = json.loads((tmp_path / "e" / "entropy.json").read_text())
     lines = out.splitlines()
-    assert lines[1].split() == ["layer", "mean", "std", "95%", "CI", "dataset"]
+    assert lines[1].split() == ["layer", "mean", "std", "95%", "CI", "dataset-level"]
     table = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.startswith("L")}
     assert list(table) == ["L0", "L1", "L2"]
     for layer in saved["layers"]:

@@ -27,19 +27,24 @@ __all__ = ["HelpFormatter", "Parser", "build_parser", "is_override", "main", "pa
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "data", _cmd_data,
                              "generate a task's train/valid/test files in the task's line format")
-    p.add_argument("task", help="mult | arith | lis")
-    p.add_argument("--digits", type=int, default=4, help="mult: digits of the first operand")
-    p.add_argument("--digits-b", type=int, default=None, help="mult: digits of the second operand")
-    p.add_argument("--operators", type=int, default=4, help="arith: number of operators")
-    p.add_argument("--modulus", type=int, default=11, help="arith: prime modulus")
-    p.add_argument("--under", action="store_true",
-                   help="arith: the training set mixes in fewer operators, 1:2:...:L (Feng et al.); "
-                   "valid and test sets keep exactly --operators")
-    p.add_argument("--length", type=int, default=50, help="lis: sequence length")
+    from seqvcr.config import TaskConfig
+    from seqvcr.tasks import TASKS, option_help, option_owners, option_type, task_options
+
+    p.add_argument("task", help=" | ".join(TASKS))
+    for key, owners in option_owners().items():  # each task's own options, defaults and help
+        task = owners[0]
+        default = task_options(task)[key]
+        text = f"{', '.join(owners)}: {option_help(task, key)}"
+        kind = option_type(task, key)
+        if kind is bool:
+            p.add_argument(f"--{key.replace('_', '-')}", action="store_true", default=None, help=text)
+        else:
+            shown = "" if default is None else f" (default: {default})"
+            p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=text + shown)
     p.add_argument("--train", type=int, default=10000, help="number of training examples")
     p.add_argument("--valid", type=int, default=0, help="number of validation examples (0: none)")
     p.add_argument("--test", type=int, default=0, help="number of test examples (0: none)")
-    p.add_argument("--seed", type=int, default=1234,
+    p.add_argument("--seed", type=int, default=TaskConfig().data_seed,
                    help="seed of the training set (valid: seed + 1, test: seed + 2)")
     p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
                    help="files whose problems training must not contain")
@@ -49,13 +54,15 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from seqvcr.config import TaskConfig
     from seqvcr.datafiles import resolve_data_path
-    from seqvcr.tasks import make_task, read_examples, write_examples
+    from seqvcr.tasks import make_task, option_owners, read_examples, task_options, write_examples
 
-    spec = TaskConfig(name=args.task, digits=args.digits, digits_b=args.digits_b, operators=args.operators,
-                      modulus=args.modulus, under=args.under, length=args.length)
-    task = make_task(args.task, **spec.task_options())  # the flags are the config's task keys
+    own = task_options(args.task)  # ConfigError for an unknown task
+    for key in option_owners():
+        if key not in own and getattr(args, key) is not None:
+            raise ConfigError(f"--{key.replace('_', '-')} is not an option of task {args.task}; its options: "
+                              + ", ".join(f"--{k.replace('_', '-')}" for k in own))
+    task = make_task(args.task, **{k: getattr(args, k) for k in own if getattr(args, k) is not None})
     out = Path(args.out)
     wanted = {"test": args.test, "valid": args.valid, "train": args.train}
     for split, n in wanted.items():
@@ -170,7 +177,9 @@ def unused_keys(cfg: Any) -> dict[str, str]:
     options = getattr(cfg.task, "task_options", None)
     if callable(options):
         used = set(options())
-        for key in ("digits", "digits_b", "operators", "modulus", "under", "length"):
+        from seqvcr.tasks import option_owners
+
+        for key in option_owners():
             if hasattr(cfg.task, key) and key not in used:
                 out[f"task.{key}"] = f"not an option of task {cfg.task.name}"
     if "wandb" not in cfg.train.log_to:
@@ -239,19 +248,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def eval_text(summary: dict[str, Any]) -> str:
-    """The readable form of ``seqvcr eval``'s summary: Hugging Face's ``***** eval metrics *****`` block
-    (exact match, accuracy per answer position, examples/s), then where the result was kept."""
+    """The readable form of ``seqvcr eval``'s summary: what was scored on what, Hugging Face's
+    ``***** eval metrics *****`` block (exact match, accuracy per answer position, examples/s), then
+    where the result was kept."""
     acc = summary["position_accuracy"]
     rows = [
-        ("run", f"{summary['run_dir']} (step {summary['step']}, {summary['method']}, {summary['task']})"),
-        ("data", f"{summary['data']} ({summary['n']} examples)"),
         ("exact_match", f"{summary['exact_match']:.4f}"),
         *((f"accuracy_position_{k}", f"{a:.4f}") for k, a in enumerate(acc, start=1)),
         ("examples_per_s", f"{summary['examples_per_s']:.1f}"),
     ]
-    lines = [commands.metrics_block("eval metrics", rows)]
+    lines = [
+        f"{summary['run_dir']} (step {summary['step']}, {summary['method']}, {summary['task']}) on "
+        f"{summary['data']}, {summary['n']} examples",
+        commands.metrics_block("eval metrics", rows),
+    ]
     if acc:
-        lines.append("(answer positions in the data file's order)")
+        lines.append("answer positions in the data file's order")
     if summary.get("saved"):
         lines.append(f"saved: {summary['saved']} (--json prints it all)")
     return "\n".join(lines)

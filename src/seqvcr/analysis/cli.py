@@ -88,7 +88,7 @@ def entropy_text(summary: dict[str, Any]) -> str:
             f"{summary['method']}), {summary['n']} sequences of {summary['data']}")
     rows = [[L["name"], f"{L['mean']:.4f}", f"{L['std']:.4f}", f"{L['ci95'][0]:.4f}..{L['ci95'][1]:.4f}",
              f"{L['dataset']:.4f}"] for L in summary["layers"]]
-    table = commands.text_table(["layer", "mean", "std", "95% CI", "dataset"], rows)
+    table = commands.text_table(["layer", "mean", "std", "95% CI", "dataset-level"], rows)
     files = ", ".join(summary.get("files", {}).values())
     return "\n".join([head, table, *([f"saved: {files}"] if files else [])])
 
