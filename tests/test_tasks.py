@@ -539,3 +539,23 @@ def test_shipped_reference_files_round_trip_byte_for_byte(tmp_path: Path, n: int
     out = tmp_path / "copy.txt"
     write_examples(task, out, examples)
     assert out.read_bytes() == src.read_bytes()
+
+
+def test_data_flags_are_the_tasks_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``seqvcr data`` takes each task's own options with the task's defaults, and refuses another's."""
+    from seqvcr import config as C
+    from seqvcr.cli import main
+    from seqvcr.tasks import task_options
+
+    assert main(["data", "lis", "--length", "6", "--max-value", "20", "--train", "3", "--out",
+                 str(tmp_path / "lis")]) == 0
+    lines = (tmp_path / "lis" / "train.txt").read_text().splitlines()
+    assert len(lines) == 3 and max(int(t) for t in lines[0].split("<sep>")[0].split()) <= 20
+    assert main(["data", "mult", "--length", "6", "--train", "3", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "--length is not an option of task mult; its options: --digits, --digits-b" in err
+    # the config's task keys default to what the tasks declare
+    defaults = C.TaskConfig()
+    for name in TASKS:
+        for key, default in C.TaskConfig(name=name).task_options().items():
+            assert task_options(name)[key] == default == getattr(defaults, key)

@@ -32,7 +32,7 @@ from seqvcr.errors import ConfigError
 from seqvcr.model import PRESETS
 from seqvcr.objectives import DEFAULT_COEFFICIENTS, OVER_CHOICES
 from seqvcr.sequences import SEQVCR_POSITIONS
-from seqvcr.tasks import TASKS
+from seqvcr.tasks import TASKS, task_options
 from seqvcr.tracking import LOG_TARGETS, WANDB_MODES
 
 # The paper's five configurations: (chain of thought, pause tokens, Seq-VCR).
@@ -47,15 +47,18 @@ METHODS: dict[str, tuple[bool, bool, bool]] = {
 
 @dataclass
 class TaskConfig:
-    """Which task and which data. Files override generation; generated sets are seeded."""
+    """Which task and which data. Files override generation; generated sets are seeded.
+
+    The task options (``digits`` ... ``length``) are the tasks' own, with the defaults their constructors
+    declare (``seqvcr.tasks``); a task's other options keep their defaults."""
 
     name: str = "mult"  # mult | arith | lis
-    digits: int = 4  # mult: digits of the first operand
-    digits_b: int | None = None  # mult: digits of the second operand (default: digits)
-    operators: int = 4  # arith: number of operators
-    modulus: int = 11  # arith: prime modulus
-    under: bool = False  # arith: mix in fewer operators (Feng et al.'s training mix)
-    length: int = 50  # lis: sequence length
+    digits: int = task_options("mult")["digits"]
+    digits_b: int | None = task_options("mult")["digits_b"]
+    operators: int = task_options("arith")["operators"]
+    modulus: int = task_options("arith")["modulus"]
+    under: bool = task_options("arith")["under"]
+    length: int = task_options("lis")["length"]
     train_size: int = 808_000  # generated training examples (ignored when train_file is set)
     valid_size: int = 1000  # generated validation examples (ignored when valid_file is set)
     train_file: str | None = None
@@ -64,12 +67,8 @@ class TaskConfig:
     data_seed: int = 1234
 
     def task_options(self) -> dict[str, Any]:
-        """The constructor options of the chosen task (see ``seqvcr.tasks.make_task``)."""
-        if self.name == "mult":
-            return {"digits": self.digits, "digits_b": self.digits_b}
-        if self.name == "arith":
-            return {"operators": self.operators, "modulus": self.modulus, "under": self.under}
-        return {"length": self.length}
+        """The options of the chosen task that the config sets (see ``seqvcr.tasks.make_task``)."""
+        return {k: getattr(self, k) for k in task_options(self.name) if hasattr(self, k)}
 
 
 @dataclass

@@ -7,6 +7,7 @@ the options back, so ``make_task(t.name, **t.options()) == t``.
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 from seqvcr.errors import ConfigError
@@ -29,6 +30,28 @@ def task_options(name: str) -> dict[str, Any]:
     cls = _task_class(name)
     params = inspect.signature(cls.__init__).parameters
     return {k: p.default for k, p in params.items() if k != "self"}
+
+
+def option_owners() -> dict[str, tuple[str, ...]]:
+    """Every task option, in the order of :data:`TASKS` and of each constructor, with the tasks that
+    take it."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for name in TASKS:
+        for key in task_options(name):
+            owners[key] = (*owners.get(key, ()), name)
+    return owners
+
+
+def option_help(name: str, key: str) -> str:
+    """What option ``key`` of task ``name`` means (the task's ``OPTION_HELP``)."""
+    return _task_class(name).OPTION_HELP.get(key, key)
+
+
+def option_type(name: str, key: str) -> type:
+    """The type of option ``key`` of task ``name`` (``int`` for ``int | None``)."""
+    hint = typing.get_type_hints(_task_class(name).__init__)[key]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
 
 
 def make_task(name: str, **options: Any) -> Task:
@@ -64,6 +87,9 @@ __all__ = [
     "Task",
     "lis_dp",
     "make_task",
+    "option_help",
+    "option_owners",
+    "option_type",
     "read_examples",
     "task_options",
     "write_examples",

@@ -65,6 +65,9 @@ class ArithmeticTask(Task):
     name = "arith"
     question_end = "="
     cot_end = "="
+    OPTION_HELP = {"operators": "number of operators", "modulus": "prime modulus",
+                   "under": "the training set mixes in fewer operators, 1:2:...:L (Feng et al.); "
+                            "valid and test sets keep exactly the given number"}
 
     def __init__(self, operators: int = 4, modulus: int = 11, under: bool = False) -> None:
         self.operators = check_int("operators", operators, 1, MAX_OPERATORS)

@@ -50,7 +50,9 @@ class Example:
 class Task(ABC):
     """A benchmark task: vocabulary, generator and line format.
 
-    Subclasses set ``name``, ``question_end`` and ``cot_end`` and implement the abstract methods. The
+    Subclasses set ``name``, ``question_end`` and ``cot_end`` and implement the abstract methods. Their
+    constructor's keyword arguments are the task's options, with their defaults (the config keys
+    ``task.<option>`` and the flags of ``seqvcr data``); ``OPTION_HELP`` says what each one means. The
     separators are vocabulary tokens that the sequence assembler puts between question, CoT and answer;
     in the file formats they may be written without surrounding spaces (Deng's ``||``).
     """
@@ -58,6 +60,7 @@ class Task(ABC):
     name: str
     question_end: str
     cot_end: str
+    OPTION_HELP: dict[str, str] = {}
 
     @abstractmethod
     def vocabulary(self) -> list[str]:

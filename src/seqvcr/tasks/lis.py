@@ -68,6 +68,7 @@ class LISTask(Task):
     name = "lis"
     question_end = SEP
     cot_end = SEP
+    OPTION_HELP = {"length": "sequence length", "max_value": "largest number in a sequence (>= 2 * length)"}
 
     def __init__(self, length: int = 50, max_value: int = 249) -> None:
         self.length = check_int("length", length, 3, MAX_LENGTH)

@@ -50,6 +50,8 @@ class MultiplicationTask(Task):
     name = "mult"
     question_end = "||"
     cot_end = "####"
+    OPTION_HELP = {"digits": "digits of the first operand",
+                   "digits_b": "digits of the second operand (default: digits)"}
 
     def __init__(self, digits: int = 4, digits_b: int | None = None) -> None:
         self.digits = check_int("digits", digits, 1, MAX_DIGITS)
