@@ -30,7 +30,7 @@ import yaml
 from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import ConfigError
 from seqvcr.model import PRESETS
-from seqvcr.objectives import DEFAULT_COEFFICIENTS, OVER_CHOICES
+from seqvcr.objectives import DEFAULT_COEFFICIENTS, DEFAULT_ETA, DEFAULT_PROJ_DIM, OVER_CHOICES
 from seqvcr.sequences import SEQVCR_POSITIONS
 from seqvcr.tasks import TASKS, task_options
 from seqvcr.tracking import LOG_TARGETS, WANDB_MODES
@@ -110,10 +110,10 @@ class MethodConfig:
 class SeqVCRConfig:
     """Knobs of the Seq-VCR regulariser (used when the method includes it)."""
 
-    lambda1: float | None = None  # variance weight; default: the task's (mult 1.0, others 0.1)
-    lambda2: float | None = None  # covariance weight; default: the task's (mult 0.004, others 0.5)
-    eta: float = 1e-3
-    proj_dim: int = 2048
+    lambda1: float | None = None  # variance weight; default: the task's (objectives.DEFAULT_COEFFICIENTS)
+    lambda2: float | None = None  # covariance weight; default: the task's (objectives.DEFAULT_COEFFICIENTS)
+    eta: float = DEFAULT_ETA
+    proj_dim: int = DEFAULT_PROJ_DIM
     layer: int = -1  # hidden state index: 0 = embeddings, n_layer (or -1) = last layer
     over: str = "batch"  # batch (Eq. 3) | batch_time (App. F)
     positions: str = "all"  # which states count: all | answer | pause | pause_answer (sequences.py)

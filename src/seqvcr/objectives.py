@@ -40,6 +40,8 @@ from seqvcr.errors import ConfigError, InputShapeError
 
 __all__ = [
     "DEFAULT_COEFFICIENTS",
+    "DEFAULT_ETA",
+    "DEFAULT_PROJ_DIM",
     "OVER_CHOICES",
     "SeqVCR",
     "SeqVCROutput",
@@ -54,6 +56,11 @@ DEFAULT_COEFFICIENTS: dict[str, tuple[float, float]] = {
     "arith": (0.1, 0.5),
     "lis": (0.1, 0.5),
 }
+#: The paper's variance-hinge constant and projection width (Sec. 3): the defaults of the functions, the
+#: module and the config.
+DEFAULT_ETA = 1e-3
+DEFAULT_PROJ_DIM = 2048
+_MULT_L1, _MULT_L2 = DEFAULT_COEFFICIENTS["mult"]
 
 #: ``over="batch"``: one covariance per position across the batch (Eq. 3-4, the paper's main results).
 #: ``over="batch_time"``: one covariance over every (sequence, position) vector (Appendix F / H).
@@ -200,7 +207,7 @@ def _terms_batch_time(x: Tensor, mask: Tensor | None, eta: float) -> tuple[Tenso
 
 def seq_vcr_terms(
     x: Tensor,
-    eta: float = 1e-3,
+    eta: float = DEFAULT_ETA,
     *,
     over: str = "batch",
     mask: Tensor | None = None,
@@ -257,9 +264,9 @@ def seq_vcr_terms(
 
 def seq_vcr_loss(
     x: Tensor,
-    lambda1: float = 1.0,
-    lambda2: float = 0.004,
-    eta: float = 1e-3,
+    lambda1: float = _MULT_L1,
+    lambda2: float = _MULT_L2,
+    eta: float = DEFAULT_ETA,
     *,
     over: str = "batch",
     mask: Tensor | None = None,
@@ -320,10 +327,10 @@ class SeqVCR(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        proj_dim: int = 2048,
-        lambda1: float = 1.0,
-        lambda2: float = 0.004,
-        eta: float = 1e-3,
+        proj_dim: int = DEFAULT_PROJ_DIM,
+        lambda1: float = _MULT_L1,
+        lambda2: float = _MULT_L2,
+        eta: float = DEFAULT_ETA,
         over: str = "batch",
         bias: bool = False,
         gather: Gather | None = None,
@@ -349,7 +356,7 @@ class SeqVCR(nn.Module):
 
     @classmethod
     def for_task(cls, task: str, in_dim: int, **kwargs: object) -> SeqVCR:
-        """A head with the paper's coefficients for ``task`` (mult: 1.0/0.004; arith, lis: 0.1/0.5)."""
+        """A head with the paper's coefficients for ``task`` (``DEFAULT_COEFFICIENTS``)."""
         if task not in DEFAULT_COEFFICIENTS:
             raise ConfigError(f"unknown task {task!r}; allowed: {', '.join(DEFAULT_COEFFICIENTS)}")
         lambda1, lambda2 = DEFAULT_COEFFICIENTS[task]
