@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "build_model",
     "build_seqvcr",
     "build_task",
+    "code_version",
     "data_note",
     "describe_machine",
     "load_run",
@@ -184,6 +186,30 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
     }
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         info["gpu"] = torch.cuda.get_device_name(device or 0)
+    return info
+
+
+def code_version() -> dict[str, Any]:
+    """Which code made a result: seqvcr's version and, when it runs from a git checkout, the commit and
+    whether the tracked files differed from it (``dirty``)."""
+    from seqvcr import __version__
+
+    info: dict[str, Any] = {"seqvcr": __version__}
+    here = Path(__file__).resolve().parent
+    git = ["git", "-C", str(here)]
+    try:
+        tracked = subprocess.run([*git, "ls-files", "--error-unmatch", "runs.py"], capture_output=True,
+                                 text=True, timeout=10)
+        if tracked.returncode != 0:  # an installed copy, not a checkout
+            return info
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):  # no git, or it hangs
+        return info
+    if commit.returncode == 0 and status.returncode == 0:
+        info["commit"] = commit.stdout.strip()
+        info["dirty"] = bool(status.stdout.strip())
     return info
 
 

@@ -1,25 +1,25 @@
-"""The training loop: next-token loss on CoT/answer tokens, plus Seq-VCR on a projected layer.
+"""The training loop: a list of loss terms over the batches a curriculum serves, nothing hidden.
 
-One file, one loop, no framework. Per step::
+Per step::
 
-    x, y, mask = batch                                  # (B, T) ids, targets (-100 = no loss), valid
-    out = model(x, y, output_hidden_states=seqvcr)      # logits, LM loss, hidden states L0..LN
-    loss = out.loss + SeqVCR(proj(out.hidden_states[layer]), mask)
+    batch = curriculum.batch(rows, step)                 # x, y (-100 = no loss), mask, rows: (B, T)
+    out = model(batch.x, batch.y, output_hidden_states=...)  # logits, LM loss, hidden states L0..LN
+    loss = sum(term(out, batch).loss for term in terms)  # LM, Seq-VCR, running sum (seqvcr.terms)
 
 :func:`train` reads as its stages, each a function below it in the order it runs: the processes
-(``torchrun`` or one), what the run directory holds (resume, or refuse), the device and precision, the
-data, the model with its Seq-VCR head and optimiser, the batches, the checkpoint to resume from, the
-run directory, speed-ups (``torch.compile``, DDP), the metrics loggers, then :func:`_loop` -- the
-training loop itself -- and the final evaluation and files (:func:`_finish`).
+(``torchrun`` or one), what the run directory holds (resume, or refuse; ``seqvcr.rundir``), the device
+and precision, the data and its curriculum (``seqvcr.curriculum``), the model with its loss terms and
+optimiser, the checkpoint to resume from, the run directory, speed-ups (``torch.compile``, DDP), the
+metrics loggers; they fill one :class:`Run`, which :func:`_loop` trains and :func:`_finish` evaluates and
+saves.
 
-The batch order is a pure function of (seed, step), so a run resumed from its checkpoint sees exactly
-the batches it would have seen; the checkpoint (``checkpoint.safetensors``, see ``seqvcr.checkpoints``)
-also holds the optimiser and the RNG state of every rank, so a resumed run, distributed or not, ends
-with the weights an uninterrupted one would have. Under ``torchrun`` each rank takes its slice of the
-global batch and the Seq-VCR statistics are computed on the gathered global batch (see
-``seqvcr.distributed``). Metrics go to ``metrics.jsonl`` and to the trackers of ``train.log_to``
-(``seqvcr.tracking``); ``train.snapshot_steps`` keeps the weights of chosen steps
-(``RUN_DIR/snapshots/step_000500.safetensors``, weights only) for studies across training.
+The batch order is a pure function of (seed, step), and so is the curriculum, so a run resumed from its
+checkpoint sees exactly the batches it would have seen; the checkpoint also holds the optimiser and the
+RNG state of every rank, so a resumed run, distributed or not, ends with the weights an uninterrupted one
+would have. Ctrl-C finishes the step, saves a checkpoint and stops (exit 130): the same command resumes.
+Under ``torchrun`` each rank takes its slice of the global batch and the Seq-VCR statistics are computed
+on the gathered global batch (``seqvcr.distributed``). Metrics go to ``metrics.jsonl`` and the trackers
+of ``train.log_to`` (``seqvcr.tracking``), one value per name every term logs.
 
 Nothing on disk changes before every input has been checked: the run directory's state, the data, the
 model and the batch size are validated first, and only then is an old run removed (``force``), the
@@ -28,95 +28,84 @@ directory created and the config written.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from types import FrameType
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from seqvcr import config as C
 from seqvcr import distributed as dist_utils
-from seqvcr import outputs
-from seqvcr.atomic import check_output_path, write_json_atomic, write_text_atomic
-from seqvcr.checkpoints import (
-    LEGACY_CHECKPOINT_FILE,
-    MODEL_FILE,
-    legacy_error,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-    save_model,
-    set_rng_state,
-)
+from seqvcr import rundir
+from seqvcr.atomic import write_json_atomic
+from seqvcr.checkpoints import Heads, read_checkpoint, rng_state, set_rng_state
+from seqvcr.curriculum import Curriculum, build_curriculum
 from seqvcr.errors import RunDirError, SeqVCRError, TrainingDivergedError
 from seqvcr.evaluation import EvalResult, evaluate
 from seqvcr.model import GPT, configure_adamw
-from seqvcr.objectives import SeqVCR
+from seqvcr.progress import ProgressBar
 from seqvcr.runs import (
     CHECKPOINT_FILE,
-    CONFIG_FILE,
     METRICS_FILE,
     RESULT_FILE,
-    SNAPSHOT_DIR,
     autocast,
     build_format,
     build_model,
-    build_seqvcr,
     build_task,
+    code_version,
     describe_machine,
     load_splits,
     machine_info,
     precision_used,
     select_device,
-    snapshot_file,
 )
-from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples, make_batch, seqvcr_positions
+from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples
 from seqvcr.tasks import Task
-from seqvcr.tracking import TENSORBOARD_DIR, MetricsLogger, check_available
+from seqvcr.terms import Batch, TermContext, build_terms
+from seqvcr.tracking import MetricsLogger, check_available
 
 
 class TrainModule(nn.Module):
-    """The model and its Seq-VCR head as one module, so DDP synchronises both.
+    """The model and its loss terms as one module, so DDP synchronises every trained part.
 
-    ``positions`` and ``pause_ids`` choose which states enter the Seq-VCR statistics
-    (``seqvcr.positions``, see ``seqvcr.sequences.seqvcr_positions``); the default is every real token.
+    ``forward`` returns the loss to backpropagate and the (n,) vector of the values the terms log, in the
+    order of ``log_names``.
     """
 
-    def __init__(
-        self,
-        model: GPT,
-        seqvcr: SeqVCR | None,
-        positions: str = "all",
-        pause_ids: tuple[int, ...] = (),
-    ) -> None:
+    def __init__(self, model: GPT, terms: nn.ModuleDict) -> None:
         super().__init__()
         self.model = model
-        self.seqvcr = seqvcr
-        self.positions = positions
-        self.pause_ids = pause_ids
-        self.gather = None  # set to an all-gather with gradients under torchrun
+        self.terms = terms
+        self.needs_hidden = any(t.needs_hidden for t in terms.values())
+        self.log_names: tuple[str, ...] = tuple(n for t in terms.values() for n in t.log_names)
+
+    def heads(self) -> Heads:
+        """The terms' trained heads, by the prefix their tensors are stored under."""
+        return {name: m for t in self.terms.values() for name, m in t.stored().items()}
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Returns (total loss, LM loss, Seq-VCR variance term, covariance term)."""
-        need_hidden = self.seqvcr is not None
-        out = self.model(x, y, output_hidden_states=need_hidden)
-        if self.seqvcr is None:
-            return out.loss, out.loss, None, None
-        h = self.seqvcr.select(out.hidden_states)  # (B, T, n_embd) of the regularised layer
-        counted = seqvcr_positions(x, y, mask, self.positions, self.pause_ids)  # (B, T)
-        sv = self.seqvcr(h, counted, gather=self.gather)
-        return out.loss + sv.loss, out.loss, sv.variance, sv.covariance
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = Batch(x, y, mask, rows)
+        out = self.model(x, y, output_hidden_states=self.needs_hidden)
+        total: torch.Tensor | None = None
+        logged: list[torch.Tensor] = []
+        for term in self.terms.values():
+            value = term(out, batch)
+            total = value.loss if total is None else total + value.loss
+            logged += [value.logs[name].detach().float() for name in term.log_names]
+        assert total is not None, "a run has at least the LM term"
+        return total, torch.stack(logged)
 
 
 def lr_at(step: int, total: int, cfg: C.OptimConfig) -> float:
@@ -157,35 +146,7 @@ class BatchSampler:
         return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-@dataclass
-class RunState:
-    """Where a run is: its step, the last checkpointed step, and training time over all attempts."""
-
-    step: int = 0
-    last_good_step: int = 0
-    time_before: float = 0.0  # seconds trained by earlier attempts (from the checkpoint)
-    t_start: float = 0.0  # perf_counter() when this attempt started
-
-    def train_time(self) -> float:
-        return self.time_before + time.perf_counter() - self.t_start
-
-
-class Progress:
-    """One line per log interval on stderr (and nothing on non-main ranks)."""
-
-    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.t0 = time.perf_counter()
-
-    def line(self, step: int, text: str) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / max(step, 1) * (self.total - step)
-        self.stream.write(f"[{step:>7}/{self.total}] {text} | {elapsed:5.0f}s elapsed, eta {eta:5.0f}s\n")
-        self.stream.flush()
+# ---------------------------------------------------------------------------------------------- the run
 
 
 @dataclass
@@ -214,22 +175,65 @@ class Hardware:
 
 @dataclass
 class Data:
-    """The task, its sequence format and the tokenised splits, on the device."""
+    """The task, the evaluation format, the training curriculum and the validation set, on the device."""
 
     task: Task
-    fmt: SequenceFormat
-    train: EncodedData  # (N, L): every training sequence padded to the longest of both splits
+    fmt: SequenceFormat  # what evaluation decodes (never a chain of thought under a curriculum)
+    curriculum: Curriculum  # what each step trains on
+    n_train: int
     valid: EncodedData
     block_size: int  # the model's positions
 
 
 @dataclass
-class Batches:
-    """Which sequences each step trains on: the sampler of global batches and this rank's share."""
+class RunState:
+    """Where a run is: its step, the last checkpointed step, and training time over all attempts."""
 
+    step: int = 0
+    last_good_step: int = 0
+    time_before: float = 0.0  # seconds trained by earlier attempts (from the checkpoint)
+    t_start: float = 0.0  # perf_counter() when this attempt started
+    first_step: int = 0  # the step this attempt started at
+
+    def train_time(self) -> float:
+        return self.time_before + time.perf_counter() - self.t_start
+
+
+@dataclass
+class Run:
+    """Everything a training run is made of, built once by :func:`train`'s stages."""
+
+    cfg: C.Config
+    dir: Path
+    ranks: Ranks
+    hw: Hardware
+    data: Data
+    tm: TrainModule  # the model and its loss terms
+    runner: nn.Module  # what a step calls: ``tm``, compiled and/or inside DDP
+    opt: torch.optim.Optimizer
     sampler: BatchSampler
     total: int  # steps of the whole run
     local_batch: int  # sequences per step on this rank (the global batch / world)
+    state: RunState
+    metrics: MetricsLogger | None  # rank 0 only
+    prog: ProgressBar
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dir / CHECKPOINT_FILE
+
+    def model(self) -> GPT:
+        """The GPT itself (not its compiled wrapper)."""
+        m = self.tm.model
+        return m._orig_mod if self.cfg.train.compile and hasattr(m, "_orig_mod") else m  # type: ignore[return-value]
+
+    def say(self, text: str) -> None:
+        """One progress line (rank 0): the step, what happened, time so far and the estimate to the end."""
+        elapsed = time.perf_counter() - self.state.t_start
+        done = max(self.state.step - self.state.first_step, 1)
+        eta = elapsed / done * (self.total - self.state.step)
+        step = f"[{self.state.step:>7}/{self.total}]"
+        self.prog.write(f"{step} {text} | {elapsed:5.0f}s elapsed, eta {eta:5.0f}s")
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -251,35 +255,38 @@ def train(
             or written; nothing that existed before is removed or changed.
         ConfigError, DataError: bad config values or data, found before anything is written.
         TrainingDivergedError: the loss became NaN or infinite.
+        KeyboardInterrupt: Ctrl-C, after the checkpoint of the last finished step was saved.
     """
     cfg = C.resolve(cfg)
     rd = Path(run_dir)
     ranks = _set_up_processes(cfg)
     # what the run directory holds decides resume or refusal; nothing is changed yet
-    resume = bool(_on_rank0(lambda: check_run_dir(rd, cfg, force), ranks.distributed))
+    resume = bool(_on_rank0(lambda: rundir.check_run_dir(rd, cfg, force), ranks.distributed))
     if ranks.main:
         check_available(cfg.train.log_to)  # an optional tracker that is not installed: say so now
     hw = _set_up_device(cfg)
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     random.seed(cfg.train.seed)
-    data = _load_data(cfg, hw.device)
-    tm, opt = _build_model(cfg, data, hw.device, ranks)
-    batches = _plan_batches(cfg, data, ranks)
-    ckpt_path = rd / CHECKPOINT_FILE
-    state = _resume(ckpt_path, tm, opt, cfg, ranks) if resume else RunState()
+    data, train_examples = _load_data(cfg, hw.device)
+    tm, opt = _build_model(cfg, data, train_examples, hw.device, ranks)
+    sampler, total, local_batch = _plan_batches(cfg, data, ranks)
+    state = _resume(rd / CHECKPOINT_FILE, tm, opt, cfg, ranks) if resume else RunState()
     # every input checked: now the directory may change
-    _on_rank0(lambda: _set_up_run_dir(rd, cfg, force, resume, state.step), ranks.distributed)
-    n_params = tm.model.num_params()
+    _on_rank0(lambda: rundir.set_up_run_dir(rd, cfg, force, resume, state.step), ranks.distributed)
     runner = _wrap_model(tm, cfg, hw.device, ranks)
-    prog = Progress(batches.total, enabled=progress and ranks.main)
-    if ranks.main and progress:
-        _announce(cfg, data, batches, hw, n_params, state.step if resume else None)
+    prog = ProgressBar(total, "train", unit="steps", enabled=progress and ranks.main, plain=False)
+    prog.update(state.step)
     state.t_start = time.perf_counter()
     metrics = _open_metrics(rd, cfg, state, resume) if ranks.main else None
+    run = Run(cfg, rd, ranks, hw, data, tm, runner, opt, sampler, total, local_batch, state, metrics, prog)
+    if ranks.main and progress:
+        _announce(run, resumed_at=state.step if resume else None)
     try:
-        _loop(runner, tm, opt, cfg, data, batches, state, ranks, hw, metrics, prog, ckpt_path)
-        return _finish(rd, tm, opt, cfg, data, state, ranks, hw, metrics, prog, command)
+        with _StopOnCtrlC(enabled=not ranks.distributed) as stop:
+            _loop(run, stop)
+        return _finish(run, command)
     finally:
+        prog.close()
         if metrics is not None:
             metrics.close()
         if ranks.distributed:
@@ -310,55 +317,53 @@ def _set_up_device(cfg: C.Config) -> Hardware:
     return Hardware(device, precision, autocast(device, cfg.train.precision))
 
 
-def _load_data(cfg: C.Config, device: torch.device) -> Data:
-    """The splits, generated or read once, tokenised once, padded to one length, kept on the device."""
+def _load_data(cfg: C.Config, device: torch.device) -> tuple[Data, list[Any]]:
+    """The splits, generated or read once, tokenised once, kept on the device; the training examples
+    (which a loss term may need, e.g. for the running sums)."""
     task = build_task(cfg)
     fmt = build_format(cfg, task)
     train_ex, valid_ex = load_splits(cfg, task)
-    train_data = encode_examples(fmt, train_ex, where="train")
-    valid_data = encode_examples(fmt, valid_ex, where="valid")
-    seq_len = max(train_data.max_length, valid_data.max_length)
-    train_data = encode_examples(fmt, train_ex, pad_to=seq_len, where="train").to(device)
-    valid_data = valid_data.to(device)
+    valid = encode_examples(fmt, valid_ex, where="valid")
+    curriculum = build_curriculum(cfg, fmt, train_ex, valid.max_length, device)
+    seq_len = max(curriculum.max_length, valid.max_length)
     block_size = cfg.model.block_size or seq_len
     if block_size < seq_len:
         raise RunDirError(f"model.block_size={block_size} is shorter than the longest sequence ({seq_len})")
-    return Data(task, fmt, train_data, valid_data, block_size)
+    return Data(task, fmt, curriculum, len(train_ex), valid.to(device), block_size), train_ex
 
 
 def _build_model(
-    cfg: C.Config, data: Data, device: torch.device, ranks: Ranks
+    cfg: C.Config, data: Data, train_examples: list[Any], device: torch.device, ranks: Ranks
 ) -> tuple[TrainModule, torch.optim.Optimizer]:
-    """The GPT (fresh, or from ``model.init_from``), its Seq-VCR head and AdamW over both."""
+    """The GPT (fresh, or from ``model.init_from``), its loss terms and AdamW over both."""
     tok = data.fmt.tokenizer
     model = build_model(cfg, tok.vocab_size, data.block_size).to(device)
-    head = build_seqvcr(cfg, model.config.n_embd)
-    if head is not None:
-        head.to(device)
-    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
-    tm = TrainModule(model, head, positions=cfg.seqvcr.positions, pause_ids=pause_ids)
+    ctx = TermContext(
+        n_embd=model.config.n_embd, task=data.task, train_examples=train_examples, device=device,
+        pause_ids=(tok.pause_start_id, tok.pause_id, tok.pause_end_id),
+        gather=dist_utils.all_gather_with_grad if ranks.distributed else None,
+    )
+    tm = TrainModule(model, build_terms(cfg, ctx).to(device))
     torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout masks
-    if ranks.distributed:
-        tm.gather = dist_utils.all_gather_with_grad
     return tm, build_optimizer(tm, cfg, device)
 
 
 def build_optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW of ``optim.*`` over the model and its head (``seqvcr.model.configure_adamw``: weight decay
-    on matrices only; fused kernels on CUDA)."""
+    """AdamW of ``optim.*`` over the model and its terms' heads (``seqvcr.model.configure_adamw``: weight
+    decay on matrices only; fused kernels on CUDA)."""
     o = cfg.optim
     return configure_adamw(tm, o.weight_decay, o.lr, (o.beta1, o.beta2), device.type)
 
 
-def _plan_batches(cfg: C.Config, data: Data, ranks: Ranks) -> Batches:
-    """The global batches of every step, the run's length in steps, and this rank's slice."""
+def _plan_batches(cfg: C.Config, data: Data, ranks: Ranks) -> tuple[BatchSampler, int, int]:
+    """The global batches of every step, the run's length in steps, and this rank's share of a batch."""
     if cfg.optim.batch_size % ranks.world != 0:
         raise RunDirError(
             f"optim.batch_size={cfg.optim.batch_size} is not divisible by {ranks.world} processes"
         )
-    sampler = BatchSampler(len(data.train), cfg.optim.batch_size, cfg.train.seed)
+    sampler = BatchSampler(data.n_train, cfg.optim.batch_size, cfg.train.seed)
     total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * sampler.steps_per_epoch))
-    return Batches(sampler, total, sampler.batch_size // ranks.world)
+    return sampler, total, sampler.batch_size // ranks.world
 
 
 def _resume(
@@ -366,9 +371,8 @@ def _resume(
 ) -> RunState:
     """Weights, optimiser and RNG state from the checkpoint; every rank reads it (and restores its
     own RNG state)."""
-    state = RunState()
     ck = read_checkpoint(path)
-    ck.load_weights(tm.model, tm.seqvcr)
+    ck.load_weights(tm.model, tm.heads())
     ck.load_optimizer(opt)
     states = ck.rng_states
     if len(states) == ranks.world:
@@ -380,9 +384,7 @@ def _resume(
                 f"warning: {path} was written by {len(states)} process(es), resuming with "
                 f"{ranks.world}: dropout masks differ from an uninterrupted run from here on\n"
             )
-    state.step = state.last_good_step = ck.step
-    state.time_before = ck.train_time
-    return state
+    return RunState(step=ck.step, last_good_step=ck.step, time_before=ck.train_time, first_step=ck.step)
 
 
 def _wrap_model(tm: TrainModule, cfg: C.Config, device: torch.device, ranks: Ranks) -> nn.Module:
@@ -397,16 +399,16 @@ def _wrap_model(tm: TrainModule, cfg: C.Config, device: torch.device, ranks: Ran
     return runner
 
 
-def _announce(
-    cfg: C.Config, data: Data, batches: Batches, hw: Hardware, n_params: int, resumed_at: int | None
-) -> None:
-    """One line on stderr: what is trained, on what, for how long."""
-    sys.stderr.write(
-        f"training {data.task.describe()} / {cfg.method.name} / {n_params / 1e6:.2f}M params on "
-        f"{hw.device} ({hw.precision}), {len(data.train)} train / {len(data.valid)} valid examples, "
-        f"{batches.total} steps of {batches.sampler.batch_size}"
-        + (f" (resumed at step {resumed_at})" if resumed_at is not None else "")
-        + "\n"
+def _announce(run: Run, resumed_at: int | None) -> None:
+    """One line: what is trained, with which loss terms, on what, for how long."""
+    cfg, data = run.cfg, run.data
+    terms = " + ".join(run.tm.terms.keys())
+    curriculum = f", curriculum {cfg.curriculum.name}" if cfg.curriculum.name != "none" else ""
+    run.prog.write(
+        f"training {data.task.describe()} / {cfg.method.name} / loss {terms}{curriculum} / "
+        f"{run.tm.model.num_params() / 1e6:.2f}M params on {run.hw.device} ({run.hw.precision}), "
+        f"{data.n_train} train / {len(data.valid)} valid examples, {run.total} steps of "
+        f"{run.sampler.batch_size}" + (f" (resumed at step {resumed_at})" if resumed_at is not None else "")
     )
 
 
@@ -420,139 +422,124 @@ def _open_metrics(rd: Path, cfg: C.Config, state: RunState, resume: bool) -> Met
     )
 
 
-def _loop(
-    runner: nn.Module,
-    tm: TrainModule,
-    opt: torch.optim.Optimizer,
-    cfg: C.Config,
-    data: Data,
-    batches: Batches,
-    state: RunState,
-    ranks: Ranks,
-    hw: Hardware,
-    metrics: MetricsLogger | None,
-    prog: Progress,
-    ckpt_path: Path,
-) -> None:
-    """Train from ``state.step`` to the last step: log, evaluate, snapshot and checkpoint on the way."""
-    tc = cfg.train
-    total, local_bs = batches.total, batches.local_batch
-    snapshot_at = set(C.snapshot_steps(tc, total))
-    device = data.train.ids.device
-    valid_probe = data.valid
-    if tc.eval_examples and tc.eval_examples < len(data.valid):
-        valid_probe = data.valid.subset(range(tc.eval_examples))
-    interval = _LogInterval(device)
-    tm.train()
-    while state.step < total:
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def _loop(run: Run, stop: _StopOnCtrlC) -> None:
+    """Train from ``run.state.step`` to the last step: log, evaluate, snapshot and checkpoint on the way."""
+    cfg, state, curriculum = run.cfg, run.state, run.data.curriculum
+    share = slice(run.ranks.rank * run.local_batch, (run.ranks.rank + 1) * run.local_batch)
+    interval = _LogInterval(run.hw.device, run.tm.log_names)
+    run.tm.train()
+    while state.step < run.total:
         step = state.step
-        lr = lr_at(step, total, cfg.optim)
-        for g in opt.param_groups:
+        lr = lr_at(step, run.total, cfg.optim)
+        for g in run.opt.param_groups:
             g["lr"] = lr
-        idx = batches.sampler.indices(step)[ranks.rank * local_bs : (ranks.rank + 1) * local_bs].to(device)
-        x, y, mask = make_batch(data.train, idx)  # (B, T) each
-        with hw.autocast:
-            loss, lm_loss, var, cov = runner(x, y, mask)
-        opt.zero_grad(set_to_none=True)
+        if curriculum.resets_optimizer(step):
+            run.opt.state.clear()  # ICoT-SI: AdamW starts afresh when more CoT is removed
+        batch = curriculum.batch(run.sampler.indices(step)[share].to(run.hw.device), step)
+        with run.hw.autocast:
+            loss, logged = run.runner(batch.x, batch.y, batch.mask, batch.rows)
+        run.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(tm.parameters(), cfg.optim.grad_clip)
-        opt.step()
+            torch.nn.utils.clip_grad_norm_(run.tm.parameters(), cfg.optim.grad_clip)
+        run.opt.step()
         state.step += 1
-        interval.add(loss, lm_loss, var, cov, mask)
-
-        s = state.step
-        at_log = s % tc.log_every == 0 or s == total
-        at_ckpt = s % tc.checkpoint_every == 0
-        at_eval = s % tc.eval_every == 0 and s != total
-        if (at_log or at_ckpt or at_eval) and _any_rank(interval.nonfinite):
-            raise TrainingDivergedError(
-                f"loss became NaN/inf between steps {state.last_good_step} and {s} "
-                f"(lr {lr:.3g}); stopped: {_kept(ckpt_path, state.last_good_step)}; lower optim.lr or "
-                "raise optim.warmup and re-run with --force"
-            )
-        if at_log and interval.steps:
-            rec = interval.record(s, lr, x, local_bs, with_seqvcr=tm.seqvcr is not None)
-            _log(metrics, rec)
-            extra = (f" (lm {rec['lm_loss']:.4f}, var {rec['seqvcr_variance']:.4f}, "
-                     f"cov {rec['seqvcr_covariance']:.4f})" if tm.seqvcr is not None else "")
-            prog.line(s, f"loss {rec['loss']:.4f}{extra} | lr {lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s")
-            interval.reset()
-        if at_eval and ranks.main:
-            model = tm.model if not tc.compile else tm.model._orig_mod
-            res = evaluate(model, data.fmt, valid_probe, batch_size=tc.eval_batch_size,
-                           precision=hw.precision)
-            _log(metrics, _eval_record(s, res))
-            prog.line(s, f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
-            tm.train()
-            interval.restart_clock()
-        if s in snapshot_at and ranks.main:
-            _save_snapshot(ckpt_path.parent, tm, s, tc.compile)
-        if at_ckpt:
-            rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
-            if ranks.main:
-                model_for_ckpt = tm
-                if tc.compile:
-                    model_for_ckpt = TrainModule(tm.model._orig_mod, tm.seqvcr, tm.positions, tm.pause_ids)
-                _save_checkpoint(ckpt_path, model_for_ckpt, opt, state, cfg, rng_states)
-            state.last_good_step = s
-    if tc.compile:
-        tm.model = tm.model._orig_mod
+        interval.add(loss, logged, batch.mask)
+        run.prog.update()
+        _after_step(run, interval, lr, batch, stop)
+    if cfg.train.compile:
+        run.tm.model = run.model()
 
 
-def _finish(
-    rd: Path,
-    tm: TrainModule,
-    opt: torch.optim.Optimizer,
-    cfg: C.Config,
-    data: Data,
-    state: RunState,
-    ranks: Ranks,
-    hw: Hardware,
-    metrics: MetricsLogger | None,
-    prog: Progress,
-    command: str | None,
-) -> dict[str, Any]:
+def _after_step(run: Run, interval: _LogInterval, lr: float, batch: Batch, stop: _StopOnCtrlC) -> None:
+    """What happens between steps: the NaN check, the log line, the validation probe, snapshots and
+    checkpoints, and a requested stop (Ctrl-C)."""
+    tc, s = run.cfg.train, run.state.step
+    at_log = s % tc.log_every == 0 or s == run.total
+    at_ckpt = s % tc.checkpoint_every == 0
+    at_eval = s % tc.eval_every == 0 and s != run.total
+    if (at_log or at_ckpt or at_eval) and _any_rank(interval.nonfinite):
+        raise TrainingDivergedError(
+            f"loss became NaN/inf between steps {run.state.last_good_step} and {s} "
+            f"(lr {lr:.3g}); stopped: {rundir.kept(run.ckpt_path, run.state.last_good_step)}; lower "
+            "optim.lr or raise optim.warmup and re-run with --force"
+        )
+    if at_log and interval.steps:
+        rec = {**interval.record(s, lr, batch.x, run.local_batch), **run.data.curriculum.logs(s - 1)}
+        _log(run, rec)
+        parts = ", ".join(f"{k.removesuffix('_loss')} {rec[k]:.4f}" for k in run.tm.log_names)
+        run.say(f"loss {rec['loss']:.4f} ({parts}) | lr {lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s")
+        interval.reset()
+    if at_eval and run.ranks.main:
+        res = evaluate(run.model(), run.data.fmt, _probe(run), batch_size=tc.eval_batch_size,
+                       precision=run.hw.precision)
+        _log(run, _eval_record(s, res))
+        run.say(f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
+        run.tm.train()
+        interval.restart_clock()
+    if s in C.snapshot_steps(tc, run.total) and run.ranks.main:
+        rundir.save_snapshot(run.dir, run.model(), run.tm.heads(), s)
+    if at_ckpt or stop.requested:
+        _checkpoint(run)
+    if stop.requested:
+        run.say(f"interrupted: checkpoint of step {s} saved in {run.ckpt_path}; the same command resumes")
+        raise KeyboardInterrupt
+
+
+def _probe(run: Run) -> EncodedData:
+    """The validation examples of a periodic evaluation (``train.eval_examples``; 0 = all)."""
+    n = run.cfg.train.eval_examples
+    return run.data.valid.subset(range(n)) if n and n < len(run.data.valid) else run.data.valid
+
+
+def _checkpoint(run: Run) -> None:
+    """Save the checkpoint of the current step (every rank's RNG state, written by rank 0)."""
+    rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
+    if run.ranks.main:
+        rundir.save_checkpoint(
+            run.ckpt_path, run.model(), run.tm.heads(), run.opt, step=run.state.step,
+            last_good_step=run.state.last_good_step, train_time=run.state.train_time(), cfg=run.cfg,
+            rng_states=rng_states,
+        )
+    run.state.last_good_step = run.state.step
+
+
+def _finish(run: Run, command: str | None) -> dict[str, Any]:
     """Evaluate on the whole validation set, write the last checkpoint, model.safetensors and, last,
     result.json (rank 0; the other ranks return ``{}``)."""
-    train_time = state.train_time()
-    rng_states = _gather_rng_states()  # a collective: before the rank-0-only part
-    if not ranks.main:
+    train_time = run.state.train_time()
+    _checkpoint(run)  # a collective: before the rank-0-only part
+    if not run.ranks.main:
         return {}
-    model = tm.model
-    final = evaluate(model, data.fmt, data.valid, batch_size=cfg.train.eval_batch_size,
-                     precision=hw.precision)
-    _log(metrics, _eval_record(state.step, final))
-    ckpt_path = rd / CHECKPOINT_FILE
-    _save_checkpoint(ckpt_path, tm, opt, state, cfg, rng_states)
-    state.last_good_step = state.step
-    try:
-        save_model(rd / MODEL_FILE, model, tm.seqvcr, state.step)
-    except OSError as err:
-        raise RunDirError(
-            f"{rd / MODEL_FILE}: cannot be written ({err.strerror or err}); "
-            f"{_kept(ckpt_path, state.step)}; free some space and re-run the same command"
-        ) from None
-    info = machine_info(hw.device)
+    model, cfg, step = run.model(), run.cfg, run.state.step
+    final = evaluate(model, run.data.fmt, run.data.valid, batch_size=cfg.train.eval_batch_size,
+                     precision=run.hw.precision)
+    _log(run, _eval_record(step, final))
+    rundir.save_final_model(run.dir, model, run.tm.heads(), step)
+    info = machine_info(run.hw.device)
     result = {
-        "run_dir": str(rd),
-        "task": data.task.describe(),
+        "run_dir": str(run.dir),
+        "task": run.data.task.describe(),
         "method": cfg.method.name,
         "seed": cfg.train.seed,
-        "steps": state.step,
+        "steps": step,
         "params": model.num_params(),
         "valid": final.summary(),
         "train_time_s": train_time,
-        "device": str(hw.device),
-        "precision": hw.precision,
-        "world_size": ranks.world,
+        "device": str(run.hw.device),
+        "precision": run.hw.precision,
+        "world_size": run.ranks.world,
         "machine": info,
         "machine_description": describe_machine(info),
+        "code": code_version(),
         "command": command,
         "config": C.to_dict(cfg),
     }
-    write_json_atomic(rd / RESULT_FILE, result)
-    prog.line(state.step, f"done: valid exact match {final.exact_match:.4f} on {final.n} examples")
+    write_json_atomic(run.dir / RESULT_FILE, result)
+    run.say(f"done: valid exact match {final.exact_match:.4f} on {final.n} examples")
     return result
 
 
@@ -563,48 +550,32 @@ class _LogInterval:
     """The running sums of one log interval, kept on the device (no host sync per step), and whether
     the loss has ever been NaN or infinite."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, names: tuple[str, ...]) -> None:
         self.device = device
-        self.sums = torch.zeros(4, device=device)  # loss, lm loss, variance, covariance
+        self.names = names
+        self.sums = torch.zeros(1 + len(names), device=device)  # the loss, then each term's logged values
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self.tokens = 0
         self.steps = 0
         self.t_last = time.perf_counter()
 
-    def add(
-        self,
-        loss: torch.Tensor,
-        lm_loss: torch.Tensor,
-        var: torch.Tensor | None,
-        cov: torch.Tensor | None,
-        mask: torch.Tensor,
-    ) -> None:
-        """Count one step (its scalar losses and, on CPU, its real tokens)."""
+    def add(self, loss: torch.Tensor, logged: torch.Tensor, mask: torch.Tensor) -> None:
+        """Count one step (its loss, the terms' values and, on CPU, its real tokens)."""
         self.steps += 1
         self.tokens += int(mask.sum()) if self.device.type == "cpu" else 0
         with torch.no_grad():
             self.nonfinite |= ~torch.isfinite(loss.detach())
-            self.sums += torch.stack(
-                [
-                    loss.detach().float(),
-                    lm_loss.detach().float(),
-                    var.detach().float() if var is not None else torch.zeros((), device=self.device),
-                    cov.detach().float() if cov is not None else torch.zeros((), device=self.device),
-                ]
-            )
+            self.sums += torch.cat([loss.detach().float().reshape(1), logged.float()])
 
-    def record(
-        self, step: int, lr: float, x: torch.Tensor, local_bs: int, *, with_seqvcr: bool
-    ) -> dict[str, Any]:
-        """The interval's ``train`` record: the losses of the global batch averaged over the steps,
+    def record(self, step: int, lr: float, x: torch.Tensor, local_bs: int) -> dict[str, Any]:
+        """The interval's ``train`` record: the values of the global batch averaged over the steps,
         and the throughput (padded tokens on a GPU, which counts them without a sync per step)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.tokens = int(self.steps * x.shape[0] * x.shape[1])
-        now = time.perf_counter()
-        dt = max(now - self.t_last, 1e-9)
+        dt = max(time.perf_counter() - self.t_last, 1e-9)
         world = dist_utils.world_size()
-        if world > 1:  # log the global batch's losses, not rank 0's shard
+        if world > 1:  # log the global batch's values, not rank 0's shard
             torch.distributed.all_reduce(self.sums)
             self.sums /= world
         avg = (self.sums / self.steps).tolist()
@@ -612,10 +583,7 @@ class _LogInterval:
             "kind": "train",
             "step": step,
             "loss": avg[0],
-            "lm_loss": avg[1],
-            "seqvcr_loss": avg[0] - avg[1] if with_seqvcr else 0.0,
-            "seqvcr_variance": avg[2],
-            "seqvcr_covariance": avg[3],
+            **dict(zip(self.names, avg[1:], strict=True)),
             "lr": lr,
             "tokens_per_s": self.tokens * world / dt,
             "examples_per_s": self.steps * local_bs * world / dt,
@@ -645,68 +613,38 @@ def _eval_record(step: int, res: EvalResult) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------- files
+def _log(run: Run, record: dict[str, Any]) -> None:
+    """Write one record (metrics.jsonl and the trackers; rank 0; a failed write is a one-line error)."""
+    if run.metrics is not None:
+        run.metrics.log(record)
 
 
-def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
-    """Decide what to do with the run directory, changing nothing. True: resume an interrupted run.
-
-    A finished run (result.json) or a trained model that cannot be resumed is never replaced without
-    ``force``; an interrupted run with the same config is resumed; one with a different config needs
-    ``force``; a checkpoint of the earlier pickle format must be converted first (never loaded).
-    """
-    check_output_path(run_dir, "run directory", directory=True)
-    if force:
-        return False
-    if (run_dir / RESULT_FILE).is_file():
-        raise RunDirError(
-            f"{run_dir}: already holds a finished run (result.json); use --force to overwrite it"
-        )
-    if (run_dir / CHECKPOINT_FILE).is_file():
-        saved = C.load_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
-        if saved is None or C.to_dict(C.resolve(saved)) != C.to_dict(cfg):
-            raise RunDirError(
-                f"{run_dir}: holds an interrupted run with a different config; "
-                "use --force to start over or pick another directory"
-            )
-        return True
-    if (run_dir / LEGACY_CHECKPOINT_FILE).is_file():
-        raise legacy_error(run_dir)
-    if (run_dir / MODEL_FILE).is_file():
-        raise RunDirError(
-            f"{run_dir}: holds a trained model ({MODEL_FILE}) without a checkpoint to resume from; "
-            "use --force to train anew or pick another directory"
-        )
-    return False
+# ---------------------------------------------------------------------------------------------- processes
 
 
-#: The files of a run that ``force`` removes (once the new run's inputs have been checked).
-RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)
-#: Measurements of the old run's weights that ``force`` removes with it (``seqvcr entropy``, ``seqvcr eval``).
-MEASUREMENT_FILES = outputs.ENTROPY_FILES
-#: Directories of a run that ``force`` removes: saved evaluations, snapshots, TensorBoard events. (A W&B
-#: directory is kept: its offline runs may not have been uploaded yet.)
-RUN_DIRS = (outputs.EVAL_DIR, SNAPSHOT_DIR, TENSORBOARD_DIR)
+class _StopOnCtrlC:
+    """While training: the first Ctrl-C asks the loop to stop after the step it is in (it then saves a
+    checkpoint and raises KeyboardInterrupt); a second one interrupts at once. Only in the main thread of
+    a lone process (under ``torchrun`` every rank would have to agree on the step)."""
 
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: Any = None
 
-def _set_up_run_dir(run_dir: Path, cfg: C.Config, force: bool, resume: bool, step: int) -> None:
-    """Remove the old run (``force``), create the directory, write the config (rank 0 only)."""
-    if force and run_dir.is_dir():
-        for name in (*RUN_FILES, *MEASUREMENT_FILES):
-            (run_dir / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:  # temporary files of an attempt killed while writing (never read)
-        for tmp in run_dir.glob(f"{name}.tmp*"):
-            tmp.unlink(missing_ok=True)
-    if resume:
-        _truncate_metrics(run_dir / METRICS_FILE, step)
-    else:  # records, snapshots and events of an attempt that saved no checkpoint describe nothing kept
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        for name in (SNAPSHOT_DIR, TENSORBOARD_DIR):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    C.save_yaml(cfg, run_dir / CONFIG_FILE)
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnCtrlC:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 T = TypeVar("T")
@@ -744,91 +682,9 @@ def _gather_rng_states() -> list[dict[str, Any]]:
     return out
 
 
-def _kept(path: Path, step: int) -> str:
-    """What is left on disk to resume from, named only if it exists."""
-    if path.is_file():
-        return f"the last good checkpoint (step {step}) is kept in {path}"
-    return "no checkpoint had been saved yet"
-
-
-def _save_checkpoint(
-    path: Path,
-    tm: TrainModule,
-    opt: torch.optim.Optimizer,
-    state: RunState,
-    cfg: C.Config,
-    rng_states: list[dict[str, Any]],
-) -> None:
-    """Write ``checkpoint.safetensors`` for ``state.step``; a failed write (full disk) is a one-line
-    RunDirError, the temporary file is gone and the previous checkpoint is untouched."""
-    try:
-        save_checkpoint(
-            path,
-            tm.model,
-            tm.seqvcr,
-            opt,
-            step=state.step,
-            train_time=state.train_time(),
-            rng_states=rng_states,
-            config=C.to_dict(cfg),
-        )
-    except OSError as err:
-        raise RunDirError(
-            f"{path}: cannot write the checkpoint of step {state.step} ({err.strerror or err}); "
-            f"{_kept(path, state.last_good_step)}; free some space and re-run the same command to resume"
-        ) from None
-
-
 def _any_rank(flag: torch.Tensor) -> bool:
     """True if ``flag`` is set on any process (so every rank stops together on a NaN)."""
     if dist_utils.world_size() > 1:
         flag = flag.to(torch.int32)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
     return bool(flag)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint a run resumes from, so no step appears twice.
-
-    A torn last line (the process was killed while writing it) is dropped too; any other line that is
-    not a JSON record is a RunDirError naming file:line (it was not written by seqvcr).
-    """
-    if not path.is_file():
-        return
-    lines = path.read_text(errors="replace").splitlines()
-    kept = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            record_step = int(record["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            if lineno == len(lines):
-                continue  # torn by a kill during the write
-            raise RunDirError(
-                f"{path}:{lineno}: not a metrics record; remove the line (or the file) to resume"
-            ) from None
-        if record_step <= step:
-            kept.append(line)
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _log(logger: MetricsLogger | None, record: dict[str, Any]) -> None:
-    """Write one record (metrics.jsonl and the trackers; a failed write is a one-line error)."""
-    if logger is not None:
-        logger.log(record)
-
-
-def _save_snapshot(run_dir: Path, tm: TrainModule, step: int, compiled: bool) -> None:
-    """Keep the weights of ``step`` in ``RUN_DIR/snapshots/step_000500.safetensors`` (weights only)."""
-    path = snapshot_file(run_dir, step)
-    path.parent.mkdir(exist_ok=True)
-    model = tm.model._orig_mod if compiled else tm.model
-    try:
-        save_model(path, model, tm.seqvcr, step)
-    except OSError as err:
-        raise RunDirError(
-            f"{path}: cannot write the snapshot of step {step} ({err.strerror or err}); free some space "
-            "and re-run the same command to resume from the last checkpoint"
-        ) from None

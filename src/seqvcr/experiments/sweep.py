@@ -73,10 +73,19 @@ ID_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
 }
 
 
+#: Config sections added after runs were published: left out of the id while at their defaults, so the ids of
+#: earlier runs (and of plans that do not use them) stay as they were.
+ID_NEUTRAL_SECTIONS = ("running_sum", "curriculum")
+
+
 def run_id(config: dict[str, Any]) -> str:
     """Stable id of a resolved config: sha1 of its canonical JSON, 10 hex digits (keys of
-    ``ID_NEUTRAL_DEFAULTS`` at their default left out)."""
+    ``ID_NEUTRAL_DEFAULTS`` and sections of ``ID_NEUTRAL_SECTIONS`` at their default left out)."""
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    defaults = C.to_dict(C.Config())
+    for section in ID_NEUTRAL_SECTIONS:
+        if config.get(section) == defaults[section]:
+            del config[section]
     for (section, key), default in ID_NEUTRAL_DEFAULTS.items():
         part = config.get(section)
         if isinstance(part, dict) and key in part and part[key] == default:
