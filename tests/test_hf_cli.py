@@ -26,6 +26,7 @@ def trained_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_export_hf_gives_the_same_logits_in_transformers(trained_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "export"
     assert main(["export-hf", str(trained_run), str(out)]) == 0
@@ -72,6 +73,7 @@ def scrambled_run(trained_run: Path, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["trained", "scrambled"])
 def test_exported_model_works_with_the_standard_idioms(
     which: str, trained_run: Path, scrambled_run: Path, tmp_path: Path
@@ -145,6 +147,7 @@ def test_export_hf_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_from_a_local_hugging_face_gpt2_directory(tmp_path: Path) -> None:
     # a randomly initialised GPT-2 saved by transformers itself (config.json + model.safetensors), with
     # a width and vocabulary that differ from the micro config's: the directory decides the shape
@@ -178,3 +181,51 @@ def test_train_from_a_local_hugging_face_gpt2_directory(tmp_path: Path) -> None:
     torch.testing.assert_close(model.transformer.wpe.weight, hf.transformer.wpe.weight)
     hf_c_attn = hf.transformer.h[1].attn.c_attn.weight  # Conv1D: (in, out)
     torch.testing.assert_close(model.transformer.h[1].attn.c_attn.weight, hf_c_attn.t())
+
+
+def test_a_question_copied_from_a_data_file_gives_the_answer_of_seqvcr_eval(
+    trained_run: Path, tmp_path: Path, capsys
+) -> None:
+    """A question line as Deng et al.'s files write it (``5 1 6 * 0 4 9||``: the separator against the
+    digit), plus the pause block the model card names, through AutoTokenizer and generate: the same
+    continuations and answers as ``seqvcr eval`` on that file."""
+    from seqvcr.hf_cli import export_hf
+    from seqvcr.tasks import write_examples
+
+    run = load_run(trained_run)
+    data = tmp_path / "test.txt"
+    write_examples(run.task, data, run.task.generate(12, seed=9))
+    preds = tmp_path / "preds.jsonl"
+    assert main(["eval", str(trained_run), "--data", str(data), "--predictions", str(preds), "--no-save",
+                 "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    evaluated = [json.loads(line) for line in preds.read_text().splitlines()]
+
+    out = tmp_path / "export"
+    export_hf(trained_run, out)
+    meta = json.loads((out / "seqvcr.json").read_text())
+    card = (out / "README.md").read_text()
+    assert meta["pause_block"] == "</pause_start> <pause> <pause> </pause_end>"
+    assert meta["pause_block"] in card and meta["question_example"] in card and "## Prompt format" in card
+    lines = data.read_text().splitlines()
+    questions = [line[: line.index("||") + 2] for line in lines]
+    assert all(q[-3].isdigit() for q in questions)  # as in the file: "... 9||", no space before "||"
+    prompts = [f"{q} {meta['pause_block']}" for q in questions]
+
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    examples = [run.task.parse_line(line, "test") for line in lines]
+    expected = [run.fmt.tokenizer.encode(run.fmt.prompt_tokens(ex)) for ex in examples]
+    assert enc["input_ids"].tolist() == expected
+    with torch.no_grad():
+        generated = model.generate(**enc)
+    eos = run.fmt.tokenizer.tokens[run.fmt.tokenizer.eos_id]
+    for row, ev in zip(generated[:, enc["input_ids"].shape[1]:].tolist(), evaluated):
+        tokens = tok.convert_ids_to_tokens(row)
+        tokens = tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+        assert " ".join(tokens) == ev["output"]
+        assert run.fmt.extract_answer(tokens) == ev["prediction"].split()
+    # a token outside the vocabulary is still refused (never silently mapped to another token)
+    with pytest.raises(Exception, match="UNK"):
+        tok(["5 1 x * 0 4 9||"])

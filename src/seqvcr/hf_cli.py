@@ -6,21 +6,26 @@ The directory holds what ``transformers`` needs to load the model and its tokeni
                                     eos_token_id and pad_token_id
     OUT_DIR/generation_config.json  greedy decoding until <eos>, at most the task's longest target
     OUT_DIR/model.safetensors       GPT2LMHeadModel weights (Conv1D layout, tied head stored once)
-    OUT_DIR/tokenizer.json          a word-level tokenizer (whitespace split) with the run's vocabulary
+    OUT_DIR/tokenizer.json          a word-level tokenizer with the run's vocabulary: split at whitespace
+                                    and around the task's separators (``||``, ``####``), so a question
+                                    copied from a data file (``5 1 6 * 0 4 9||``) tokenises as it is
     OUT_DIR/tokenizer_config.json   so that AutoTokenizer / PreTrainedTokenizerFast load it; it returns
                                     input_ids and attention_mask only (``model_input_names``) and pads
                                     on the left, as generation wants
     OUT_DIR/seqvcr.json             where it came from: run, step, task, method, prompt format
+    OUT_DIR/README.md               the model card: what the model is and the prompt it takes
 
 so that the standard idioms work::
 
     tok = AutoTokenizer.from_pretrained(OUT_DIR)
     model = AutoModelForCausalLM.from_pretrained(OUT_DIR)          # GPT2LMHeadModel
-    enc = tok(["5 6 3 2 * 7 4 3 4 || </pause_start> <pause> <pause> </pause_end>"], return_tensors="pt")
+    enc = tok(["5 6 3 2 * 7 4 3 4|| </pause_start> <pause> <pause> </pause_end>"], return_tensors="pt")
     model(**enc).logits                                             # the run's model's logits
     tok.batch_decode(model.generate(**enc)[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
 
-and ``generate`` gives seqvcr's own greedy answer. (GPT-2 adds ``token_type_ids`` through its token
+and ``generate`` gives seqvcr's own greedy answer. The prompt is a data file's question through its
+separator, then, for the methods with pauses, the pause block (``pause_block`` in seqvcr.json): the data
+files do not hold it and the tokenizer does not add it. (GPT-2 adds ``token_type_ids`` through its token
 embedding, so a tokenizer that returned them would shift every logit: ``model_input_names`` leaves them
 out.)
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +48,7 @@ from seqvcr.atomic import check_output_path, write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
 
-__all__ = ["export_hf", "register", "tokenizer_json"]
+__all__ = ["export_hf", "model_card", "register", "tokenizer_json"]
 
 #: Files this command writes; with ``--force`` they are overwritten, other files in OUT_DIR are kept.
 EXPORT_FILES = (
@@ -52,19 +58,28 @@ EXPORT_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "seqvcr.json",
+    "README.md",
 )
 #: What the exported tokenizer returns: no ``token_type_ids`` (GPT-2 would embed them as tokens).
 MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
 
 
-def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
-    """The run's vocabulary in the ``tokenizers`` JSON format: a WordLevel model after a whitespace split.
+def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run's vocabulary in the ``tokenizers`` JSON format: a WordLevel model after a whitespace split
+    that also splits off each of ``separators`` (the task's ``||`` and ``####``, which Deng et al.'s files
+    write against the digit before them: ``5 1 6 * 0 4 9||``).
 
     The five special tokens (pad, eos, pause markers) are registered as special added tokens, so
     ``decode(..., skip_special_tokens=True)`` drops them. There is no unknown token: encoding a token that
-    is not in the task's vocabulary is an error, as in seqvcr's own tokenizer.
+    is not in the task's vocabulary is an error, as in seqvcr's own tokenizer (a wrong token would be a
+    wrong prompt, never a prompt to guess at).
     """
     special = set(SPECIAL_TOKENS)
+    split: list[dict[str, Any]] = [{"type": "WhitespaceSplit"}]
+    if separators:
+        pattern = "|".join(re.escape(t) for t in sorted(set(separators), key=len, reverse=True))
+        split.append({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated",
+                      "invert": False})
     return {
         "version": "1.0",
         "truncation": None,
@@ -83,7 +98,7 @@ def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
             if tok in special
         ],
         "normalizer": None,
-        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": split},
         "post_processor": None,
         "decoder": None,  # the default decoding joins tokens with single spaces: the task format
         "model": {"type": "WordLevel", "vocab": dict(tokenizer.index), "unk_token": "<unk>"},
@@ -127,7 +142,10 @@ def export_hf(
     }
     write_text_atomic(out / "generation_config.json", json.dumps(generation, indent=2) + "\n")
 
-    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok), indent=2) + "\n")
+    special = set(SPECIAL_TOKENS)
+    separators = tuple(t for t in (run.task.question_end, run.task.cot_end)
+                       if t in tok.index and t not in special)
+    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok, separators), indent=2) + "\n")
     tok_cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": run.model.config.block_size,
@@ -140,6 +158,9 @@ def export_hf(
     write_text_atomic(out / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
 
     example = run.task.generate(1, seed=0)[0]
+    line = run.task.format_line(example)
+    question = line[: line.index(run.task.question_end) + len(run.task.question_end)]
+    pause_block = " ".join(run.fmt.pause_block())
     meta = {
         "source_run": str(Path(run_dir).resolve()),
         "step": run.step,
@@ -151,9 +172,14 @@ def export_hf(
         "vocabulary": list(tok.tokens),
         "prompt_example": " ".join(run.fmt.prompt_tokens(example)),
         "target_example": " ".join(run.fmt.target_tokens(example)),
+        "question_example": question,
+        "pause_block": pause_block,
+        "prompt_format": "a data file's question through its separator"
+        + (", a space, then pause_block" if pause_block else ""),
         "note": "greedy-decode after the prompt until the eos token; tokens are space separated",
     }
     write_text_atomic(out / "seqvcr.json", json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(out / "README.md", model_card(meta, run.fmt.max_new_tokens(), run.model.config))
     return {
         "run_dir": str(run_dir),
         "out_dir": str(out),
@@ -164,6 +190,57 @@ def export_hf(
         "block_size": run.model.config.block_size,
         "files": list(EXPORT_FILES),
     }
+
+
+def model_card(meta: dict[str, Any], max_new_tokens: int, gpt: Any) -> str:
+    """The export's README.md: what the model is, the prompt it takes (a data file's question, then the
+    pause block for the methods with pauses) and the transformers lines that run it."""
+    question, pause_block = meta["question_example"], meta["pause_block"]
+    prompt = f"{question} {pause_block}" if pause_block else question
+    if pause_block:
+        pauses = (f"2. then, separated by a space, the pause block `{pause_block}`, which the model was "
+                  "trained with after every question. The data files do not hold it and the tokenizer does "
+                  "not add it: append it to every prompt (`seqvcr.json` has it as `pause_block`). Without "
+                  "it the model sees a sequence it was never trained on.")
+    else:
+        pauses = (f"2. nothing more: method `{meta['method']}` has no pause tokens, so the prompt ends at "
+                  "the separator.")
+    return f"""# seqvcr export: {meta['task']}, {meta['method']}, step {meta['step']}
+
+A GPT-2 ({gpt.n_layer} layers x {gpt.n_embd}, {gpt.vocab_size} tokens) trained with
+[seqvcr](https://arxiv.org/abs/2411.02344) and exported by `seqvcr export-hf` from
+`{meta['source_run']}`. `AutoTokenizer` and `AutoModelForCausalLM` load it.
+
+## Prompt format
+
+A prompt is
+
+1. the question of one line of the task's data file, through its separator, e.g. `{question}`;
+{pauses}
+
+The tokens are separated by spaces; the task's separators are split off even where the data files write
+them against the token before (`9||`), so a question copied from a data file works as it is. Every other
+word must be a token of the vocabulary (`vocabulary` in `seqvcr.json`): the tokenizer has no unknown
+token, and stops with `WordLevel error: Missing [UNK] token` at a word it does not know.
+
+Example prompt: `{prompt}`
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("THIS_DIRECTORY")
+model = AutoModelForCausalLM.from_pretrained("THIS_DIRECTORY")
+enc = tok(["{prompt}"], return_tensors="pt")
+out = model.generate(**enc)  # greedy until <eos>, at most {max_new_tokens} new tokens: generation_config.json
+print(tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True))
+```
+
+The continuation is what `seqvcr eval` decodes for the same question: the model's target format,
+`{meta['target_example']}` for the example's question (the answer ends at `<eos>`; an output without
+`<eos>` counts as no answer). Several prompts batch with left padding (the tokenizer's default).
+"""
 
 
 # --------------------------------------------------------------------------- command line
