@@ -46,6 +46,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="validate and list the settings and runs with their status; write nothing")
     p.add_argument("--gpt2-dir", default=None,
                    help="local Hugging Face GPT-2 directory for plans that fine-tune ($gpt2_dir)")
+    p.add_argument("--mfu", type=float, default=None,
+                   help="--dry-run: the model FLOPs utilisation its GPU-hours estimate assumes "
+                   "(default 0.10)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="--dry-run: the GPU peak its estimate applies to (default: A100 bf16, 312 TFLOP/s)")
     p.add_argument("--only", nargs="*", default=None, metavar="RUN_ID", help="run only these run ids")
     p.add_argument("--no-report", action="store_true", help="local: do not write the report at the end")
     p.add_argument("--quiet", action="store_true",
@@ -154,6 +159,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             for r in runs:
                 if r.skip:
                     print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
+            from seqvcr.experiments import estimate
+
+            gpu = estimate.DEFAULT_GPU if args.peak_tflops is None else "the GPU"
+            for line in estimate.estimate_lines(
+                runs, mfu=args.mfu if args.mfu is not None else estimate.DEFAULT_MFU,
+                peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
+            ):
+                print(line)
             return 0
         S.prepare_sweep(plan, sweep)
         manifest = S.load_manifest(sweep)

@@ -1,0 +1,119 @@
+"""What a sweep will cost before it runs: the training FLOPs of each run and the GPU hours they take at an
+assumed model FLOPs utilisation (MFU) of a stated GPU peak.
+
+For a run: ``steps`` (``optim.max_steps``, else ``ceil(epochs * (train examples // batch))``, the training
+loop's own count) x ``batch * T`` tokens per step (every batch is padded to the longest training
+sequence, ``T`` tokens: the task's prompt, pause block and longest target) x the GPT's training FLOPs per
+token, ``6 N + 12 L H Q T`` (``GPT.flops_per_token``, the count ``seqvcr bench`` uses for MFU). GPU
+seconds = FLOPs / (MFU x peak). Left out: the Seq-VCR projection and its N x N Gram matrices (about 2% of
+a GPT-2 small step at projection 2048), the periodic validation and the final evaluation and entropy.
+
+The MFU is an assumption, not a measurement: printed with the estimate, with the peak it applies to
+(``seqvcr bench`` on the GPU measures the real one, ``--mfu`` takes it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from seqvcr import config as C
+from seqvcr.errors import ConfigError
+
+__all__ = ["DEFAULT_GPU", "DEFAULT_MFU", "DEFAULT_PEAK_TFLOPS", "RunCost", "estimate_lines", "run_cost"]
+
+#: The GPU the estimate is stated for, and its dense bf16 peak (NVIDIA's data sheet; the "a100" entry of
+#: ``seqvcr.bench.mfu.PEAK_BF16_TFLOPS``).
+DEFAULT_GPU = "A100 bf16"
+DEFAULT_PEAK_TFLOPS = 312.0
+#: The assumed model FLOPs utilisation: GPT-2 small on batches of 32 sequences of a few dozen tokens
+#: keeps a GPU far below large-batch utilisation (about 2,000 tokens per step).
+DEFAULT_MFU = 0.10
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """The training cost of one run."""
+
+    steps: int
+    batch_size: int
+    seq_len: int  # T: tokens of the padded training sequence
+    params: int  # N: the GPT's non-embedding parameters (the 6N of the FLOPs count)
+    flops_per_token: int
+    flops: float  # steps x batch x T x flops_per_token
+
+    def gpu_hours(self, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_PEAK_TFLOPS) -> float:
+        """Hours of one GPU computing at ``mfu`` of ``peak_tflops``."""
+        return self.flops / (mfu * peak_tflops * 1e12) / 3600.0
+
+
+def _train_examples(cfg: C.Config) -> int:
+    """Training examples: the lines of ``task.train_file``, else ``task.train_size``."""
+    if cfg.task.train_file:
+        from seqvcr.datafiles import resolve_data_path
+
+        with open(resolve_data_path(cfg.task.train_file)) as f:
+            return sum(1 for line in f if line.strip())
+    return cfg.task.train_size
+
+
+def _seq_len(cfg: C.Config) -> int:
+    """The longest training sequence: prompt (question, separator, pause block) + target ([CoT,] answer,
+    <eos>), over a sample of the task's problems (every multiplication problem of a size has the same)."""
+    from seqvcr.runs import build_format, build_task
+
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    return max(len(fmt.prompt_tokens(ex)) + len(fmt.target_tokens(ex)) for ex in task.generate(256, seed=0))
+
+
+def run_cost(config: dict[str, Any] | C.Config) -> RunCost:
+    """The training FLOPs of the run a (resolved or raw) config describes; the GPT is built on the meta
+    device, so nothing is allocated."""
+    import torch
+
+    from seqvcr.model import GPT, GPTConfig
+    from seqvcr.runs import build_format, build_task
+
+    cfg = C.resolve(config if isinstance(config, C.Config) else C.from_dict(config))
+    T = _seq_len(cfg)
+    vocab = build_format(cfg, build_task(cfg)).tokenizer.vocab_size
+    m = cfg.model
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=vocab, block_size=max(T, m.block_size or 0), n_layer=m.n_layer,
+                              n_head=m.n_head, n_embd=m.n_embd, dropout=0.0, bias=m.bias,
+                              tie_weights=m.tie_weights))
+    batch = cfg.optim.batch_size
+    n = _train_examples(cfg)
+    per_epoch = max(1, n // min(batch, n))
+    steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * per_epoch))
+    fpt = model.flops_per_token(T)
+    return RunCost(steps, batch, T, model.num_params(non_embedding=True), fpt, float(steps * batch * T * fpt))
+
+
+def estimate_lines(runs: list[Any], *, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_PEAK_TFLOPS,
+                   gpu: str = DEFAULT_GPU) -> list[str]:
+    """The estimate as printed by ``seqvcr sweep --dry-run``: one line per distinct setting (its runs
+    differ only in the seed), then the total and the assumptions. ``runs``: the sweep's RunEntry
+    objects (``config``, ``setting``, ``seed``, ``skip``)."""
+    if not 0 < mfu <= 1:
+        raise ConfigError(f"--mfu: expected a fraction in (0, 1], got {mfu}")
+    if peak_tflops <= 0:
+        raise ConfigError(f"--peak-tflops: expected a positive number, got {peak_tflops}")
+    groups: dict[str, list[Any]] = {}
+    for r in runs:
+        groups.setdefault(r.setting, []).append(r)
+    lines = [f"estimate (training only), {gpu} at {peak_tflops:g} TFLOP/s peak, assumed MFU {mfu:.0%}:"]
+    total = 0.0
+    for setting, members in groups.items():
+        cost = run_cost(members[0].config)
+        hours = cost.gpu_hours(mfu, peak_tflops)
+        total += hours * len(members)
+        lines.append(f"  {setting}: {len(members)} run(s) x {cost.steps:,} steps x {cost.batch_size} x "
+                     f"{cost.seq_len} tokens x {cost.flops_per_token / 1e6:,.1f} MFLOP/token = "
+                     f"{cost.flops:.3g} FLOP, {hours:,.1f} GPU hours each")
+    lines.append(f"total: {len(runs)} runs, {total:,.0f} GPU hours ({total / 24:,.1f} GPU days) on {gpu} "
+                 f"at MFU {mfu:.0%}; FLOPs per token = 6 N + 12 L H Q T (GPT.flops_per_token), tokens = "
+                 "batch x padded length; Seq-VCR head, validation and evaluation not counted")
+    return lines
