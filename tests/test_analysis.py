@@ -50,6 +50,7 @@ def _naive_entropy(z: torch.Tensor) -> float:
     return float(-(p * p.log()).sum())
 
 
+@pytest.mark.slow
 def test_entropy_matches_the_naive_formula(runs: dict[str, Path]) -> None:
     res = compute_layer_entropy(runs["seqvcr_pause"], runs["test"], n_sequences=40, seed=0, batch_size=16)
     run = load_run(runs["seqvcr_pause"])
@@ -117,6 +118,7 @@ def test_sample_indices() -> None:
     assert a != sample_indices(1000, 50, 2)
 
 
+@pytest.mark.slow
 def test_entropy_command_writes_json_and_csv(runs: dict[str, Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ent"
@@ -167,6 +169,7 @@ def test_majority_baseline() -> None:
     assert majority_baseline(preds) == [0.75, 0.75]
 
 
+@pytest.mark.slow
 def test_report_figures_tables_and_numbers(runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "report"
     path = build_report([runs["vanilla"], runs["seqvcr_pause"]], out, n_sequences=30, device="cpu",
@@ -198,6 +201,7 @@ def test_report_figures_tables_and_numbers(runs: dict[str, Path], tmp_path: Path
     assert summary["runs"][0]["T_norm"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_report_refuses_an_existing_report(runs: dict[str, Path], tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r"
@@ -212,6 +216,7 @@ def test_report_refuses_an_existing_report(runs: dict[str, Path], tmp_path: Path
     assert (out / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such run directory" in capsys.readouterr().err
@@ -219,6 +224,7 @@ def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "not a run directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_dispatches_a_sweep_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     import seqvcr.experiments.aggregate as aggregate

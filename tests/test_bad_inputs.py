@@ -411,6 +411,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input_is_refused_with_one_line_and_nothing_changes(
     case: Case, w: Path, capsys: pytest.CaptureFixture[str]
@@ -424,6 +425,7 @@ def test_bad_input_is_refused_with_one_line_and_nothing_changes(
     assert snapshot(w) == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_out_in_an_unwritable_directory(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
     locked = w / "locked"
@@ -451,6 +453,7 @@ def _train_records(run: Path) -> list[int]:
     return [r["step"] for r in recs if r["kind"] == "train"]
 
 
+@pytest.mark.slow
 def test_torn_metrics_line_is_dropped_on_resume(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Item 3: a kill while a record was written leaves half a line; the run resumes without it."""
     run = w / "interrupted"
@@ -464,6 +467,7 @@ def test_torn_metrics_line_is_dropped_on_resume(w: Path, capsys: pytest.CaptureF
     assert all(torch.equal(a[k], b[k]) for k in a)  # resumed exactly
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing(
     w: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,15 +513,16 @@ def test_disk_full_while_checkpointing(
     assert _train_records(run) == [5, 10, 15, 20]
 
 
+@pytest.mark.slow
 def test_nan_before_the_first_checkpoint_names_no_checkpoint(
     w: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 5: the NaN message names a checkpoint only when one exists."""
     real_forward = training.TrainModule.forward
 
-    def nan(self: Any, x: Any, y: Any, mask: Any) -> Any:
-        loss, lm, var, cov = real_forward(self, x, y, mask)
-        return loss * float("nan"), lm, var, cov
+    def nan(self: Any, x: Any, y: Any, mask: Any, rows: Any) -> Any:
+        loss, logged = real_forward(self, x, y, mask, rows)
+        return loss * float("nan"), logged
 
     monkeypatch.setattr(training.TrainModule, "forward", nan)
     code, _, err = cli(_train(w), capsys)
@@ -526,6 +531,7 @@ def test_nan_before_the_first_checkpoint_names_no_checkpoint(
     assert not (w / "new" / CHECKPOINT_FILE).exists()
 
 
+@pytest.mark.slow
 def test_eval_on_another_difficulty_warns(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Item 10: 1-operator expressions scored with a 2-operator model: scored, with a warning that says
     what the file holds and what the model was trained on."""
@@ -562,6 +568,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_then_resume_is_exact(w: Path) -> None:
     """Killed with SIGKILL (at whatever point it was, a checkpoint write included), the same command
     resumes and ends with the weights of an uninterrupted run."""
@@ -629,6 +636,7 @@ def _spawned_children(pid: int) -> list[int]:
     return [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 @pytest.mark.parametrize("when", ["while the worker starts", "after a checkpoint"])
 def test_killed_sweep_leaves_no_worker_and_the_next_sweep_resumes(

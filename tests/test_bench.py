@@ -41,6 +41,7 @@ def quick_report(tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads((out / "bench.json").read_text())
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_json_and_markdown(quick_report) -> None:
     out, rep = quick_report
     for key in ("schema", "command", "machine", "machine_description", "device", "results", "targets",
@@ -55,6 +56,7 @@ def test_quick_bench_writes_json_and_markdown(quick_report) -> None:
     assert md.count("\n## ") == 1 + len(BENCHMARKS)  # targets + one section per benchmark
 
 
+@pytest.mark.slow
 def test_quick_bench_results(quick_report) -> None:
     """Each result's schema and settings, and every number that can be recomputed against an
     independent reference; timings are only checked to be positive."""
@@ -119,6 +121,7 @@ def test_the_step_benchmark_times_the_training_objective() -> None:
     assert float(sv_ref) > 1e-3 * float(lm_ref)  # the Seq-VCR term is not negligible here
 
 
+@pytest.mark.slow
 def test_quick_bench_targets_are_not_claimed(quick_report) -> None:
     _, rep = quick_report
     status = {t["id"]: t["status"] for t in rep["targets"]}
@@ -129,6 +132,7 @@ def test_quick_bench_targets_are_not_claimed(quick_report) -> None:
     assert not any(s in ("pass", "FAIL") for s in status.values())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="(c) is measured on a GPU only")
 def test_mfu_on_a_gpu(tmp_path: Path) -> None:
     """(c) on a GPU: the FLOPs per token against a count of the matrix products of gpt2-small's
@@ -162,6 +166,7 @@ def test_naive_loss_is_the_same_equation() -> None:
         torch.testing.assert_close(seq_vcr_loss(x, lam1, lam2), reference)
 
 
+@pytest.mark.slow
 def test_decoders_match_transformers(tmp_path: Path) -> None:
     """(d)'s two sides, the naive decoder and the KV cache, against greedy decoding by transformers'
     own GPT-2 on the exported weights."""

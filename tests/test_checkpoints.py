@@ -92,6 +92,7 @@ def test_tied_weights_are_stored_once_and_tied_again() -> None:
         assert torch.equal(fresh.state_dict()[key], value), key
 
 
+@pytest.mark.slow
 def test_no_command_unpickles_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,6 +146,7 @@ def _argv(command: str, run: Path, tmp_path: Path, test: Path) -> list[Any]:
     }[command]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["config.yaml", "metrics.jsonl", "result.json", MODEL_FILE, CHECKPOINT_FILE])
 def test_a_pickle_in_any_run_file_is_never_run(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

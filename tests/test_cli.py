@@ -71,6 +71,7 @@ def test_print_config_reports_a_bad_override_in_one_line(
     assert err.count("\n") == 0 and "'optim.lr'" in err
 
 
+@pytest.mark.slow
 def test_overrides_after_out_train(micro_yaml: Path, tmp_path: Path) -> None:
     """The README's multi-GPU form, end to end: the override after --out is applied to the run."""
     out = tmp_path / "run"
@@ -133,6 +134,7 @@ def test_help_texts_say_what_the_commands_write() -> None:
     assert "95% CI" in entropy
 
 
+@pytest.mark.slow
 def test_help_works_where_fcntl_is_missing() -> None:
     """``fcntl`` (POSIX) is imported where a sweep takes a lock, not when the command starts."""
     code = (

@@ -84,6 +84,7 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_step_equals_single_process_on_global_batch(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
@@ -127,6 +128,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_torchrun_two_processes_trains_like_one(tmp_path: Path) -> None:
     config = _micro_yaml(tmp_path / "micro.yaml")
@@ -216,6 +218,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_resume_with_dropout_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     """Each rank saves and restores its own RNG state, so with dropout a resumed 2-process run ends with

@@ -15,6 +15,7 @@ from seqvcr.cli import main
 from seqvcr.errors import ConfigError, RunDirError
 
 
+@pytest.mark.slow
 def test_demo_smoke_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     summary = run_demo(out, scale="smoke", command="seqvcr demo --scale smoke", progress=False)

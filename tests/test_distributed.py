@@ -83,6 +83,7 @@ def two_rank_results(tmp_path_factory) -> list[dict]:
     return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_two_ranks_match_single_process(two_rank_results, name):
     sizes, over, masked, lm = SCENARIOS[name]
@@ -101,6 +102,7 @@ def test_two_ranks_match_single_process(two_rank_results, name):
         )
 
 
+@pytest.mark.slow
 def test_gather_of_plain_bool_tensor(two_rank_results):
     assert all(res["mask_ok"] for res in two_rank_results)
 

@@ -217,6 +217,7 @@ def test_documented_train_command_resolves(
     assert out.startswith("task:"), out[:200]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where, argv", SWEEP, ids=[f"{w} {' '.join(a)[:60]}" for w, a in SWEEP])
 def test_documented_sweep_command_resolves(
     where: str, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

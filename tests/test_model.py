@@ -206,6 +206,7 @@ def test_presets_and_errors():
         preset("tiny", n_head=5)
 
 
+@pytest.mark.slow
 def test_gpt2_small_parameter_count_and_flops():
     with torch.device("meta"):  # no memory, no init cost
         model = preset("gpt2-small", vocab_size=50257, block_size=1024)

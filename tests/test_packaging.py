@@ -132,6 +132,7 @@ def test_a_missing_optional_dependency_names_its_extra(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_the_example_names_the_hf_extra_without_transformers() -> None:
     code = ("import sys, runpy; sys.modules['transformers'] = None\n"
             f"runpy.run_path({str(ROOT / 'examples' / 'hf_plugin_llama.py')!r}, run_name='__main__')\n")
@@ -144,6 +145,7 @@ def test_the_example_names_the_hf_extra_without_transformers() -> None:
 # ---------------------------------------------------------------------------------------------- matplotlib
 
 
+@pytest.mark.slow
 def test_plots_leave_matplotlib_global_state_alone(tmp_path: Path) -> None:
     """A notebook's backend and rcParams stay as they were; pyplot is never imported."""
     for path in SRC.rglob("*.py"):  # no pyplot import, no matplotlib.use(...) anywhere in seqvcr
@@ -183,6 +185,7 @@ print("ok")
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_run_files_need_no_numpy(tmp_path: Path) -> None:
     """numpy is no dependency: model and checkpoint files are written and read without it."""
     code = f"""
@@ -218,6 +221,7 @@ def _run_dir_section() -> str:
     return text[text.index("### run directory"):]
 
 
+@pytest.mark.slow
 def test_architecture_names_what_a_run_directory_holds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

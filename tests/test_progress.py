@@ -91,6 +91,7 @@ def _stderr_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv, desc",
     [
@@ -113,6 +114,7 @@ def test_commands_show_progress_and_quiet_silences_it(
     assert quiet == "", quiet
 
 
+@pytest.mark.slow
 def test_bench_progress_and_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "--quick", "--only", "a", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)]
     assert "bench: (a)" in _stderr_of(argv, capsys)
@@ -120,6 +122,7 @@ def test_bench_progress_and_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert json.loads((tmp_path / "bench.json").read_text())["results"]["a"]
 
 
+@pytest.mark.slow
 def test_bench_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     term = FakeTerminal()

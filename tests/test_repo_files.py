@@ -52,6 +52,7 @@ def _bootstrap(tmp_path: Path, *args: str, torch_missing: bool = False,
     return done.returncode, installs, done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_bootstrap_installs_the_core_unless_asked_for_the_test_extra(tmp_path: Path) -> None:
     pip = "-m pip install --quiet --disable-pip-version-check"

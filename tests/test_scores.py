@@ -194,6 +194,7 @@ def _scripted_eval(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     return summary, [json.loads(x) for x in preds.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [4, 256])
 def test_seqvcr_eval_of_a_scripted_model_gives_the_known_score(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], batch_size: int
@@ -214,6 +215,7 @@ def test_seqvcr_eval_of_a_scripted_model_gives_the_known_score(
     assert [r["output"] for r in records] == [o if "<eos>" in o else "4 1 2 2 2" for o in MULT_OUTPUTS]
 
 
+@pytest.mark.slow
 def test_seqvcr_eval_of_a_scripted_arithmetic_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

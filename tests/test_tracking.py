@@ -45,6 +45,7 @@ def _tensorboard(run: Path) -> Any:
 # ---------------------------------------------------------------------------------------------- records
 
 
+@pytest.mark.slow
 def test_every_record_carries_the_elapsed_time(tmp_path: Path) -> None:
     run = tmp_path / "run"
     training.train(_cfg(), run, progress=False)
@@ -69,6 +70,7 @@ def _interrupt_after_logging(monkeypatch: pytest.MonkeyPatch, step: int) -> None
     monkeypatch.setattr(training, "_log", log_then_die)
 
 
+@pytest.mark.slow
 def test_tensorboard_events_read_back_and_survive_a_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +104,7 @@ def test_tensorboard_events_read_back_and_survive_a_resume(
     assert acc.Scalars("valid/exact_match")[-1].value == pytest.approx(evals[-1]["exact_match"])
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "wandb_home").mkdir()  # W&B's own files (settings, cache) go here, not to ~ or the cwd
     for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
@@ -175,6 +178,7 @@ def snapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "run", test
 
 
+@pytest.mark.slow
 def test_snapshots_are_weights_at_the_steps(snapped: tuple[Path, Path]) -> None:
     run, _ = snapped
     assert saved_snapshot_steps(run) == [5, 15, 20]  # 99 is past the end of training
@@ -196,6 +200,7 @@ def test_every_n_steps() -> None:
     assert C.snapshot_steps(_cfg("train.snapshot_steps=[20, 5]").train, 25) == [5, 20]
 
 
+@pytest.mark.slow
 def test_eval_and_entropy_of_a_snapshot(
     snapped: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -212,6 +217,7 @@ def test_eval_and_entropy_of_a_snapshot(
     assert not (run / "entropy.json").exists()  # the final weights' entropy file is not touched
 
 
+@pytest.mark.slow
 def test_a_missing_snapshot_is_a_one_line_error(
     snapped: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -221,6 +227,7 @@ def test_a_missing_snapshot_is_a_one_line_error(
     assert err.count("\n") == 0 and "no snapshot of step 7" in err and "snapshots: 5, 15, 20" in err
 
 
+@pytest.mark.slow
 def test_report_plots_entropy_against_step(
     snapped: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,6 +244,7 @@ def test_report_plots_entropy_against_step(
     assert [s["step"] for s in summary["runs"][0]["entropy_steps"]] == [5, 15, 20]
 
 
+@pytest.mark.slow
 def test_force_removes_old_snapshots(
     snapped: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ def _records(run: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_dir(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = training.train(_cfg(), run, progress=False)
@@ -63,6 +64,7 @@ def test_train_writes_a_complete_run_dir(tmp_path: Path) -> None:
     assert C.to_dict(C.resolve(C.load_config(run / "config.yaml"))) == saved["config"]
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten_without_force(tmp_path: Path) -> None:
     run = tmp_path / "run"
     training.train(_cfg(steps=5), run, progress=False)
@@ -79,6 +81,7 @@ def test_finished_run_is_not_overwritten_without_force(tmp_path: Path) -> None:
     assert not (run / "eval").exists()
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight = tmp_path / "straight"
     training.train(_cfg(), straight, progress=False)
@@ -110,6 +113,7 @@ def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
+@pytest.mark.slow
 def test_interrupted_run_with_other_config_needs_force(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,6 +133,7 @@ def test_interrupted_run_with_other_config_needs_force(
         training.train(_cfg(extra=["optim.lr=1e-3"]), run, progress=False)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,12 +141,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     real_forward = training.TrainModule.forward
     calls = {"n": 0}
 
-    def nan_after_12(self, x, y, mask):  # noqa: ANN001, ANN202
+    def nan_after_12(self, x, y, mask, rows):  # noqa: ANN001, ANN202
         calls["n"] += 1
-        loss, lm, var, cov = real_forward(self, x, y, mask)
+        loss, logged = real_forward(self, x, y, mask, rows)
         if calls["n"] > 12:
             loss = loss * float("nan")
-        return loss, lm, var, cov
+        return loss, logged
 
     monkeypatch.setattr(training.TrainModule, "forward", nan_after_12)
     with pytest.raises(
@@ -174,6 +179,7 @@ def test_batch_sampler_is_a_function_of_step() -> None:
     assert len(set(epoch0.tolist())) == 6 * 16  # no repeats within an epoch
 
 
+@pytest.mark.slow
 def test_cli_train_eval_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     assert (
@@ -230,6 +236,7 @@ def test_cli_train_eval_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.startswith("seqvcr train: error:") and "--force" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_cli_bad_data_line_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 * 3 4||#### 3 0 9 0\n1 2 * x 4||#### 3 0 9 0\n")
@@ -303,8 +310,9 @@ def test_seqvcr_positions_choose_the_states_that_enter_the_loss() -> None:
     expected_masks["answer"] = expected_masks["answer"] & mask
     losses = {}
     for positions, chosen in expected_masks.items():
-        tm = training.TrainModule(model, head, positions=positions, pause_ids=pause_ids)
-        total, lm, _, _ = tm(x, y, mask)
+        tm = _train_module(model, head, positions, pause_ids)
+        total, logged = tm(x, y, mask, torch.arange(8))
+        lm = logged[tm.log_names.index("lm_loss")]
         h = model(x, y, output_hidden_states=True).hidden_states[1]  # (8, T, 32)
         want = seq_vcr_loss(head.projection(h), head.lambda1, head.lambda2, head.eta, mask=chosen)
         torch.testing.assert_close(total - lm, want)
@@ -317,6 +325,15 @@ def test_positions_pause_needs_pause_tokens() -> None:
         C.load_config(None, micro_overrides("seqvcr") + ["seqvcr.positions=pause"])
     with pytest.raises(ConfigError, match="seqvcr.positions"):
         C.load_config(None, micro_overrides("seqvcr_pause") + ["seqvcr.positions=question"])
+
+
+def _train_module(model: torch.nn.Module, head: torch.nn.Module, positions: str,
+                  pause_ids: tuple[int, ...]) -> training.TrainModule:
+    """The model with the LM and Seq-VCR terms, Seq-VCR on ``head``'s layer over ``positions``."""
+    from seqvcr.terms import LanguageModel, SeqVCRTerm
+
+    terms = torch.nn.ModuleDict({"lm": LanguageModel(), "seqvcr": SeqVCRTerm(head, positions, pause_ids)})
+    return training.TrainModule(model, terms)
 
 
 def _hand_positions(x: torch.Tensor, lengths: list[int], prompts: list[int], pause_ids: tuple[int, ...],
@@ -360,8 +377,10 @@ def test_the_training_objective_is_lm_loss_plus_seqvcr_loss(positions: str) -> N
     head = SeqVCR(16, proj_dim=12, lambda1=0.7, lambda2=0.3, layer=1).double()
     tok = fmt.tokenizer
     pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
-    tm = training.TrainModule(model, head, positions=positions, pause_ids=pause_ids)
-    total, lm, var, cov = tm(x, y, mask)
+    tm = _train_module(model, head, positions, pause_ids)
+    total, logged = tm(x, y, mask, torch.arange(10))
+    lm, _, var, cov = logged  # lm_loss, seqvcr_loss, seqvcr_variance, seqvcr_covariance
+    assert tm.log_names == ("lm_loss", "seqvcr_loss", "seqvcr_variance", "seqvcr_covariance")
 
     ids = [tok.encode(fmt.prompt_tokens(ex) + fmt.target_tokens(ex)) for ex in examples]
     prompts = [len(fmt.prompt_tokens(ex)) for ex in examples]
@@ -393,6 +412,7 @@ def test_the_training_objective_is_lm_loss_plus_seqvcr_loss(positions: str) -> N
             float(lm_ref), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_logged_losses_are_the_objective_of_the_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
