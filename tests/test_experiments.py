@@ -64,6 +64,7 @@ def write_plan(tmp_path: Path, plan: dict[str, Any], name: str = "plan.yaml") ->
 # ---------------------------------------------------------------------------------------------- validation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PLANS, ids=lambda p: str(p.relative_to(ROOT / "plans")))
 def test_shipped_plans_load(path: Path) -> None:
     plan = load_plan(path)
@@ -181,6 +182,7 @@ def test_run_ids_are_stable_hashes_of_the_resolved_config() -> None:
     assert len(runs) == 3  # proj_dim=16 and eta=0.001 are both the base
 
 
+@pytest.mark.slow
 def test_cli_print_lists_pending_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from seqvcr.cli import main
 
@@ -246,6 +248,7 @@ def test_gpt2_dir_is_stored_as_an_absolute_path(
 # ---------------------------------------------------------------------------------------------- execution
 
 
+@pytest.mark.slow
 def test_run_one_is_idempotent_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -290,6 +293,7 @@ def test_run_one_is_idempotent_and_resumes(
     assert {p.name: p.stat().st_mtime_ns for p in rd.iterdir() if p.name != ".lock"} == before
 
 
+@pytest.mark.slow
 def test_local_executor_isolates_a_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from seqvcr.cli import main
 
@@ -417,6 +421,7 @@ def _naive(values: list[float]) -> tuple[float, float, float]:
     return mean, std, t * std / n**0.5
 
 
+@pytest.mark.slow
 def test_report_aggregates_over_seeds(tmp_path: Path) -> None:
     sweep, data = _fake_sweep(tmp_path / "sw")
     md = A.report_sweep(sweep)
@@ -457,6 +462,7 @@ def test_report_aggregates_over_seeds(tmp_path: Path) -> None:
     assert (copy_dir / "report" / "summary.csv").read_text() == (sweep / "report" / "summary.csv").read_text()
 
 
+@pytest.mark.slow
 def test_report_refuses_a_foreign_folder(tmp_path: Path) -> None:
     sweep, _ = _fake_sweep(tmp_path / "sw")
     other = tmp_path / "notes"
@@ -479,6 +485,7 @@ def _publish_module() -> types.ModuleType:
     return _module("publish_runs")
 
 
+@pytest.mark.slow
 def test_published_study_reports_like_its_sweep(tmp_path: Path) -> None:
     """Renamed run directories (manifest ``dir``) are found by the report; nothing else is copied."""
     sweep, data = _fake_sweep(tmp_path / "sw")
@@ -523,6 +530,7 @@ def test_recording_keys_at_their_defaults_leave_run_ids_unchanged() -> None:
     assert S.run_id(changed) != S.run_id(d)
 
 
+@pytest.mark.slow
 def test_report_learning_curves_average_the_seeds_per_step(tmp_path: Path) -> None:
     sweep, data = _fake_sweep(tmp_path / "sw")
     manifest = S.load_manifest(sweep)
@@ -551,6 +559,7 @@ def test_report_learning_curves_average_the_seeds_per_step(tmp_path: Path) -> No
     assert "proj_dim_learning_curves.png" in md.read_text()
 
 
+@pytest.mark.slow
 def test_publish_one_study_of_a_sweep_shares_its_common_run(tmp_path: Path) -> None:
     """Two studies sharing their base point: each published study holds it under its own label."""
     plan = mini_plan(
@@ -603,6 +612,7 @@ def _planned_runs(sweep: Path) -> Iterator[tuple[int, str, Path, dict[str, Any]]
             yield k, setting["label"], rd, json.loads((rd / "spec.json").read_text())
 
 
+@pytest.mark.slow
 def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pairs = [(0.5, 0.002), (1.0, 0.004), (2.0, 0.008), (0.05, 0.25), (0.1, 0.5), (0.2, 1.0)]
     replacements = [{"seqvcr.lambda1": a, "seqvcr.lambda2": b} for a, b in pairs]

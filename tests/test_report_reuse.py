@@ -60,6 +60,7 @@ def _report(run: Path, test: Path, out: Path, *extra: str) -> dict[str, Any]:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_report_reuses_eval_and_entropy_of_the_run_directory(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -83,6 +84,7 @@ def test_report_reuses_eval_and_entropy_of_the_run_directory(
     assert (tmp_path / "rep" / "analysis" / "run" / "predictions.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_stale_results_are_measured_again(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,6 +110,7 @@ def test_stale_results_are_measured_again(
     assert summary["runs"][0]["reused"] == {}
 
 
+@pytest.mark.slow
 def test_limit_and_throughput(run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int]) -> None:
     rd, test = run
     summary = _report(rd, test, tmp_path / "rep", "--limit", "12")
@@ -118,6 +121,7 @@ def test_limit_and_throughput(run: tuple[Path, Path], tmp_path: Path, counted: d
     assert "--limit 12" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_an_interrupted_report_keeps_its_work_and_the_same_command_finishes_it(
     run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: dict[str, int],
     capsys: pytest.CaptureFixture[str],
@@ -149,6 +153,7 @@ def test_an_interrupted_report_keeps_its_work_and_the_same_command_finishes_it(
 _real_throughput = R.measure_throughput
 
 
+@pytest.mark.slow
 def test_force_keeps_nothing_of_the_old_report_but_reusable_measurements(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int]
 ) -> None:
@@ -161,6 +166,7 @@ def test_force_keeps_nothing_of_the_old_report_but_reusable_measurements(
     assert counted["eval"] == 1  # the second report reused analysis/run/
 
 
+@pytest.mark.slow
 def test_a_copied_run_directory_is_still_up_to_date(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,6 +181,7 @@ def test_a_copied_run_directory_is_still_up_to_date(
     assert counted["eval"] == 0
 
 
+@pytest.mark.slow
 def test_a_demo_layout_is_reused_without_decoding(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int]
 ) -> None:
@@ -192,6 +199,7 @@ def test_a_demo_layout_is_reused_without_decoding(
                                             "entropy": str(kept / "entropy.json")}
 
 
+@pytest.mark.slow
 def test_a_published_runs_test_eval_is_reused(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int]
 ) -> None:
