@@ -258,16 +258,16 @@ def test_run_one_is_idempotent_and_resumes(
     ids = [r["id"] for r in S.load_manifest(sweep)["runs"]]
 
     # interrupt the first run right after its first checkpoint (step 4 of 8), as a kill would
-    real_save = T._save_checkpoint
+    real_save = T._checkpoint
 
     def save_then_die(*args: Any, **kwargs: Any) -> None:
         real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(T, "_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         S.run_one(sweep, ids[0], log_to_file=True)
-    monkeypatch.setattr(T, "_save_checkpoint", real_save)
+    monkeypatch.setattr(T, "_checkpoint", real_save)
     assert S.run_status(sweep, ids[0]) == "interrupted"
     assert S.run_status(sweep, ids[1]) == "pending"
 
@@ -612,8 +612,7 @@ def _planned_runs(sweep: Path) -> Iterator[tuple[int, str, Path, dict[str, Any]]
             yield k, setting["label"], rd, json.loads((rd / "spec.json").read_text())
 
 
-@pytest.mark.slow
-def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_printed_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pairs = [(0.5, 0.002), (1.0, 0.004), (2.0, 0.008), (0.05, 0.25), (0.1, 0.5), (0.2, 1.0)]
     replacements = [{"seqvcr.lambda1": a, "seqvcr.lambda2": b} for a, b in pairs]
     plan = mini_plan(seeds=[0, 1, 2], metrics=["exact_match", "matrix_entropy", "position_accuracy"],
@@ -635,9 +634,10 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
             "eval_data": spec["eval_data"], "entropy_sequences": spec["entropy_sequences"],
             "entropy_normalize": spec["entropy_normalize"]}))
         inner.append((em, 0.25 + 0.01 * (k % 4)))  # mean of layers 1 and 2
-    tables = _module("study_tables")
+    from seqvcr.cli import main
+
     png = tmp_path / "lambda.png"
-    assert tables.main([str(sweep), "--lambda-plot", str(png)]) == 0
+    assert main(["report", str(sweep), "--lambda-plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert png.stat().st_size > 1000
     for label, ems in values.items():
@@ -656,7 +656,7 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
             assert cell == f"{mean:.3f} ± {half:.3f} ({l1:g}, {l2:g})"
     # --runs: one row per run with its own exact match; --rank-test: U counted by hand
     labels = list(values)
-    assert tables.main([str(sweep), "--runs", "--rank-test", labels[0], f"{labels[1]}|{labels[2]}"]) == 0
+    assert main(["report", str(sweep), "--runs", "--rank-test", labels[0], f"{labels[1]}|{labels[2]}"]) == 0
     out = capsys.readouterr().out
     for label, ems in values.items():
         for seed, em in enumerate(ems):
@@ -665,7 +665,7 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
     u = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
     assert f"U = {u:g} of {len(a) * len(b)} pairs" in out
     # --correlation: Spearman's rho over the 18 runs, against ranks counted pair by pair and numpy's r
-    assert tables.main([str(sweep), "--correlation"]) == 0
+    assert main(["report", str(sweep), "--correlation"]) == 0
     out = capsys.readouterr().out
 
     def naive_ranks(v: list[float]) -> list[float]:
@@ -675,7 +675,7 @@ def test_study_tables_match_a_naive_computation(tmp_path: Path, capsys: pytest.C
     assert f"over 18 runs: rho = {rho:+.2f} (two-sided p = " in out
 
 
-def test_study_tables_terms_are_the_last_training_record(
+def test_printed_terms_are_the_last_training_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plan = mini_plan(seeds=[0, 1])  # proj_dim 8 and 16, two seeds each
@@ -696,8 +696,9 @@ def test_study_tables_terms_are_the_last_training_record(
             {"kind": "eval", "split": "valid", "step": 8, "exact_match": 0.5},
         ]
         (rd / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + '\n{"kind": "tr')
-    tables = _module("study_tables")
-    assert tables.main([str(sweep), "--terms"]) == 0
+    from seqvcr.cli import main
+
+    assert main(["report", str(sweep), "--terms"]) == 0
     out = capsys.readouterr().out.split("Loss terms at the end of training")[1]
     assert "| LM loss, end | variance hinge, end | covariance term, end |" in out
     for label, runs in expected.items():
@@ -753,3 +754,30 @@ def test_spearman_against_the_textbook_formula_and_a_numerical_t_integral() -> N
         spearman_test([1, 2, 3], [5, 5, 5])
     with pytest.raises(ValueError, match="at least 3 pairs"):
         spearman_test([1, 2], [1, 2])
+
+
+def _settings(values: list[Any]) -> list[Any]:
+    """Settings of a one-factor study with these ablated values, three seeds each."""
+    from seqvcr.reporting.study import RunRecord, summarize_setting
+
+    records = {f"{v}_{seed}": RunRecord(f"{v}_{seed}", seed, "done", exact_match=0.1 * (i + seed),
+                                        entropy_intermediate=0.5 + 0.01 * i)
+               for i, v in enumerate(values) for seed in range(3)}
+    return [summarize_setting("over", {"label": f"over={v}", "value": v,
+                                       "runs": {str(seed): f"{v}_{seed}" for seed in range(3)}}, records)
+            for v in values]
+
+
+@pytest.mark.parametrize("which", ["exact_match", "entropy"])
+def test_a_categorical_ablation_is_drawn_as_points_a_numeric_one_as_a_line(which: str) -> None:
+    from seqvcr.reporting.study_figures import vs_value_figure
+
+    def joined(values: list[Any]) -> list[int]:
+        """How many points each line of the plot joins with a visible line."""
+        fig = vs_value_figure(_settings(values), which, "y", "title", "x")
+        assert fig is not None
+        (ax,) = fig.axes
+        return [len(line.get_xdata()) for line in ax.lines if line.get_linestyle() not in ("None", "")]
+
+    assert joined(["batch", "batch_time", "time"]) == []  # categories: no line from one to the next
+    assert joined([512, 1024, 2048]) == [3]  # numbers: one line through the settings

@@ -87,21 +87,69 @@ def _extend_report(sub: argparse._SubParsersAction) -> None:
     if report is None:
         return
     report_runs = report.get_default("func")
+    _add_study_tables(report)
 
     def cmd_report(args: argparse.Namespace) -> int:
         paths = [Path(p) for p in args.paths]
         sweeps = [p for p in paths if (p / S.MANIFEST).is_file()]
+        printed = _printed_tables(args)
         if sweeps and len(paths) == 1:
-            from seqvcr.experiments.aggregate import report_sweep
+            from seqvcr.experiments import aggregate
 
-            written = report_sweep(paths[0], out=args.out, force=args.force)
+            if printed is not None:
+                aggregate.print_tables(paths[0], printed, rank_test=args.rank_test,
+                                       lambda_plot=args.lambda_plot, value_plot=args.value_plot)
+                return 0
+            written = aggregate.report_sweep(paths[0], out=args.out, force=args.force)
             return commands.print_json({"report": str(written)})
         if sweeps:
             raise RunDirError(f"{sweeps[0]}: is a sweep directory; report a sweep on its own: "
                               f"seqvcr report {sweeps[0]}")
+        if printed is not None:
+            raise ConfigError("report: --table, --runs, --terms, --correlation, --rank-test, --lambda-plot "
+                              "and --value-plot take one sweep or study directory (holding manifest.json)")
         return int(report_runs(args))
 
     report.set_defaults(func=cmd_report)
+
+
+#: what ``--table`` names (``seqvcr.reporting.study_tables.PRINTED``; ``main``: study, positions, lambda)
+TABLES = ("main", "study", "positions", "lambda", "correlation", "terms", "runs")
+
+
+def _add_study_tables(report: argparse.ArgumentParser) -> None:
+    """The options of ``seqvcr report STUDY`` that print Markdown tables on stdout instead of writing
+    the report directory."""
+    g = report.add_argument_group(
+        "study tables", "one sweep or study directory: print Markdown tables on stdout (the report directory "
+        "is not written); without --table, the main tables (study, positions, lambda) and those asked for")
+    g.add_argument("--table", action="append", default=None, metavar="NAME",
+                   help=f"print only these tables (comma-separated, repeatable): {', '.join(TABLES)}")
+    g.add_argument("--runs", action="store_true", help="also one row per finished run")
+    g.add_argument("--terms", action="store_true",
+                   help="also the loss terms at the end of training and the training time, per setting")
+    g.add_argument("--correlation", action="store_true",
+                   help="also Spearman's correlation of exact match with intermediate-layer entropy")
+    g.add_argument("--rank-test", nargs=2, metavar=("A", "B"), default=None,
+                   help="exact permutation test of exact match, settings A over settings B ('|'-separated "
+                   "labels)")
+    g.add_argument("--lambda-plot", default=None, metavar="PNG",
+                   help="draw exact match and entropy against lambda2/lambda1 (a study of lambda pairs)")
+    g.add_argument("--value-plot", default=None, metavar="PNG",
+                   help="draw exact match and entropy against the (numeric) ablated value")
+
+
+def _printed_tables(args: argparse.Namespace) -> list[str] | None:
+    """The tables to print (``main`` for the default set), or None when no printing option is given."""
+    asked = [n.strip() for item in args.table or [] for n in item.split(",") if n.strip()]
+    unknown = [n for n in asked if n not in TABLES]
+    if unknown:
+        raise ConfigError(f"--table: no table {unknown[0]!r}; tables: {', '.join(TABLES)}")
+    extra = [n for n, on in (("runs", args.runs), ("terms", args.terms), ("correlation", args.correlation))
+             if on]
+    if not (asked or extra or args.rank_test or args.lambda_plot or args.value_plot):
+        return None
+    return (asked or ["main"]) + extra
 
 
 def _status_table(manifest: dict[str, Any], sweep: Path | None) -> list[str]:
