@@ -520,9 +520,9 @@ def test_nan_before_the_first_checkpoint_names_no_checkpoint(
     """Item 5: the NaN message names a checkpoint only when one exists."""
     real_forward = training.TrainModule.forward
 
-    def nan(self: Any, x: Any, y: Any, mask: Any) -> Any:
-        loss, lm, var, cov = real_forward(self, x, y, mask)
-        return loss * float("nan"), lm, var, cov
+    def nan(self: Any, x: Any, y: Any, mask: Any, rows: Any) -> Any:
+        loss, logged = real_forward(self, x, y, mask, rows)
+        return loss * float("nan"), logged
 
     monkeypatch.setattr(training.TrainModule, "forward", nan)
     code, _, err = cli(_train(w), capsys)
