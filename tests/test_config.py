@@ -43,7 +43,7 @@ def test_overrides_parse_yaml_scalars() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optim.lrr=1", "unknown config key 'optim.lrr'; allowed: lr, weight_decay"),
+        ("optim.lrr=1", "unknown config key 'optim.lrr'; did you mean 'optim.lr'? allowed: lr, weight_decay"),
         ("bogus.x=1", "unknown config key 'bogus'"),
         ("task.name=sorting", "'task.name': 'sorting' is not one of mult, arith, lis"),
         ("method.name=magic", "not one of vanilla, cot, pause, seqvcr, seqvcr_pause"),
