@@ -6,7 +6,8 @@ Modules (imported on first use, so ``import seqvcr.analysis`` stays cheap):
 * ``layer_entropy`` -- :func:`compute_layer_entropy`, :func:`write_entropy` (``seqvcr entropy``);
 * ``plots`` / ``tables`` -- PNG figures and Markdown/CSV tables, for one run or several (made with
   ``seqvcr.reporting``, as the sweep report is);
-* ``report`` -- :func:`build_report` (``seqvcr report``);
+* ``report`` -- :func:`build_report` (``seqvcr report``): measures the runs; ``run_summary`` -- the
+  report's summary (``summary.json``), its figures and tables, and report.md rendered from them;
 * ``demo`` -- :func:`run_demo` (``seqvcr demo``);
 * ``cli`` -- the three subcommands.
 """
