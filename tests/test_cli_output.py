@@ -48,6 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # ---------------------------------------------------------------------------------------------- summaries
 
 
+@pytest.mark.slow
 def test_train_prints_where_the_results_went(trained: dict[str, Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     run = trained["run"]
@@ -65,6 +66,7 @@ def test_train_prints_where_the_results_went(trained: dict[str, Path], tmp_path:
                                    "exact_match"]}
 
 
+@pytest.mark.slow
 def test_eval_prints_a_metrics_block_and_defaults_to_the_test_file(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,6 +93,7 @@ def test_eval_prints_a_metrics_block_and_defaults_to_the_test_file(
     assert code == 0 and json.loads(out)["exact_match"] == saved["exact_match"]
 
 
+@pytest.mark.slow
 def test_eval_and_entropy_without_data_or_test_file(
     trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -106,6 +109,7 @@ def test_eval_and_entropy_without_data_or_test_file(
                                "task.test_file; pass --data FILE")
 
 
+@pytest.mark.slow
 def test_entropy_prints_a_table_per_layer(trained: dict[str, Path], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run_cli(["entropy", trained["run"], "--n", "12", "--out", tmp_path / "e", "--quiet"],
@@ -234,6 +238,7 @@ def test_print_config_marks_what_the_method_leaves_unused(tmp_path: Path,
 # ------------------------------------------------------------------------------------- a corrupt model file
 
 
+@pytest.mark.slow
 def test_a_corrupt_model_file_names_the_checkpoint_beside_it(
     trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -210,7 +210,8 @@ def test_eval_and_entropy_of_a_snapshot(
     assert ev["step"] == 5 and ev["source"]["weights"] == "snapshots/step_000005.safetensors"
     saved = list((run / "snapshots" / "step_000005" / "eval").glob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["step"] == 5
-    assert main(["entropy", str(run), "--data", str(test), "--n", "10", "--step", "15", "--quiet", "--json"]) == 0
+    assert main(["entropy", str(run), "--data", str(test), "--n", "10", "--step", "15", "--quiet",
+                 "--json"]) == 0
     ent = json.loads(capsys.readouterr().out)
     assert ent["step"] == 15
     assert json.loads((run / "snapshots" / "step_000015" / "entropy.json").read_text())["step"] == 15
@@ -255,6 +256,7 @@ def test_force_removes_old_snapshots(
     training.train(_cfg("train.snapshot_steps=[10]"), run, force=True, progress=False)
     assert saved_snapshot_steps(run) == [10]
     # --step of the final step, which has no snapshot, is the final weights
-    assert main(["eval", str(run), "--data", str(snapped[1]), "--step", "20", "--quiet", "--no-save", "--json"]) == 0
+    assert main(["eval", str(run), "--data", str(snapped[1]), "--step", "20", "--quiet", "--no-save",
+                 "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["source"]["weights"] == "model.safetensors"
     assert not (run / "eval").exists()  # --no-save

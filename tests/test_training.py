@@ -217,7 +217,8 @@ def test_cli_train_eval_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(args) == 0
     capsys.readouterr()
     preds = tmp_path / "preds.jsonl"
-    assert main(["eval", str(run), "--data", str(data / "test.txt"), "--predictions", str(preds), "--json"]) == 0
+    assert main(["eval", str(run), "--data", str(data / "test.txt"), "--predictions", str(preds),
+                 "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 50 and len(summary["position_accuracy"]) == 4
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
