@@ -77,40 +77,24 @@ def summarize(runs: Sequence[RunAnalysis], thr: Table | None, *, command: str | 
 
 
 def _run_summary(r: RunAnalysis, thr: Table | None) -> dict[str, Any]:
-    """One run's entry of the summary."""
-    res = r.result or {}
-    layers = r.entropy["layers"]
+    """One run's entry of the summary: the run, its training, its evaluation, its entropy per layer."""
+    res, ent = r.result or {}, r.entropy
+    per_layer = {key: [L[field] for L in ent["layers"]] for key, field in (
+        ("entropy_mean", "mean"), ("entropy_ci95_half", "ci95_half"),
+        ("entropy_mean_normalized", "mean_normalized"), ("entropy_dataset", "dataset"))}
     return {
-        "name": r.name,
-        "run_dir": str(r.run_dir),
-        "config_file": str(r.run_dir / CONFIG_FILE),
-        "task": r.entropy["task"],
-        "method": r.method,
-        "label": method_label(r.method, r.pauses),
-        "model": _model_text(r),
-        "configuration": _config_text(r),
-        "seed": r.config.train.seed,
-        "steps": res.get("steps", r.eval.get("step")),
-        "params": r.params,
-        "train_time_s": res.get("train_time_s"),
-        "trained_on": res.get("machine_description"),
-        "trained_by": res.get("command"),
-        "data": r.data_file,
-        "exact_match": r.eval["exact_match"],
-        "n": r.eval["n"],
-        "position_accuracy": r.eval["position_accuracy"],
-        "examples_per_s": (r.throughput or r.eval)["examples_per_s"],
-        "throughput": r.throughput,
+        "name": r.name, "run_dir": str(r.run_dir), "config_file": str(r.run_dir / CONFIG_FILE),
+        "task": ent["task"], "method": r.method, "label": method_label(r.method, r.pauses),
+        "model": _model_text(r), "configuration": _config_text(r), "seed": r.config.train.seed,
+        "steps": res.get("steps", r.eval.get("step")), "params": r.params,
+        "train_time_s": res.get("train_time_s"), "trained_on": res.get("machine_description"),
+        "trained_by": res.get("command"), "data": r.data_file,
+        **{k: r.eval[k] for k in ("exact_match", "n", "position_accuracy")},
+        "examples_per_s": (r.throughput or r.eval)["examples_per_s"], "throughput": r.throughput,
         "T_norm": next((row[4] for row in thr.rows if row[0] == r.name), None) if thr else None,
-        "entropy_mean": [L["mean"] for L in layers],
-        "entropy_ci95_half": [L["ci95_half"] for L in layers],
-        "entropy_mean_normalized": [L["mean_normalized"] for L in layers],
-        "tokens_per_sequence": r.entropy["tokens_per_sequence"],
-        "entropy_dataset": [L["dataset"] for L in layers],
-        "entropy_n": r.entropy["n"],
+        **per_layer, "tokens_per_sequence": ent["tokens_per_sequence"], "entropy_n": ent["n"],
         "entropy_steps": [{"step": k, "entropy_mean": [L["mean"] for L in e["layers"]]} for k, e in r.steps],
-        "limit": r.limit,
-        "reused": r.reused,
+        "limit": r.limit, "reused": r.reused,
     }
 
 
@@ -128,24 +112,16 @@ def _model_text(r: RunAnalysis) -> str:
 
 
 def _config_text(r: RunAnalysis) -> str:
-    c = r.config
-    parts = [
-        f"method {c.method.name}" + (f" ({c.method.num_pauses} pauses)" if c.method.num_pauses else ""),
-        f"lr {c.optim.lr:g}",
-        f"batch {c.optim.batch_size}",
-        f"{c.optim.schedule} schedule, warm-up {c.optim.warmup:g}",
-        f"weight decay {c.optim.weight_decay:g}",
-        f"dropout {c.model.dropout:g}",
-    ]
+    """The settings of a run that tell configurations apart, as one line."""
+    c, s, t = r.config, r.config.seqvcr, r.config.task
+    parts = [f"method {c.method.name}" + (f" ({c.method.num_pauses} pauses)" if c.method.num_pauses else ""),
+             f"lr {c.optim.lr:g}", f"batch {c.optim.batch_size}",
+             f"{c.optim.schedule} schedule, warm-up {c.optim.warmup:g}",
+             f"weight decay {c.optim.weight_decay:g}", f"dropout {c.model.dropout:g}"]
     if c.method.seqvcr:
-        s = c.seqvcr
-        parts.append(
-            f"Seq-VCR lambda1 {s.lambda1:g} lambda2 {s.lambda2:g} eta {s.eta:g} proj {s.proj_dim} "
-            f"layer {s.layer} over {s.over}"
-        )
-    t = c.task
-    data = t.train_file or f"{t.train_size} generated (data seed {t.data_seed})"
-    parts.append(f"train data {data}")
+        parts.append(f"Seq-VCR lambda1 {s.lambda1:g} lambda2 {s.lambda2:g} eta {s.eta:g} proj {s.proj_dim} "
+                     f"layer {s.layer} over {s.over}")
+    parts.append(f"train data {t.train_file or f'{t.train_size} generated (data seed {t.data_seed})'}")
     return "; ".join(parts)
 
 
@@ -312,53 +288,35 @@ def _context(runs: Sequence[RunAnalysis]) -> tuple[list[str], list[str], str, li
     return tasks_seen, datas, on, baseline
 
 
-def write_figures_and_tables(out: Path, runs: Sequence[RunAnalysis]) -> dict[str, tables.Table]:
+def write_figures_and_tables(out: Path, runs: Sequence[RunAnalysis]) -> dict[str, Table]:
     """Every figure and table that needs no throughput, each written as soon as it is made."""
     series = lambda data: [plots.Series(r.label, r.method, d) for r, d in zip(runs, data)]  # noqa: E731
     _, _, on, baseline = _context(runs)
-    plots.plot_entropy_per_layer(
-        series([r.entropy for r in runs]),
-        out / "entropy_per_layer.png",
-        title=f"Representation entropy per layer ({on})",
-    )
-    plots.plot_entropy_hist(
-        series([r.entropy for r in runs]),
-        out / "entropy_hist.png",
-        title=f"Per-sequence entropy per layer ({on})",
-    )
-    plots.plot_position_accuracy(
-        series([r.eval["position_accuracy"] for r in runs]),
-        out / "position_accuracy.png",
-        baseline=baseline,
-        title=f"Accuracy per answer position ({on})",
-        position_note=_position_note(runs),
-    )
-    plots.plot_loss_curves(
-        series([r.metrics for r in runs]), out / "loss_curves.png", title="Learning curves"
-    )
+    ent = series([r.entropy for r in runs])
+    plots.plot_entropy_per_layer(ent, out / "entropy_per_layer.png",
+                                 title=f"Representation entropy per layer ({on})")
+    plots.plot_entropy_hist(ent, out / "entropy_hist.png", title=f"Per-sequence entropy per layer ({on})")
+    accuracy, note = series([r.eval["position_accuracy"] for r in runs]), _position_note(runs)
+    plots.plot_position_accuracy(accuracy, out / "position_accuracy.png", baseline, position_note=note,
+                                 title=f"Accuracy per answer position ({on})")
+    plots.plot_loss_curves(series([r.metrics for r in runs]), out / "loss_curves.png",
+                           title="Learning curves")
     with_steps = [r for r in runs if r.steps]
-    if with_steps:
-        plots.plot_entropy_vs_step(
-            [plots.Series(r.label, r.method, r.steps) for r in with_steps],
-            out / STEP_FIGURE,
-            title=f"Entropy per layer during training, from the snapshots ({on})",
-        )
-
-    made: dict[str, tables.Table] = {
+    made: dict[str, Table] = {
         "accuracy": tables.accuracy_table([{"method": r.method, "pauses": r.pauses, "task": r.entropy["task"],
                                             "exact_match": r.eval["exact_match"]} for r in runs]),
         "positions": tables.position_table(
             [{"run": r.name, "position_accuracy": r.eval["position_accuracy"]} for r in runs],
-            baseline=baseline,
-        ),
+            baseline=baseline),
         "entropy": tables.entropy_table([{"run": r.name, "entropy": r.entropy} for r in runs]),
     }
     if with_steps:
-        made[STEP_TABLE] = tables.entropy_steps_table(
-            [{"run": r.name, "steps": r.steps} for r in with_steps]
-        )
-    for stem, t in made.items():
-        write_table(out, stem, t)
+        plots.plot_entropy_vs_step([plots.Series(r.label, r.method, r.steps) for r in with_steps],
+                                   out / STEP_FIGURE,
+                                   title=f"Entropy per layer during training, from the snapshots ({on})")
+        made[STEP_TABLE] = tables.entropy_steps_table([{"run": r.name, "steps": r.steps} for r in with_steps])
+    for stem, table in made.items():
+        write_table(out, stem, table)
     return made
 
 

@@ -1,36 +1,23 @@
-"""Aggregated reports of a sweep: one row per setting, one column per metric, over seeds.
+"""Aggregated reports of a sweep or published study: one row per setting, one column per metric, over
+seeds.
 
-The numbers are read once into a ``seqvcr.reporting.study.SweepSummary`` (:func:`collect`) and
-rendered from it by ``seqvcr.reporting.study_tables`` (Markdown, CSV) and ``study_figures`` (PNG):
-:func:`report_sweep` writes the report directory, :func:`print_tables` the tables that
-``seqvcr report STUDY --table ... / --rank-test A B / --correlation`` prints.
+The directory (manifest.json, and per run result.json, eval.json, entropy.json, metrics.jsonl,
+error.txt) is read once into a ``seqvcr.reporting.study.SweepSummary`` (:func:`collect`), so a copied
+directory reports the same anywhere, and rendered from it by ``seqvcr.reporting.study_tables``
+(Markdown, CSV) and ``study_figures`` (PNG). :func:`report_sweep` writes ``SWEEP_DIR/report`` (or
+``out``): ``report.md`` (per study, its table over seeds, entropy per layer, accuracy per answer
+position, the plots, the runs missing, crashed or skipped), ``summary.csv``, ``layer_entropy.csv``,
+``position_accuracy.csv``, ``learning_curves.csv``, ``runs.csv`` and per study the PNG plots.
+:func:`print_tables` prints what ``seqvcr report STUDY --table ... / --rank-test A B`` asks for.
 
-``report_sweep(SWEEP_DIR)`` reads only the sweep directory (manifest.json, and per run result.json,
-eval.json, entropy.json, error.txt), so a copied sweep directory reports the same anywhere. It writes
-to ``SWEEP_DIR/report`` (or ``out``):
-
-* ``report.md``: per study, the seed's table layout -- one row per replacement, one column per metric --
-  then entropy per layer and accuracy per answer position, the plots, and the runs that are missing,
-  crashed or skipped;
-* ``summary.csv`` (one row per setting), ``layer_entropy.csv``, ``position_accuracy.csv`` and
-  ``learning_curves.csv`` (long format), ``runs.csv`` (one row per run, the raw numbers);
-* per study, PNG plots of exact match and of mean intermediate-layer entropy against the ablated value,
-  of entropy per layer, of accuracy per answer position, and the learning curves: the periodic
-  validation exact match and the training LM loss of ``metrics.jsonl`` against the step (mean over
-  seeds), where a phase transition shows.
-
-Statistics over the seeds of a setting (only finished runs count; ``n`` says how many):
-mean, sample standard deviation (n - 1 in the denominator) and a 95% confidence interval for the mean,
-``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile (``seqvcr.reporting.stats``:
-12.71 for 2 seeds, 4.30 for 3, 2.78 for 5). With one seed there is no spread: std and CI are left empty.
-"Entropy" is the paper's matrix entropy (Eq. 2) of each layer, averaged over the evaluated sequences by
-``seqvcr.analysis.layer_entropy``; the summary column averages layers 1..N-1 (the intermediate layers,
-excluding the embeddings L0 and the last layer LN) of a run, then over seeds.
+Statistics over the finished seeds of a setting: mean, sample std (n - 1) and the 95% CI
+``mean ± t(0.975, n - 1) · std / √n`` (``seqvcr.reporting.stats``); one seed has no std and no CI.
+"Entropy" is the matrix entropy (Eq. 2) per layer of ``seqvcr.analysis.layer_entropy``; the summary
+column averages the intermediate layers L1..L(N-1) of a run, then the seeds.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 from pathlib import Path
@@ -65,28 +52,18 @@ LEGEND_OUTSIDE = ("layer_entropy", "position_accuracy", "learning_curves")  # sa
 def read_curves(
     metrics_file: Path,
 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], dict[str, float]]:
-    """The learning curves of a run's ``metrics.jsonl``: validation exact match and training LM loss,
-    and the numeric fields of its last training record (the loss terms at the end of training).
+    """The learning curves of a run's ``metrics.jsonl`` (a torn last line is skipped): validation exact
+    match and training LM loss, and the numeric fields of its last training record (the loss terms at
+    the end of training)."""
+    from seqvcr.analysis.report import read_metrics  # torch-free callers of the sweep report stay so
 
-    Unreadable lines (a torn last line) are skipped: the curves are a view, not the record.
-    """
-    valid: list[tuple[int, float]] = []
-    loss: list[tuple[int, float]] = []
-    final: dict[str, float] = {}
-    if not metrics_file.is_file():
-        return valid, loss, final
-    for line in metrics_file.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("kind") == "eval" and rec.get("split") == "valid" and "exact_match" in rec:
-            valid.append((int(rec["step"]), float(rec["exact_match"])))
-        elif rec.get("kind") == "train" and "lm_loss" in rec:
-            loss.append((int(rec["step"]), float(rec["lm_loss"])))
-            final = {k: float(v) for k, v in rec.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return valid, loss, final
+    records = read_metrics(metrics_file.parent) if metrics_file.is_file() else []
+    valid = [(int(r["step"]), float(r["exact_match"])) for r in records
+             if r.get("kind") == "eval" and r.get("split") == "valid" and "exact_match" in r]
+    train = [r for r in records if r.get("kind") == "train" and "lm_loss" in r]
+    final = {k: float(v) for k, v in (train[-1] if train else {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return valid, [(int(r["step"]), float(r["lm_loss"])) for r in train], final
 
 
 def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:

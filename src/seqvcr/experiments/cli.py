@@ -118,35 +118,26 @@ TABLES = ("main", "study", "positions", "lambda", "correlation", "terms", "runs"
 
 
 def _add_study_tables(report: argparse.ArgumentParser) -> None:
-    """The options of ``seqvcr report STUDY`` that print Markdown tables on stdout instead of writing
-    the report directory."""
-    g = report.add_argument_group(
-        "study tables", "one sweep or study directory: print Markdown tables on stdout (the report directory "
-        "is not written); without --table, the main tables (study, positions, lambda) and those asked for")
+    """The options of ``seqvcr report STUDY`` that print Markdown tables instead of writing the report."""
+    g = report.add_argument_group("study tables", "one sweep or study directory: print Markdown tables on "
+                                  "stdout instead of writing the report; without --table, the main ones")
     g.add_argument("--table", action="append", default=None, metavar="NAME",
                    help=f"print only these tables (comma-separated, repeatable): {', '.join(TABLES)}")
-    g.add_argument("--runs", action="store_true", help="also one row per finished run")
-    g.add_argument("--terms", action="store_true",
-                   help="also the loss terms at the end of training and the training time, per setting")
-    g.add_argument("--correlation", action="store_true",
-                   help="also Spearman's correlation of exact match with intermediate-layer entropy")
+    for flag, what in (("runs", "one row per finished run"), ("terms", "the loss terms and training time"),
+                       ("correlation", "Spearman's rho of exact match and entropy")):
+        g.add_argument(f"--{flag}", action="store_true", help=f"also {what}")
     g.add_argument("--rank-test", nargs=2, metavar=("A", "B"), default=None,
-                   help="exact permutation test of exact match, settings A over settings B ('|'-separated "
-                   "labels)")
-    g.add_argument("--lambda-plot", default=None, metavar="PNG",
-                   help="draw exact match and entropy against lambda2/lambda1 (a study of lambda pairs)")
-    g.add_argument("--value-plot", default=None, metavar="PNG",
-                   help="draw exact match and entropy against the (numeric) ablated value")
+                   help="exact permutation test of exact match, settings A over B ('|'-separated labels)")
+    g.add_argument("--lambda-plot", metavar="PNG", help="exact match and entropy against lambda2/lambda1")
+    g.add_argument("--value-plot", metavar="PNG", help="exact match and entropy against the ablated value")
 
 
 def _printed_tables(args: argparse.Namespace) -> list[str] | None:
     """The tables to print (``main`` for the default set), or None when no printing option is given."""
     asked = [n.strip() for item in args.table or [] for n in item.split(",") if n.strip()]
-    unknown = [n for n in asked if n not in TABLES]
-    if unknown:
+    if unknown := [n for n in asked if n not in TABLES]:
         raise ConfigError(f"--table: no table {unknown[0]!r}; tables: {', '.join(TABLES)}")
-    extra = [n for n, on in (("runs", args.runs), ("terms", args.terms), ("correlation", args.correlation))
-             if on]
+    extra = [n for n in ("runs", "terms", "correlation") if getattr(args, n)]
     if not (asked or extra or args.rank_test or args.lambda_plot or args.value_plot):
         return None
     return (asked or ["main"]) + extra

@@ -25,19 +25,11 @@ __all__ = ["RunRecord", "SettingSummary", "StudySummary", "SweepSummary", "curve
 
 
 def layer_means(entropy: dict[str, Any]) -> list[float]:
-    """Mean entropy per hidden state (L0..LN) from an entropy.json written by the analysis module."""
+    """Mean entropy per hidden state (L0..LN) of an entropy.json (``seqvcr.analysis.layer_entropy``)."""
     layers = entropy.get("layers")
-    if isinstance(layers, list) and layers and isinstance(layers[0], dict):
-        ordered = sorted(layers, key=lambda d: d.get("layer", 0))
-        return [float(d["mean"]) for d in ordered]
-    if isinstance(layers, dict):
-        items = sorted(layers.items(), key=lambda kv: int(str(kv[0]).lstrip("L")))
-        return [float(v["mean"] if isinstance(v, dict) else v) for _, v in items]
-    for key in ("mean", "means", "layer_mean", "per_layer"):
-        value = entropy.get(key)
-        if isinstance(value, list):
-            return [float(v["mean"] if isinstance(v, dict) else v) for v in value]
-    raise RunDirError("entropy.json: no per-layer means found (expected 'layers' with 'mean' per layer)")
+    if not (isinstance(layers, list) and all(isinstance(d, dict) and "mean" in d for d in layers)):
+        raise RunDirError("entropy.json: no per-layer means found (expected 'layers' with 'mean' per layer)")
+    return [float(d["mean"]) for d in sorted(layers, key=lambda d: d.get("layer", 0))]
 
 
 def intermediate_mean(means: Sequence[float]) -> float:

@@ -241,25 +241,33 @@ def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:
     ax.errorbar([x], [st.mean], yerr=[[half], [half]], capsize=3, **kw)
 
 
+def _ci_panels(study: Study, xs: list[float], xlabel: str, style: list[dict[str, Any]]) -> tuple[Figure, Any]:
+    """Exact match (left) and intermediate entropy (right) of each setting at ``xs``, mean ± 95% CI."""
+    fig = new_figure((10.0, 4.0))
+    axes = fig.subplots(1, 2)
+    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"), CI_LABELS):
+        for x, s, kw in zip(xs, study, style):
+            _errorbar(ax, x, getattr(s, which), ms=6, **kw)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    return fig, axes
+
+
 def lambda_figure(study: Study) -> Figure:
     """Exact match and intermediate entropy against lambda2/lambda1 (log axis); marker = scale."""
     keys = family_scale([lambda_pair(s) for s in study])
-    fig = new_figure((10.0, 4.0))
-    axes = fig.subplots(1, 2)
     markers = {0.5: ("v", "tab:blue"), 1.0: ("o", "tab:orange"), 2.0: ("^", "tab:green")}
-    seen: set[float] = set()
-    for s, (r, scale) in zip(study, keys):
+    xs, style, seen = [], [], set()
+    for r, scale in keys:
         marker, color = markers.get(round(scale, 6), ("s", "tab:gray"))
-        jitter = 1.0 + 0.08 * (round(math.log2(scale)) if scale > 0 else 0)
-        label = f"x{scale:g} of the family's middle pair" if scale not in seen else None
+        xs.append(r * (1.0 + 0.08 * (round(math.log2(scale)) if scale > 0 else 0)))
+        style.append({"fmt": marker, "color": color,
+                      "label": f"x{scale:g} of the family's middle pair" if scale not in seen else None})
         seen.add(scale)
-        for ax, st in zip(axes, (s.exact_match, s.entropy)):
-            _errorbar(ax, r * jitter, st, fmt=marker, color=color, label=label, ms=6)
-    for ax, ylabel in zip(axes, CI_LABELS):
+    fig, axes = _ci_panels(study, xs, "lambda2 / lambda1", style)
+    for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("lambda2 / lambda1")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Seq-VCR coefficients: ratio (x axis) and scale (marker)", fontsize=10)
     fig.tight_layout()
@@ -268,17 +276,11 @@ def lambda_figure(study: Study) -> Figure:
 
 def value_figure(study: Study, xlabel: str) -> Figure:
     """Exact match and intermediate entropy against the (numeric) ablated value, log2 axis."""
-    fig = new_figure((10.0, 4.0))
-    axes = fig.subplots(1, 2)
     xs = [float(s.value) for s in study]
-    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"), CI_LABELS):
-        for x, s in zip(xs, study):
-            _errorbar(ax, x, getattr(s, which), fmt="o", color="tab:blue", ms=6)
+    fig, axes = _ci_panels(study, xs, xlabel, [{"fmt": "o", "color": "tab:blue"}] * len(study))
+    for ax, which in zip(axes, ("exact_match", "entropy")):
         ax.plot(xs, [getattr(s, which).mean for s in study], color="tab:blue", alpha=0.4)
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
