@@ -27,7 +27,7 @@ from seqvcr.cli import main
 from seqvcr.errors import ConfigError
 from seqvcr.hf import save_hf_gpt2
 from seqvcr.model import GPT, PRESETS, GPTConfig
-from seqvcr.objectives import seq_vcr_loss
+from seqvcr.objectives import SeqVCR, seq_vcr_loss
 from seqvcr.sequences import SequenceFormat
 from seqvcr.tasks import make_task
 
@@ -106,16 +106,16 @@ def test_the_step_benchmark_times_the_training_objective() -> None:
     last layer over the real input tokens; without, the same model's LM loss alone."""
     cpu = torch.device("cpu")
     with_sv, without = TrainStep("tiny", "seqvcr_pause", cpu), TrainStep("tiny", "pause", cpu)
-    x, y, mask = with_sv.batches[0]
+    x, y, mask, rows = with_sv.batches[0]
     assert torch.equal(x, without.batches[0][0])
     with torch.no_grad():
         out = with_sv.model(x, output_hidden_states=True)
         lm_ref = F.cross_entropy(out.logits.flatten(0, 1), y.flatten(), ignore_index=-100)
-        head = with_sv.tm.seqvcr
-        assert head is not None and (head.lambda1, head.lambda2) == (1.0, 0.004)
+        head = with_sv.tm.heads()["seqvcr"]
+        assert isinstance(head, SeqVCR) and (head.lambda1, head.lambda2) == (1.0, 0.004)
         sv_ref = seq_vcr_reference(head.projection(out.hidden_states[-1]), 1.0, 0.004, mask)
-        total, _, _, _ = with_sv.tm(x, y, mask)
-        alone, _, _, _ = without.tm(x, y, mask)
+        total, _ = with_sv.tm(x, y, mask, rows)
+        alone, _ = without.tm(x, y, mask, rows)
     assert float(total) == pytest.approx(float(lm_ref) + float(sv_ref), rel=1e-5)
     assert float(alone) == pytest.approx(float(lm_ref), rel=1e-6)
     assert float(sv_ref) > 1e-3 * float(lm_ref)  # the Seq-VCR term is not negligible here

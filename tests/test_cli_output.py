@@ -133,7 +133,7 @@ def test_entropy_prints_a_table_per_layer(trained: dict[str, Path], tmp_path: Pa
 
 def test_demo_prints_where_the_results_went(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    import seqvcr.analysis.demo as D
+    import seqvcr.experiments.demo as D
 
     out = tmp_path / "demo"
     result = {"out": str(out), "report": str(out / "report.md"), "scale": "cpu", "steps": 100,

@@ -30,9 +30,9 @@ from seqvcr import config as C
 from seqvcr import distributed as sd
 from seqvcr import training
 from seqvcr.checkpoints import read_checkpoint
-from seqvcr.runs import build_format, build_model, build_seqvcr, build_task
+from seqvcr.runs import build_format, build_model, build_task
 from seqvcr.sequences import encode_examples, make_batch
-from seqvcr.training import TrainModule
+from seqvcr.training import TrainModule, build_train_module
 
 WORLD = 2
 GLOBAL_BATCH = 16
@@ -43,25 +43,26 @@ def _config() -> C.Config:
     return C.resolve(C.load_config(None, micro_overrides("seqvcr_pause", 10) + ["model.dropout=0.0"]))
 
 
-def _setup() -> tuple[TrainModule, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _setup(gather: object = None) -> tuple[TrainModule, tuple[torch.Tensor, ...]]:
     """The same float64 TrainModule and the same global batch in every process."""
     cfg = _config()
     task = build_task(cfg)
     fmt = build_format(cfg, task)
     data = encode_examples(fmt, task.generate(GLOBAL_BATCH, seed=7))
-    x, y, mask = make_batch(data, torch.arange(GLOBAL_BATCH))  # each (16, T)
+    rows = torch.arange(GLOBAL_BATCH)
+    x, y, mask = make_batch(data, rows)  # each (16, T)
     torch.manual_seed(0)
     model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length)
-    head = build_seqvcr(cfg, model.config.n_embd)
-    tm = TrainModule(model, head).double()
+    tm = build_train_module(cfg, model, fmt, [], gather=gather).double()  # type: ignore[arg-type]
     tm.train()
-    return tm, (x, y, mask)
+    return tm, (x, y, mask, rows)
 
 
 def _step(module: torch.nn.Module, tm: TrainModule, batch) -> dict:
     """Forward, backward, one AdamW step; the losses, gradients and new parameters."""
     opt = torch.optim.AdamW(tm.parameters(), lr=1e-2, weight_decay=0.01)
-    loss, lm, var, cov = module(*batch)
+    loss, logged = module(*batch)
+    lm, _, var, cov = logged  # lm_loss, seqvcr_loss, seqvcr_variance, seqvcr_covariance
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in tm.named_parameters()}
     opt.step()
@@ -74,11 +75,10 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        tm, (x, y, mask) = _setup()
-        tm.gather = sd.all_gather_with_grad  # Seq-VCR statistics over the global batch
+        tm, batch = _setup(gather=sd.all_gather_with_grad)  # Seq-VCR statistics over the global batch
         ddp = torch.nn.parallel.DistributedDataParallel(tm)
         local = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
-        res = _step(ddp, tm, (x[local], y[local], mask[local]))
+        res = _step(ddp, tm, tuple(t[local] for t in batch))
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -90,7 +90,7 @@ def test_ddp_step_equals_single_process_on_global_batch(tmp_path: Path) -> None:
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     tm, batch = _setup()
-    _, y, _ = batch
+    _, y, _, _ = batch
     counts = (y != -100).sum(1)
     assert bool((counts == counts[0]).all()), "the test needs the same number of LM targets per sequence"
     ref = _step(tm, tm, batch)

@@ -65,7 +65,7 @@ def test_report_reuses_eval_and_entropy_of_the_run_directory(
     run: tuple[Path, Path], tmp_path: Path, counted: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rd, test = run
-    assert main(["eval", str(rd), "--data", str(test), "--quiet"]) == 0
+    assert main(["eval", str(rd), "--data", str(test), "--quiet", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert Path(ev["saved"]).parent == rd / "eval"
     assert main(["entropy", str(rd), "--data", str(test), "--n", "20", "--quiet"]) == 0

@@ -17,9 +17,6 @@ can be shared without its optimiser state: ``model.safetensors`` (with ``config.
 ``eval``, ``entropy``, ``report`` and ``export-hf`` read; they fall back to the weights inside
 ``checkpoint.safetensors`` for a run that has not finished.
 
-The earlier pickle format, ``RUN_DIR/checkpoint.pt`` (``torch.save``), is never read
-(:func:`legacy_error`).
-
 Files are written through :func:`seqvcr.atomic.write_bytes_atomic` (temporary file, fsync, rename), one
 tensor at a time, so a checkpoint is never built in memory first and a failed write (a full disk) leaves
 the previous file in place.
@@ -46,11 +43,9 @@ from seqvcr.errors import RunDirError
 __all__ = [
     "CHECKPOINT_FILE",
     "FORMAT",
-    "LEGACY_CHECKPOINT_FILE",
     "MODEL_FILE",
     "SAFE_TORCH_LOAD",
     "Checkpoint",
-    "legacy_error",
     "load_state_tensors",
     "read_checkpoint",
     "read_safetensors",
@@ -65,7 +60,6 @@ __all__ = [
 
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
-LEGACY_CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1  # version of the JSON object in the header
 META_KEY = "seqvcr"
 #: ``torch.load(weights_only=True)`` is only safe against crafted files from this version on
@@ -433,15 +427,6 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if info.get("kind") != "checkpoint" or "optimizer" not in info or "rng_python" not in info:
         raise RunDirError(f"{p}: not a seqvcr training checkpoint (kind {info.get('kind')!r}); {_remedy(p)}")
     return Checkpoint(p, tensors, info)
-
-
-def legacy_error(run_dir: str | Path) -> RunDirError:
-    """The one-line error for a run directory that holds only an earlier-format ``checkpoint.pt``."""
-    rd = Path(run_dir)
-    return RunDirError(
-        f"{rd / LEGACY_CHECKPOINT_FILE}: a checkpoint in seqvcr's earlier pickle format, which seqvcr does "
-        "not read (a pickle can run code); train the run anew"
-    )
 
 
 def torch_load_is_safe() -> bool:

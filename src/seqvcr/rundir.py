@@ -21,14 +21,14 @@ import torch
 from seqvcr import config as C
 from seqvcr import outputs
 from seqvcr.atomic import check_output_path, write_text_atomic
-from seqvcr.checkpoints import LEGACY_CHECKPOINT_FILE, MODEL_FILE, Heads, legacy_error, save_model
+from seqvcr.checkpoints import MODEL_FILE, Heads, save_model
 from seqvcr.checkpoints import save_checkpoint as _write_checkpoint
 from seqvcr.errors import RunDirError
 from seqvcr.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RESULT_FILE, SNAPSHOT_DIR, snapshot_file
 from seqvcr.tracking import TENSORBOARD_DIR
 
 #: The files of a run that ``force`` removes (once the new run's inputs have been checked).
-RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)
+RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)
 #: Measurements of the old run's weights that ``force`` removes with it (``seqvcr entropy``, ``seqvcr eval``).
 MEASUREMENT_FILES = outputs.ENTROPY_FILES
 #: Directories of a run that ``force`` removes: saved evaluations, snapshots, TensorBoard events. (A W&B
@@ -41,7 +41,7 @@ def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
 
     A finished run (result.json) or a trained model that cannot be resumed is never replaced without
     ``force``; an interrupted run with the same config is resumed; one with a different config needs
-    ``force``; a checkpoint of the earlier pickle format must be converted first (never loaded).
+    ``force``.
     """
     check_output_path(run_dir, "run directory", directory=True)
     if force:
@@ -58,8 +58,6 @@ def check_run_dir(run_dir: Path, cfg: C.Config, force: bool) -> bool:
                 "use --force to start over or pick another directory"
             )
         return True
-    if (run_dir / LEGACY_CHECKPOINT_FILE).is_file():
-        raise legacy_error(run_dir)
     if (run_dir / MODEL_FILE).is_file():
         raise RunDirError(
             f"{run_dir}: holds a trained model ({MODEL_FILE}) without a checkpoint to resume from; "

@@ -10,8 +10,8 @@ Per step::
 (``torchrun`` or one), what the run directory holds (resume, or refuse; ``seqvcr.rundir``), the device
 and precision, the data and its curriculum (``seqvcr.curriculum``), the model with its loss terms and
 optimiser, the checkpoint to resume from, the run directory, speed-ups (``torch.compile``, DDP), the
-metrics loggers; they fill one :class:`Run`, which :func:`_loop` trains and :func:`_finish` evaluates and
-saves.
+metrics loggers; they fill one :class:`Run`, which :func:`_loop` trains and :func:`_write_results`
+evaluates and saves.
 
 The batch order is a pure function of (seed, step), and so is the curriculum, so a run resumed from its
 checkpoint sees exactly the batches it would have seen; the checkpoint also holds the optimiser and the
@@ -28,13 +28,14 @@ directory created and the config written.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from seqvcr.curriculum import Curriculum, build_curriculum
 from seqvcr.errors import RunDirError, SeqVCRError, TrainingDivergedError
 from seqvcr.evaluation import EvalResult, evaluate
 from seqvcr.model import GPT, configure_adamw
+from seqvcr.objectives import Gather
 from seqvcr.progress import ProgressBar
 from seqvcr.runs import (
     CHECKPOINT_FILE,
@@ -70,7 +72,7 @@ from seqvcr.runs import (
     select_device,
 )
 from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples
-from seqvcr.tasks import Task
+from seqvcr.tasks import Example, Task
 from seqvcr.terms import Batch, TermContext, build_terms
 from seqvcr.tracking import MetricsLogger, check_available
 
@@ -103,9 +105,10 @@ class TrainModule(nn.Module):
         for term in self.terms.values():
             value = term(out, batch)
             total = value.loss if total is None else total + value.loss
-            logged += [value.logs[name].detach().float() for name in term.log_names]
+            logged += [value.logs[name].detach() for name in term.log_names]
         assert total is not None, "a run has at least the LM term"
-        return total, torch.stack(logged)
+        dtype = functools.reduce(torch.promote_types, (v.dtype for v in logged))
+        return total, torch.stack([v.to(dtype) for v in logged])
 
 
 def lr_at(step: int, total: int, cfg: C.OptimConfig) -> float:
@@ -284,7 +287,7 @@ def train(
     try:
         with _StopOnCtrlC(enabled=not ranks.distributed) as stop:
             _loop(run, stop)
-        return _finish(run, command)
+        return _write_results(run, command)
     finally:
         prog.close()
         if metrics is not None:
@@ -336,16 +339,28 @@ def _build_model(
     cfg: C.Config, data: Data, train_examples: list[Any], device: torch.device, ranks: Ranks
 ) -> tuple[TrainModule, torch.optim.Optimizer]:
     """The GPT (fresh, or from ``model.init_from``), its loss terms and AdamW over both."""
-    tok = data.fmt.tokenizer
-    model = build_model(cfg, tok.vocab_size, data.block_size).to(device)
-    ctx = TermContext(
-        n_embd=model.config.n_embd, task=data.task, train_examples=train_examples, device=device,
-        pause_ids=(tok.pause_start_id, tok.pause_id, tok.pause_end_id),
-        gather=dist_utils.all_gather_with_grad if ranks.distributed else None,
-    )
-    tm = TrainModule(model, build_terms(cfg, ctx).to(device))
+    model = build_model(cfg, data.fmt.tokenizer.vocab_size, data.block_size).to(device)
+    gather = dist_utils.all_gather_with_grad if ranks.distributed else None
+    tm = build_train_module(cfg, model, data.fmt, train_examples, device, gather)
     torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout masks
     return tm, build_optimizer(tm, cfg, device)
+
+
+def build_train_module(
+    cfg: C.Config,
+    model: GPT,
+    fmt: SequenceFormat,
+    train_examples: Sequence[Example],
+    device: torch.device | str = "cpu",
+    gather: Gather | None = None,
+) -> TrainModule:
+    """``model`` with the loss terms of ``cfg`` (``terms.build_terms``) on ``device``."""
+    tok = fmt.tokenizer
+    ctx = TermContext(
+        n_embd=model.config.n_embd, task=fmt.task, train_examples=train_examples, device=device,
+        pause_ids=(tok.pause_start_id, tok.pause_id, tok.pause_end_id), gather=gather,
+    )
+    return TrainModule(model, build_terms(cfg, ctx).to(device))
 
 
 def build_optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
@@ -507,7 +522,7 @@ def _checkpoint(run: Run) -> None:
     run.state.last_good_step = run.state.step
 
 
-def _finish(run: Run, command: str | None) -> dict[str, Any]:
+def _write_results(run: Run, command: str | None) -> dict[str, Any]:
     """Evaluate on the whole validation set, write the last checkpoint, model.safetensors and, last,
     result.json (rank 0; the other ranks return ``{}``)."""
     train_time = run.state.train_time()

@@ -1,5 +1,5 @@
-"""Analysis of trained runs: layer-wise representation entropy, the paper's figures and tables, reports,
-and ``seqvcr demo`` (the project's main job).
+"""Analysis of trained runs: layer-wise representation entropy, linear probes, the paper's figures and
+tables, and reports.
 
 Modules (imported on first use, so ``import seqvcr.analysis`` stays cheap):
 
@@ -8,7 +8,7 @@ Modules (imported on first use, so ``import seqvcr.analysis`` stays cheap):
   ``seqvcr.reporting``, as the sweep report is);
 * ``report`` -- :func:`build_report` (``seqvcr report``): measures the runs; ``run_summary`` -- the
   report's summary (``summary.json``), its figures and tables, and report.md rendered from them;
-* ``demo`` -- :func:`run_demo` (``seqvcr demo``);
+* ``probe`` -- :func:`probe_run` (``seqvcr probe``): ridge probes of the running sum per layer and position;
 * ``cli`` -- the three subcommands.
 """
 
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_report", "compute_layer_entropy", "run_demo", "write_entropy"]
+__all__ = ["build_report", "compute_layer_entropy", "probe_run", "write_entropy"]
 
 _WHERE = {
     "compute_layer_entropy": "seqvcr.analysis.layer_entropy",
     "write_entropy": "seqvcr.analysis.layer_entropy",
     "build_report": "seqvcr.analysis.report",
-    "run_demo": "seqvcr.analysis.demo",
+    "probe_run": "seqvcr.analysis.probe",
 }
 
 

@@ -1,4 +1,4 @@
-"""Subcommands ``seqvcr entropy``, ``seqvcr report`` and ``seqvcr demo`` (registered by ``seqvcr.cli``).
+"""Subcommands ``seqvcr entropy``, ``seqvcr probe`` and ``seqvcr report`` (registered by ``seqvcr.cli``).
 
 ``seqvcr report`` given run directories writes the per-run report of ``seqvcr.analysis.report``;
 ``seqvcr.experiments.cli``, the layer above, extends the command so that one sweep directory (holding a
@@ -16,7 +16,7 @@ from seqvcr import commands
 from seqvcr.atomic import check_output_path
 from seqvcr.errors import ConfigError
 
-__all__ = ["data_or_test_file", "demo_text", "entropy_text", "register"]
+__all__ = ["data_or_test_file", "entropy_text", "register"]
 
 
 def data_or_test_file(args: argparse.Namespace) -> str:
@@ -93,6 +93,54 @@ def entropy_text(summary: dict[str, Any]) -> str:
     return "\n".join([head, table, *([f"saved: {files}"] if files else [])])
 
 
+# --------------------------------------------------------------------------- probe
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = commands.add_command(sub, "probe", _cmd_probe, "linear probes of the running sum from every layer "
+                             "at every answer position (multiplication runs)")
+    commands.add_run_dir(p)
+    p.add_argument("--data", default=None, help="data file in the task's format (ref:mult/3x3/test.txt ...); "
+                   "default: the run's task.test_file")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N problems of the file (0: all)")
+    p.add_argument("--fit-fraction", type=float, default=0.7,
+                   help="share of the problems the probes are fit on; R^2 is measured on the rest")
+    p.add_argument("--ridge", type=float, default=1e-2, help="ridge penalty lambda (times the fitted count)")
+    p.add_argument("--batch-size", type=int, default=256, help="sequences per forward pass")
+    commands.add_step(p, "probe")
+    commands.add_device(p, "cpu", "cpu | cuda | auto")
+    p.add_argument("--out", default=None,
+                   help="directory for the files (default: RUN_DIR, or RUN_DIR/snapshots/step_N with --step)")
+    commands.add_json(p)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    """Bai et al.'s reading of a multiplication model: for every layer L0..LN and every answer position k,
+    a ridge probe from the hidden state that predicts answer digit k to the running sum c_k, fit on the
+    first problems of the file and scored (R^2) on the rest. Writes probe.json, probe.csv and probe.png
+    (into RUN_DIR, or RUN_DIR/snapshots/step_N/ with --step); prints the R^2 table (--json: the result
+    as JSON). Without --data, the run's task.test_file."""
+    from seqvcr.analysis.probe import probe_run, write_probe
+    from seqvcr.outputs import analysis_home
+
+    commands.check_at_least("--limit", args.limit, 0, " (0: every problem)")
+    commands.check_at_least("--batch-size", args.batch_size, 1)
+    out = Path(args.out) if args.out else analysis_home(args.run_dir, args.step)
+    check_output_path(out, "--out", directory=True)
+    result = probe_run(args.run_dir, data_or_test_file(args), limit=args.limit,
+                       fit_fraction=args.fit_fraction, lam=args.ridge, batch_size=args.batch_size,
+                       device=args.device, step=args.step)
+    files = write_probe(result, out)
+    rows = [[name, *[f"{v:.3f}" for v in vals]]
+            for name, vals in zip(result["layers"], result["r2"], strict=True)]
+    header = ["layer", *[f"pos {k + 1}" for k in range(len(result["r2"][0]))]]
+    text = "\n".join([
+        f"running-sum probe R^2 (held-out, {result['n_test']} problems; fit on {result['n_fit']}) of "
+        f"{result['run_dir']} (step {result['step']}, {result['method']}) on {result['data']}",
+        commands.text_table(header, rows),
+        "saved: " + ", ".join(str(p) for p in files.values()),
+    ])
+    return commands.print_result(args, {**result, "files": {k: str(v) for k, v in files.items()}}, text)
+
+
 # --------------------------------------------------------------------------- report
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "report", _cmd_report, "Markdown report with figures and tables for "
@@ -133,55 +181,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return commands.print_json({"report": str(report)})
 
 
-# --------------------------------------------------------------------------- demo
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = commands.add_command(sub, "demo", _cmd_demo, "the main job: data, training of several "
-                             "configurations, evaluation, entropy and a report (about 10 minutes on a 2-core "
-                             "CPU)")
-    commands.add_out(p, "demo_out")
-    p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="training budget in minutes (default: the scale's own, about 7 on a 2-core CPU)")
-    p.add_argument("--scale", default="auto", choices=("auto", "cpu", "gpu", "smoke"),
-                   help="auto: gpu when CUDA is available (and --device is not cpu), else cpu; cpu: 3x3, "
-                   "four configurations; gpu: 4x4, all five, on CUDA; smoke: seconds, for tests")
-    commands.add_device(p, "auto", "auto: the scale's device | cpu | cuda (the gpu scale on a CPU is "
-                        "refused)")
-    commands.add_json(p)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Generate multiplication data, train Vanilla, Pause, Seq-VCR and Seq-VCR + Pause (the scale is
-    chosen for the machine: 3x3 on a CPU, a larger setting on a GPU), evaluate them on the reference test
-    file, measure layer entropy and write OUT/report.md (next to OUT/data, OUT/configs and OUT/runs).
-    Prints where the results went (--json: the summary kept in OUT/demo.json)."""
-    from seqvcr.analysis.demo import run_demo
-
-    result = run_demo(args.out, force=args.force, minutes=args.minutes, scale=args.scale,
-                      device=args.device, command=commands.command_line())
-    return commands.print_result(args, result, demo_text(result))
-
-
-def demo_text(result: dict[str, Any]) -> str:
-    """The readable form of ``seqvcr demo``'s result: the exact match of each configuration and where
-    the report, the runs and the data went."""
-    from seqvcr.analysis.demo import DEMO_FILE
-
-    out = Path(result["out"])
-    rows = [[r["method"], f"{r['exact_match']:.4f}"] for r in result["runs"]]
-    return "\n".join([
-        f"demo done in {result['seconds']['total'] / 60:.1f} min ({result['scale']} scale, {result['steps']} "
-        f"steps per configuration, on {result['machine']})",
-        commands.text_table(["configuration", "exact match"], rows),
-        f"report:  {result['report']} (figures and tables beside it)",
-        f"runs:    {out / 'runs'}",
-        f"data:    {out / 'data'}",
-        f"summary: {out / DEMO_FILE}",
-    ])
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``entropy``, ``report`` and ``demo`` to the ``seqvcr`` parser."""
+    """Add ``entropy``, ``probe`` and ``report`` to the ``seqvcr`` parser."""
     _add_entropy(sub)
+    _add_probe(sub)
     _add_report(sub)
-    _add_demo(sub)

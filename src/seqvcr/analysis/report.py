@@ -129,15 +129,10 @@ def _report_progress(progress: bool, text: str) -> None:
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a run's metrics.jsonl (a truncated last line, from a killed run, is skipped)."""
     p = Path(run_dir) / METRICS_FILE
-    if not p.is_file():
-        return []
     out = []
-    for line in p.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for line in p.read_text(errors="replace").splitlines() if p.is_file() else []:
         try:
-            record = json.loads(line)
+            record = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict):
@@ -156,17 +151,13 @@ def check_out_dir(out: str | os.PathLike[str], force: bool) -> Path:
 
 
 def _unique_names(run_dirs: Sequence[Path]) -> list[str]:
+    """A name per run: its directory's, prefixed with its parent's (and numbered) where two share it."""
     names = [rd.resolve().name for rd in run_dirs]
-    counts = Counter(names)
-    out: list[str] = []
-    seen: Counter[str] = Counter()
+    counts, seen, out = Counter(names), Counter[str](), []
     for rd, n in zip(run_dirs, names):
-        if counts[n] > 1:
-            cand = f"{rd.resolve().parent.name}-{n}"
-            seen[cand] += 1
-            out.append(cand if seen[cand] == 1 else f"{cand}-{seen[cand]}")
-        else:
-            out.append(n)
+        cand = f"{rd.resolve().parent.name}-{n}" if counts[n] > 1 else n
+        seen[cand] += 1
+        out.append(cand if counts[n] == 1 or seen[cand] == 1 else f"{cand}-{seen[cand]}")
     return out
 
 

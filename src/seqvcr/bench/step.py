@@ -28,10 +28,11 @@ from seqvcr.bench.harness import (
     target,
     tf32,
 )
+from seqvcr.objectives import SeqVCR
 from seqvcr.reporting.tables import markdown_table
-from seqvcr.runs import build_format, build_model, build_seqvcr, build_task
+from seqvcr.runs import build_format, build_model, build_task
 from seqvcr.sequences import encode_examples, make_batch
-from seqvcr.training import TrainModule, build_optimizer
+from seqvcr.training import build_optimizer, build_train_module
 
 __all__ = ["CASES", "TITLE", "TrainStep", "case_config", "markdown", "run", "targets"]
 
@@ -84,29 +85,25 @@ class TrainStep:
         data = encode_examples(fmt, examples).to(device)  # (M, L) on the device
         torch.manual_seed(seed)
         model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).to(device)
-        head = build_seqvcr(cfg, model.config.n_embd)
-        if head is not None:
-            head.to(device)
         self.model = model
-        self.tm = TrainModule(model, head)
+        self.tm = build_train_module(cfg, model, fmt, examples, device)
         self.tm.train()
         if compile_model:
             self.tm.model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
         self.opt = build_optimizer(self.tm, cfg, device)
         g = torch.Generator().manual_seed(seed)
-        self.batches = [
-            make_batch(data, torch.randperm(len(data), generator=g)[:bs].to(device)) for _ in range(4)
-        ]  # each (x (B, T), y (B, T), mask (B, T))
+        rows = [torch.randperm(len(data), generator=g)[:bs].to(device) for _ in range(4)]  # (B,) each
+        self.batches = [(*make_batch(data, r), r) for r in rows]  # each (x, y, mask (B, T), rows (B,))
         self.seq_len = int(self.batches[0][0].shape[1])
         self.batch_size = bs
         self.tokens_per_step = bs * self.seq_len  # every position is computed (padded or not)
         self._i = 0
 
     def step(self) -> None:
-        x, y, mask = self.batches[self._i % len(self.batches)]
+        x, y, mask, rows = self.batches[self._i % len(self.batches)]
         self._i += 1
         with autocast(self.device):
-            loss, _, _, _ = self.tm(x, y, mask)
+            loss, _ = self.tm(x, y, mask, rows)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
@@ -116,9 +113,9 @@ class TrainStep:
     def head_step(self, projection_only: bool = False) -> Callable[[], None]:
         """Forward + backward of the Seq-VCR head alone (projection + loss) on a random (B, T, n_embd);
         with ``projection_only`` of the linear projection alone (to split the head's time)."""
-        head = self.tm.seqvcr
-        assert head is not None
-        x, _, mask = self.batches[0]
+        head = self.tm.heads()["seqvcr"]
+        assert isinstance(head, SeqVCR)
+        x, _, mask, _ = self.batches[0]
         h = torch.randn(x.shape[0], x.shape[1], self.model.config.n_embd, device=self.device)
 
         def run() -> None:

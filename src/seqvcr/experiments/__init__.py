@@ -6,9 +6,12 @@
 * ``aggregate``: ``report_sweep``: tables (Markdown, CSV) and plots over seeds, made with
   ``seqvcr.reporting``;
 * ``publish``: a finished sweep as a study directory to commit (``scripts/publish_runs.py``);
-* ``cli``: the ``seqvcr sweep`` and ``seqvcr sweep-run`` subcommands, and ``seqvcr report SWEEP_DIR``.
+* ``demo``: ``seqvcr demo``, the main job: the paper's configurations as a sweep plan, run by the local
+  executor, and their report;
+* ``cli``: the ``seqvcr sweep``, ``seqvcr sweep-run`` and ``seqvcr demo`` subcommands, and ``seqvcr report
+  SWEEP_DIR``.
 """
 
 from __future__ import annotations
 
-__all__ = ["aggregate", "cli", "executors", "plan", "publish", "sweep"]
+__all__ = ["aggregate", "cli", "demo", "executors", "plan", "publish", "sweep"]

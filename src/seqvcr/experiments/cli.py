@@ -1,5 +1,5 @@
-"""``seqvcr sweep PLAN``, the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``, and ``seqvcr report
-SWEEP_DIR``.
+"""``seqvcr sweep PLAN``, the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``, ``seqvcr report
+SWEEP_DIR`` and ``seqvcr demo`` (the main job: a sweep of the paper's configurations and its report).
 
 ``seqvcr report`` is defined by ``seqvcr.analysis.cli`` (the report of run directories); this module,
 the layer above, extends it: one directory holding a manifest.json gets the sweep's aggregated report
@@ -19,15 +19,16 @@ from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments import executors as E
 from seqvcr.experiments import sweep as S
 
-__all__ = ["cmd_sweep", "cmd_sweep_run", "register"]
+__all__ = ["cmd_sweep", "cmd_sweep_run", "demo_text", "register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``sweep`` and ``sweep-run`` subcommands to the ``seqvcr`` parser, and sweep directories to
-    ``seqvcr report``."""
+    """Add the ``sweep``, ``sweep-run`` and ``demo`` subcommands to the ``seqvcr`` parser, and sweep
+    directories to ``seqvcr report``."""
     _add_sweep(sub)
     _add_sweep_run(sub)
     _extend_report(sub)
+    _add_demo(sub)
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -301,3 +302,50 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     if out.status == "busy":
         print(f"run {out.id} is held by another worker", file=sys.stderr)
     return 0
+
+
+# --------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = commands.add_command(sub, "demo", _cmd_demo, "the main job: data, training of several "
+                             "configurations, evaluation, entropy and a report (about 10 minutes on a 2-core "
+                             "CPU)")
+    commands.add_out(p, "demo_out")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training budget in minutes (default: the scale's own, about 7 on a 2-core CPU)")
+    p.add_argument("--scale", default="auto", choices=("auto", "cpu", "gpu", "smoke"),
+                   help="auto: gpu when CUDA is available (and --device is not cpu), else cpu; cpu: 3x3, "
+                   "four configurations; gpu: 4x4, all five, on CUDA; smoke: seconds, for tests")
+    commands.add_device(p, "auto", "auto: the scale's device | cpu | cuda (the gpu scale on a CPU is "
+                        "refused)")
+    commands.add_json(p)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Generate multiplication data, train Vanilla, Pause, Seq-VCR and Seq-VCR + Pause (the scale is
+    chosen for the machine: 3x3 on a CPU, a larger setting on a GPU), evaluate them on the reference test
+    file, measure layer entropy and write OUT/report.md (next to OUT/data and the runs in OUT/runs).
+    Prints where the results went (--json: the summary kept in OUT/demo.json)."""
+    from seqvcr.experiments.demo import run_demo
+
+    result = run_demo(args.out, force=args.force, minutes=args.minutes, scale=args.scale,
+                      device=args.device, command=commands.command_line())
+    return commands.print_result(args, result, demo_text(result))
+
+
+def demo_text(result: dict[str, Any]) -> str:
+    """The readable form of ``seqvcr demo``'s result: the exact match of each configuration and where
+    the report, the runs and the data went."""
+    from seqvcr.experiments.demo import DEMO_FILE
+
+    out = Path(result["out"])
+    rows = [[r["method"], f"{r['exact_match']:.4f}"] for r in result["runs"]]
+    return "\n".join([
+        f"demo done in {result['seconds']['total'] / 60:.1f} min ({result['scale']} scale, {result['steps']} "
+        f"steps per configuration, on {result['machine']})",
+        commands.text_table(["configuration", "exact match"], rows),
+        f"report:  {result['report']} (figures and tables beside it)",
+        f"runs:    {out / 'runs'}",
+        f"data:    {out / 'data'}",
+        f"summary: {out / DEMO_FILE}",
+    ])

@@ -487,9 +487,12 @@ def run_one(
 
 
 def _evaluate(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
+    """Score the run on ``data_file`` into eval.json; the evaluation is also kept in the run's ``eval/``
+    with its predictions (``seqvcr.outputs``), where ``seqvcr report`` reuses it instead of decoding."""
     from seqvcr.evaluation import evaluate_file
 
-    summary = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device, progress=True)
+    summary = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device, progress=True,
+                            save=True)
     summary["run_dir"] = f"{RUNS}/{rd.name}"
     summary["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
     summary["eval_data"] = spec.get("eval_data")

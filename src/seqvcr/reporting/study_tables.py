@@ -1,13 +1,7 @@
-"""Markdown tables and CSV files of a study summary (``seqvcr.reporting.study``).
-
-The sweep report's tables (:func:`setting_table`, :func:`means_table`, :func:`write_study_csvs`) and
-the tables ``seqvcr report STUDY --table ...`` prints (:data:`PRINTED`): each a small function from
-the summary to text, so the numbers are made once and only laid out here.
-
-``--rank-test A B`` compares the exact match of the runs of settings A (``|``-separated labels) with
-those of settings B by an exact one-sided permutation test of the Mann-Whitney statistic U
-(``seqvcr.reporting.stats.exact_rank_test``); ``--correlation`` gives Spearman's rank correlation of
-exact match with the intermediate-layer entropy, over the runs and over the settings' means.
+"""Markdown tables and CSV files of a study summary (``seqvcr.reporting.study``): the sweep report's
+(:func:`setting_table`, :func:`means_table`, :func:`write_study_csvs`) and those ``seqvcr report STUDY
+--table ...`` prints (:data:`PRINTED`, :func:`rank_test_text`), each a small function from the summary
+to text: the numbers are made once, in the summary, and only laid out here.
 """
 
 from __future__ import annotations

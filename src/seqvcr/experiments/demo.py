@@ -3,7 +3,7 @@
 One command: generate multiplication data, train several of the paper's configurations on it, evaluate
 them on a shipped reference test file (exact match and accuracy per answer position), measure the
 layer-wise representation entropy, and write a report with every figure and table
-(``OUT/report.md``, next to ``OUT/data``, ``OUT/configs`` and ``OUT/runs``).
+(``OUT/report.md``, next to ``OUT/data`` and the runs in ``OUT/runs``).
 
 Scales (chosen automatically, ``--scale`` overrides; the numbers behind the CPU choice are in
 docs/demo.md):
@@ -20,10 +20,15 @@ docs/demo.md):
   file), a 4-layer 256-wide GPT, all five configurations including CoT, one run at a time.
 * ``smoke`` (tests only): a few steps of a 32-wide model, to exercise the whole pipeline in seconds.
 
-Training runs are ordinary runs (``seqvcr train OUT/configs/<config>.yaml --out OUT/runs/<config>``),
-so each can be re-run, evaluated (``seqvcr eval``) or analysed (``seqvcr entropy``) on its own. An
-interrupted demo resumes where it stopped when started again with the same ``--out``; a finished one
-(``OUT/report.md`` present) is only replaced with ``--force``.
+The demo is a sweep (``seqvcr.experiments``): it writes a plan whose one study replaces ``method.name``,
+prepares ``OUT`` as the sweep directory (``OUT/plan.yaml``, ``OUT/manifest.json``, ``OUT/runs/<id>``) and
+runs it with the sweep's local executor, which trains, evaluates and measures the entropy of each run in
+its worker processes and keeps the evaluation where ``seqvcr report`` finds it (``RUN_DIR/eval/``). The
+timing probe is a sweep of a few steps in a temporary directory, run the same way. The demo's report then
+reuses those measurements and adds the throughput table and its findings. So ``seqvcr sweep OUT``
+continues the runs, ``seqvcr sweep-run OUT ID`` re-runs one, and ``seqvcr eval`` / ``seqvcr entropy``
+measure any of them. An interrupted demo resumes where it stopped when started again with the same
+``--out``; a finished one (``OUT/report.md`` present) is only replaced with ``--force``.
 """
 
 from __future__ import annotations
@@ -32,9 +37,8 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,18 +47,18 @@ from typing import Any
 
 import torch
 
-from seqvcr import config as C
 from seqvcr.atomic import write_json_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
-from seqvcr.runs import RESULT_FILE, describe_machine, machine_info
+from seqvcr.experiments import sweep as S
+from seqvcr.runs import describe_machine, machine_info
 
-__all__ = ["DemoScale", "SCALES", "run_demo"]
+__all__ = ["DemoScale", "SCALES", "demo_plan", "run_demo"]
 
 PLAN_FILE = "demo_plan.json"
 DEMO_FILE = "demo.json"
 # with the report's outputs: what --force deletes in OUT
-DEMO_DIRS = ("data", "configs", "runs", PLAN_FILE, DEMO_FILE)
+DEMO_DIRS = ("data", S.RUNS, S.MANIFEST, S.PLAN_COPY, PLAN_FILE, DEMO_FILE)
 
 
 @dataclass(frozen=True)
@@ -129,98 +133,128 @@ def pick_scale(scale: str, device: str) -> DemoScale:
     return SCALES[scale]
 
 
-def make_config(
-    s: DemoScale, method: str, train_file: str, test_file: str, steps: int, device: str
-) -> C.Config:
-    """The run config of one configuration at scale ``s`` (built from the config dataclasses)."""
-    cfg = C.Config(
-        task=C.TaskConfig(name="mult", digits=s.digits, train_file=train_file, valid_file=s.valid_file,
-                          valid_size=s.valid_size, test_file=test_file),
-        model=C.ModelConfig(preset="tiny", n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd,
-                            dropout=s.dropout),
-        method=C.MethodConfig(name=method, pauses=s.pauses),
-        seqvcr=C.SeqVCRConfig(proj_dim=s.proj_dim),
-        optim=C.OptimConfig(lr=s.lr, batch_size=s.batch_size, max_steps=steps, warmup=s.warmup,
-                            schedule="cosine", min_lr_ratio=0.1, weight_decay=0.01),
-        train=C.TrainConfig(seed=0, device=device, threads=s.threads if device == "cpu" else None,
-                            log_every=s.log_every, eval_every=s.eval_every, eval_examples=s.eval_examples,
-                            checkpoint_every=max(s.eval_every, steps // 4 or 1)),
-    )
-    return C.resolve(cfg)
+def demo_plan(
+    s: DemoScale, train_file: str | None, test_file: str | None, steps: int, device: str
+) -> dict[str, Any]:
+    """The sweep plan of the demo at scale ``s`` (``seqvcr.experiments.plan`` format): one study whose
+    settings are the configurations ``s.methods``, each labelled by its method name, seed 0, scored on
+    ``test_file``. The config states only what the demo sets; the rest, the paper's Seq-VCR coefficients
+    among them, are the defaults ``seqvcr.config.resolve`` fills."""
+    config = {
+        "task": {"name": "mult", "digits": s.digits, "train_file": train_file, "valid_file": s.valid_file,
+                 "valid_size": s.valid_size, "test_file": test_file},
+        "model": {"preset": "tiny", "n_layer": s.n_layer, "n_head": s.n_head, "n_embd": s.n_embd,
+                  "dropout": s.dropout},
+        "method": {"name": s.methods[0], "pauses": s.pauses},
+        "seqvcr": {"proj_dim": s.proj_dim},
+        "optim": {"lr": s.lr, "batch_size": s.batch_size, "max_steps": steps, "warmup": s.warmup,
+                  "schedule": "cosine", "min_lr_ratio": 0.1, "weight_decay": 0.01},
+        "train": {"device": device, "threads": s.threads if device == "cpu" else None,
+                  "log_every": s.log_every, "eval_every": s.eval_every, "eval_examples": s.eval_examples,
+                  "checkpoint_every": max(s.eval_every, steps // 4 or 1)},
+    }
+    return {
+        "name": f"demo_{s.name}",
+        "description": f"seqvcr demo, {s.name} scale: {', '.join(s.methods)} on mult {s.digits}x{s.digits}",
+        "config": config,
+        "ablations": [{"part": "The paper's configurations (Table 1)", "name": "configuration",
+                       "action": "REPLACE", "key": "method.name", "replacements": list(s.methods),
+                       "labels": list(s.methods)}],
+        "metrics": ["exact_match", "matrix_entropy", "position_accuracy"],
+        "seeds": [0],
+        "eval_data": test_file,
+        "entropy_sequences": s.entropy_sequences,
+        "entropy_normalize": False,  # the report's entropy (raw, normalised alongside): it reuses these
+    }
 
 
-# ------------------------------------------------------------------------------------------- steps
+# ------------------------------------------------------------------------------------------- runs
+
+#: the order runs start in when their step times are not measured: the costliest first
+_COST_ORDER = ("seqvcr_pause", "seqvcr", "cot", "pause", "vanilla")
 
 
-def _step_seconds(s: DemoScale, method: str, steps: int = 30) -> float:
-    """Wall-clock seconds of one training step of ``method`` at scale ``s`` on this machine, measured
-    with the real training loop (``seqvcr.training.train``, one thread as in a worker process) on a
-    small generated data set: the median over 5-step logging intervals after the first one, so
-    start-up, the first slow steps and a busy moment of the machine do not count."""
-    import tempfile
+def run_plan(
+    raw: dict[str, Any], out: Path, s: DemoScale, progress: bool, costs: dict[str, float] | None = None
+) -> dict[str, Path]:
+    """Prepare ``out`` as the sweep of plan ``raw`` and run its unfinished runs with the sweep's local
+    executor, ``s.parallel`` at a time with ``s.threads`` threads each, the costliest first (by ``costs``,
+    seconds per step, else ``_COST_ORDER``); returns each configuration's run directory.
 
-    from seqvcr.training import train
+    Raises:
+        SeqVCRError: a run crashed (the others are finished first).
+        KeyboardInterrupt: interrupted (Ctrl-C or SIGTERM); the runs keep their checkpoints.
+    """
+    from seqvcr.experiments.executors import run_local
+    from seqvcr.experiments.plan import parse_plan
 
-    cfg = make_config(s, method, "", "", steps, "cpu")
-    cfg.task.train_file = cfg.task.valid_file = cfg.task.test_file = None
-    cfg.task.train_size = max(2000, s.batch_size * steps)
-    cfg.task.valid_size = 16
-    cfg.train.log_every = 5
-    cfg.train.eval_every = cfg.train.checkpoint_every = 10 * steps
-    old = torch.get_num_threads()
-    try:
-        with tempfile.TemporaryDirectory(prefix="seqvcr-demo-probe-") as tmp:
-            train(cfg, Path(tmp) / method, progress=False)
-            lines = (Path(tmp) / method / "metrics.jsonl").read_text().splitlines()
-            recs = [json.loads(line) for line in lines]
-    finally:
-        torch.set_num_threads(old)
-    logged = [r for r in recs if r.get("kind") == "train"]
-    # seconds per step in each logging interval after the first; the median ignores a busy moment
-    per = sorted((b["elapsed_s"] - a["elapsed_s"]) / max(1, b["step"] - a["step"])
-                 for a, b in zip(logged, logged[1:]))
-    return per[len(per) // 2]
-
-
-def _probe_all(s: DemoScale) -> dict[str, float]:
-    """Per-step seconds of every configuration, probed ``s.parallel`` at a time in worker processes, so
-    that the measurement includes what the parallel runs cost each other (and any other load)."""
-    if s.parallel <= 1:
-        return {m: _step_seconds(s, m) for m in s.methods}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=s.parallel, mp_context=ctx) as pool:
-        futures = {m: pool.submit(_step_seconds, s, m) for m in s.methods}
-        return {m: f.result() for m, f in futures.items()}
+    S.prepare_sweep(parse_plan(raw), out)
+    manifest = S.load_manifest(out)
+    ids = {row["label"]: row["runs"]["0"] for row in manifest["studies"][0]["settings"]}
+    todo = []
+    for run in manifest["runs"]:
+        if S.run_status(out, run["id"]) == "done":
+            _demo_progress(progress, f"{run['setting']}: already trained and measured, kept")
+        else:
+            todo.append(run)
+    rank = {m: i for i, m in enumerate(_COST_ORDER)}
+    todo.sort(key=lambda r: (-(costs or {}).get(r["setting"], 0.0), rank.get(r["setting"], len(rank))))
+    if todo:
+        done = run_local(out, todo, workers=s.parallel, threads=s.threads, quiet=not progress)
+        S.refresh_manifest(out)
+        if done.interrupted:
+            raise KeyboardInterrupt
+        if done.crashed:
+            errors = [out / S.RUNS / rid / S.ERROR for rid in done.crashed]  # the executor writes each
+            raise SeqVCRError("demo: training failed -- " + "; ".join(
+                f"{e.read_text().splitlines()[0]} (see {e})" for e in errors))
+    return {m: out / S.RUNS / rid for m, rid in ids.items()}
 
 
-def _schedule(costs: dict[str, float], workers: int) -> list[list[str]]:
-    """Longest-first greedy assignment of runs to workers (the makespan the budget must cover)."""
+def _probe(s: DemoScale, steps: int = 30) -> dict[str, float]:
+    """Wall-clock seconds of one training step of each configuration on this machine: a sweep of
+    ``steps``-step runs on a small generated set, run like the real ones (``s.parallel`` at a time, so
+    the measurement includes what they cost each other and any other load). Per configuration, the
+    median over 5-step logging intervals after the first, so start-up, the first slow steps and a busy
+    moment of the machine do not count."""
+    from seqvcr.runs import METRICS_FILE
+
+    raw = demo_plan(s, None, None, steps, "cpu")
+    raw["config"]["task"].update(valid_file=None, train_size=max(2000, s.batch_size * steps), valid_size=16)
+    raw["config"]["train"].update(log_every=5, eval_every=10 * steps, checkpoint_every=10 * steps)
+    raw.update(name=f"demo_{s.name}_probe", metrics=["exact_match"])  # scored on its 16 held-out problems
+    per_step: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="seqvcr-demo-probe-") as tmp:
+        for m, rd in run_plan(raw, Path(tmp), s, progress=False).items():
+            recs = [json.loads(line) for line in (rd / METRICS_FILE).read_text().splitlines()]
+            logged = [r for r in recs if r.get("kind") == "train"]
+            per = sorted((b["elapsed_s"] - a["elapsed_s"]) / max(1, b["step"] - a["step"])
+                         for a, b in zip(logged, logged[1:]))
+            per_step[m] = per[len(per) // 2]
+    return per_step
+
+
+def _makespan(costs: Sequence[float], workers: int) -> float:
+    """How long ``workers`` take for jobs of ``costs`` started costliest first, each by the first free
+    worker (how ``run_plan`` starts them)."""
     loads = [0.0] * workers
-    lanes: list[list[str]] = [[] for _ in range(workers)]
-    for m in sorted(costs, key=lambda k: -costs[k]):
-        i = loads.index(min(loads))
-        lanes[i].append(m)
-        loads[i] += costs[m]
-    return lanes
+    for c in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += c
+    return max(loads)
 
 
 def plan_steps(s: DemoScale, minutes: float | None, progress: bool) -> dict[str, Any]:
     """How many steps fit the budget: time each configuration's step on this machine, then take the
-    largest step count <= ``s.steps`` whose slowest worker finishes within the budget."""
+    largest step count <= ``s.steps`` whose runs finish within the budget."""
     budget_min = s.minutes if minutes is None else minutes
     if budget_min <= 0 or s.device != "cpu":
         return {"steps": s.steps, "budget_minutes": budget_min or None, "step_seconds": None}
     _demo_progress(progress, f"timing training steps of each configuration, {s.parallel} at a time as in the "
                    f"demo (budget {budget_min:g} min of training)")
-    per_step = _probe_all(s)
-    lanes = _schedule(per_step, s.parallel)
+    per_step = _probe(s)
     # periodic validation probes: ~5% of a run; start-up, final evaluation and checkpoint: ~15 s a run
-    overhead, fixed = 1.05, 15.0
-    slowest = max(sum(per_step[m] for m in lane) for lane in lanes) * overhead
-    lane_fixed = fixed * max(len(lane) for lane in lanes)
+    slowest = _makespan(list(per_step.values()), s.parallel) * 1.05
+    lane_fixed = 15.0 * -(-len(per_step) // s.parallel)
     fit = int((budget_min * 60 - lane_fixed) / slowest) if slowest > 0 else s.steps
     steps = max(s.min_steps, min(s.steps, fit))
     steps = steps if steps == s.steps else max(s.min_steps, steps // 50 * 50)
@@ -263,87 +297,6 @@ def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
     _demo_progress(progress, f"wrote {len(examples):,} {task.describe()} training problems to {path} "
                    f"(none of the {len(excluded):,} test/valid problems; {time.perf_counter() - t0:.1f}s)")
     return path, test_file
-
-
-# ------------------------------------------------------------------------------------------- training
-
-
-class _Worker:
-    """One ``seqvcr train`` child process whose stderr lines are echoed with a ``[config]`` prefix."""
-
-    def __init__(self, method: str, cmd: list[str], env: dict[str, str], progress: bool) -> None:
-        self.method = method
-        self.tail: list[str] = []
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-        )
-        self.thread = threading.Thread(target=self._pump, args=(progress,), daemon=True)
-        self.thread.start()
-
-    def _pump(self, progress: bool) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            line = line.rstrip("\n")
-            self.tail = (self.tail + [line])[-20:]
-            if progress:
-                sys.stderr.write(f"  [{self.method}] {line}\n")
-                sys.stderr.flush()
-
-    def wait(self) -> int:
-        rc = self.proc.wait()
-        self.thread.join()
-        return rc
-
-
-def train_all(
-    s: DemoScale, out: Path, test_file: str, steps: int, device: str, progress: bool
-) -> dict[str, Path]:
-    """Train every configuration, ``s.parallel`` processes at a time; finished runs are kept."""
-    train_file = str((out / "data" / "train.txt").resolve())
-    cfg_dir = out / "configs"
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    run_dirs: dict[str, Path] = {}
-    todo: list[tuple[str, list[str]]] = []
-    for m in s.methods:
-        cfg = make_config(s, m, train_file, test_file, steps, device)
-        cfg_path = cfg_dir / f"{m}.yaml"
-        C.save_yaml(cfg, cfg_path)
-        rd = out / "runs" / m
-        run_dirs[m] = rd
-        if (rd / RESULT_FILE).is_file() and C.to_dict(C.load_config(rd / "config.yaml")) == C.to_dict(cfg):
-            _demo_progress(progress, f"{m}: already trained, kept")
-            continue
-        cmd = [sys.executable, "-m", "seqvcr", "train", str(cfg_path), "--out", str(rd)]
-        todo.append((m, cmd))
-    env = dict(os.environ)
-    if device == "cpu":
-        env.update({"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)})
-    # longest first: Seq-VCR runs cost more per step than the others
-    order = {m: i for i, m in enumerate(("seqvcr_pause", "seqvcr", "cot", "pause", "vanilla"))}
-    todo.sort(key=lambda t: order.get(t[0], 99))
-    running: list[_Worker] = []
-    failed: list[str] = []
-    try:
-        while todo or running:
-            while todo and len(running) < s.parallel:
-                m, cmd = todo.pop(0)
-                _demo_progress(progress, f"training {m}: {' '.join(cmd[2:])}")
-                running.append(_Worker(m, cmd, env, progress))
-            time.sleep(0.2)
-            for w in list(running):
-                if w.proc.poll() is not None:
-                    rc = w.wait()
-                    running.remove(w)
-                    if rc != 0:
-                        last = next((x for x in reversed(w.tail) if x.strip()), f"exit status {rc}")
-                        failed.append(f"{w.method}: {last}")
-    finally:
-        for w in running:  # interrupted: stop our own children (they resume from their checkpoints)
-            w.proc.terminate()
-            w.wait()
-    if failed:
-        raise SeqVCRError("demo: training failed -- " + "; ".join(failed))
-    return run_dirs
 
 
 # ------------------------------------------------------------------------------------------- findings
@@ -465,10 +418,12 @@ def run_demo(
     t_data = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    run_dirs = train_all(s, out_dir, test_file, steps, dev, progress)
+    train_file = str((out_dir / "data" / "train.txt").resolve())
+    run_dirs = run_plan(demo_plan(s, train_file, test_file, steps, dev), out_dir, s, progress,
+                        costs=plan.get("step_seconds"))
     t_train = time.perf_counter() - t0
-    _demo_progress(progress, f"training done in {t_train / 60:.1f} min; evaluating, measuring entropy, "
-                   "writing the report")
+    _demo_progress(progress, f"training, evaluation and entropy done in {t_train / 60:.1f} min; writing the "
+                   "report")
 
     from seqvcr.analysis.report import build_report
 
@@ -497,8 +452,8 @@ def run_demo(
         "command": demo_cmd,
         "seconds": {"data": t_data, "training": t_train, "report": t_report, "total": total},
         "runs": [
-            {k: r[k] for k in ("name", "method", "exact_match", "position_accuracy", "T_norm",
-                               "entropy_mean")}
+            {**{k: r[k] for k in ("name", "method", "exact_match", "position_accuracy", "T_norm",
+                                  "entropy_mean")}, "run_dir": str(run_dirs[r["method"]])}
             for r in rsum["runs"]
         ],
     }
@@ -506,7 +461,7 @@ def run_demo(
     _demo_progress(progress, f"done in {total / 60:.1f} min (data {t_data:.0f}s, training {t_train:.0f}s, "
                    f"report {t_report:.0f}s): {report}")
     for r in result["runs"]:
-        _demo_progress(progress, f"  {r['method']:<13} exact match {r['exact_match']:.3f}")
+        _demo_progress(progress, f"  {r['method']:<13} exact match {r['exact_match']:.3f}  {r['run_dir']}")
     return result
 
 
@@ -526,13 +481,13 @@ def _intro(s: DemoScale, steps: int, plan: dict[str, Any], machine: str, dev: st
         f"{s.train_size:,} {s.digits}x{s.digits} multiplication problems (Deng et al.'s format, none of the "
         f"test or validation problems) in {t_data:.0f} s, then trained {', '.join(s.methods)} for the same "
         f"number of steps, {s.parallel} run(s) at a time with {s.threads} thread(s) each "
-        f"(training took {t_train / 60:.1f} min). {timing}",
+        f"(training, evaluation and entropy took {t_train / 60:.1f} min). {timing}",
         "",
         f"Model: {model}, trained from scratch; batch {s.batch_size}, AdamW lr {s.lr:g} with cosine decay, "
         f"Seq-VCR on the last layer with a {s.proj_dim}-dimensional projection (the paper uses 2048 on a "
         f"768-wide GPT-2) and the paper's multiplication coefficients; {s.pauses} pause tokens. Test set: "
-        f"`{test_file}`. The runs are in `{out}/runs/`, their configs in "
-        f"`{out}/configs/`.",
+        f"`{test_file}`. `{out}` is a sweep directory: the runs are in `{out}/runs/<id>/`, listed with "
+        f"their configuration in `{out}/manifest.json`.",
         "",
         "This is a small model trained for minutes, not the paper's GPT-2 trained for 40 epochs: read the "
         "numbers below as what this scale shows, not as a reproduction of Table 1. The setting is the one "
