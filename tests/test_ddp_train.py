@@ -32,7 +32,7 @@ from seqvcr import training
 from seqvcr.checkpoints import read_checkpoint
 from seqvcr.runs import build_format, build_model, build_task
 from seqvcr.sequences import encode_examples, make_batch
-from seqvcr.training import TrainModule, build_train_module
+from seqvcr.terms import TrainModule, build_train_module
 
 WORLD = 2
 GLOBAL_BATCH = 16

@@ -158,3 +158,20 @@ def test_local_sweep_progress_and_quiet(tmp_path: Path, monkeypatch: pytest.Monk
     crash = io.StringIO()
     E.run_local(tmp_path, runs[:1], workers=1, threads=1, stream=crash, target=divmod, quiet=True)
     assert "CRASH r0" in crash.getvalue()  # divmod of 5 arguments fails: a crashed worker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "log"])
+def test_training_shows_a_bar_on_a_terminal_and_lines_in_a_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    """`seqvcr train`'s progress: a tqdm bar redrawn in place on a terminal, with the loss lines above it;
+    in a log, the loss lines alone, one per log interval, without carriage returns."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    stream = FakeTerminal() if terminal else io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    training.train(C.load_config(None, micro_overrides("vanilla", 10)), tmp_path / "run", progress=True)
+    text = stream.getvalue()
+    loss_lines = [line for line in text.replace("\r", "\n").splitlines() if "/10] loss" in line]
+    assert len({line.split("]")[0] for line in loss_lines}) == 2  # steps 5 and 10 (train.log_every=5)
+    assert ("\r" in text and "10/10" in text) == terminal

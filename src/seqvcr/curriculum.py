@@ -42,6 +42,28 @@ from seqvcr.tasks import Example
 from seqvcr.terms import Batch
 
 
+class BatchSampler:
+    """Batch indices as a pure function of (seed, step): a fresh permutation per epoch, last partial
+    batch dropped, so every step has the same shape and resuming needs no sampler state."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.seed = seed
+        self.steps_per_epoch = max(1, n // self.batch_size)
+        self._epoch = -1
+        self._perm: torch.Tensor | None = None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+            self._epoch = epoch
+        assert self._perm is not None
+        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+
+
 class Curriculum(Protocol):
     """Which sequences a step trains on."""
 

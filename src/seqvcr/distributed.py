@@ -28,20 +28,24 @@ first, which costs one tiny extra all-gather per call.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from seqvcr.errors import ConfigError
+from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 
 __all__ = [
     "all_gather_with_grad",
+    "any_rank",
     "barrier",
+    "gather_to_rank0",
     "init_from_env",
     "is_distributed",
     "local_rank",
+    "on_rank0",
     "rank",
     "world_size",
 ]
@@ -170,3 +174,45 @@ def all_gather_with_grad(x: Tensor, group: Any = None) -> Tensor:
     if x.dtype == torch.bool:
         return _gather_cat(x.to(torch.uint8), sizes, group).bool()
     return _gather_cat(x, sizes, group)
+
+
+T = TypeVar("T")
+
+
+def on_rank0(fn: Callable[[], T], distributed: bool) -> T | None:
+    """Run ``fn`` on rank 0 and give every rank its verdict: the value, or the same one-line error
+    (so no rank waits forever in a collective for a rank that has given up)."""
+    value: T | None = None
+    error: BaseException | None = None
+    if rank() == 0:
+        try:
+            value = fn()
+        except (SeqVCRError, OSError) as err:
+            error = err
+    if distributed:
+        box: list[Any] = [value, None if error is None else str(error)]
+        torch.distributed.broadcast_object_list(box, src=0)
+        value = box[0]
+        if box[1] is not None and error is None:
+            error = RunDirError(box[1])
+    if error is not None:
+        raise error
+    return value
+
+
+def gather_to_rank0(own: T) -> list[T]:
+    """Every rank's ``own``, in rank order, on rank 0 (the others get ``[]``); a collective."""
+    world = world_size()
+    if world == 1:
+        return [own]
+    out: list[Any] = [None] * world if rank() == 0 else []
+    torch.distributed.gather_object(own, out if rank() == 0 else None, dst=0)
+    return out
+
+
+def any_rank(flag: torch.Tensor) -> bool:
+    """True if ``flag`` is set on any process (so every rank stops together on a NaN)."""
+    if world_size() > 1:
+        flag = flag.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag)

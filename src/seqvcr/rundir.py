@@ -6,14 +6,18 @@ The training loop calls these and nothing else touches a run directory's trainin
   the same config), refused (a finished run or another config, without ``force``) or started;
 * :func:`set_up_run_dir` then removes an old run (``force``), creates the directory and writes the config;
 * :func:`save_checkpoint` / :func:`save_snapshot` / :func:`save_final_model` write the weights, each a
-  one-line ``RunDirError`` on a full disk that names what is kept to resume from.
+  one-line ``RunDirError`` on a full disk that names what is kept to resume from;
+* :class:`StopOnCtrlC` turns the first Ctrl-C into a request the loop answers with a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -166,3 +170,28 @@ def save_final_model(run_dir: Path, model: torch.nn.Module, heads: Heads, step: 
             f"{run_dir / MODEL_FILE}: cannot be written ({err.strerror or err}); "
             f"{kept(run_dir / CHECKPOINT_FILE, step)}; free some space and re-run the same command"
         ) from None
+
+
+class StopOnCtrlC:
+    """While training: the first Ctrl-C asks the loop to stop after the step it is in (it then saves a
+    checkpoint and raises KeyboardInterrupt); a second one interrupts at once. Only in the main thread of
+    a lone process (under ``torchrun`` every rank would have to agree on the step)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopOnCtrlC:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)

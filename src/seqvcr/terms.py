@@ -24,6 +24,7 @@ The terms:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,11 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from seqvcr import config as C
+from seqvcr.checkpoints import Heads
 from seqvcr.errors import ConfigError
-from seqvcr.model import GPTOutput
+from seqvcr.model import GPT, GPTOutput
 from seqvcr.objectives import Gather, SeqVCR
 from seqvcr.runs import build_seqvcr
-from seqvcr.sequences import seqvcr_positions
+from seqvcr.sequences import SequenceFormat, seqvcr_positions
 from seqvcr.tasks import Example, Task
 
 
@@ -241,3 +243,57 @@ def build_terms(cfg: C.Config, ctx: TermContext) -> nn.ModuleDict:
     """The terms of this run's loss, by name, in :data:`TERMS` order."""
     built = {name: make(cfg, ctx) for name, make in TERMS.items()}
     return nn.ModuleDict({name: term for name, term in built.items() if term is not None})
+
+
+# ---------------------------------------------------------------------------------------------- the sum
+
+
+class TrainModule(nn.Module):
+    """The model and its loss terms as one module, so DDP synchronises every trained part.
+
+    ``forward`` returns the loss to backpropagate and the (n,) vector of the values the terms log, in the
+    order of ``log_names``.
+    """
+
+    def __init__(self, model: GPT, terms: nn.ModuleDict) -> None:
+        super().__init__()
+        self.model = model
+        self.terms = terms
+        self.needs_hidden = any(t.needs_hidden for t in terms.values())
+        self.log_names: tuple[str, ...] = tuple(n for t in terms.values() for n in t.log_names)
+
+    def heads(self) -> Heads:
+        """The terms' trained heads, by the prefix their tensors are stored under."""
+        return {name: m for t in self.terms.values() for name, m in t.stored().items()}
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = Batch(x, y, mask, rows)
+        out = self.model(x, y, output_hidden_states=self.needs_hidden)
+        total: torch.Tensor | None = None
+        logged: list[torch.Tensor] = []
+        for term in self.terms.values():
+            value = term(out, batch)
+            total = value.loss if total is None else total + value.loss
+            logged += [value.logs[name].detach() for name in term.log_names]
+        assert total is not None, "a run has at least the LM term"
+        dtype = functools.reduce(torch.promote_types, (v.dtype for v in logged))
+        return total, torch.stack([v.to(dtype) for v in logged])
+
+
+def build_train_module(
+    cfg: C.Config,
+    model: GPT,
+    fmt: SequenceFormat,
+    train_examples: Sequence[Example],
+    device: torch.device | str = "cpu",
+    gather: Gather | None = None,
+) -> TrainModule:
+    """``model`` with the loss terms of ``cfg`` (``terms.build_terms``) on ``device``."""
+    tok = fmt.tokenizer
+    ctx = TermContext(
+        n_embd=model.config.n_embd, task=fmt.task, train_examples=train_examples, device=device,
+        pause_ids=(tok.pause_start_id, tok.pause_id, tok.pause_end_id), gather=gather,
+    )
+    return TrainModule(model, build_terms(cfg, ctx).to(device))

@@ -31,6 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+
+from seqvcr import distributed as dist_utils
 from seqvcr.errors import ConfigError, RunDirError
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "TENSORBOARD_DIR",
     "WANDB_DIR",
     "WANDB_MODES",
+    "LogInterval",
     "MetricsLogger",
     "check_available",
     "scalars",
@@ -199,3 +203,58 @@ def _start_wandb(run_dir: Path, resume: bool, config: dict[str, Any] | None, pro
         write_text_atomic(id_file, run_id + "\n")
     return wandb.init(project=project, dir=str(run_dir), name=run_dir.resolve().name, id=run_id,
                       resume="allow", config=config, mode=mode, reinit=True)
+
+
+class LogInterval:
+    """The running sums of one log interval, kept on the device (no host sync per step), and whether
+    the loss has ever been NaN or infinite."""
+
+    def __init__(self, device: torch.device, names: tuple[str, ...]) -> None:
+        self.device = device
+        self.names = names
+        self.sums = torch.zeros(1 + len(names), device=device)  # the loss, then each term's logged values
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.tokens = 0
+        self.steps = 0
+        self.t_last = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logged: torch.Tensor, mask: torch.Tensor) -> None:
+        """Count one step (its loss, the terms' values and, on CPU, its real tokens)."""
+        self.steps += 1
+        self.tokens += int(mask.sum()) if self.device.type == "cpu" else 0
+        with torch.no_grad():
+            self.nonfinite |= ~torch.isfinite(loss.detach())
+            self.sums += torch.cat([loss.detach().float().reshape(1), logged.float()])
+
+    def record(self, step: int, lr: float, x: torch.Tensor, local_bs: int) -> dict[str, Any]:
+        """The interval's ``train`` record: the values of the global batch averaged over the steps,
+        and the throughput (padded tokens on a GPU, which counts them without a sync per step)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.tokens = int(self.steps * x.shape[0] * x.shape[1])
+        dt = max(time.perf_counter() - self.t_last, 1e-9)
+        world = dist_utils.world_size()
+        if world > 1:  # log the global batch's values, not rank 0's shard
+            torch.distributed.all_reduce(self.sums)
+            self.sums /= world
+        avg = (self.sums / self.steps).tolist()
+        return {
+            "kind": "train",
+            "step": step,
+            "loss": avg[0],
+            **dict(zip(self.names, avg[1:], strict=True)),
+            "lr": lr,
+            "tokens_per_s": self.tokens * world / dt,
+            "examples_per_s": self.steps * local_bs * world / dt,
+        }
+
+    def reset(self) -> None:
+        """Start the next interval."""
+        self.sums.zero_()
+        self.tokens = 0
+        self.steps = 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Leave the time until now (an evaluation) out of the throughput."""
+        self.t_last = time.perf_counter()

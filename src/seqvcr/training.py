@@ -28,87 +28,32 @@ directory created and the config written.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from seqvcr import config as C
 from seqvcr import distributed as dist_utils
-from seqvcr import rundir
+from seqvcr import rundir, runs
 from seqvcr.atomic import write_json_atomic
-from seqvcr.checkpoints import Heads, read_checkpoint, rng_state, set_rng_state
-from seqvcr.curriculum import Curriculum, build_curriculum
-from seqvcr.errors import RunDirError, SeqVCRError, TrainingDivergedError
+from seqvcr.checkpoints import read_checkpoint, rng_state, set_rng_state
+from seqvcr.curriculum import BatchSampler, Curriculum, build_curriculum
+from seqvcr.errors import RunDirError, TrainingDivergedError
 from seqvcr.evaluation import EvalResult, evaluate
 from seqvcr.model import GPT, configure_adamw
-from seqvcr.objectives import Gather
 from seqvcr.progress import ProgressBar
-from seqvcr.runs import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    RESULT_FILE,
-    autocast,
-    build_format,
-    build_model,
-    build_task,
-    code_version,
-    describe_machine,
-    load_splits,
-    machine_info,
-    precision_used,
-    select_device,
-)
 from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples
-from seqvcr.tasks import Example, Task
-from seqvcr.terms import Batch, TermContext, build_terms
-from seqvcr.tracking import MetricsLogger, check_available
-
-
-class TrainModule(nn.Module):
-    """The model and its loss terms as one module, so DDP synchronises every trained part.
-
-    ``forward`` returns the loss to backpropagate and the (n,) vector of the values the terms log, in the
-    order of ``log_names``.
-    """
-
-    def __init__(self, model: GPT, terms: nn.ModuleDict) -> None:
-        super().__init__()
-        self.model = model
-        self.terms = terms
-        self.needs_hidden = any(t.needs_hidden for t in terms.values())
-        self.log_names: tuple[str, ...] = tuple(n for t in terms.values() for n in t.log_names)
-
-    def heads(self) -> Heads:
-        """The terms' trained heads, by the prefix their tensors are stored under."""
-        return {name: m for t in self.terms.values() for name, m in t.stored().items()}
-
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = Batch(x, y, mask, rows)
-        out = self.model(x, y, output_hidden_states=self.needs_hidden)
-        total: torch.Tensor | None = None
-        logged: list[torch.Tensor] = []
-        for term in self.terms.values():
-            value = term(out, batch)
-            total = value.loss if total is None else total + value.loss
-            logged += [value.logs[name].detach() for name in term.log_names]
-        assert total is not None, "a run has at least the LM term"
-        dtype = functools.reduce(torch.promote_types, (v.dtype for v in logged))
-        return total, torch.stack([v.to(dtype) for v in logged])
+from seqvcr.tasks import Task
+from seqvcr.terms import Batch, TrainModule, build_train_module
+from seqvcr.tracking import LogInterval, MetricsLogger, check_available
 
 
 def lr_at(step: int, total: int, cfg: C.OptimConfig) -> float:
@@ -125,28 +70,6 @@ def lr_at(step: int, total: int, cfg: C.OptimConfig) -> float:
     else:
         factor = 1.0 - (1.0 - floor) * progress
     return cfg.lr * factor
-
-
-class BatchSampler:
-    """Batch indices as a pure function of (seed, step): a fresh permutation per epoch, last partial
-    batch dropped, so every step has the same shape and resuming needs no sampler state."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n = n
-        self.batch_size = min(batch_size, n)
-        self.seed = seed
-        self.steps_per_epoch = max(1, n // self.batch_size)
-        self._epoch = -1
-        self._perm: torch.Tensor | None = None
-
-    def indices(self, step: int) -> torch.Tensor:
-        epoch, k = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=g)
-            self._epoch = epoch
-        assert self._perm is not None
-        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -223,7 +146,7 @@ class Run:
 
     @property
     def ckpt_path(self) -> Path:
-        return self.dir / CHECKPOINT_FILE
+        return self.dir / runs.CHECKPOINT_FILE
 
     def model(self) -> GPT:
         """The GPT itself (not its compiled wrapper)."""
@@ -264,7 +187,7 @@ def train(
     rd = Path(run_dir)
     ranks = _set_up_processes(cfg)
     # what the run directory holds decides resume or refusal; nothing is changed yet
-    resume = bool(_on_rank0(lambda: rundir.check_run_dir(rd, cfg, force), ranks.distributed))
+    resume = bool(dist_utils.on_rank0(lambda: rundir.check_run_dir(rd, cfg, force), ranks.distributed))
     if ranks.main:
         check_available(cfg.train.log_to)  # an optional tracker that is not installed: say so now
     hw = _set_up_device(cfg)
@@ -273,9 +196,9 @@ def train(
     data, train_examples = _load_data(cfg, hw.device)
     tm, opt = _build_model(cfg, data, train_examples, hw.device, ranks)
     sampler, total, local_batch = _plan_batches(cfg, data, ranks)
-    state = _resume(rd / CHECKPOINT_FILE, tm, opt, cfg, ranks) if resume else RunState()
+    state = _resume(rd / runs.CHECKPOINT_FILE, tm, opt, cfg, ranks) if resume else RunState()
     # every input checked: now the directory may change
-    _on_rank0(lambda: rundir.set_up_run_dir(rd, cfg, force, resume, state.step), ranks.distributed)
+    dist_utils.on_rank0(lambda: rundir.set_up_run_dir(rd, cfg, force, resume, state.step), ranks.distributed)
     runner = _wrap_model(tm, cfg, hw.device, ranks)
     prog = ProgressBar(total, "train", unit="steps", enabled=progress and ranks.main, plain=False)
     prog.update(state.step)
@@ -285,7 +208,7 @@ def train(
     if ranks.main and progress:
         _announce(run, resumed_at=state.step if resume else None)
     try:
-        with _StopOnCtrlC(enabled=not ranks.distributed) as stop:
+        with rundir.StopOnCtrlC(enabled=not ranks.distributed) as stop:
             _loop(run, stop)
         return _write_results(run, command)
     finally:
@@ -302,7 +225,7 @@ def train(
 def _set_up_processes(cfg: C.Config) -> Ranks:
     """Join the process group under ``torchrun`` (gloo on CPU, NCCL on GPU); a lone process is rank 0
     of 1."""
-    on_cpu = select_device(cfg.train.device).type == "cpu"
+    on_cpu = runs.select_device(cfg.train.device).type == "cpu"
     distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
     return Ranks(distributed, dist_utils.rank(), dist_utils.world_size())
 
@@ -311,21 +234,21 @@ def _set_up_device(cfg: C.Config) -> Hardware:
     """Threads, the device (TF32 matmuls on CUDA) and the precision: bf16 autocast on CUDA by default."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = select_device(cfg.train.device)
+    device = runs.select_device(cfg.train.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    precision = precision_used(device, cfg.train.precision)
-    return Hardware(device, precision, autocast(device, cfg.train.precision))
+    precision = runs.precision_used(device, cfg.train.precision)
+    return Hardware(device, precision, runs.autocast(device, cfg.train.precision))
 
 
 def _load_data(cfg: C.Config, device: torch.device) -> tuple[Data, list[Any]]:
     """The splits, generated or read once, tokenised once, kept on the device; the training examples
     (which a loss term may need, e.g. for the running sums)."""
-    task = build_task(cfg)
-    fmt = build_format(cfg, task)
-    train_ex, valid_ex = load_splits(cfg, task)
+    task = runs.build_task(cfg)
+    fmt = runs.build_format(cfg, task)
+    train_ex, valid_ex = runs.load_splits(cfg, task)
     valid = encode_examples(fmt, valid_ex, where="valid")
     curriculum = build_curriculum(cfg, fmt, train_ex, valid.max_length, device)
     seq_len = max(curriculum.max_length, valid.max_length)
@@ -339,28 +262,11 @@ def _build_model(
     cfg: C.Config, data: Data, train_examples: list[Any], device: torch.device, ranks: Ranks
 ) -> tuple[TrainModule, torch.optim.Optimizer]:
     """The GPT (fresh, or from ``model.init_from``), its loss terms and AdamW over both."""
-    model = build_model(cfg, data.fmt.tokenizer.vocab_size, data.block_size).to(device)
+    model = runs.build_model(cfg, data.fmt.tokenizer.vocab_size, data.block_size).to(device)
     gather = dist_utils.all_gather_with_grad if ranks.distributed else None
     tm = build_train_module(cfg, model, data.fmt, train_examples, device, gather)
     torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout masks
     return tm, build_optimizer(tm, cfg, device)
-
-
-def build_train_module(
-    cfg: C.Config,
-    model: GPT,
-    fmt: SequenceFormat,
-    train_examples: Sequence[Example],
-    device: torch.device | str = "cpu",
-    gather: Gather | None = None,
-) -> TrainModule:
-    """``model`` with the loss terms of ``cfg`` (``terms.build_terms``) on ``device``."""
-    tok = fmt.tokenizer
-    ctx = TermContext(
-        n_embd=model.config.n_embd, task=fmt.task, train_examples=train_examples, device=device,
-        pause_ids=(tok.pause_start_id, tok.pause_id, tok.pause_end_id), gather=gather,
-    )
-    return TrainModule(model, build_terms(cfg, ctx).to(device))
 
 
 def build_optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> torch.optim.Optimizer:
@@ -433,18 +339,18 @@ def _open_metrics(rd: Path, cfg: C.Config, state: RunState, resume: bool) -> Met
     return MetricsLogger(
         rd, t.log_to, state.train_time, resume_step=state.step if resume else None,
         config=C.to_dict(cfg), wandb_project=t.wandb_project, wandb_mode=t.wandb_mode,
-        metrics_file=METRICS_FILE,
+        metrics_file=runs.METRICS_FILE,
     )
 
 
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-def _loop(run: Run, stop: _StopOnCtrlC) -> None:
+def _loop(run: Run, stop: rundir.StopOnCtrlC) -> None:
     """Train from ``run.state.step`` to the last step: log, evaluate, snapshot and checkpoint on the way."""
     cfg, state, curriculum = run.cfg, run.state, run.data.curriculum
     share = slice(run.ranks.rank * run.local_batch, (run.ranks.rank + 1) * run.local_batch)
-    interval = _LogInterval(run.hw.device, run.tm.log_names)
+    interval = LogInterval(run.hw.device, run.tm.log_names)
     run.tm.train()
     while state.step < run.total:
         step = state.step
@@ -469,14 +375,14 @@ def _loop(run: Run, stop: _StopOnCtrlC) -> None:
         run.tm.model = run.model()
 
 
-def _after_step(run: Run, interval: _LogInterval, lr: float, batch: Batch, stop: _StopOnCtrlC) -> None:
+def _after_step(run: Run, interval: LogInterval, lr: float, batch: Batch, stop: rundir.StopOnCtrlC) -> None:
     """What happens between steps: the NaN check, the log line, the validation probe, snapshots and
     checkpoints, and a requested stop (Ctrl-C)."""
     tc, s = run.cfg.train, run.state.step
     at_log = s % tc.log_every == 0 or s == run.total
     at_ckpt = s % tc.checkpoint_every == 0
     at_eval = s % tc.eval_every == 0 and s != run.total
-    if (at_log or at_ckpt or at_eval) and _any_rank(interval.nonfinite):
+    if (at_log or at_ckpt or at_eval) and dist_utils.any_rank(interval.nonfinite):
         raise TrainingDivergedError(
             f"loss became NaN/inf between steps {run.state.last_good_step} and {s} "
             f"(lr {lr:.3g}); stopped: {rundir.kept(run.ckpt_path, run.state.last_good_step)}; lower "
@@ -512,7 +418,7 @@ def _probe(run: Run) -> EncodedData:
 
 def _checkpoint(run: Run) -> None:
     """Save the checkpoint of the current step (every rank's RNG state, written by rank 0)."""
-    rng_states = _gather_rng_states()  # every rank's, so each resumes with its own
+    rng_states = dist_utils.gather_to_rank0(rng_state())  # every rank's, so each resumes with its own
     if run.ranks.main:
         rundir.save_checkpoint(
             run.ckpt_path, run.model(), run.tm.heads(), run.opt, step=run.state.step,
@@ -534,26 +440,16 @@ def _write_results(run: Run, command: str | None) -> dict[str, Any]:
                      precision=run.hw.precision)
     _log(run, _eval_record(step, final))
     rundir.save_final_model(run.dir, model, run.tm.heads(), step)
-    info = machine_info(run.hw.device)
+    info = runs.machine_info(run.hw.device)
     result = {
-        "run_dir": str(run.dir),
-        "task": run.data.task.describe(),
-        "method": cfg.method.name,
-        "seed": cfg.train.seed,
-        "steps": step,
-        "params": model.num_params(),
-        "valid": final.summary(),
-        "train_time_s": train_time,
-        "device": str(run.hw.device),
-        "precision": run.hw.precision,
-        "world_size": run.ranks.world,
-        "machine": info,
-        "machine_description": describe_machine(info),
-        "code": code_version(),
-        "command": command,
-        "config": C.to_dict(cfg),
+        "run_dir": str(run.dir), "task": run.data.task.describe(), "method": cfg.method.name,
+        "seed": cfg.train.seed, "steps": step, "params": model.num_params(), "valid": final.summary(),
+        "train_time_s": train_time, "device": str(run.hw.device), "precision": run.hw.precision,
+        "world_size": run.ranks.world, "machine": info,
+        "machine_description": runs.describe_machine(info),
+        "code": runs.code_version(), "command": command, "config": C.to_dict(cfg),
     }
-    write_json_atomic(run.dir / RESULT_FILE, result)
+    write_json_atomic(run.dir / runs.RESULT_FILE, result)
     run.say(f"done: valid exact match {final.exact_match:.4f} on {final.n} examples")
     return result
 
@@ -561,71 +457,10 @@ def _write_results(run: Run, command: str | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- records
 
 
-class _LogInterval:
-    """The running sums of one log interval, kept on the device (no host sync per step), and whether
-    the loss has ever been NaN or infinite."""
-
-    def __init__(self, device: torch.device, names: tuple[str, ...]) -> None:
-        self.device = device
-        self.names = names
-        self.sums = torch.zeros(1 + len(names), device=device)  # the loss, then each term's logged values
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        self.tokens = 0
-        self.steps = 0
-        self.t_last = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, logged: torch.Tensor, mask: torch.Tensor) -> None:
-        """Count one step (its loss, the terms' values and, on CPU, its real tokens)."""
-        self.steps += 1
-        self.tokens += int(mask.sum()) if self.device.type == "cpu" else 0
-        with torch.no_grad():
-            self.nonfinite |= ~torch.isfinite(loss.detach())
-            self.sums += torch.cat([loss.detach().float().reshape(1), logged.float()])
-
-    def record(self, step: int, lr: float, x: torch.Tensor, local_bs: int) -> dict[str, Any]:
-        """The interval's ``train`` record: the values of the global batch averaged over the steps,
-        and the throughput (padded tokens on a GPU, which counts them without a sync per step)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.tokens = int(self.steps * x.shape[0] * x.shape[1])
-        dt = max(time.perf_counter() - self.t_last, 1e-9)
-        world = dist_utils.world_size()
-        if world > 1:  # log the global batch's values, not rank 0's shard
-            torch.distributed.all_reduce(self.sums)
-            self.sums /= world
-        avg = (self.sums / self.steps).tolist()
-        return {
-            "kind": "train",
-            "step": step,
-            "loss": avg[0],
-            **dict(zip(self.names, avg[1:], strict=True)),
-            "lr": lr,
-            "tokens_per_s": self.tokens * world / dt,
-            "examples_per_s": self.steps * local_bs * world / dt,
-        }
-
-    def reset(self) -> None:
-        """Start the next interval."""
-        self.sums.zero_()
-        self.tokens = 0
-        self.steps = 0
-        self.restart_clock()
-
-    def restart_clock(self) -> None:
-        """Leave the time until now (an evaluation) out of the throughput."""
-        self.t_last = time.perf_counter()
-
-
 def _eval_record(step: int, res: EvalResult) -> dict[str, Any]:
     """The ``eval`` record of a validation evaluation at ``step``."""
-    return {
-        "kind": "eval",
-        "step": step,
-        "split": "valid",
-        "exact_match": res.exact_match,
-        "n": res.n,
-        "position_accuracy": res.position_accuracy,
-    }
+    return {"kind": "eval", "step": step, "split": "valid", "exact_match": res.exact_match, "n": res.n,
+            "position_accuracy": res.position_accuracy}
 
 
 def _log(run: Run, record: dict[str, Any]) -> None:
@@ -634,72 +469,3 @@ def _log(run: Run, record: dict[str, Any]) -> None:
         run.metrics.log(record)
 
 
-# ---------------------------------------------------------------------------------------------- processes
-
-
-class _StopOnCtrlC:
-    """While training: the first Ctrl-C asks the loop to stop after the step it is in (it then saves a
-    checkpoint and raises KeyboardInterrupt); a second one interrupts at once. Only in the main thread of
-    a lone process (under ``torchrun`` every rank would have to agree on the step)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopOnCtrlC:
-        if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-T = TypeVar("T")
-
-
-def _on_rank0(fn: Callable[[], T], distributed: bool) -> T | None:
-    """Run ``fn`` on rank 0 and give every rank its verdict: the value, or the same one-line error
-    (so no rank waits forever in a collective for a rank that has given up)."""
-    value: T | None = None
-    error: BaseException | None = None
-    if dist_utils.rank() == 0:
-        try:
-            value = fn()
-        except (SeqVCRError, OSError) as err:
-            error = err
-    if distributed:
-        box: list[Any] = [value, None if error is None else str(error)]
-        torch.distributed.broadcast_object_list(box, src=0)
-        value = box[0]
-        if box[1] is not None and error is None:
-            error = RunDirError(box[1])
-    if error is not None:
-        raise error
-    return value
-
-
-def _gather_rng_states() -> list[dict[str, Any]]:
-    """Every rank's RNG state, in rank order, on rank 0 (the others get ``[]``); a collective."""
-    own = rng_state()
-    world = dist_utils.world_size()
-    if world == 1:
-        return [own]
-    out: list[Any] = [None] * world if dist_utils.rank() == 0 else []
-    torch.distributed.gather_object(own, out if dist_utils.rank() == 0 else None, dst=0)
-    return out
-
-
-def _any_rank(flag: torch.Tensor) -> bool:
-    """True if ``flag`` is set on any process (so every rank stops together on a NaN)."""
-    if dist_utils.world_size() > 1:
-        flag = flag.to(torch.int32)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag)

@@ -32,7 +32,8 @@ from seqvcr.objectives import SeqVCR
 from seqvcr.reporting.tables import markdown_table
 from seqvcr.runs import build_format, build_model, build_task
 from seqvcr.sequences import encode_examples, make_batch
-from seqvcr.training import build_optimizer, build_train_module
+from seqvcr.terms import build_train_module
+from seqvcr.training import build_optimizer
 
 __all__ = ["CASES", "TITLE", "TrainStep", "case_config", "markdown", "run", "targets"]
 
