@@ -23,6 +23,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from seqvcr.analysis.probe import PROBE_JSON
 from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.experiments import sweep as S
@@ -92,6 +93,9 @@ def read_run(sweep: Path, run: dict[str, Any]) -> RunRecord:
         rec.layer_entropy = layer_means(ent)
         rec.entropy_intermediate = intermediate_mean(rec.layer_entropy)
     rec.valid_curve, rec.loss_curve, rec.final_train = read_curves(rd / METRICS_FILE)
+    probe = S.read_json(rd / PROBE_JSON)
+    if probe and isinstance(probe.get("r2"), list):
+        rec.probe_r2 = [[float(v) for v in row] for row in probe["r2"]]
     return rec
 
 

@@ -18,6 +18,7 @@ from seqvcr import commands
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments import executors as E
 from seqvcr.experiments import sweep as S
+from seqvcr.reporting.study_tables import PRINTED
 
 __all__ = ["cmd_sweep", "cmd_sweep_run", "demo_text", "register"]
 
@@ -115,7 +116,7 @@ def _extend_report(sub: argparse._SubParsersAction) -> None:
 
 
 #: what ``--table`` names (``seqvcr.reporting.study_tables.PRINTED``; ``main``: study, positions, lambda)
-TABLES = ("main", "study", "positions", "lambda", "correlation", "terms", "runs")
+TABLES = ("main", *PRINTED)
 
 
 def _add_study_tables(report: argparse.ArgumentParser) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 from seqvcr.errors import RunDirError
 from seqvcr.reporting.stats import Stats, summarize
 
-__all__ = ["RunRecord", "SettingSummary", "StudySummary", "SweepSummary", "curve_stats", "intermediate_mean",
-           "layer_means", "summarize_setting", "summarize_sweep"]
+__all__ = ["RunRecord", "SettingSummary", "StudySummary", "SweepSummary", "curve_stats", "first_step_at",
+           "intermediate_mean", "layer_means", "middle_positions", "probe_middle", "summarize_setting",
+           "summarize_sweep"]
 
 
 def layer_means(entropy: dict[str, Any]) -> list[float]:
@@ -30,6 +31,26 @@ def layer_means(entropy: dict[str, Any]) -> list[float]:
     if not (isinstance(layers, list) and all(isinstance(d, dict) and "mean" in d for d in layers)):
         raise RunDirError("entropy.json: no per-layer means found (expected 'layers' with 'mean' per layer)")
     return [float(d["mean"]) for d in sorted(layers, key=lambda d: d.get("layer", 0))]
+
+
+def middle_positions(width: int) -> list[int]:
+    """The answer positions (0-based, least significant first) that stay near chance when a model fails:
+    all but the two lowest and the two highest digits (3x3: positions 3 and 4 of 1..6)."""
+    return list(range(2, width - 2))
+
+
+def probe_middle(r2: Sequence[Sequence[float]]) -> list[float]:
+    """Per layer, the mean probe R^2 over the middle answer positions (``middle_positions``)."""
+    out = []
+    for row in r2:
+        mid = [row[k] for k in middle_positions(len(row))]
+        out.append(sum(mid) / len(mid) if mid else float("nan"))
+    return out
+
+
+def first_step_at(curve: Sequence[tuple[int, float]], threshold: float) -> int | None:
+    """The first step whose validation exact match reaches ``threshold`` (None: never)."""
+    return next((step for step, value in curve if value >= threshold), None)
 
 
 def intermediate_mean(means: Sequence[float]) -> float:
@@ -63,6 +84,8 @@ class RunRecord:
     #: the numeric fields of the last ``"kind": "train"`` record (``lm_loss``, ``seqvcr_variance``,
     #: ``seqvcr_covariance``, ...): where the loss terms stood at the end of training
     final_train: dict[str, float] = field(default_factory=dict)
+    #: held-out R^2 of the running-sum probe (``seqvcr probe``), per layer L0..LN and answer position
+    probe_r2: list[list[float]] | None = None
 
 
 @dataclass

@@ -13,7 +13,15 @@ from typing import Any
 
 from seqvcr.errors import SeqVCRError
 from seqvcr.reporting.stats import Stats, exact_rank_test, spearman_test
-from seqvcr.reporting.study import SettingSummary, StudySummary, SweepSummary, curve_stats
+from seqvcr.reporting.study import (
+    SettingSummary,
+    StudySummary,
+    SweepSummary,
+    curve_stats,
+    first_step_at,
+    middle_positions,
+    probe_middle,
+)
 from seqvcr.reporting.tables import fmt, fmt_interval, fmt_pm, markdown_table, write_csv
 
 __all__ = ["PRINTED", "TERMS", "correlation_text", "is_lambda_study", "lambda_pair", "means_table",
@@ -205,6 +213,42 @@ def run_table(study: Study) -> str:
     return markdown_table(header, rows)
 
 
+def curves_table(study: Study) -> str:
+    """One row per finished run: the first validation probe at which exact match reaches 0.5 and 0.9
+    (``-``: never), the best and the last probe, and the test score."""
+    header = ["setting", "seed", "steps to 0.5", "steps to 0.9", "best valid (step)", "last valid (step)",
+              "test exact match"]
+    rows: list[list[Any]] = []
+    for s in study:
+        for r in s.done:
+            curve = r.valid_curve
+            best = max(curve, key=lambda sv: sv[1]) if curve else None
+            at = [first_step_at(curve, t) for t in (0.5, 0.9)]
+            rows.append([s.label, r.seed, *["-" if a is None else f"{a:,}" for a in at],
+                         "-" if best is None else f"{best[1]:.3f} ({best[0]:,})",
+                         "-" if not curve else f"{curve[-1][1]:.3f} ({curve[-1][0]:,})", fmt(r.exact_match)])
+    return markdown_table(header, rows)
+
+
+def probe_table(study: Study) -> str:
+    """One row per finished run with a probe (``seqvcr probe``): exact match, the entropy of every layer
+    and, per layer, the probe's R^2 of the running sum averaged over the middle answer positions."""
+    done = [(s, r) for s in study for r in s.done if r.probe_r2]
+    if not done:
+        return "(no run has a probe.json: run `seqvcr probe RUN` first)"
+    layers = max(len(r.probe_r2 or []) for _, r in done)
+    width = len((done[0][1].probe_r2 or [[]])[0])
+    mid = ", ".join(str(k + 1) for k in middle_positions(width))
+    header = ["setting", "seed", "exact match"] + [f"entropy L{k}" for k in range(layers)]
+    header += [f"R^2 L{k} (pos {mid})" for k in range(layers)]
+    rows: list[list[Any]] = []
+    for s, r in done:
+        ent = list(r.layer_entropy or [])
+        rows.append([s.label, r.seed, fmt(r.exact_match)] + [fmt(v) for v in ent]
+                    + ["-"] * (layers - len(ent)) + [fmt(v, 2) for v in probe_middle(r.probe_r2 or [])])
+    return markdown_table(header, rows)
+
+
 #: (column header, field of the last training record) of the terms table
 TERMS = [("LM loss", "lm_loss"), ("variance hinge", "seqvcr_variance"),
          ("covariance term", "seqvcr_covariance"), ("Seq-VCR loss (weighted)", "seqvcr_loss")]
@@ -259,7 +303,18 @@ def correlation_text(study: Study) -> str:
             parts.append(f"over {len(pairs)} {what}: rho = {rho:+.2f} (two-sided p = {p:.2g})")
         except ValueError as err:
             parts.append(f"over {len(pairs)} {what}: not defined ({str(err).removeprefix('spearman: ')})")
-    return "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
+    text = "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
+    probed = [(r.exact_match, sum(m[1:-1]) / len(m[1:-1])) for s in study for r in s.done
+              if r.exact_match is not None and r.probe_r2
+              and len(m := probe_middle(r.probe_r2)) > 2]
+    if probed:
+        try:
+            rho, p = spearman_test([a for a, _ in probed], [b for _, b in probed])
+            text += (f" With the probe's R^2 of the running sum (middle positions, layers L1..L(N-1)), over "
+                     f"{len(probed)} runs: rho = {rho:+.2f} (two-sided p = {p:.2g}).")
+        except ValueError as err:
+            text += f" With the probe's R^2: not defined ({str(err).removeprefix('spearman: ')})."
+    return text
 
 
 def lambda_pair(s: SettingSummary) -> tuple[float, float]:
@@ -321,6 +376,10 @@ PRINTED: dict[str, tuple[str, Callable[[Study], str]]] = {
     "terms": ("Loss terms at the end of training (last training record) and training time, "
               "mean (range) over the finished runs:\n\n", terms_table),
     "runs": ("Runs:\n\n", run_table),
+    "curves": ("Learning curves: the first validation probe at 0.5 and 0.9 exact match, per run:\n\n",
+               curves_table),
+    "probe": ("Entropy (Eq. 2) and the running-sum probe's held-out R^2 per layer, per run:\n\n",
+              probe_table),
 }
 MAIN = ("study", "positions", "lambda")
 

@@ -1,0 +1,90 @@
+"""`seqvcr report STUDY --table curves / probe / correlation` on a committed study: every number against
+one computed here from the run directories' own files (metrics.jsonl, probe.json, entropy.json,
+test_eval.json), by string operations and plain Python."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from seqvcr.cli import main
+from seqvcr.reporting.study import first_step_at, middle_positions, probe_middle
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "results" / "cpu_finetune"
+
+
+def _rows(text: str, first_cell: str) -> list[list[str]]:
+    """The body rows of the Markdown table whose header starts with ``first_cell``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell} |"))
+    body = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        body.append([c.strip() for c in line.strip("|").split("|")])
+    return body
+
+
+def _printed(capsys: pytest.CaptureFixture[str], table: str) -> str:
+    capsys.readouterr()
+    assert main(["report", str(STUDY), "--table", table]) == 0
+    return capsys.readouterr().out
+
+
+def test_helpers() -> None:
+    assert middle_positions(6) == [2, 3] and middle_positions(8) == [2, 3, 4, 5] and middle_positions(4) == []
+    assert probe_middle([[0, 0, 0.5, 0.7, 0, 0], [1, 1, 1, 1, 1, 1]]) == pytest.approx([0.6, 1.0])
+    curve = [(1000, 0.1), (2000, 0.6), (3000, 0.4), (4000, 0.95)]
+    assert [first_step_at(curve, t) for t in (0.5, 0.9, 0.99)] == [2000, 4000, None]
+
+
+def test_the_probe_table_and_the_correlation_match_the_run_files(capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = json.loads((STUDY / "manifest.json").read_text())
+    dirs = {(r["setting"], int(r["seed"])): STUDY / r["dir"] for r in manifest["runs"]}
+    rows = _rows(_printed(capsys, "probe"), "setting")
+    assert len(rows) == 12
+    by_run: dict[tuple[str, int], tuple[float, float, float]] = {}
+    for row in rows:
+        rd = dirs[(row[0], int(row[1]))]
+        em = json.loads((rd / "test_eval.json").read_text())["exact_match"]
+        assert float(row[2]) == pytest.approx(em, abs=5e-4)
+        entropy = json.loads((rd / "entropy.json").read_text())["layers"]
+        assert [float(c) for c in row[3:6]] == pytest.approx([L["mean"] for L in entropy], abs=5e-4)
+        r2 = json.loads((rd / "probe.json").read_text())["r2"]  # layers x positions 1..6
+        mid = [(r[2] + r[3]) / 2 for r in r2]  # positions 3 and 4
+        assert [float(c) for c in row[6:9]] == pytest.approx(mid, abs=5e-3)
+        by_run[(row[0], int(row[1]))] = (em, entropy[1]["mean"], mid[1])
+
+    # Spearman's rho with the probe (one intermediate layer: L1), by ranking here (no ties in these runs)
+    def ranks(xs: list[float]) -> list[int]:
+        return [sorted(xs).index(x) for x in xs]
+
+    ems, _, r2s = zip(*by_run.values())
+    ra, rb = ranks(list(ems)), ranks(list(r2s))
+    n = len(ra)
+    rho = 1 - 6 * sum((a - b) ** 2 for a, b in zip(ra, rb)) / (n * (n * n - 1))
+    text = _printed(capsys, "correlation")
+    assert f"over 12 runs: rho = {rho:+.2f}" in text.split("With the probe")[1]
+
+
+def test_the_curves_table_matches_metrics_jsonl(capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = json.loads((STUDY / "manifest.json").read_text())
+    dirs = {(r["setting"], int(r["seed"])): STUDY / r["dir"] for r in manifest["runs"]}
+    rows = _rows(_printed(capsys, "curves"), "setting")
+    assert len(rows) == 12
+    for row in rows:
+        rd = dirs[(row[0], int(row[1]))]
+        recs = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        curve = [(r["step"], r["exact_match"]) for r in recs
+                 if r.get("kind") == "eval" and r.get("split") == "valid"]
+        for cell, t in zip(row[2:4], (0.5, 0.9)):
+            hit = [s for s, v in curve if v >= t]
+            assert cell == (f"{hit[0]:,}" if hit else "-")
+        best = max(v for _, v in curve)
+        assert row[4].startswith(f"{best:.3f} (")
+        assert row[5] == f"{curve[-1][1]:.3f} ({curve[-1][0]:,})"
+        assert not math.isnan(float(row[6]))
