@@ -88,3 +88,40 @@ def test_the_curves_table_matches_metrics_jsonl(capsys: pytest.CaptureFixture[st
         assert row[4].startswith(f"{best:.3f} (")
         assert row[5] == f"{curve[-1][1]:.3f} ({curve[-1][0]:,})"
         assert not math.isnan(float(row[6]))
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float:
+    """Pearson's r of the average ranks (ties share their mean rank)."""
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(v)
+        return [sum(i for i, o in enumerate(order) if o == x) / order.count(x) for x in v]
+
+    a, b = ranks(xs), ranks(ys)
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
+
+
+def test_several_studies_are_pooled_and_a_label_can_be_left_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """`seqvcr report A B --table correlation --exclude CoT`: each study, then the runs of both pooled,
+    CoT's left out; the pooled rho against one computed here from the run files."""
+    studies = [STUDY, ROOT / "results" / "cpu_table1"]
+    ems, entropies, r2s = [], [], []
+    for study in studies:
+        manifest = json.loads((study / "manifest.json").read_text())
+        for run in manifest["runs"]:
+            if run["setting"] == "CoT":
+                continue
+            rd = study / run["dir"]
+            ems.append(json.loads((rd / "eval.json").read_text())["exact_match"])
+            entropies.append(json.loads((rd / "entropy.json").read_text())["layers"][1]["mean"])
+            r2 = json.loads((rd / "probe.json").read_text())["r2"][1]
+            r2s.append((r2[2] + r2[3]) / 2)
+    capsys.readouterr()
+    assert main(["report", *map(str, studies), "--table", "correlation", "--exclude", "CoT"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("### ") == 3 and "### all: the 2 studies above, pooled" in out
+    pooled = out.split("### all")[1]
+    assert f"over {len(ems)} runs: rho = {_spearman(ems, entropies):+.2f}" in pooled
+    assert f"over {len(ems)} runs: rho = {_spearman(ems, r2s):+.2f}" in pooled.split("With the probe")[1]
+    assert len(ems) == 27

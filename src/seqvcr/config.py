@@ -418,7 +418,16 @@ def yaml_key_line(path: str | Path, key: str) -> int | None:
 
 
 def validate(cfg: Config) -> None:
-    """Range and choice checks that the type hints cannot express."""
+    """Range and choice checks that the type hints cannot express (the first failing one is raised)."""
+    _validate_values(cfg)
+    _validate_schedule(cfg)
+    _validate_train(cfg)
+    _validate_fractions(cfg)
+    _validate_controls(cfg)
+
+
+def _validate_values(cfg: Config) -> None:
+    """Choices, positive and non-negative values, and what the method needs (a batch, pause tokens)."""
     flat = to_dict(cfg)
     for key, allowed in _CHOICES.items():
         value = get_by_path(flat, key)
@@ -453,6 +462,10 @@ def validate(cfg: Config) -> None:
             f"config key 'seqvcr.positions': 'pause' needs pause tokens, but method {cfg.method.name!r} "
             "has none (use seqvcr_pause, or positions all | answer)"
         )
+
+
+def _validate_schedule(cfg: Config) -> None:
+    """The training length (``max_steps`` or ``epochs``), warmup, weight decay and gradient clipping."""
     if cfg.optim.max_steps is not None and cfg.optim.max_steps < 1:
         raise ConfigError(f"config key 'optim.max_steps' must be >= 1, got {cfg.optim.max_steps}")
     if cfg.optim.max_steps is None and cfg.optim.epochs <= 0:
@@ -461,6 +474,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'optim.warmup' is a fraction in [0, 1), got {cfg.optim.warmup}")
     if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0:
         raise ConfigError("config keys 'optim.weight_decay' and 'optim.grad_clip' must be >= 0")
+
+
+def _validate_train(cfg: Config) -> None:
+    """Training data size, threads, evaluation examples, snapshot steps and logging targets."""
     if cfg.task.train_size < 1 and cfg.task.train_file is None:
         raise ConfigError(f"config key 'task.train_size' must be >= 1, got {cfg.task.train_size}")
     if cfg.train.threads is not None and cfg.train.threads < 0:
@@ -491,6 +508,10 @@ def validate(cfg: Config) -> None:
         )
     if len(set(targets)) != len(targets):
         raise ConfigError(f"config key 'train.log_to' names a target twice: {targets}")
+
+
+def _validate_fractions(cfg: Config) -> None:
+    """Values that are fractions: the Adam betas, the final learning-rate ratio and dropout."""
     for key, value in (("optim.beta1", cfg.optim.beta1), ("optim.beta2", cfg.optim.beta2)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"config key {key!r} is in [0, 1), got {value}")
@@ -498,7 +519,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'optim.min_lr_ratio' is in [0, 1], got {cfg.optim.min_lr_ratio}")
     if cfg.model.dropout is not None and not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"config key 'model.dropout' is in [0, 1), got {cfg.model.dropout}")
-    _validate_controls(cfg)
 
 
 def _validate_controls(cfg: Config) -> None:

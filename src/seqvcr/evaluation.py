@@ -27,7 +27,7 @@ from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, DataError
 from seqvcr.model import GPT
 from seqvcr.progress import ProgressBar
-from seqvcr.runs import autocast, data_note, load_run, precision_used, select_device
+from seqvcr.runs import LoadedRun, autocast, data_note, load_run, precision_used, select_device
 from seqvcr.sequences import EncodedData, SequenceFormat, encode_examples
 from seqvcr.tasks import read_examples
 
@@ -165,6 +165,57 @@ def evaluate(
     )
 
 
+def _check_eval_options(batch_size: int, limit: int, predictions: str | None) -> None:
+    """Refuse a bad ``batch_size`` or ``limit``, or an unwritable ``predictions`` path, before any work."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"--limit: expected an integer >= 0 (0: every example), got {limit!r}")
+    if predictions:
+        check_output_path(predictions, "--predictions", directory=False)
+
+
+def _read_eval_data(
+    run: LoadedRun, data_file: str, limit: int, dev: torch.device
+) -> tuple[Path, str | None, EncodedData]:
+    """The first ``limit`` examples (0: all) of ``data_file``, read with the run's task, encoded on ``dev``;
+    with the resolved path and the ``data_note`` (also a warning) when the file is not like the task."""
+    data_path = resolve_data_path(data_file)
+    examples = read_examples(run.task, data_path)
+    if limit:
+        examples = examples[:limit]
+    note = data_note(run.task, examples, data_file)
+    if note:
+        print(f"warning: {note}; scoring it as it is", file=sys.stderr)
+    data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
+    if data.max_length > run.model.config.block_size:
+        raise DataError(
+            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
+            f"{run.model.config.block_size} positions"
+        )
+    return data_path, note, data
+
+
+def _save_in_run(
+    summary: dict[str, Any], lines: list[str], run_dir: str, step: int | None, data_path: Path, limit: int
+) -> None:
+    """Keep the evaluation in the run directory (``HOME/eval/``) for ``seqvcr report``, noting it in
+    ``summary``; skipped with a warning where the directory cannot be written."""
+    home = outputs.analysis_home(run_dir, step)
+    where = home if home.exists() else home.parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        print(f"warning: {where} is not writable; the evaluation is not saved in the run directory",
+              file=sys.stderr)
+        return
+    name = outputs.eval_name(data_path, limit)
+    target = home / outputs.EVAL_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(target / f"{name}.predictions.jsonl", "".join(lines))
+    summary["predictions_file"] = f"{name}.predictions.jsonl"
+    write_json_atomic(target / f"{name}.json", summary)
+    summary["saved"] = str(target / f"{name}.json")
+
+
 def evaluate_file(
     run_dir: str,
     data_file: str,
@@ -198,27 +249,10 @@ def evaluate_file(
             (checked first).
         DataError: the data file is missing or malformed.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ConfigError(f"--limit: expected an integer >= 0 (0: every example), got {limit!r}")
-    if predictions:
-        check_output_path(predictions, "--predictions", directory=False)
+    _check_eval_options(batch_size, limit, predictions)
     dev = select_device(device)
     run = load_run(run_dir, device=dev, step=step)
-    data_path = resolve_data_path(data_file)
-    examples = read_examples(run.task, data_path)
-    if limit:
-        examples = examples[:limit]
-    note = data_note(run.task, examples, data_file)
-    if note:
-        print(f"warning: {note}; scoring it as it is", file=sys.stderr)
-    data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
-    if data.max_length > run.model.config.block_size:
-        raise DataError(
-            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
-            f"{run.model.config.block_size} positions"
-        )
+    data_path, note, data = _read_eval_data(run, data_file, limit, dev)
     precision = precision_used(dev, run.config.train.precision)
     with ProgressBar(len(data), "eval", unit="examples", enabled=progress) as bar:
         result = evaluate(run.model, run.fmt, data, batch_size=batch_size,
@@ -244,17 +278,5 @@ def evaluate_file(
     if note:
         summary["data_note"] = note
     if save:
-        home = outputs.analysis_home(run_dir, step)
-        where = home if home.exists() else home.parent
-        if os.access(where, os.W_OK | os.X_OK):
-            name = outputs.eval_name(data_path, limit)
-            target = home / outputs.EVAL_DIR
-            target.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(target / f"{name}.predictions.jsonl", "".join(lines))
-            summary["predictions_file"] = f"{name}.predictions.jsonl"
-            write_json_atomic(target / f"{name}.json", summary)
-            summary["saved"] = str(target / f"{name}.json")
-        else:
-            print(f"warning: {where} is not writable; the evaluation is not saved in the run directory",
-                  file=sys.stderr)
+        _save_in_run(summary, lines, run_dir, step, data_path, limit)
     return summary

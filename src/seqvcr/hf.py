@@ -116,6 +116,78 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     raise SeqVCRError(f"{path}: no model.safetensors or pytorch_model.bin (weights of the GPT-2 model)")
 
 
+_HEAD, _WTE = "lm_head.weight", "transformer.wte.weight"
+
+
+def _gpt_config(cfg: dict[str, Any], vocab_size: int, dropout: float | None) -> GPTConfig:
+    """Our model config from a GPT-2 ``config.json`` (GPT2Config's defaults where a key is absent)."""
+    return GPTConfig(
+        vocab_size=vocab_size,
+        block_size=int(cfg.get("n_positions", cfg.get("n_ctx", 1024))),
+        n_layer=int(cfg.get("n_layer", 12)),
+        n_head=int(cfg.get("n_head", 12)),
+        n_embd=int(cfg.get("n_embd", 768)),
+        dropout=float(cfg.get("resid_pdrop", 0.1)) if dropout is None else float(dropout),
+        bias=True,
+        tie_weights=bool(cfg.get("tie_word_embeddings", True)),
+        layer_norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)),
+    )
+
+
+def _with_prefix(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors under GPT2LMHeadModel's names: GPT2Model's ("h.0...") get the ``transformer.`` prefix."""
+    src: dict[str, torch.Tensor] = {}
+    for key, tensor in raw.items():
+        if key.startswith("lm_head."):
+            src[key] = tensor
+        else:
+            src["transformer." + key.removeprefix("transformer.")] = tensor
+    return src
+
+
+@torch.no_grad()
+def _copy_body(target: dict[str, torch.Tensor], src: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy all but the token embedding and head into ``target``, Conv1D transposed; all must be there."""
+    missing = []
+    for key, dst in target.items():
+        if key in (_HEAD, _WTE):
+            continue  # _copy_token_rows
+        if key not in src:
+            missing.append(key)
+            continue
+        value = src[key]
+        if key.endswith(_CONV1D):
+            value = value.t()  # Conv1D (in, out) -> Linear (out, in)
+        if value.shape != dst.shape:
+            raise SeqVCRError(
+                f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(dst.shape)}"
+            )
+        dst.copy_(value)
+    if missing:
+        more = " ..." if len(missing) > 5 else ""
+        raise SeqVCRError(f"{path}: missing tensors {', '.join(missing[:5])}{more}")
+
+
+@torch.no_grad()
+def _copy_token_rows(
+    target: dict[str, torch.Tensor], src: dict[str, torch.Tensor], tie_weights: bool, same_vocab: bool,
+    keep_token_rows: bool, path: Path,
+) -> None:
+    """Token embedding and head (vocab, n_embd): copied when the vocabularies match (see load_hf_gpt2)."""
+    if _WTE not in src:
+        raise SeqVCRError(f"{path}: missing tensor {_WTE}")
+    heads = [(_WTE, src[_WTE])]
+    if not tie_weights:
+        heads.append((_HEAD, src.get(_HEAD, src[_WTE])))  # untied but absent: HF would tie
+    for key, value in heads:
+        dst = target[key]
+        if same_vocab:
+            dst.copy_(value)
+        elif keep_token_rows:
+            rows = min(value.shape[0], dst.shape[0])
+            dst[:rows].copy_(value[:rows])
+
+
 def load_hf_gpt2(
     path: str | os.PathLike[str],
     vocab_size: int | None = None,
@@ -141,62 +213,13 @@ def load_hf_gpt2(
     path = Path(path)
     cfg = _read_config(path)
     src_vocab = int(cfg.get("vocab_size", 50257))
-    config = GPTConfig(
-        vocab_size=int(vocab_size) if vocab_size is not None else src_vocab,
-        block_size=int(cfg.get("n_positions", cfg.get("n_ctx", 1024))),
-        n_layer=int(cfg.get("n_layer", 12)),
-        n_head=int(cfg.get("n_head", 12)),
-        n_embd=int(cfg.get("n_embd", 768)),
-        dropout=float(cfg.get("resid_pdrop", 0.1)) if dropout is None else float(dropout),
-        bias=True,
-        tie_weights=bool(cfg.get("tie_word_embeddings", True)),
-        layer_norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)),
-    )
-    raw = _read_weights(path)
-    # GPT2LMHeadModel: "transformer.h.0..." and "lm_head.weight"; GPT2Model: "h.0...".
-    src: dict[str, torch.Tensor] = {}
-    for key, tensor in raw.items():
-        if key.startswith("lm_head."):
-            src[key] = tensor
-        else:
-            src["transformer." + key.removeprefix("transformer.")] = tensor
-
+    config = _gpt_config(cfg, int(vocab_size) if vocab_size is not None else src_vocab, dropout)
+    src = _with_prefix(_read_weights(path))
     model = GPT(config)
     target = model.state_dict()  # tied: both names present, same storage
-    head_key, wte_key = "lm_head.weight", "transformer.wte.weight"
+    _copy_body(target, src, path)
     same_vocab = config.vocab_size == src_vocab
-    missing = []
-    with torch.no_grad():
-        for key, dst in target.items():
-            if key in (head_key, wte_key):
-                continue  # handled below
-            if key not in src:
-                missing.append(key)
-                continue
-            value = src[key]
-            if key.endswith(_CONV1D):
-                value = value.t()  # Conv1D (in, out) -> Linear (out, in)
-            if value.shape != dst.shape:
-                raise SeqVCRError(
-                    f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(dst.shape)}"
-                )
-            dst.copy_(value)
-        if missing:
-            more = " ..." if len(missing) > 5 else ""
-            raise SeqVCRError(f"{path}: missing tensors {', '.join(missing[:5])}{more}")
-        if wte_key not in src:
-            raise SeqVCRError(f"{path}: missing tensor {wte_key}")
-        # Token embedding and head.
-        heads = [(wte_key, src[wte_key])]
-        if not config.tie_weights:
-            heads.append((head_key, src.get(head_key, src[wte_key])))  # untied but absent: HF would tie
-        for key, value in heads:
-            dst = target[key]
-            if same_vocab:
-                dst.copy_(value)
-            elif keep_token_rows:
-                rows = min(value.shape[0], dst.shape[0])
-                dst[:rows].copy_(value[:rows])
+    _copy_token_rows(target, src, config.tie_weights, same_vocab, keep_token_rows, path)
     return model
 
 

@@ -41,12 +41,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqvcr import commands
 from seqvcr.atomic import check_output_path, write_text_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+if TYPE_CHECKING:
+    from seqvcr.runs import LoadedRun
 
 __all__ = ["export_hf", "model_card", "register", "tokenizer_json"]
 
@@ -105,6 +108,73 @@ def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> di
     }
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """One exported JSON file: indented, newline-terminated, written atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def _check_export_dir(out: Path, run_dir: str | os.PathLike[str], force: bool) -> None:
+    """Refuse an OUT_DIR that is a file, the run directory itself, or non-empty without ``force``."""
+    check_output_path(out, "OUT_DIR", directory=True)
+    if out.is_dir() and Path(run_dir).is_dir() and out.resolve() == Path(run_dir).resolve():
+        raise RunDirError(f"{out}: is the run directory itself (its model.safetensors would be replaced); "
+                          "choose another OUT_DIR")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
+
+
+def _write_tokenizer(out: Path, run: LoadedRun) -> None:
+    """``generation_config.json``, ``tokenizer.json`` and ``tokenizer_config.json``: the run's vocabulary
+    and decoding, so that ``AutoTokenizer`` and ``model.generate`` behave as seqvcr does."""
+    tok = run.fmt.tokenizer
+    _write_json(out / "generation_config.json", {  # greedy, until <eos>, the task's budget
+        "bos_token_id": tok.eos_id,
+        "eos_token_id": tok.eos_id,
+        "pad_token_id": tok.pad_id,
+        "do_sample": False,
+        "num_beams": 1,
+        "max_new_tokens": run.fmt.max_new_tokens(),
+    })
+    special = set(SPECIAL_TOKENS)
+    separators = tuple(t for t in (run.task.question_end, run.task.cot_end)
+                       if t in tok.index and t not in special)
+    _write_json(out / "tokenizer.json", tokenizer_json(tok, separators))
+    _write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": run.model.config.block_size,
+        "model_input_names": MODEL_INPUT_NAMES,
+        "padding_side": "left",
+        "pad_token": tok.tokens[tok.pad_id],
+        "eos_token": tok.tokens[tok.eos_id],
+        "clean_up_tokenization_spaces": False,
+    })
+
+
+def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``seqvcr.json``: where the model came from, its vocabulary and the prompt it takes (with an
+    example built from the task's first generated problem)."""
+    tok = run.fmt.tokenizer
+    example = run.task.generate(1, seed=0)[0]
+    line = run.task.format_line(example)
+    question = line[: line.index(run.task.question_end) + len(run.task.question_end)]
+    pause_block = " ".join(run.fmt.pause_block())
+    return {
+        "source_run": str(Path(run_dir).resolve()),
+        "step": run.step,
+        "finished": run.result is not None,
+        "task": run.task.describe(),
+        "method": run.config.method.name,
+        "pauses": run.fmt.pauses,
+        "cot": run.fmt.cot,
+        "vocabulary": list(tok.tokens),
+        "prompt_example": " ".join(run.fmt.prompt_tokens(example)),
+        "target_example": " ".join(run.fmt.target_tokens(example)),
+        "question_example": question,
+        "pause_block": pause_block,
+        "prompt_format": "a data file's question through its separator"
+        + (", a space, then pause_block" if pause_block else ""),
+        "note": "greedy-decode after the prompt until the eos token; tokens are space separated",
+    }
 
 
 def export_hf(
@@ -123,62 +193,13 @@ def export_hf(
     from seqvcr.runs import load_run
 
     out = Path(out_dir)
-    check_output_path(out, "OUT_DIR", directory=True)
-    if out.is_dir() and Path(run_dir).is_dir() and out.resolve() == Path(run_dir).resolve():
-        raise RunDirError(f"{out}: is the run directory itself (its model.safetensors would be replaced); "
-                          "choose another OUT_DIR")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
+    _check_export_dir(out, run_dir, force)
     run = load_run(run_dir, device="cpu")  # RunDirError without config.yaml and saved weights
     tok = run.fmt.tokenizer
     save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)  # config + weights
-    generation = {  # model.generate(**enc) decodes as seqvcr does: greedy, until <eos>, the task's budget
-        "bos_token_id": tok.eos_id,
-        "eos_token_id": tok.eos_id,
-        "pad_token_id": tok.pad_id,
-        "do_sample": False,
-        "num_beams": 1,
-        "max_new_tokens": run.fmt.max_new_tokens(),
-    }
-    write_text_atomic(out / "generation_config.json", json.dumps(generation, indent=2) + "\n")
-
-    special = set(SPECIAL_TOKENS)
-    separators = tuple(t for t in (run.task.question_end, run.task.cot_end)
-                       if t in tok.index and t not in special)
-    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json(tok, separators), indent=2) + "\n")
-    tok_cfg = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": run.model.config.block_size,
-        "model_input_names": MODEL_INPUT_NAMES,
-        "padding_side": "left",
-        "pad_token": tok.tokens[tok.pad_id],
-        "eos_token": tok.tokens[tok.eos_id],
-        "clean_up_tokenization_spaces": False,
-    }
-    write_text_atomic(out / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
-
-    example = run.task.generate(1, seed=0)[0]
-    line = run.task.format_line(example)
-    question = line[: line.index(run.task.question_end) + len(run.task.question_end)]
-    pause_block = " ".join(run.fmt.pause_block())
-    meta = {
-        "source_run": str(Path(run_dir).resolve()),
-        "step": run.step,
-        "finished": run.result is not None,
-        "task": run.task.describe(),
-        "method": run.config.method.name,
-        "pauses": run.fmt.pauses,
-        "cot": run.fmt.cot,
-        "vocabulary": list(tok.tokens),
-        "prompt_example": " ".join(run.fmt.prompt_tokens(example)),
-        "target_example": " ".join(run.fmt.target_tokens(example)),
-        "question_example": question,
-        "pause_block": pause_block,
-        "prompt_format": "a data file's question through its separator"
-        + (", a space, then pause_block" if pause_block else ""),
-        "note": "greedy-decode after the prompt until the eos token; tokens are space separated",
-    }
-    write_text_atomic(out / "seqvcr.json", json.dumps(meta, indent=2) + "\n")
+    _write_tokenizer(out, run)
+    meta = _export_meta(run, run_dir)
+    _write_json(out / "seqvcr.json", meta)
     write_text_atomic(out / "README.md", model_card(meta, run.fmt.max_new_tokens(), run.model.config))
     return {
         "run_dir": str(run_dir),

@@ -46,12 +46,13 @@ from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.entropy import matrix_entropy
 from seqvcr.errors import ConfigError, DataError
+from seqvcr.model import GPT
 from seqvcr.outputs import ENTROPY_CSV, ENTROPY_JSON, ENTROPY_VALUES_CSV
 from seqvcr.progress import ProgressBar
 from seqvcr.reporting.stats import describe
 from seqvcr.reporting.tables import csv_text
 from seqvcr.runs import LoadedRun, data_note, load_run, select_device
-from seqvcr.sequences import encode_examples
+from seqvcr.sequences import EncodedData, encode_examples
 from seqvcr.tasks import read_examples
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "sample_indices",
     "write_entropy",
 ]
-
 
 
 def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
@@ -76,6 +76,119 @@ def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
         return list(range(n))
     g = torch.Generator().manual_seed(int(seed))
     return sorted(torch.randperm(total, generator=g)[:n].tolist())
+
+
+def _read_sample(
+    loaded: LoadedRun, data_file: str | os.PathLike[str], n_sequences: int, seed: int | None
+) -> tuple[Path, int, list[int], EncodedData]:
+    """Read ``data_file`` (a warning when it is not like the run's data), draw the fixed sample and encode
+    it; returns the resolved path, the file's line count, the chosen line indices and the sample."""
+    data_path = resolve_data_path(data_file)
+    examples = read_examples(loaded.task, data_path)
+    note = data_note(loaded.task, examples, data_file)
+    if note:
+        print(f"warning: {note}; measuring it as it is", file=sys.stderr)
+    indices = sample_indices(len(examples), n_sequences, seed)
+    data = encode_examples(loaded.fmt, [examples[i] for i in indices], where=str(data_file))
+    block_size = loaded.model.config.block_size
+    if data.max_length > block_size:
+        raise DataError(
+            f"{data_file}: sequences of {data.max_length} tokens exceed the model's {block_size} positions"
+        )
+    return data_path, len(examples), indices, data
+
+
+def _measure_sequences(
+    model: GPT, ids: torch.Tensor, lengths: list[int], batch_size: int, alpha: float,
+    normalize: bool, bar: ProgressBar,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the sample (``ids``: (n, max_len)) teacher-forced in batches; for every hidden state the entropy
+    of each sequence's first ``lengths[i]`` tokens (n_layers, n) and their mean vector (n_layers, n, d)."""
+    n = len(lengths)
+    n_layers = model.config.n_layer + 1  # L0 (embeddings) .. LN
+    dev = next(model.parameters()).device
+    per_seq = torch.zeros(n_layers, n, dtype=torch.float64)
+    seq_means = torch.zeros(n_layers, n, model.config.n_embd, dtype=torch.float64)
+    for start in range(0, n, batch_size):
+        rows = list(range(start, min(n, start + batch_size)))
+        width = max(lengths[r] for r in rows)
+        x = ids[rows, :width].to(dev)  # (B, width)
+        out = model(x, output_hidden_states=True)
+        assert out.hidden_states is not None
+        by_len: dict[int, list[int]] = defaultdict(list)  # sequences of equal length share one batched call
+        for j, r in enumerate(rows):
+            by_len[lengths[r]].append(j)
+        for layer, h in enumerate(out.hidden_states):
+            h = h.detach().to(torch.float64)  # (B, width, d)
+            for t_len, members in by_len.items():
+                z = h[members, :t_len]  # (b, T, d): real tokens only
+                ent = matrix_entropy(z, alpha, normalize=normalize).cpu()  # (b,)
+                idx = torch.tensor([rows[j] for j in members])
+                per_seq[layer, idx] = ent
+                seq_means[layer, idx] = z.mean(1).cpu()  # (b, d): one vector per sequence
+        bar.update(len(rows))
+    return per_seq, seq_means
+
+
+def _layer_summaries(
+    per_seq: torch.Tensor, dataset: torch.Tensor, lengths: list[int], d: int, normalize: bool
+) -> list[dict[str, Any]]:
+    """One dict per hidden state: statistics of ``per_seq`` (n_layers, n) and ``dataset`` (n_layers,),
+    raw and normalised by their rank bounds, so that runs of different lengths compare."""
+    n_layers, n = per_seq.shape
+    if normalize:
+        normed, dataset_normed = per_seq, dataset
+    else:
+        # log of each sequence's rank bound: turns raw entropies into normalised ones
+        bound = torch.tensor([math.log(min(t, d)) if min(t, d) > 1 else float("nan") for t in lengths],
+                             dtype=torch.float64)  # (n,)
+        normed = torch.nan_to_num(per_seq / bound, nan=0.0)  # (n_layers, n)
+        dataset_normed = dataset / math.log(min(n, d)) if min(n, d) > 1 else torch.zeros_like(dataset)
+    layers: list[dict[str, Any]] = []
+    for layer in range(n_layers):
+        values = per_seq[layer].tolist()
+        layers.append(
+            {
+                "layer": layer,
+                "name": f"L{layer}",
+                **describe(values),
+                "mean_normalized": float(normed[layer].mean()),
+                "dataset": float(dataset[layer]),
+                "dataset_normalized": float(dataset_normed[layer]),
+                "values": values,
+            }
+        )
+    return layers
+
+
+def _metadata(
+    loaded: LoadedRun, data_file: str | os.PathLike[str], indices: list[int], file_lines: int,
+    seed: int | None, alpha: float, normalize: bool, lengths: list[int],
+) -> dict[str, Any]:
+    """What was measured and how (the result's fields before ``layers``), enough to reproduce it."""
+    n = len(indices)
+    return {
+        "run_dir": str(loaded.run_dir),
+        "data": str(data_file),
+        "task": loaded.task.describe(),
+        "method": loaded.config.method.name,
+        "step": loaded.step,
+        "n": n,
+        "file_lines": file_lines,
+        "sample": "the whole file" if n == file_lines
+        else (f"its first {n} lines" if seed is None else f"a random sample of {n} lines, seed {seed}"),
+        "seed": seed,
+        "indices": indices,
+        "alpha": alpha,
+        "normalized": normalize,
+        "units": "fraction of log(min(T, d))" if normalize else "nats",
+        "tokens": "every real token of the teacher-forced training sequence except the final <eos>",
+        "tokens_per_sequence": {"min": min(lengths), "max": max(lengths)},
+        "n_embd": loaded.model.config.n_embd,
+        "n_layer": loaded.model.config.n_layer,
+        "dataset_level": "entropy of the n per-sequence mean vectors (mean over each sequence's tokens)",
+        "ci": "95% normal approximation, mean +- 1.96 * std / sqrt(n), std with n - 1",
+    }
 
 
 @torch.no_grad()
@@ -122,107 +235,23 @@ def compute_layer_entropy(
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
-
-    data_path = resolve_data_path(data_file)
-    examples = read_examples(loaded.task, data_path)
-    note = data_note(loaded.task, examples, data_file)
-    if note:
-        print(f"warning: {note}; measuring it as it is", file=sys.stderr)
-    indices = sample_indices(len(examples), n_sequences, seed)
-    chosen = [examples[i] for i in indices]
-    data = encode_examples(loaded.fmt, chosen, where=str(data_file))
-    if data.max_length > model.config.block_size:
-        raise DataError(
-            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
-            f"{model.config.block_size} positions"
-        )
-    n = len(chosen)
-    n_layers = model.config.n_layer + 1  # L0 (embeddings) .. LN
-    d = model.config.n_embd
+    data_path, file_lines, indices, data = _read_sample(loaded, data_file, n_sequences, seed)
+    n = len(indices)
     # T_i: every real token except the final <eos> (never an input); at least one token
     lengths = (data.lengths - 1).clamp(min=1).tolist()
-    per_seq = torch.zeros(n_layers, n, dtype=torch.float64)
-    # log of each sequence's rank bound: turns raw entropies into normalised ones (and back)
-    bound = torch.tensor([math.log(min(t, d)) if min(t, d) > 1 else float("nan") for t in lengths],
-                         dtype=torch.float64)
-    seq_means = torch.zeros(n_layers, n, d, dtype=torch.float64)
     bar = ProgressBar(n, "entropy", unit="sequences", enabled=progress)
-    for start in range(0, n, batch_size):
-        rows = list(range(start, min(n, start + batch_size)))
-        width = max(lengths[r] for r in rows)
-        x = data.ids[rows, :width].to(dev)  # (B, width)
-        out = model(x, output_hidden_states=True)
-        assert out.hidden_states is not None
-        by_len: dict[int, list[int]] = defaultdict(list)  # sequences of equal length share one batched call
-        for j, r in enumerate(rows):
-            by_len[lengths[r]].append(j)
-        for layer, h in enumerate(out.hidden_states):
-            h = h.detach().to(torch.float64)  # (B, width, d)
-            for t_len, members in by_len.items():
-                z = h[members, :t_len]  # (b, T, d): real tokens only
-                ent = matrix_entropy(z, alpha, normalize=normalize).cpu()  # (b,)
-                idx = torch.tensor([rows[j] for j in members])
-                per_seq[layer, idx] = ent
-                seq_means[layer, idx] = z.mean(1).cpu()  # (b, d): one vector per sequence
-        bar.update(len(rows))
+    per_seq, seq_means = _measure_sequences(model, data.ids, lengths, batch_size, alpha, normalize, bar)
     bar.close()
     dataset = matrix_entropy(seq_means, alpha, normalize=normalize)  # (n_layers,)
     model.train(was_training)
-    if normalize:
-        normed, dataset_normed = per_seq, dataset
-    else:
-        normed = torch.nan_to_num(per_seq / bound, nan=0.0)  # (n_layers, n)
-        dataset_normed = dataset / math.log(min(n, d)) if min(n, d) > 1 else torch.zeros_like(dataset)
-
-    layers: list[dict[str, Any]] = []
-    for layer in range(n_layers):
-        values = per_seq[layer].tolist()
-        layers.append(
-            {
-                "layer": layer,
-                "name": f"L{layer}",
-                **describe(values),
-                "mean_normalized": float(normed[layer].mean()),
-                "dataset": float(dataset[layer]),
-                "dataset_normalized": float(dataset_normed[layer]),
-                "values": values,
-            }
-        )
-    seconds = time.perf_counter() - t0
-    cfg = loaded.config
-    result: dict[str, Any] = {
-        "run_dir": str(loaded.run_dir),
-        "data": str(data_file),
-        "task": loaded.task.describe(),
-        "method": cfg.method.name,
-        "step": loaded.step,
-        "n": n,
-        "file_lines": len(examples),
-        "sample": "the whole file" if n == len(examples)
-        else (f"its first {n} lines" if seed is None else f"a random sample of {n} lines, seed {seed}"),
-        "seed": seed,
-        "indices": indices,
-        "alpha": alpha,
-        "normalized": normalize,
-        "units": "fraction of log(min(T, d))" if normalize else "nats",
-        "tokens": "every real token of the teacher-forced training sequence except the final <eos>",
-        "tokens_per_sequence": {"min": min(lengths), "max": max(lengths)},
-        "n_embd": d,
-        "n_layer": model.config.n_layer,
-        "dataset_level": "entropy of the n per-sequence mean vectors (mean over each sequence's tokens)",
-        "ci": "95% normal approximation, mean +- 1.96 * std / sqrt(n), std with n - 1",
-        "layers": layers,
-        "seconds": seconds,
-        "device": str(dev),
-        "n_requested": n_sequences,
-    }
+    layers = _layer_summaries(per_seq, dataset, lengths, model.config.n_embd, normalize)
+    result = _metadata(loaded, data_file, indices, file_lines, seed, alpha, normalize, lengths)
+    result.update(layers=layers, seconds=time.perf_counter() - t0, device=str(dev), n_requested=n_sequences)
     if loaded.weights is not None:
         result["source"] = outputs.source(
             loaded.run_dir, loaded.weights, loaded.step, str(data_file), data_path
         )
     return result
-
-
 
 
 def entropy_csv(result: dict[str, Any]) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +113,24 @@ def collect(sweep_dir: str | Path) -> SweepSummary:
 # ---------------------------------------------------------------------------------------------- printed
 
 
-def print_tables(sweep_dir: str | Path, tables: list[str], *, rank_test: tuple[str, str] | None = None,
-                 lambda_plot: str | Path | None = None, value_plot: str | Path | None = None) -> None:
+def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
+                 rank_test: tuple[str, str] | None = None, lambda_plot: str | Path | None = None,
+                 value_plot: str | Path | None = None, exclude: Sequence[str] = ()) -> None:
     """Print the Markdown ``tables`` (names of ``seqvcr.reporting.study_tables.PRINTED``, or ``main``)
-    and the rank test of every study on stdout; draw the lambda / value plots. Everything is checked
-    before anything is printed."""
-    summary = collect(sweep_dir)
-    texts = [T.study_tables_text(st, tables, rank_test) for st in summary.studies]
+    and the rank test of every study of every directory on stdout; with several studies, the tables
+    again over all their runs pooled (settings named ``directory: label``), so that, e.g., a correlation
+    spans every study; ``exclude`` leaves the settings of these labels out of every table. Draw the
+    lambda / value plots. Everything is checked before anything is printed."""
+    summaries = [(Path(d), collect(d)) for d in sweep_dirs]
+    studies = [(d, replace(st, settings=[s for s in st.settings if s.label not in exclude]))
+               for d, summary in summaries for st in summary.studies]
+    texts = [T.study_tables_text(st, tables, rank_test) for _, st in studies]
+    if len(studies) > 1 and "lambda" not in tables:
+        pooled = [replace(s, label=f"{d.name}: {s.label}") for d, st in studies for s in st.settings]
+        part = f"the {len(studies)} studies above, pooled"
+        texts.append(T.study_tables_text(StudySummary("all", part, None, [], pooled), tables, None))
     sys.stdout.write("".join(texts))
-    for st in summary.studies:
+    for _, st in studies:
         if lambda_plot is not None:
             save_figure(F.lambda_figure(st.settings), lambda_plot, dpi=120)
         if value_plot is not None:

@@ -18,6 +18,7 @@ from seqvcr import commands
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments import executors as E
 from seqvcr.experiments import sweep as S
+from seqvcr.experiments.plan import Plan
 from seqvcr.reporting.study_tables import PRINTED
 
 __all__ = ["cmd_sweep", "cmd_sweep_run", "demo_text", "register"]
@@ -95,21 +96,23 @@ def _extend_report(sub: argparse._SubParsersAction) -> None:
         paths = [Path(p) for p in args.paths]
         sweeps = [p for p in paths if (p / S.MANIFEST).is_file()]
         printed = _printed_tables(args)
+        if sweeps and printed is not None and len(sweeps) == len(paths):
+            from seqvcr.experiments import aggregate
+
+            aggregate.print_tables(paths, printed, rank_test=args.rank_test, lambda_plot=args.lambda_plot,
+                                   value_plot=args.value_plot, exclude=args.exclude)
+            return 0
         if sweeps and len(paths) == 1:
             from seqvcr.experiments import aggregate
 
-            if printed is not None:
-                aggregate.print_tables(paths[0], printed, rank_test=args.rank_test,
-                                       lambda_plot=args.lambda_plot, value_plot=args.value_plot)
-                return 0
             written = aggregate.report_sweep(paths[0], out=args.out, force=args.force)
             return commands.print_json({"report": str(written)})
         if sweeps:
-            raise RunDirError(f"{sweeps[0]}: is a sweep directory; report a sweep on its own: "
-                              f"seqvcr report {sweeps[0]}")
+            raise RunDirError(f"{sweeps[0]}: is a sweep directory; report a sweep on its own (seqvcr report "
+                              f"{sweeps[0]}), or print tables of several (--table)")
         if printed is not None:
             raise ConfigError("report: --table, --runs, --terms, --correlation, --rank-test, --lambda-plot "
-                              "and --value-plot take one sweep or study directory (holding manifest.json)")
+                              "and --value-plot take sweep or study directories (holding manifest.json)")
         return int(report_runs(args))
 
     report.set_defaults(func=cmd_report)
@@ -130,6 +133,8 @@ def _add_study_tables(report: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{flag}", action="store_true", help=f"also {what}")
     g.add_argument("--rank-test", nargs=2, metavar=("A", "B"), default=None,
                    help="exact permutation test of exact match, settings A over B ('|'-separated labels)")
+    g.add_argument("--exclude", action="append", default=[], metavar="LABEL",
+                   help="leave the settings of this label out of the tables (repeatable)")
     g.add_argument("--lambda-plot", metavar="PNG", help="exact match and entropy against lambda2/lambda1")
     g.add_argument("--value-plot", metavar="PNG", help="exact match and entropy against the ablated value")
 
@@ -167,89 +172,67 @@ def _check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
                                 " (leave it out for the default)")
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Expand PLAN (a plan YAML, or an existing sweep directory) into runs under one sweep directory and
-    execute the pending ones. Re-running skips finished runs and resumes interrupted ones from their
-    checkpoints."""
-    from seqvcr.experiments.plan import load_plan
+def _existing_sweep(src: Path, out: str | None) -> tuple[Path, dict[str, Any], str]:
+    """PLAN given as a sweep directory (to continue): its refreshed manifest and name."""
+    if not (src / S.MANIFEST).is_file():
+        raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
+    if out is not None and Path(out) != src:
+        raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
+    manifest = S.refresh_manifest(src)
+    return src, manifest, manifest["name"]
 
-    _check_counts(args, ("workers", "threads", "cpus_per_job", "time", "parallelism"))
-    commands.check_at_least("--gpus-per-job", args.gpus_per_job, 0, " (0: CPU jobs)")
 
-    src = Path(args.plan)
-    if src.is_dir():
-        if not (src / S.MANIFEST).is_file():
-            raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
-        if args.out is not None and Path(args.out) != src:
-            raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
-        sweep = src
-        manifest = S.refresh_manifest(sweep)
-        name = manifest["name"]
-    else:
-        plan = load_plan(src, gpt2_dir=args.gpt2_dir)
-        sweep = Path(args.out) if args.out else Path("sweeps") / plan.name
-        name = plan.name
-        if args.dry_run:
-            studies, runs = S.expand(plan)
-            manifest = {"studies": studies, "runs": []}
-            exists = (sweep / S.RUNS).is_dir()
-            print(f"plan {plan.name}: {sum(len(s['settings']) for s in studies)} settings x "
-                  f"{len(plan.seeds)} seeds = {len(runs)} runs -> {sweep}")
-            for line in _status_table(manifest, sweep if exists else None):
-                print(line)
-            for r in runs:
-                if r.skip:
-                    print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
-            from seqvcr.experiments import estimate
+def _dry_run_plan(plan: Plan, sweep: Path, args: argparse.Namespace) -> int:
+    """``--dry-run`` of a plan YAML: its settings, runs, skipped runs and compute estimate; writes nothing."""
+    from seqvcr.experiments import estimate
 
-            gpu = estimate.DEFAULT_GPU if args.peak_tflops is None else "the GPU"
-            for line in estimate.estimate_lines(
-                runs, mfu=args.mfu if args.mfu is not None else estimate.DEFAULT_MFU,
-                peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
-            ):
-                print(line)
-            return 0
-        S.prepare_sweep(plan, sweep)
-        manifest = S.load_manifest(sweep)
-
-    runs = manifest["runs"]
-    if args.only:
-        known = {r["id"] for r in runs}
-        bad = [x for x in args.only if x not in known]
-        if bad:
-            raise ConfigError(f"--only: {bad[0]!r} is not a run of this sweep")
-        runs = [r for r in runs if r["id"] in args.only]
-    status = {r["id"]: S.run_status(sweep, r["id"]) for r in runs}
-    counts = {k: sum(v == k for v in status.values()) for k in S.STATUSES}
-    todo = [r for r in runs if status[r["id"]] in ("pending", "interrupted", "crashed")]
-    if args.dry_run:
-        for line in _status_table(manifest, sweep):
-            print(line)
-        return 0
-    summary = ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if counts[k])
-    print(f"sweep {name} in {sweep}: {len(runs)} runs ({summary}); {len(todo)} to run", file=sys.stderr)
+    studies, runs = S.expand(plan)
+    manifest = {"studies": studies, "runs": []}
+    exists = (sweep / S.RUNS).is_dir()
+    print(f"plan {plan.name}: {sum(len(s['settings']) for s in studies)} settings x "
+          f"{len(plan.seeds)} seeds = {len(runs)} runs -> {sweep}")
+    for line in _status_table(manifest, sweep if exists else None):
+        print(line)
     for r in runs:
-        if status[r["id"]] == "skipped":
-            print(f"skipped {r['id']} {E.describe_run(r)}: {r.get('skip')}", file=sys.stderr)
+        if r.skip:
+            print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
+    gpu = estimate.DEFAULT_GPU if args.peak_tflops is None else "the GPU"
+    for line in estimate.estimate_lines(
+        runs, mfu=args.mfu if args.mfu is not None else estimate.DEFAULT_MFU,
+        peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
+    ):
+        print(line)
+    return 0
 
-    if args.executor == "print":
-        E.print_commands(sweep, todo)
-        print(f"printed {len(todo)} command(s); run them in any order, in parallel; then "
-              f"`seqvcr report {sweep}`", file=sys.stderr)
-        return 0
-    if args.executor == "slurm":
-        opts = E.SlurmOptions(
-            partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
-            mem_gb=args.mem_gb, time_min=args.time, parallelism=args.parallelism, account=args.account,
-            qos=args.qos, constraint=args.constraint,
-        )
-        E.run_slurm(sweep, todo, opts, name=name, wait_for_jobs=args.wait)
-        S.refresh_manifest(sweep)
-        if args.wait:
-            return _summarize_sweep(sweep, name, args)
-        print(f"submitted {len(todo)} job(s); when they are done: seqvcr report {sweep}", file=sys.stderr)
-        return 0
 
+def _selected_runs(runs: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
+    """The manifest's runs, restricted to ``--only`` (each id must be a run of the sweep)."""
+    if not only:
+        return runs
+    known = {r["id"] for r in runs}
+    bad = [x for x in only if x not in known]
+    if bad:
+        raise ConfigError(f"--only: {bad[0]!r} is not a run of this sweep")
+    return [r for r in runs if r["id"] in only]
+
+
+def _sweep_slurm(sweep: Path, name: str, todo: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """``--executor slurm``: submit the pending runs as a job array (``--wait``: then summarize)."""
+    opts = E.SlurmOptions(
+        partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+        mem_gb=args.mem_gb, time_min=args.time, parallelism=args.parallelism, account=args.account,
+        qos=args.qos, constraint=args.constraint,
+    )
+    E.run_slurm(sweep, todo, opts, name=name, wait_for_jobs=args.wait)
+    S.refresh_manifest(sweep)
+    if args.wait:
+        return _summarize_sweep(sweep, name, args)
+    print(f"submitted {len(todo)} job(s); when they are done: seqvcr report {sweep}", file=sys.stderr)
+    return 0
+
+
+def _sweep_local(sweep: Path, name: str, todo: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """``--executor local``: the pending runs in worker processes here, then the summary (or Ctrl-C)."""
     if not todo:
         print(f"sweep {name}: nothing to run", file=sys.stderr)
         return _summarize_sweep(sweep, name, args)
@@ -260,6 +243,49 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               "re-run the same command to resume", file=sys.stderr)
         raise KeyboardInterrupt
     return _summarize_sweep(sweep, name, args, seconds=result.seconds)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Expand PLAN (a plan YAML, or an existing sweep directory) into runs under one sweep directory and
+    execute the pending ones. Re-running skips finished runs and resumes interrupted ones from their
+    checkpoints."""
+    from seqvcr.experiments.plan import load_plan
+
+    _check_counts(args, ("workers", "threads", "cpus_per_job", "time", "parallelism"))
+    commands.check_at_least("--gpus-per-job", args.gpus_per_job, 0, " (0: CPU jobs)")
+    src = Path(args.plan)
+    if src.is_dir():
+        sweep, manifest, name = _existing_sweep(src, args.out)
+    else:
+        plan = load_plan(src, gpt2_dir=args.gpt2_dir)
+        sweep = Path(args.out) if args.out else Path("sweeps") / plan.name
+        name = plan.name
+        if args.dry_run:
+            return _dry_run_plan(plan, sweep, args)
+        S.prepare_sweep(plan, sweep)
+        manifest = S.load_manifest(sweep)
+
+    runs = _selected_runs(manifest["runs"], args.only)
+    status = {r["id"]: S.run_status(sweep, r["id"]) for r in runs}
+    todo = [r for r in runs if status[r["id"]] in ("pending", "interrupted", "crashed")]
+    if args.dry_run:
+        for line in _status_table(manifest, sweep):
+            print(line)
+        return 0
+    counts = {k: sum(v == k for v in status.values()) for k in S.STATUSES}
+    summary = ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if counts[k])
+    print(f"sweep {name} in {sweep}: {len(runs)} runs ({summary}); {len(todo)} to run", file=sys.stderr)
+    for r in runs:
+        if status[r["id"]] == "skipped":
+            print(f"skipped {r['id']} {E.describe_run(r)}: {r.get('skip')}", file=sys.stderr)
+    if args.executor == "print":
+        E.print_commands(sweep, todo)
+        print(f"printed {len(todo)} command(s); run them in any order, in parallel; then "
+              f"`seqvcr report {sweep}`", file=sys.stderr)
+        return 0
+    if args.executor == "slurm":
+        return _sweep_slurm(sweep, name, todo, args)
+    return _sweep_local(sweep, name, todo, args)
 
 
 def _summarize_sweep(sweep: Path, name: str, args: argparse.Namespace, seconds: float | None = None) -> int:

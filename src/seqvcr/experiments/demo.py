@@ -377,6 +377,38 @@ def _check_out(out: Path, force: bool) -> None:
                 p.unlink()
 
 
+def _demo_device(s: DemoScale, device: str) -> str:
+    """``device``, else the scale's, else CUDA when there is one; refuses CUDA where there is none."""
+    dev = s.device if device == "auto" else device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
+                          "use the default scale (or --device cpu)")
+    return dev
+
+
+def _step_plan(
+    out_dir: Path, s: DemoScale, dev: str, minutes: float | None, progress: bool
+) -> dict[str, Any]:
+    """The steps per configuration: an interrupted demo's (same scale and device: it resumes), else new."""
+    plan_path = out_dir / PLAN_FILE
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    if plan is None or plan.get("scale") != s.name or plan.get("device") != dev:
+        plan = {"scale": s.name, "device": dev, **plan_steps(s, minutes, progress)}
+        write_json_atomic(plan_path, plan)
+    else:
+        _demo_progress(progress, f"resuming the demo in {out_dir}: {plan['steps']} steps per configuration")
+    return plan
+
+
+def _run_rows(summary_path: Path, run_dirs: dict[str, Path]) -> list[dict[str, Any]]:
+    """Per configuration, for ``demo.json``: its scores from the report's summary and its run directory."""
+    rsum = json.loads(summary_path.read_text())
+    keys = ("name", "method", "exact_match", "position_accuracy", "T_norm", "entropy_mean")
+    return [{**{k: r[k] for k in keys}, "run_dir": str(run_dirs[r["method"]])} for r in rsum["runs"]]
+
+
 def run_demo(
     out: str | os.PathLike[str] = "demo_out",
     *,
@@ -391,12 +423,7 @@ def run_demo(
     ``OUT/demo.json``."""
     t_start = time.perf_counter()
     s = pick_scale(scale, device)
-    dev = s.device if device == "auto" else device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
-                          "use the default scale (or --device cpu)")
+    dev = _demo_device(s, device)
     out_dir = Path(out)
     _check_out(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -404,13 +431,7 @@ def run_demo(
     _demo_progress(progress, f"scale {s.name}: mult {s.digits}x{s.digits}, {', '.join(s.methods)}; "
                    f"GPT {s.n_layer}x{s.n_embd}; on {machine}; output in {out_dir}")
 
-    plan_path = out_dir / PLAN_FILE
-    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
-    if plan is None or plan.get("scale") != s.name or plan.get("device") != dev:
-        plan = {"scale": s.name, "device": dev, **plan_steps(s, minutes, progress)}
-        write_json_atomic(plan_path, plan)
-    else:
-        _demo_progress(progress, f"resuming the demo in {out_dir}: {plan['steps']} steps per configuration")
+    plan = _step_plan(out_dir, s, dev, minutes, progress)
     steps = int(plan["steps"])
 
     t0 = time.perf_counter()
@@ -437,8 +458,7 @@ def run_demo(
         intro=intro, extra=findings, progress=progress,
     )
     t_report = time.perf_counter() - t0
-    summary_path = report.parent / "summary.json"
-    rsum = json.loads(summary_path.read_text())
+    runs = _run_rows(report.parent / "summary.json", run_dirs)
     total = time.perf_counter() - t_start
     result = {
         "out": str(out_dir),
@@ -451,11 +471,7 @@ def run_demo(
         "device": dev,
         "command": demo_cmd,
         "seconds": {"data": t_data, "training": t_train, "report": t_report, "total": total},
-        "runs": [
-            {**{k: r[k] for k in ("name", "method", "exact_match", "position_accuracy", "T_norm",
-                                  "entropy_mean")}, "run_dir": str(run_dirs[r["method"]])}
-            for r in rsum["runs"]
-        ],
+        "runs": runs,
     }
     write_json_atomic(out_dir / DEMO_FILE, result)
     _demo_progress(progress, f"done in {total / 60:.1f} min (data {t_data:.0f}s, training {t_train:.0f}s, "

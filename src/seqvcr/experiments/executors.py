@@ -127,6 +127,40 @@ class _Stop(Exception):
     """SIGTERM received: stop the workers, keep their checkpoints."""
 
 
+def _worker_layout(workers: int | None, threads: int | None) -> tuple[list[str], int, int, str]:
+    """The GPUs, the workers (one per GPU, else CPU processes), threads per worker, and a line saying so."""
+    gpus = visible_gpus()
+    if gpus:
+        n_workers = min(workers or len(gpus), len(gpus))  # one GPU per worker
+        per = threads or max(1, cpu_count() // n_workers)  # CPU work (data) without oversubscription
+        return gpus, n_workers, per, (
+            f"{n_workers} worker(s) on GPU(s) {','.join(gpus[:n_workers])}, {per} CPU thread(s) each"
+        )
+    cores = cpu_count()
+    # small models gain little from intra-op threads: one single-threaded run per core is the
+    # fastest way through a sweep (measured in docs/sweeps.md); capped to bound memory
+    n_workers = max(1, workers or min(cores, 8))
+    per = threads or max(1, cores // n_workers)
+    return gpus, n_workers, per, f"{n_workers} CPU worker(s) x {per} thread(s) ({cores} cores)"
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    """SIGTERM handler of ``run_local``: unwind into its clean-up, like Ctrl-C."""
+    raise _Stop()
+
+
+def _stop_workers(procs: list[Any]) -> None:
+    """SIGTERM the running workers (they keep their checkpoints); kill any still alive after 30 s."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 def run_local(
     sweep_dir: str | Path,
     runs: Sequence[dict[str, Any]],
@@ -146,18 +180,7 @@ def run_local(
     from seqvcr.progress import ProgressBar
 
     sweep = Path(sweep_dir)
-    gpus = visible_gpus()
-    if gpus:
-        n_workers = min(workers or len(gpus), len(gpus))  # one GPU per worker
-        per = threads or max(1, cpu_count() // n_workers)  # CPU work (data) without oversubscription
-        where = f"{n_workers} worker(s) on GPU(s) {','.join(gpus[:n_workers])}, {per} CPU thread(s) each"
-    else:
-        cores = cpu_count()
-        # small models gain little from intra-op threads: one single-threaded run per core is the
-        # fastest way through a sweep (measured in docs/sweeps.md); capped to bound memory
-        n_workers = max(1, workers or min(cores, 8))
-        per = threads or max(1, cores // n_workers)
-        where = f"{n_workers} CPU worker(s) x {per} thread(s) ({cores} cores)"
+    gpus, n_workers, per, where = _worker_layout(workers, threads)
     total = len(runs)
     out = stream or sys.stderr
     bar = ProgressBar(total, "sweep", unit="runs", stream=out, enabled=not quiet, plain=False)
@@ -177,20 +200,13 @@ def run_local(
     note(f"running {total} run(s) with {where}")
     ctx = multiprocessing.get_context("spawn")
     pending = list(runs)
+    # sentinel -> (process, run, start time, start number, GPU)
     active: dict[Any, tuple[Any, dict[str, Any], float, int, str | None]] = {}
     free_gpus = list(gpus)
-    done: list[str] = []
-    crashed: list[str] = []
-    busy: list[str] = []
-    started = 0
-    finished = 0
+    summary = LocalSummary(done=[], crashed=[], busy=[], interrupted=False, seconds=0.0)
+    started = finished = 0
     t0 = time.perf_counter()
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise _Stop()
-
-    old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
-    interrupted = False
+    old_handler = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
     try:
         while pending or active:
             while pending and len(active) < n_workers:
@@ -204,33 +220,25 @@ def run_local(
                 active[proc.sentinel] = (proc, run, time.perf_counter(), started, gpu)
                 note(f"{'':>9} start {run['id']} {describe_run(run)}"
                      + (f" on GPU {gpu}" if gpu is not None else ""))
-            ready = wait(list(active), timeout=1.0)
-            for sentinel in ready:
-                proc, run, t_start, k, gpu = active.pop(sentinel)
+            for sentinel in wait(list(active), timeout=1.0):
+                proc, run, t_start, _, gpu = active.pop(sentinel)
                 proc.join()
                 if gpu is not None:
                     free_gpus.append(gpu)
-                secs = time.perf_counter() - t_start
                 finished += 1
-                _record_worker_exit(sweep, run, proc.exitcode, secs, finished, total, say, note, done,
-                                    crashed, busy)
+                _record_worker_exit(sweep, run, proc.exitcode, time.perf_counter() - t_start, finished, total,
+                                    say, note, summary.done, summary.crashed, summary.busy)
                 bar.update()
     except (KeyboardInterrupt, _Stop):
-        interrupted = True
+        summary.interrupted = True
         say(f"interrupted: stopping {len(active)} worker(s); their checkpoints are kept")
-        for proc, *_ in active.values():
-            if proc.is_alive():
-                proc.terminate()
-        for proc, *_ in active.values():
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        _stop_workers([proc for proc, *_ in active.values()])
     finally:
         bar.close()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
-    return LocalSummary(done, crashed, busy, interrupted, time.perf_counter() - t0)
+    summary.seconds = time.perf_counter() - t0
+    return summary
 
 
 def _main_thread() -> bool:

@@ -283,10 +283,8 @@ def _as_list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _parse_ablation(
-    raw: Any, index: int, base: dict[str, Any], gpt2_dir: str | None, taken: set[str]
-) -> Ablation:
-    where = f"ablations[{index}]"
+def _ablation_action(raw: Any, where: str) -> str:
+    """Check the ablation's shape and keys; its action, upper-cased (REPLACE, ADD or REMOVE)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with part, action and replacements")
     unknown = [k for k in raw if k not in ABLATION_KEYS]
@@ -295,83 +293,91 @@ def _parse_ablation(
     action = str(raw.get("action", "")).upper()
     if action not in ACTIONS:
         raise ConfigError(f"{where}: action {raw.get('action')!r} is not one of {', '.join(ACTIONS)}")
-    part = str(raw.get("part") or "")
+    return action
+
+
+def _flat_overrides(
+    mapping: dict[str, Any], gpt2_dir: str | None, where: str, action: str | None = None
+) -> dict[str, Any]:
+    """A replacement mapping as checked dotted-key overrides; ADD/REMOVE (``action``) refuse method.name."""
+    flat = {k: _substitute(v, gpt2_dir) for k, v in _flatten(mapping).items()}
+    for k in flat:
+        _check_key(k, where)
+        if action is not None and k == "method.name":
+            raise ConfigError(f"{where}: {action} sets method.name itself; use REPLACE to set it")
+    return flat
+
+
+def _replace_overrides(raw: dict[str, Any], gpt2_dir: str | None, where: str) -> list[dict[str, Any]]:
+    """REPLACE: per replacement {key: value} when a ``key`` is named, else its mapping of dotted keys."""
     key = raw.get("key")
-    component = raw.get("component")
-    labels = raw.get("labels")
-    base_cfg = resolve_setting(base, {}, 0, where=f"{where} (base)")
-
-    replacements: list[Any]
-    overrides_list: list[dict[str, Any]]
-    if action == "REPLACE":
-        if component is not None:
-            raise ConfigError(f"{where}: 'component' goes with ADD/REMOVE; REPLACE names a 'key'")
-        replacements = _as_list(raw.get("replacements"), f"{where}.replacements")
-        if key is not None:
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}.key: expected a dotted config key such as seqvcr.proj_dim")
-            _check_key(key, where)
-            overrides_list = []
-            for r in replacements:
-                if isinstance(r, (dict, list)):
-                    raise ConfigError(f"{where}: with key {key!r} every replacement is one value, got {r!r}")
-                overrides_list.append({key: _substitute(r, gpt2_dir)})
-        else:
-            overrides_list = []
-            for r in replacements:
-                if not isinstance(r, dict) or not r:
-                    raise ConfigError(
-                        f"{where}: without 'key', every replacement is a mapping of dotted config keys "
-                        f"(e.g. {{seqvcr.lambda1: 0.5, seqvcr.lambda2: 0.002}}), got {r!r}"
-                    )
-                flat = {k: _substitute(v, gpt2_dir) for k, v in _flatten(r).items()}
-                for k in flat:
-                    _check_key(k, where)
-                overrides_list.append(flat)
-        include_base = bool(raw.get("include_base", False))
-    else:
-        if key is not None:
-            raise ConfigError(f"{where}: {action} acts on a 'component' ({', '.join(COMPONENTS)}), not a key")
-        if component not in COMPONENTS:
-            raise ConfigError(f"{where}: component {component!r} is not one of {', '.join(COMPONENTS)}")
-        new_method = _method_with(base_cfg.method.name, component, action == "ADD", where)
-        extra = raw.get("replacements")
-        extras = [{}] if extra is None else _as_list(extra, f"{where}.replacements")
-        overrides_list = []
-        for r in extras:
-            if not isinstance(r, dict):
+    if raw.get("component") is not None:
+        raise ConfigError(f"{where}: 'component' goes with ADD/REMOVE; REPLACE names a 'key'")
+    replacements = _as_list(raw.get("replacements"), f"{where}.replacements")
+    overrides_list: list[dict[str, Any]] = []
+    if key is None:
+        for r in replacements:
+            if not isinstance(r, dict) or not r:
                 raise ConfigError(
-                    f"{where}: {action} replacements are mappings of extra overrides, got {r!r}"
+                    f"{where}: without 'key', every replacement is a mapping of dotted config keys "
+                    f"(e.g. {{seqvcr.lambda1: 0.5, seqvcr.lambda2: 0.002}}), got {r!r}"
                 )
-            flat = {k: _substitute(v, gpt2_dir) for k, v in _flatten(r).items()}
-            for k in flat:
-                _check_key(k, where)
-                if k == "method.name":
-                    raise ConfigError(f"{where}: {action} sets method.name itself; use REPLACE to set it")
-            overrides_list.append({"method.name": new_method, **flat})
-        include_base = bool(raw.get("include_base", True))
+            overrides_list.append(_flat_overrides(r, gpt2_dir, where))
+        return overrides_list
+    if not isinstance(key, str):
+        raise ConfigError(f"{where}.key: expected a dotted config key such as seqvcr.proj_dim")
+    _check_key(key, where)
+    for r in replacements:
+        if isinstance(r, (dict, list)):
+            raise ConfigError(f"{where}: with key {key!r} every replacement is one value, got {r!r}")
+        overrides_list.append({key: _substitute(r, gpt2_dir)})
+    return overrides_list
 
-    if labels is not None:
-        labels = _as_list(labels, f"{where}.labels")
-        if len(labels) != len(overrides_list):
-            raise ConfigError(f"{where}: {len(labels)} labels for {len(overrides_list)} replacements")
-        labels = [str(x) for x in labels]
 
-    keys = sorted({k for o in overrides_list for k in o})
+def _component_overrides(
+    raw: dict[str, Any], action: str, base_method: str, gpt2_dir: str | None, where: str
+) -> list[dict[str, Any]]:
+    """ADD / REMOVE: per (optional) replacement, the method with the component switched, plus its extras."""
+    component = raw.get("component")
+    if raw.get("key") is not None:
+        raise ConfigError(f"{where}: {action} acts on a 'component' ({', '.join(COMPONENTS)}), not a key")
+    if component not in COMPONENTS:
+        raise ConfigError(f"{where}: component {component!r} is not one of {', '.join(COMPONENTS)}")
+    new_method = _method_with(base_method, component, action == "ADD", where)
+    extra = raw.get("replacements")
+    extras = [{}] if extra is None else _as_list(extra, f"{where}.replacements")
+    overrides_list: list[dict[str, Any]] = []
+    for r in extras:
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: {action} replacements are mappings of extra overrides, got {r!r}")
+        overrides_list.append({"method.name": new_method, **_flat_overrides(r, gpt2_dir, where, action)})
+    return overrides_list
+
+
+def _ablation_name(raw: dict[str, Any], action: str, keys: list[str], taken: set[str], where: str) -> str:
+    """The ablation's name: given, else derived from its key(s) or component; unique (``taken``)."""
+    key = raw.get("key")
     name = str(raw.get("name") or "")
     if not name:
         if action == "REPLACE":
-            name = key if isinstance(key, str) else "+".join(_short(k) for k in keys)
-            name = _short(name) if isinstance(key, str) else name
+            name = _short(key) if isinstance(key, str) else "+".join(_short(k) for k in keys)
         else:
-            name = f"{action.lower()}_{component}"
+            name = f"{action.lower()}_{raw.get('component')}"
     if name in taken:
         raise ConfigError(f"{where}: two ablations are named {name!r}; give one a distinct 'name'")
     taken.add(name)
+    return name
 
+
+def _ablation_settings(
+    raw: dict[str, Any], action: str, overrides_list: list[dict[str, Any]], labels: list[str] | None,
+    include_base: bool, base_method: str,
+) -> list[Setting]:
+    """One setting per override mapping (after the base, when included), with its label and x value."""
+    key, component = raw.get("key"), raw.get("component")
     settings: list[Setting] = []
     if include_base:
-        settings.append(Setting(f"base ({base_cfg.method.name})", "base", {}))
+        settings.append(Setting(f"base ({base_method})", "base", {}))
     for i, ov in enumerate(overrides_list):
         if labels is not None:
             label = labels[i]
@@ -389,8 +395,11 @@ def _parse_ablation(
         else:
             value = label
         settings.append(Setting(label, value, ov))
+    return settings
 
-    # every setting must build, must change something the method uses, and must be distinct
+
+def _check_settings(settings: list[Setting], base: dict[str, Any], action: str, where: str) -> None:
+    """Every setting must build, must change something the method uses, and must be distinct."""
     seen: dict[str, str] = {}
     for s in settings:
         cfg = resolve_setting(base, s.overrides, 0, where=f"{where} ({s.label})")
@@ -403,7 +412,32 @@ def _parse_ablation(
     labels_seen = [s.label for s in settings]
     if len(set(labels_seen)) != len(labels_seen):
         raise ConfigError(f"{where}: two settings share a label; give 'labels'")
-    return Ablation(name, part, action, keys, component, settings)
+
+
+def _parse_ablation(
+    raw: Any, index: int, base: dict[str, Any], gpt2_dir: str | None, taken: set[str]
+) -> Ablation:
+    """Validate one entry of ``ablations``, split by action, and expand it into its settings."""
+    where = f"ablations[{index}]"
+    action = _ablation_action(raw, where)
+    base_cfg = resolve_setting(base, {}, 0, where=f"{where} (base)")
+    if action == "REPLACE":
+        overrides_list = _replace_overrides(raw, gpt2_dir, where)
+        include_base = bool(raw.get("include_base", False))
+    else:
+        overrides_list = _component_overrides(raw, action, base_cfg.method.name, gpt2_dir, where)
+        include_base = bool(raw.get("include_base", True))
+    labels = raw.get("labels")
+    if labels is not None:
+        labels = _as_list(labels, f"{where}.labels")
+        if len(labels) != len(overrides_list):
+            raise ConfigError(f"{where}: {len(labels)} labels for {len(overrides_list)} replacements")
+        labels = [str(x) for x in labels]
+    keys = sorted({k for o in overrides_list for k in o})
+    name = _ablation_name(raw, action, keys, taken, where)
+    settings = _ablation_settings(raw, action, overrides_list, labels, include_base, base_cfg.method.name)
+    _check_settings(settings, base, action, where)
+    return Ablation(name, str(raw.get("part") or ""), action, keys, raw.get("component"), settings)
 
 
 def _cross(ablations: list[Ablation], base: dict[str, Any], plan_name: str) -> Study:
@@ -443,8 +477,8 @@ def load_plan(path: str | Path, *, gpt2_dir: str | None = None) -> Plan:
         raise ConfigError(f"{p}: {err}") from None
 
 
-def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str | None = None) -> Plan:
-    """Validate a plan mapping (already read from YAML); errors are ``ConfigError``s."""
+def _plan_name(raw: dict[str, Any], path: Path | None) -> str:
+    """Refuse unknown plan keys (with a close match as hint); the plan's name, usable as a folder."""
     unknown = [k for k in raw if k not in PLAN_KEYS]
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), PLAN_KEYS, n=1)
@@ -453,7 +487,13 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
     name = raw.get("name") or (path.stem if path else None)
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ConfigError(f"name: expected a short name usable as a folder, got {name!r}")
+    return name
 
+
+def _plan_base(
+    raw: dict[str, Any], path: Path | None, gpt2_dir: str | None
+) -> tuple[dict[str, Any], str | None, str | None]:
+    """The raw base config (``base`` + inline ``config``), its file as given and the absolute gpt2_dir."""
     base: dict[str, Any] = {}
     base_file = raw.get("base")
     if base_file is not None:
@@ -472,35 +512,47 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
         _check_key(k, "config")
         C.set_by_path(base, k, _substitute(v, gdir))
     resolve_setting(base, {}, 0, where="base config")
+    return base, base_file, gdir
 
-    ablations_raw = _as_list(raw.get("ablations"), "ablations")
-    taken: set[str] = set()
-    ablations = [_parse_ablation(a, i, base, gdir, taken) for i, a in enumerate(ablations_raw)]
+
+def _plan_studies(
+    raw: dict[str, Any], ablations: list[Ablation], base: dict[str, Any], name: str
+) -> tuple[bool, list[Study]]:
+    """``cross`` and the studies: one per ablation, or their cartesian product as a single study."""
     cross = raw.get("cross", False)
     if not isinstance(cross, bool):
         raise ConfigError(f"cross: expected true or false, got {cross!r}")
     if cross and len(ablations) < 2:
         raise ConfigError("cross: true needs at least two ablations")
     if cross:
-        studies = [_cross(ablations, base, name)]
-    else:
-        studies = [Study(a.name, a.part, a.action, [a.name], a.settings) for a in ablations]
+        return cross, [_cross(ablations, base, name)]
+    return cross, [Study(a.name, a.part, a.action, [a.name], a.settings) for a in ablations]
 
-    metrics_raw = raw.get("metrics", list(METRICS))
+
+def _plan_metrics(raw: dict[str, Any]) -> list[str]:
+    """The metrics, aliases mapped to their names, in order, without repeats."""
     metrics: list[str] = []
-    for m in _as_list(metrics_raw, "metrics"):
+    for m in _as_list(raw.get("metrics", list(METRICS)), "metrics"):
         m = METRIC_ALIASES.get(str(m), str(m))
         if m not in METRICS:
             raise ConfigError(f"metrics: {m!r} is not one of {', '.join(METRICS)}")
         if m not in metrics:
             metrics.append(m)
+    return metrics
 
+
+def _plan_seeds(raw: dict[str, Any]) -> list[int]:
+    """The seeds: distinct non-negative integers (default: [0])."""
     seeds = _as_list(raw.get("seeds", [0]), "seeds")
     if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ConfigError(f"seeds: expected non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: repeated seed in {seeds!r}")
+    return list(seeds)
 
+
+def _plan_measurement(raw: dict[str, Any]) -> tuple[str | None, int, int, bool]:
+    """``eval_data`` (must exist), ``eval_limit``, ``entropy_sequences``, ``entropy_normalize``."""
     eval_data = raw.get("eval_data")
     if eval_data is not None:
         if not isinstance(eval_data, str):
@@ -519,10 +571,24 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
     normalize = raw.get("entropy_normalize", True)
     if not isinstance(normalize, bool):
         raise ConfigError(f"entropy_normalize: expected true or false, got {normalize!r}")
+    return eval_data, eval_limit, n_seq, normalize
+
+
+def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str | None = None) -> Plan:
+    """Validate a plan mapping (already read from YAML); errors are ``ConfigError``s."""
+    name = _plan_name(raw, path)
+    base, base_file, gdir = _plan_base(raw, path, gpt2_dir)
+    ablations_raw = _as_list(raw.get("ablations"), "ablations")
+    taken: set[str] = set()
+    ablations = [_parse_ablation(a, i, base, gdir, taken) for i, a in enumerate(ablations_raw)]
+    cross, studies = _plan_studies(raw, ablations, base, name)
+    metrics = _plan_metrics(raw)
+    seeds = _plan_seeds(raw)
+    eval_data, eval_limit, n_seq, normalize = _plan_measurement(raw)
     description = raw.get("description") or ""
     return Plan(
         name=name, description=str(description).strip(), path=path, base=base, base_file=base_file,
-        ablations=ablations, studies=studies, cross=cross, metrics=metrics, seeds=list(seeds),
+        ablations=ablations, studies=studies, cross=cross, metrics=metrics, seeds=seeds,
         eval_data=eval_data, eval_limit=eval_limit, entropy_sequences=n_seq, entropy_normalize=normalize,
         gpt2_dir=gdir, raw=raw,
     )
