@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import math
 import shutil
@@ -732,9 +733,9 @@ def test_spearman_against_the_textbook_formula_and_a_numerical_t_integral() -> N
     from seqvcr.reporting.stats import ranks, spearman_test
 
     assert ranks([0.3, 0.1, 0.3, 0.2]) == [3.5, 1.0, 3.5, 2.0]  # the tie shares ranks 3 and 4
-    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1))
-    x = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.6]
-    y = [2.0, 1.0, 5.0, 6.0, 3.0, 0.5, 8.0, 4.0]
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)); above 8 pairs, p from the t approximation
+    x = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.6, 0.45, 0.05]
+    y = [2.0, 1.0, 5.0, 6.0, 3.0, 0.5, 8.0, 4.0, 9.0, 0.25]
     rx, ry = ranks(x), ranks(y)
     n = len(x)
     rho_textbook = 1 - 6 * sum((a - b) ** 2 for a, b in zip(rx, ry)) / (n * (n * n - 1))
@@ -748,8 +749,19 @@ def test_spearman_against_the_textbook_formula_and_a_numerical_t_integral() -> N
             * (1 + grid**2 / nu) ** (-(nu + 1) / 2))
     tail = float(((dens[1:] + dens[:-1]) / 2 * np.diff(grid)).sum())  # trapezoid rule
     assert p == pytest.approx(2 * tail, abs=1e-6)
-    assert spearman_test([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, 0.0)
-    assert spearman_test([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, 0.0)
+    # up to 8 pairs, p is exact: the share of all pairings of y with x whose textbook |rho| is as large
+    x6, y6 = x[:6], y[:6]
+    rho6, p6 = spearman_test(x6, y6)
+    r6 = ranks(x6)
+
+    def textbook(yy: tuple[float, ...]) -> float:
+        ry6 = ranks(list(yy))
+        return 1 - 6 * sum((a - b) ** 2 for a, b in zip(r6, ry6)) / (6 * 35)
+
+    pairings = list(itertools.permutations(y6))
+    assert p6 == pytest.approx(sum(abs(textbook(q)) >= abs(rho6) - 1e-12 for q in pairings) / len(pairings))
+    assert spearman_test([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, pytest.approx(2 / 24))  # rho = +-1: 2 of 24
+    assert spearman_test([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, pytest.approx(2 / 24))
     with pytest.raises(ValueError, match="constant"):
         spearman_test([1, 2, 3], [5, 5, 5])
     with pytest.raises(ValueError, match="at least 3 pairs"):

@@ -170,22 +170,38 @@ def ranks(values: Sequence[float]) -> list[float]:
     return out
 
 
+#: Up to this many pairs the Spearman p-value is exact (every permutation: 8! = 40,320), above it the t
+#: approximation, which is poor for a handful of pairs (it gives p = 0 at |rho| = 1).
+SPEARMAN_EXACT_MAX = 8
+
+
 def spearman_test(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """(rho, two-sided p): Spearman's rank correlation of paired ``x`` and ``y`` and the p-value of the
-    t approximation on n - 2 degrees of freedom (p = 0 when |rho| = 1). Needs n >= 3 pairs and
-    neither variable constant, else ``ValueError``."""
+    """(rho, two-sided p): Spearman's rank correlation of paired ``x`` and ``y``, and its p-value: exact
+    for up to ``SPEARMAN_EXACT_MAX`` pairs (the share of the n! pairings of the ranks whose |rho| is at
+    least the observed one), else the t approximation on n - 2 degrees of freedom. Needs n >= 3 pairs
+    and neither variable constant, else ``ValueError``."""
     n = len(x)
     if n != len(y) or n < 3:
         raise ValueError(f"spearman: needs at least 3 pairs of equal length, got {len(x)} and {len(y)}")
     rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / n, sum(ry) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0.0 or syy == 0.0:
+    if len(set(rx)) == 1 or len(set(ry)) == 1:
         raise ValueError("spearman: one of the two variables is constant; no rank correlation")
-    rho = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    rho = _rank_correlation(rx, ry)
+    if n <= SPEARMAN_EXACT_MAX:
+        perms = list(itertools.permutations(ry))
+        hits = sum(abs(_rank_correlation(rx, list(q))) >= abs(rho) - 1e-12 for q in perms)
+        return rho, hits / len(perms)
     if abs(rho) == 1.0:
         return rho, 0.0
     t = abs(rho) * math.sqrt((n - 2) / (1.0 - rho * rho))
     return rho, 1.0 - _t_two_sided_prob(t, n - 2)
+
+
+def _rank_correlation(rx: Sequence[float], ry: Sequence[float]) -> float:
+    """Pearson's correlation of two rank vectors, clipped to [-1, 1]."""
+    n = len(rx)
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
