@@ -97,6 +97,54 @@ def test_every_shipped_config_loads() -> None:
         C.resolve(C.load_config(f))
 
 
+def test_shipped_configs_state_only_what_differs_from_the_defaults() -> None:
+    """A config names its setting (task.name, the task's options, method.name); any other key it states
+    changes its resolved config: what ``resolve`` fills (presets, the paper's coefficients, the schema's
+    defaults) is stated once, where it is implemented (scripts/make_configs.py writes them so)."""
+    import copy
+
+    from seqvcr.tasks import config_options
+
+    naming = {"task.name", "method.name", *(f"task.{key}" for key in config_options())}
+    for f in sorted(CONFIG_DIR.glob("*.yaml")):
+        data = C.load_yaml(f)
+        resolved = C.to_dict(C.resolve(C.from_dict(data)))
+        for section, keys in data.items():
+            for key in set(keys) - {k.split(".")[1] for k in naming if k.startswith(f"{section}.")}:
+                less = copy.deepcopy(data)
+                del less[section][key]
+                assert C.to_dict(C.resolve(C.from_dict(less))) != resolved, f"{f.name}: {section}.{key}"
+
+
+def test_the_model_and_seqvcr_rules_are_those_of_the_library() -> None:
+    """The config checks a model's shape, the Seq-VCR knobs and its batch with the rules that GPTConfig,
+    SeqVCR and seq_vcr_loss apply (model.check_shape, objectives.check_knobs / check_batch)."""
+    import torch
+
+    from seqvcr.model import PRESETS, GPTConfig
+    from seqvcr.objectives import SeqVCR, seq_vcr_loss
+
+    for override, shape in (("model.n_head=5", {"n_head": 5}), ("model.n_head=0", {"n_head": 0}),
+                            ("model.n_layer=0", {"n_layer": 0}), ("model.dropout=1.0", {"dropout": 1.0})):
+        with pytest.raises(ConfigError) as from_config:
+            C.resolve(C.load_config(None, ["model.preset=mingpt", override]))
+        with pytest.raises(ConfigError) as from_model:
+            GPTConfig(vocab_size=10, block_size=8, **{**PRESETS["mingpt"], **shape})
+        assert str(from_config.value) == str(from_model.value), override
+    for key, value, rule in (("eta", 0.0, "> 0"), ("proj_dim", 0, "> 0"), ("lambda2", -1.0, ">= 0")):
+        with pytest.raises(ConfigError) as from_config:
+            C.load_config(None, [f"seqvcr.{key}={value}"])
+        with pytest.raises(ConfigError) as from_module:
+            SeqVCR(8, **{key: value})
+        assert str(from_config.value) == f"config key 'seqvcr.{key}' must be {rule}, got {value}"
+        assert str(from_module.value) == f"{key}: must be {rule}, got {value}"
+    with pytest.raises(ConfigError) as from_config:
+        C.load_config(None, ["method.name=seqvcr", "optim.batch_size=1"])
+    with pytest.raises(ConfigError) as from_loss:
+        seq_vcr_loss(torch.randn(1, 3, 5))
+    assert str(from_config.value).replace("optim.batch_size=", "") == str(from_loss.value)
+
+
 def test_last_layer_has_one_spelling() -> None:
     a = C.resolve(C.load_config(None, ["seqvcr.layer=-1"]))
     b = C.resolve(C.load_config(None, ["seqvcr.layer=4"]))

@@ -559,3 +559,39 @@ def test_data_flags_are_the_tasks_options(tmp_path: Path, capsys: pytest.Capture
     for name in TASKS:
         for key, default in C.TaskConfig(name=name).task_options().items():
             assert task_options(name)[key] == default == getattr(defaults, key)
+
+
+def test_the_config_task_keys_are_made_from_the_registered_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TaskConfig``'s task keys are the tasks' constructor options (``tasks.config_options``), in the
+    order the published configs and run ids have them, with their types and defaults; a task's
+    ``DATA_ONLY_OPTIONS`` are no keys, and a task registered in ``tasks/`` brings its own."""
+    import dataclasses
+    import typing
+
+    from seqvcr import config as C
+    from seqvcr import tasks as T
+
+    keys = ["digits", "digits_b", "operators", "modulus", "under", "length"]
+    assert list(T.config_options()) == keys and "max_value" in T.task_options("lis")
+    assert [f.name for f in dataclasses.fields(C.TaskConfig)] == [
+        "name", *keys, "train_size", "valid_size", "train_file", "valid_file", "test_file", "data_seed"]
+    hints = typing.get_type_hints(C.TaskConfig)
+    assert hints["digits_b"] == int | None and hints["under"] is bool
+    for key, (hint, default) in T.config_options().items():
+        assert hints[key] == hint and getattr(C.TaskConfig(), key) == default
+    for key, owners in T.option_owners().items():  # an option several tasks take is one key
+        assert len({(T.option_type(n, key), T.task_options(n)[key]) for n in owners}) == 1, key
+
+    class Toy(MultiplicationTask):
+        name = "toy"
+        DATA_ONLY_OPTIONS = ("hidden",)
+
+        def __init__(self, digits: int = 4, width: int | None = 3, hidden: int = 0) -> None:
+            super().__init__(digits)
+
+    monkeypatch.setitem(T._CLASSES, "toy", Toy)
+    monkeypatch.setattr(T, "TASKS", (*T.TASKS, "toy"))
+    plain = type("Made", (), {"__annotations__": {"name": str, "seed": int}, "name": "toy", "seed": 1})
+    made = dataclasses.dataclass(C._with_task_options(plain))
+    assert [f.name for f in dataclasses.fields(made)] == ["name", *keys, "width", "seed"]
+    assert typing.get_type_hints(made)["width"] == int | None and made().width == 3

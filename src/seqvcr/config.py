@@ -6,11 +6,12 @@ values (model preset sizes, the per-task Seq-VCR coefficients) so the file saved
 complete and can be re-run as it is.
 
 The schema states its own facts (the five methods, the keys and their defaults) and takes the others
-from the modules that implement them, so that each is stated once: the task names
-(``seqvcr.tasks.TASKS``), the model presets (``seqvcr.model.PRESETS``), the paper's Seq-VCR
-coefficients per task and the covariance choices (``seqvcr.objectives.DEFAULT_COEFFICIENTS``,
-``OVER_CHOICES``), the positions that enter the statistics (``seqvcr.sequences.SEQVCR_POSITIONS``) and
-the metrics targets (``seqvcr.tracking.LOG_TARGETS``, ``WANDB_MODES``).
+from the modules that implement them, so that each is stated once: the task names and options
+(``seqvcr.tasks.TASKS``, ``config_options``), the model presets and shape rules (``seqvcr.model.PRESETS``,
+``check_shape``), the paper's Seq-VCR coefficients per task, the rules of its knobs and the covariance
+choices (``seqvcr.objectives.DEFAULT_COEFFICIENTS``, ``check_knobs``, ``check_batch``, ``OVER_CHOICES``),
+the statistics' positions (``seqvcr.sequences.SEQVCR_POSITIONS``) and the metrics targets
+(``seqvcr.tracking.LOG_TARGETS``, ``WANDB_MODES``).
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from seqvcr import objectives
 from seqvcr.atomic import write_text_atomic
 from seqvcr.errors import ConfigError
-from seqvcr.model import PRESETS
-from seqvcr.objectives import DEFAULT_COEFFICIENTS, DEFAULT_ETA, DEFAULT_PROJ_DIM, OVER_CHOICES
+from seqvcr.model import PRESETS, check_shape
 from seqvcr.sequences import SEQVCR_POSITIONS
-from seqvcr.tasks import TASKS, task_options
+from seqvcr.tasks import TASKS, config_options, task_options
 from seqvcr.tracking import LOG_TARGETS, WANDB_MODES
 
 # The paper's five configurations: (chain of thought, pause tokens, Seq-VCR).
@@ -45,26 +46,35 @@ METHODS: dict[str, tuple[bool, bool, bool]] = {
 }
 
 
+def _with_task_options(cls: type) -> type:
+    """Every task's config option (``seqvcr.tasks.config_options``: name, type, default) as a field of
+    ``cls`` after ``name``, made before ``@dataclass`` reads the fields."""
+    options = config_options()
+    first, *rest = cls.__annotations__.items()
+    cls.__annotations__ = dict([first, *((k, tp) for k, (tp, _) in options.items()), *rest])
+    for key, (_, default) in options.items():
+        setattr(cls, key, default)
+    return cls
+
+
 @dataclass
+@_with_task_options
 class TaskConfig:
     """Which task and which data. Files override generation; generated sets are seeded.
 
-    The task options (``digits`` ... ``length``) are the tasks' own, with the defaults their constructors
-    declare (``seqvcr.tasks``); a task's other options keep their defaults."""
+    After ``name`` come the task options (``digits`` ... ``length``): every task's constructor options,
+    types and defaults (``seqvcr.tasks.config_options``); the chosen task reads its own."""
 
     name: str = "mult"  # mult | arith | lis
-    digits: int = task_options("mult")["digits"]
-    digits_b: int | None = task_options("mult")["digits_b"]
-    operators: int = task_options("arith")["operators"]
-    modulus: int = task_options("arith")["modulus"]
-    under: bool = task_options("arith")["under"]
-    length: int = task_options("lis")["length"]
     train_size: int = 808_000  # generated training examples (ignored when train_file is set)
     valid_size: int = 1000  # generated validation examples (ignored when valid_file is set)
     train_file: str | None = None
     valid_file: str | None = None
     test_file: str | None = None  # excluded from generated training data; used by `seqvcr eval`
     data_seed: int = 1234
+
+    if TYPE_CHECKING:  # the task options are fields made at import: to a type checker, Any
+        def __getattr__(self, key: str) -> Any: ...
 
     def task_options(self) -> dict[str, Any]:
         """The options of the chosen task that the config sets (see ``seqvcr.tasks.make_task``)."""
@@ -112,8 +122,8 @@ class SeqVCRConfig:
 
     lambda1: float | None = None  # variance weight; default: the task's (objectives.DEFAULT_COEFFICIENTS)
     lambda2: float | None = None  # covariance weight; default: the task's (objectives.DEFAULT_COEFFICIENTS)
-    eta: float = DEFAULT_ETA
-    proj_dim: int = DEFAULT_PROJ_DIM
+    eta: float = objectives.DEFAULT_ETA
+    proj_dim: int = objectives.DEFAULT_PROJ_DIM
     layer: int = -1  # hidden state index: 0 = embeddings, n_layer (or -1) = last layer
     over: str = "batch"  # batch (Eq. 3) | batch_time (App. F)
     positions: str = "all"  # which states count: all | answer | pause | pause_answer (sequences.py)
@@ -200,7 +210,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.preset": tuple(PRESETS),
     "method.name": tuple(METHODS),
     "curriculum.name": ("none", "icot_si"),
-    "seqvcr.over": OVER_CHOICES,
+    "seqvcr.over": objectives.OVER_CHOICES,
     "seqvcr.positions": SEQVCR_POSITIONS,
     "optim.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -436,8 +446,6 @@ def _validate_values(cfg: Config) -> None:
     positive = {
         "optim.batch_size": cfg.optim.batch_size,
         "optim.lr": cfg.optim.lr,
-        "seqvcr.proj_dim": cfg.seqvcr.proj_dim,
-        "seqvcr.eta": cfg.seqvcr.eta,
         "train.log_every": cfg.train.log_every,
         "train.eval_every": cfg.train.eval_every,
         "train.checkpoint_every": cfg.train.checkpoint_every,
@@ -446,17 +454,12 @@ def _validate_values(cfg: Config) -> None:
     for key, value in positive.items():
         if value is None or value <= 0:
             raise ConfigError(f"config key {key!r} must be > 0, got {value!r}")
-    for key in ("seqvcr.lambda1", "seqvcr.lambda2"):
-        value = get_by_path(flat, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"config key {key!r} must be >= 0, got {value!r}")
+    knobs = {k: getattr(cfg.seqvcr, k) for k in ("proj_dim", "eta", "lambda1", "lambda2")}
+    objectives.check_knobs("config key 'seqvcr.{}'", **{k: v for k, v in knobs.items() if v is not None})
     if cfg.method.pauses < 0:
         raise ConfigError(f"config key 'method.pauses' must be >= 0, got {cfg.method.pauses}")
-    if cfg.method.seqvcr and cfg.optim.batch_size < 2:
-        raise ConfigError(
-            f"Seq-VCR needs a batch of at least 2 sequences (covariance across the batch), "
-            f"got optim.batch_size={cfg.optim.batch_size}"
-        )
+    if cfg.method.seqvcr:
+        objectives.check_batch(cfg.optim.batch_size, "optim.batch_size=")
     if cfg.method.seqvcr and cfg.seqvcr.positions == "pause" and cfg.method.num_pauses == 0:
         raise ConfigError(
             f"config key 'seqvcr.positions': 'pause' needs pause tokens, but method {cfg.method.name!r} "
@@ -511,14 +514,13 @@ def _validate_train(cfg: Config) -> None:
 
 
 def _validate_fractions(cfg: Config) -> None:
-    """Values that are fractions: the Adam betas, the final learning-rate ratio and dropout."""
+    """Fractions (the Adam betas, the final learning-rate ratio) and the stated model shape (check_shape)."""
     for key, value in (("optim.beta1", cfg.optim.beta1), ("optim.beta2", cfg.optim.beta2)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"config key {key!r} is in [0, 1), got {value}")
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         raise ConfigError(f"config key 'optim.min_lr_ratio' is in [0, 1], got {cfg.optim.min_lr_ratio}")
-    if cfg.model.dropout is not None and not 0.0 <= cfg.model.dropout < 1.0:
-        raise ConfigError(f"config key 'model.dropout' is in [0, 1), got {cfg.model.dropout}")
+    check_shape(**{k: v for k, v in vars(cfg.model).items() if v is not None})  # None: the preset's
 
 
 def _validate_controls(cfg: Config) -> None:
@@ -565,15 +567,9 @@ def resolve(cfg: Config) -> Config:
     for key, value in preset.items():
         if getattr(out.model, key) is None:
             setattr(out.model, key, value)
-    lam1, lam2 = DEFAULT_COEFFICIENTS[out.task.name]
-    if out.seqvcr.lambda1 is None:
-        out.seqvcr.lambda1 = lam1
-    if out.seqvcr.lambda2 is None:
-        out.seqvcr.lambda2 = lam2
-    if out.model.n_embd % out.model.n_head != 0:
-        raise ConfigError(
-            f"model.n_embd ({out.model.n_embd}) must be divisible by model.n_head ({out.model.n_head})"
-        )
+    for key, value in zip(("lambda1", "lambda2"), objectives.DEFAULT_COEFFICIENTS[out.task.name]):
+        if getattr(out.seqvcr, key) is None:
+            setattr(out.seqvcr, key, value)
     n_layer = out.model.n_layer
     if not -(n_layer + 1) <= out.seqvcr.layer <= n_layer:
         raise ConfigError(
@@ -589,28 +585,26 @@ def resolve(cfg: Config) -> Config:
 def _sizes_from_hf(model: ModelConfig) -> None:
     """Take n_layer / n_head / n_embd from a Hugging Face GPT-2 directory's config.json.
 
-    The pre-trained weights decide the architecture; a config that states other sizes is an error.
-    A missing directory is left to ``runs.build_model`` (so saved runs load after it has moved).
+    The pre-trained weights decide the architecture; stated sizes that differ are an error (the one check:
+    ``runs.build_model`` trusts it). A missing directory (a saved run's, moved since) is left to build_model.
     """
     import json
 
     path = Path(model.init_from or "") / "config.json"
     if not path.is_file():
-        # Not (or no longer) there: a saved run's config already holds the sizes and its checkpoint the
-        # weights; a run about to train reports the missing directory when it loads the weights.
         return
     try:
         hf = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-    for ours, theirs in (("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd")):
-        value = hf.get(theirs)
+    for key in ("n_layer", "n_head", "n_embd"):
+        value = hf.get(key)
         if not isinstance(value, int):
-            raise ConfigError(f"{path}: missing integer {theirs!r}")
-        stated = getattr(model, ours)
+            raise ConfigError(f"{path}: missing integer {key!r}")
+        stated = getattr(model, key)
         if stated is not None and stated != value:
-            raise ConfigError(f"model.{ours}={stated} but model.init_from has {theirs}={value}")
-        setattr(model, ours, value)
+            raise ConfigError(f"model.{key}={stated} but model.init_from has {key}={value}")
+        setattr(model, key, value)
 
 
 def to_yaml(cfg: Config) -> str:

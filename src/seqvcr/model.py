@@ -38,6 +38,7 @@ __all__ = [
     "GPTOutput",
     "PRESETS",
     "SequenceTooLongError",
+    "check_shape",
     "configure_adamw",
     "parameter_groups",
 ]
@@ -78,16 +79,18 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model.{key} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ConfigError(
-                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
-            )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        check_shape(**vars(self))
+
+
+def check_shape(**shape: Any) -> None:
+    """The rules of a GPT's shape, for the values given (the config checks its ``model.*`` keys with them)."""
+    for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        if not isinstance(value := shape.get(key, 1), int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"model.{key} must be a positive integer, got {value!r}")
+    if (n_embd := shape.get("n_embd", 0)) % (n_head := shape.get("n_head", 1)) != 0:  # 0: not given
+        raise ConfigError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
+    if not 0.0 <= float(dropout := shape.get("dropout", 0.0)) < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}")
 
 
 class GPTOutput(NamedTuple):

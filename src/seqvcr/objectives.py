@@ -45,6 +45,8 @@ __all__ = [
     "OVER_CHOICES",
     "SeqVCR",
     "SeqVCROutput",
+    "check_batch",
+    "check_knobs",
     "seq_vcr_loss",
     "seq_vcr_terms",
 ]
@@ -76,23 +78,26 @@ def _check_over(over: str) -> None:
         raise ConfigError(f"over: unknown value {over!r}; allowed: {', '.join(OVER_CHOICES)}")
 
 
-def _check_eta(eta: float) -> None:
-    if not (eta > 0):  # also rejects NaN
-        raise ConfigError(f"eta: must be > 0, got {eta}")
+def check_knobs(label: str = "{}:", **knobs: float) -> None:
+    """The rules of the Seq-VCR knobs given, each named ``label.format(name)`` (the config checks its
+    ``seqvcr.*`` keys with them): ``lambda1``, ``lambda2`` >= 0; ``eta``, ``proj_dim``, ``in_dim`` > 0."""
+    for name, value in knobs.items():
+        ok, rule = (value >= 0, ">= 0") if name.startswith("lambda") else (value > 0, "> 0")
+        if not ok:  # also NaN
+            raise ConfigError(f"{label.format(name)} must be {rule}, got {value}")
 
 
-def _check_lambdas(lambda1: float, lambda2: float) -> None:
-    for name, value in (("lambda1", lambda1), ("lambda2", lambda2)):
-        if not (value >= 0):  # also rejects NaN
-            raise ConfigError(f"{name}: must be >= 0, got {value}")
+def check_batch(n: int, what: str = "") -> None:
+    """The covariance across the batch needs 2 sequences at least (``what`` names ``n``)."""
+    if n < 2:
+        raise ConfigError(f"Seq-VCR needs a batch of at least 2 sequences, got {what}{n}")
 
 
 def _check_x(x: Tensor) -> None:
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise InputShapeError(f"Seq-VCR expects x of shape (N, T, d), got {shape}")
-    if x.shape[0] < 2:
-        raise ConfigError(f"Seq-VCR needs a batch of at least 2 sequences, got {x.shape[0]}")
+    check_batch(x.shape[0])
     if x.shape[1] < 1 or x.shape[2] < 1:
         raise InputShapeError(f"Seq-VCR expects x with T >= 1 and d >= 1, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -251,7 +256,7 @@ def seq_vcr_terms(
         InputShapeError: x not 3-D / not floating point, mask not (N, T).
     """
     _check_over(over)
-    _check_eta(eta)
+    check_knobs(eta=eta)
     _check_x(x)
     if mask is not None:
         mask = _check_mask(mask, x)
@@ -281,7 +286,7 @@ def seq_vcr_loss(
         ConfigError: lambda1 or lambda2 < 0, eta <= 0, N < 2, unknown ``over``.
         InputShapeError: x not 3-D, mask not (N, T).
     """
-    _check_lambdas(lambda1, lambda2)
+    check_knobs(lambda1=lambda1, lambda2=lambda2)
     variance, covariance = seq_vcr_terms(x, eta, over=over, mask=mask)
     return lambda1 * variance + lambda2 * covariance
 
@@ -337,12 +342,7 @@ class SeqVCR(nn.Module):
         layer: int = -1,
     ) -> None:
         super().__init__()
-        if in_dim < 1:
-            raise ConfigError(f"in_dim: must be >= 1, got {in_dim}")
-        if proj_dim < 1:
-            raise ConfigError(f"proj_dim: must be >= 1, got {proj_dim}")
-        _check_lambdas(lambda1, lambda2)
-        _check_eta(eta)
+        check_knobs(in_dim=in_dim, proj_dim=proj_dim, lambda1=lambda1, lambda2=lambda2, eta=eta)
         _check_over(over)
         self.in_dim = int(in_dim)
         self.proj_dim = int(proj_dim)
@@ -360,9 +360,7 @@ class SeqVCR(nn.Module):
         if task not in DEFAULT_COEFFICIENTS:
             raise ConfigError(f"unknown task {task!r}; allowed: {', '.join(DEFAULT_COEFFICIENTS)}")
         lambda1, lambda2 = DEFAULT_COEFFICIENTS[task]
-        kwargs.setdefault("lambda1", lambda1)
-        kwargs.setdefault("lambda2", lambda2)
-        return cls(in_dim, **kwargs)  # type: ignore[arg-type]
+        return cls(in_dim, **{"lambda1": lambda1, "lambda2": lambda2, **kwargs})  # type: ignore[arg-type]
 
     def select(self, hidden_states: tuple[Tensor, ...] | list[Tensor]) -> Tensor:
         """The regularised layer out of all hidden states (L0 = embeddings ... LN = last layer)."""

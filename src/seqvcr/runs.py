@@ -86,12 +86,6 @@ def build_model(cfg: C.Config, vocab_size: int, block_size: int) -> GPT:
         from seqvcr.hf import load_hf_gpt2
 
         model = load_hf_gpt2(m.init_from, vocab_size=vocab_size, dropout=m.dropout)
-        for key in ("n_layer", "n_head", "n_embd"):
-            if getattr(model.config, key) != getattr(m, key):
-                raise ConfigError(
-                    f"model.{key}={getattr(m, key)} but model.init_from {m.init_from} has "
-                    f"{key}={getattr(model.config, key)}"
-                )
         if model.config.block_size < block_size:
             raise ConfigError(
                 f"model.init_from: {m.init_from} has {model.config.block_size} positions, "

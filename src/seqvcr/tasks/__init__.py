@@ -42,6 +42,13 @@ def option_owners() -> dict[str, tuple[str, ...]]:
     return owners
 
 
+def config_options() -> dict[str, tuple[Any, Any]]:
+    """The config's task keys (``task.<option>``, ``config.TaskConfig``'s fields): each option but those of
+    ``DATA_ONLY_OPTIONS``, with its type hint and default (tasks that share an option share them)."""
+    return {key: (typing.get_type_hints(_CLASSES[owners[0]].__init__)[key], task_options(owners[0])[key])
+            for key, owners in option_owners().items() if key not in _CLASSES[owners[0]].DATA_ONLY_OPTIONS}
+
+
 def option_help(name: str, key: str) -> str:
     """What option ``key`` of task ``name`` means (the task's ``OPTION_HELP``)."""
     return _task_class(name).OPTION_HELP.get(key, key)
@@ -85,6 +92,7 @@ __all__ = [
     "LISTask",
     "MultiplicationTask",
     "Task",
+    "config_options",
     "lis_dp",
     "make_task",
     "option_help",

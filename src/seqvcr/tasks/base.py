@@ -52,15 +52,16 @@ class Task(ABC):
 
     Subclasses set ``name``, ``question_end`` and ``cot_end`` and implement the abstract methods. Their
     constructor's keyword arguments are the task's options, with their defaults (the config keys
-    ``task.<option>`` and the flags of ``seqvcr data``); ``OPTION_HELP`` says what each one means. The
-    separators are vocabulary tokens that the sequence assembler puts between question, CoT and answer;
-    in the file formats they may be written without surrounding spaces (Deng's ``||``).
+    ``task.<option>``, but ``DATA_ONLY_OPTIONS``'s, and the flags of ``seqvcr data``); ``OPTION_HELP``
+    says what each means. The separators are vocabulary tokens that the assembler puts between question,
+    CoT and answer; in the file formats they may be written without surrounding spaces (Deng's ``||``).
     """
 
     name: str
     question_end: str
     cot_end: str
     OPTION_HELP: dict[str, str] = {}
+    DATA_ONLY_OPTIONS: tuple[str, ...] = ()  # flags of `seqvcr data` only: a config keeps their defaults
 
     @abstractmethod
     def vocabulary(self) -> list[str]:

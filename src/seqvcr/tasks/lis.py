@@ -69,6 +69,7 @@ class LISTask(Task):
     question_end = SEP
     cot_end = SEP
     OPTION_HELP = {"length": "sequence length", "max_value": "largest number in a sequence (>= 2 * length)"}
+    DATA_ONLY_OPTIONS = ("max_value",)  # a config key would change the ids of every published run
 
     def __init__(self, length: int = 50, max_value: int = 249) -> None:
         self.length = check_int("length", length, 3, MAX_LENGTH)
