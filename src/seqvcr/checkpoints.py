@@ -39,6 +39,7 @@ from torch import nn
 
 from seqvcr.atomic import write_bytes_atomic
 from seqvcr.errors import RunDirError
+from seqvcr.runfiles import CHECKPOINT_FILE, MODEL_FILE
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -58,8 +59,6 @@ __all__ = [
     "write_safetensors",
 ]
 
-MODEL_FILE = "model.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = 1  # version of the JSON object in the header
 META_KEY = "seqvcr"
 #: ``torch.load(weights_only=True)`` is only safe against crafted files from this version on

@@ -25,7 +25,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from seqvcr.runs import SNAPSHOT_DIR
+from seqvcr.runfiles import (
+    ENTROPY_CSV,
+    ENTROPY_FILES,
+    ENTROPY_JSON,
+    ENTROPY_VALUES_CSV,
+    EVAL_DIR,
+    SNAPSHOT_DIR,
+)
 
 __all__ = [
     "ENTROPY_CSV",
@@ -41,12 +48,6 @@ __all__ = [
     "source",
 ]
 
-EVAL_DIR = "eval"
-#: What ``seqvcr entropy`` writes into HOME: everything, the per-layer summary, every sequence's value.
-ENTROPY_JSON = "entropy.json"
-ENTROPY_CSV = "entropy.csv"
-ENTROPY_VALUES_CSV = "entropy_values.csv"
-ENTROPY_FILES = (ENTROPY_JSON, ENTROPY_CSV, ENTROPY_VALUES_CSV)
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 

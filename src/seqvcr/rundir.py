@@ -1,4 +1,5 @@
-"""A training run's directory: whether to resume or refuse, setting it up, and keeping its files.
+"""A training run's directory: whether to resume or refuse, setting it up, and keeping its files (their
+names and the layout are ``seqvcr.runfiles``'s).
 
 The training loop calls these and nothing else touches a run directory's training files:
 
@@ -25,11 +26,19 @@ import torch
 from seqvcr import config as C
 from seqvcr import outputs
 from seqvcr.atomic import check_output_path, write_text_atomic
-from seqvcr.checkpoints import MODEL_FILE, Heads, save_model
+from seqvcr.checkpoints import Heads, save_model
 from seqvcr.checkpoints import save_checkpoint as _write_checkpoint
 from seqvcr.errors import RunDirError
-from seqvcr.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RESULT_FILE, SNAPSHOT_DIR, snapshot_file
-from seqvcr.tracking import TENSORBOARD_DIR
+from seqvcr.runfiles import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+    SNAPSHOT_DIR,
+    TENSORBOARD_DIR,
+)
+from seqvcr.runs import snapshot_file
 
 #: The files of a run that ``force`` removes (once the new run's inputs have been checked).
 RUN_FILES = (RESULT_FILE, MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE)

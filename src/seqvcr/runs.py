@@ -31,9 +31,9 @@ from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.model import GPT, GPTConfig
 from seqvcr.objectives import SeqVCR
+from seqvcr.runfiles import CONFIG_FILE, METRICS_FILE, RESULT_FILE, SNAPSHOT_DIR
 from seqvcr.sequences import SequenceFormat
 from seqvcr.tasks import Example, Task, make_task, read_examples
-from seqvcr.tracking import METRICS_FILE
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -64,10 +64,6 @@ __all__ = [
     "weights_file",
 ]
 
-CONFIG_FILE = "config.yaml"
-RESULT_FILE = "result.json"
-#: ``RUN_DIR/snapshots/step_000500.safetensors``: the weights at a step of ``train.snapshot_steps``
-SNAPSHOT_DIR = "snapshots"
 
 
 def build_task(cfg: C.Config) -> Task:

@@ -35,6 +35,7 @@ import torch
 
 from seqvcr import distributed as dist_utils
 from seqvcr.errors import ConfigError, RunDirError
+from seqvcr.runfiles import METRICS_FILE, TENSORBOARD_DIR, WANDB_DIR, WANDB_ID_FILE
 
 __all__ = [
     "EXTRAS",
@@ -56,11 +57,6 @@ __all__ = [
 LOG_TARGETS: tuple[str, ...] = ("jsonl", "tensorboard", "wandb")
 #: ``train.wandb_mode``: stream the run, write it locally for a later ``wandb sync``, or nothing.
 WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
-#: ``RUN_DIR/metrics.jsonl``: every record of a run, one JSON object per line (resuming and reports read it).
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
-WANDB_DIR = "wandb"
-WANDB_ID_FILE = "run_id.txt"
 
 #: target -> (module that must be importable, the extra that installs it)
 EXTRAS: dict[str, tuple[str, str]] = {

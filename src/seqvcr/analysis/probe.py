@@ -28,14 +28,11 @@ from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, DataError
 from seqvcr.reporting.figures import new_figure, save_figure
 from seqvcr.reporting.tables import csv_text
+from seqvcr.runfiles import PROBE_CSV, PROBE_JSON, PROBE_PNG
 from seqvcr.runs import load_run, select_device
 from seqvcr.sequences import encode_examples, make_batch
 from seqvcr.tasks import read_examples
 from seqvcr.terms import answer_positions, running_sum_targets
-
-PROBE_JSON = "probe.json"
-PROBE_CSV = "probe.csv"
-PROBE_PNG = "probe.png"
 
 
 def ridge_r2(x_fit: torch.Tensor, y_fit: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,

@@ -44,19 +44,22 @@ from seqvcr.atomic import write_json_atomic, write_text_atomic
 from seqvcr.checkpoints import CHECKPOINT_FILE
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.experiments.plan import GPT2_PLACEHOLDER, Plan
-from seqvcr.outputs import ENTROPY_JSON
-from seqvcr.runs import METRICS_FILE, RESULT_FILE
+from seqvcr.runfiles import (
+    ENTROPY_JSON,
+    ERROR,
+    EVAL,
+    HELDOUT,
+    LOCK,
+    LOG,
+    MANIFEST,
+    METRICS_FILE,
+    PLAN_COPY,
+    RESULT_FILE,
+    RUNS,
+    SPEC,
+)
 
-MANIFEST = "manifest.json"
-PLAN_COPY = "plan.yaml"
-RUNS = "runs"
-SPEC = "spec.json"
-EVAL = "eval.json"
 ENTROPY = ENTROPY_JSON
-ERROR = "error.txt"
-LOG = "train.log"
-LOCK = ".lock"
-HELDOUT = "heldout.txt"
 FORMAT_VERSION = 1
 
 STATUSES = ("done", "interrupted", "crashed", "skipped", "pending")
