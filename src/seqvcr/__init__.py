@@ -12,19 +12,8 @@ from seqvcr.objectives import SeqVCR, SeqVCROutput, seq_vcr_loss, seq_vcr_terms
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GPT",
-    "Config",
-    "GPTConfig",
-    "GPTOutput",
-    "SeqVCR",
-    "SeqVCROutput",
-    "load_config",
-    "matrix_entropy",
-    "seq_vcr_loss",
-    "seq_vcr_terms",
-    "train",
-]
+__all__ = ["GPT", "Config", "GPTConfig", "GPTOutput", "SeqVCR", "SeqVCROutput", "load_config",
+           "matrix_entropy", "seq_vcr_loss", "seq_vcr_terms", "train"]
 
 
 def train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy wrapper

@@ -41,23 +41,9 @@ from seqvcr.atomic import write_bytes_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.runfiles import CHECKPOINT_FILE, MODEL_FILE
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "FORMAT",
-    "MODEL_FILE",
-    "SAFE_TORCH_LOAD",
-    "Checkpoint",
-    "load_state_tensors",
-    "read_checkpoint",
-    "read_safetensors",
-    "rng_state",
-    "save_checkpoint",
-    "save_model",
-    "set_rng_state",
-    "state_tensors",
-    "torch_load_is_safe",
-    "write_safetensors",
-]
+__all__ = ["CHECKPOINT_FILE", "FORMAT", "MODEL_FILE", "SAFE_TORCH_LOAD", "Checkpoint", "load_state_tensors",
+           "read_checkpoint", "read_safetensors", "rng_state", "save_checkpoint", "save_model",
+           "set_rng_state", "state_tensors", "torch_load_is_safe", "write_safetensors"]
 
 FORMAT = 1  # version of the JSON object in the header
 META_KEY = "seqvcr"

@@ -22,26 +22,9 @@ from typing import Any
 
 from seqvcr.errors import ConfigError, SeqVCRError
 
-__all__ = [
-    "RUN_DIR_HELP",
-    "Handler",
-    "HelpFormatter",
-    "Parser",
-    "add_command",
-    "add_device",
-    "add_json",
-    "add_out",
-    "add_run_dir",
-    "add_step",
-    "check_at_least",
-    "command_line",
-    "error_line",
-    "metrics_block",
-    "print_json",
-    "print_result",
-    "run",
-    "text_table",
-]
+__all__ = ["RUN_DIR_HELP", "Handler", "HelpFormatter", "Parser", "add_command", "add_device", "add_json",
+           "add_out", "add_run_dir", "add_step", "check_at_least", "command_line", "error_line",
+           "metrics_block", "print_json", "print_result", "run", "text_table"]
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -37,18 +37,8 @@ from torch import Tensor
 
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 
-__all__ = [
-    "all_gather_with_grad",
-    "any_rank",
-    "barrier",
-    "gather_to_rank0",
-    "init_from_env",
-    "is_distributed",
-    "local_rank",
-    "on_rank0",
-    "rank",
-    "world_size",
-]
+__all__ = ["all_gather_with_grad", "any_rank", "barrier", "gather_to_rank0", "init_from_env",
+           "is_distributed", "local_rank", "on_rank0", "rank", "world_size"]
 
 
 # ----------------------------------------------------------------------------------------------------

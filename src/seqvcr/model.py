@@ -32,16 +32,8 @@ import torch.nn.functional as F
 
 from seqvcr.errors import ConfigError, SeqVCRError
 
-__all__ = [
-    "GPT",
-    "GPTConfig",
-    "GPTOutput",
-    "PRESETS",
-    "SequenceTooLongError",
-    "check_shape",
-    "configure_adamw",
-    "parameter_groups",
-]
+__all__ = ["GPT", "GPTConfig", "GPTOutput", "PRESETS", "SequenceTooLongError", "check_shape",
+           "configure_adamw", "parameter_groups"]
 
 IGNORE_INDEX = -100  # targets equal to this do not enter the loss (PyTorch / Hugging Face convention)
 

@@ -38,18 +38,8 @@ from torch import Tensor, nn
 
 from seqvcr.errors import ConfigError, InputShapeError
 
-__all__ = [
-    "DEFAULT_COEFFICIENTS",
-    "DEFAULT_ETA",
-    "DEFAULT_PROJ_DIM",
-    "OVER_CHOICES",
-    "SeqVCR",
-    "SeqVCROutput",
-    "check_batch",
-    "check_knobs",
-    "seq_vcr_loss",
-    "seq_vcr_terms",
-]
+__all__ = ["DEFAULT_COEFFICIENTS", "DEFAULT_ETA", "DEFAULT_PROJ_DIM", "OVER_CHOICES", "SeqVCR",
+           "SeqVCROutput", "check_batch", "check_knobs", "seq_vcr_loss", "seq_vcr_terms"]
 
 #: The paper's (lambda1, lambda2) per task (Sec. 4): multiplication vs arithmetic expressions and LIS.
 #: ``seqvcr.config.resolve`` fills ``seqvcr.lambda1`` / ``lambda2`` from here; a new task adds its pair.

@@ -34,19 +34,8 @@ from seqvcr.runfiles import (
     SNAPSHOT_DIR,
 )
 
-__all__ = [
-    "ENTROPY_CSV",
-    "ENTROPY_FILES",
-    "ENTROPY_JSON",
-    "ENTROPY_VALUES_CSV",
-    "EVAL_DIR",
-    "analysis_home",
-    "eval_name",
-    "file_sha256",
-    "find_entropy",
-    "find_eval",
-    "source",
-]
+__all__ = ["ENTROPY_CSV", "ENTROPY_FILES", "ENTROPY_JSON", "ENTROPY_VALUES_CSV", "EVAL_DIR", "analysis_home",
+           "eval_name", "file_sha256", "find_entropy", "find_eval", "source"]
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}

@@ -35,34 +35,11 @@ from seqvcr.runfiles import CONFIG_FILE, METRICS_FILE, RESULT_FILE, SNAPSHOT_DIR
 from seqvcr.sequences import SequenceFormat
 from seqvcr.tasks import Example, Task, make_task, read_examples
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "CONFIG_FILE",
-    "METRICS_FILE",
-    "MODEL_FILE",
-    "RESULT_FILE",
-    "SNAPSHOT_DIR",
-    "LoadedRun",
-    "autocast",
-    "build_format",
-    "build_model",
-    "build_seqvcr",
-    "build_task",
-    "code_version",
-    "data_note",
-    "describe_machine",
-    "load_run",
-    "load_run_config",
-    "load_splits",
-    "machine_info",
-    "precision_used",
-    "read_result",
-    "select_device",
-    "snapshot_file",
-    "saved_snapshot_steps",
-    "test_keys",
-    "weights_file",
-]
+__all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "MODEL_FILE", "RESULT_FILE", "SNAPSHOT_DIR",
+           "LoadedRun", "autocast", "build_format", "build_model", "build_seqvcr", "build_task",
+           "code_version", "data_note", "describe_machine", "load_run", "load_run_config", "load_splits",
+           "machine_info", "precision_used", "read_result", "select_device", "snapshot_file",
+           "saved_snapshot_steps", "test_keys", "weights_file"]
 
 
 

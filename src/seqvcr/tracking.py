@@ -37,18 +37,8 @@ from seqvcr import distributed as dist_utils
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.runfiles import METRICS_FILE, TENSORBOARD_DIR, WANDB_DIR, WANDB_ID_FILE
 
-__all__ = [
-    "EXTRAS",
-    "LOG_TARGETS",
-    "METRICS_FILE",
-    "TENSORBOARD_DIR",
-    "WANDB_DIR",
-    "WANDB_MODES",
-    "LogInterval",
-    "MetricsLogger",
-    "check_available",
-    "scalars",
-]
+__all__ = ["EXTRAS", "LOG_TARGETS", "METRICS_FILE", "TENSORBOARD_DIR", "WANDB_DIR", "WANDB_MODES",
+           "LogInterval", "MetricsLogger", "check_available", "scalars"]
 
 #: Where training metrics go (``train.log_to``): ``jsonl`` is RUN_DIR/metrics.jsonl (always on: reports
 #: and resuming read it); ``tensorboard`` event files in RUN_DIR/tensorboard/ (the ``tensorboard``

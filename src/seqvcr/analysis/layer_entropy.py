@@ -55,14 +55,8 @@ from seqvcr.runs import LoadedRun, data_note, load_run, select_device
 from seqvcr.sequences import EncodedData, encode_examples
 from seqvcr.tasks import read_examples
 
-__all__ = [
-    "ENTROPY_CSV",
-    "ENTROPY_JSON",
-    "ENTROPY_VALUES_CSV",
-    "compute_layer_entropy",
-    "sample_indices",
-    "write_entropy",
-]
+__all__ = ["ENTROPY_CSV", "ENTROPY_JSON", "ENTROPY_VALUES_CSV", "compute_layer_entropy", "sample_indices",
+           "write_entropy"]
 
 
 def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:

@@ -32,15 +32,8 @@ from matplotlib.ticker import FuncFormatter
 
 from seqvcr.reporting.figures import grid_shape, new_figure, panels, save_figure
 
-__all__ = [
-    "METHOD_COLORS",
-    "Series",
-    "plot_entropy_hist",
-    "plot_entropy_per_layer",
-    "plot_entropy_vs_step",
-    "plot_loss_curves",
-    "plot_position_accuracy",
-]
+__all__ = ["METHOD_COLORS", "Series", "plot_entropy_hist", "plot_entropy_per_layer", "plot_entropy_vs_step",
+           "plot_loss_curves", "plot_position_accuracy"]
 
 METHOD_COLORS: dict[str, str] = {
     "vanilla": "#1f77b4",

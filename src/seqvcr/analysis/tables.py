@@ -23,16 +23,8 @@ from typing import Any
 from seqvcr.reporting.stats import summarize
 from seqvcr.reporting.tables import Table, fmt, fmt_pm
 
-__all__ = [
-    "METHOD_ORDER",
-    "Table",
-    "accuracy_table",
-    "entropy_steps_table",
-    "entropy_table",
-    "method_label",
-    "position_table",
-    "throughput_table",
-]
+__all__ = ["METHOD_ORDER", "Table", "accuracy_table", "entropy_steps_table", "entropy_table", "method_label",
+           "position_table", "throughput_table"]
 
 METHOD_ORDER = ("cot", "vanilla", "pause", "seqvcr", "seqvcr_pause")
 

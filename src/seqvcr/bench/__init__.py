@@ -28,14 +28,5 @@ from seqvcr.bench.loss import naive_seq_vcr_loss
 from seqvcr.bench.mfu import PEAK_BF16_TFLOPS, peak_bf16_tflops
 from seqvcr.bench.suite import BENCHMARKS, evaluate_targets, parse_only, render_markdown, run_benchmarks
 
-__all__ = [
-    "BENCHMARKS",
-    "PEAK_BF16_TFLOPS",
-    "evaluate_targets",
-    "naive_generate",
-    "naive_seq_vcr_loss",
-    "parse_only",
-    "peak_bf16_tflops",
-    "render_markdown",
-    "run_benchmarks",
-]
+__all__ = ["BENCHMARKS", "PEAK_BF16_TFLOPS", "evaluate_targets", "naive_generate", "naive_seq_vcr_loss",
+           "parse_only", "peak_bf16_tflops", "render_markdown", "run_benchmarks"]

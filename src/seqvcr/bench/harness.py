@@ -32,22 +32,8 @@ from seqvcr.tasks import Example, Task
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
 
-__all__ = [
-    "CLOCKS",
-    "MODELS",
-    "Settings",
-    "autocast",
-    "measure",
-    "measure_interleaved",
-    "ms",
-    "precision_text",
-    "stats",
-    "sync",
-    "target",
-    "tf32",
-    "timed",
-    "untrained_model",
-]
+__all__ = ["CLOCKS", "MODELS", "Settings", "autocast", "measure", "measure_interleaved", "ms",
+           "precision_text", "stats", "sync", "target", "tf32", "timed", "untrained_model"]
 
 #: ``--clock``: wall time by default; the CPU time of this process, which on a CPU run with one thread
 #: is the compute time of the code and, unlike wall time, does not grow when other processes share the

@@ -155,12 +155,6 @@ def _prepare_out(sweep: Path, out: str | Path | None, force: bool) -> Path:
     return dest
 
 
-def _wrap(text: str, width: int = 70) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width)) if text else ""
-
-
 def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
     """Write the aggregated report of a sweep (see the module docstring); returns report.md's path.
 

@@ -31,10 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = [
-    "Z95", "Stats", "describe", "exact_rank_test", "mann_whitney_u", "ranks", "spearman_test", "summarize",
-    "t_quantile",
-]
+__all__ = ["Z95", "Stats", "describe", "exact_rank_test", "mann_whitney_u", "ranks", "spearman_test",
+           "summarize", "t_quantile"]
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

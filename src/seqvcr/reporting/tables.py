@@ -19,17 +19,8 @@ from typing import Any
 
 from seqvcr.atomic import write_text_atomic
 
-__all__ = [
-    "Table",
-    "csv_text",
-    "fmt",
-    "fmt_interval",
-    "fmt_pm",
-    "fmt_seconds",
-    "markdown_table",
-    "write_csv",
-    "write_table",
-]
+__all__ = ["Table", "csv_text", "fmt", "fmt_interval", "fmt_pm", "fmt_seconds", "markdown_table", "write_csv",
+           "write_table"]
 
 
 # ---------------------------------------------------------------------------------------------- cells

@@ -85,20 +85,6 @@ def _task_class(name: str) -> type[Task]:
     return cls
 
 
-__all__ = [
-    "TASKS",
-    "ArithmeticTask",
-    "Example",
-    "LISTask",
-    "MultiplicationTask",
-    "Task",
-    "config_options",
-    "lis_dp",
-    "make_task",
-    "option_help",
-    "option_owners",
-    "option_type",
-    "read_examples",
-    "task_options",
-    "write_examples",
-]
+__all__ = ["TASKS", "ArithmeticTask", "Example", "LISTask", "MultiplicationTask", "Task", "config_options",
+           "lis_dp", "make_task", "option_help", "option_owners", "option_type", "read_examples",
+           "task_options", "write_examples"]
