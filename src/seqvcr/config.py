@@ -12,16 +12,16 @@ from the modules that implement them, so that each is stated once: the task name
 choices (``seqvcr.objectives.DEFAULT_COEFFICIENTS``, ``check_knobs``, ``check_batch``, ``OVER_CHOICES``),
 the statistics' positions (``seqvcr.sequences.SEQVCR_POSITIONS``) and the metrics targets
 (``seqvcr.tracking.LOG_TARGETS``, ``WANDB_MODES``).
+
+Reading YAML and building the dataclasses from it know nothing of the schema and are
+``seqvcr.config_yaml``'s; its ``load_yaml``, ``yaml_key_line``, ``set_by_path``, ``get_by_path`` and
+``apply_overrides`` are importable from here too.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +30,24 @@ import yaml
 
 from seqvcr import objectives
 from seqvcr.atomic import write_text_atomic
+from seqvcr.config_yaml import (
+    apply_overrides,
+    build_dataclass,
+    get_by_path,
+    load_yaml,
+    set_by_path,
+    yaml_key_line,
+)
 from seqvcr.errors import ConfigError
 from seqvcr.model import PRESETS, check_shape
 from seqvcr.sequences import SEQVCR_POSITIONS
 from seqvcr.tasks import TASKS, config_options, task_options
 from seqvcr.tracking import LOG_TARGETS, WANDB_MODES
+
+__all__ = ["METHODS", "Config", "CurriculumConfig", "MethodConfig", "ModelConfig", "OptimConfig",
+           "RunningSumConfig", "SeqVCRConfig", "TaskConfig", "TrainConfig", "apply_overrides", "from_dict",
+           "get_by_path", "load_config", "load_yaml", "resolve", "save_yaml", "set_by_path", "snapshot_steps",
+           "to_dict", "to_yaml", "validate", "yaml_key_line"]
 
 # The paper's five configurations: (chain of thought, pause tokens, Seq-VCR).
 METHODS: dict[str, tuple[bool, bool, bool]] = {
@@ -218,179 +231,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check (and gently coerce: int -> float) a YAML value against a field's type hint."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = _type_ok(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if tp is type(None):
-        return value is None, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if tp is str:
-        return isinstance(value, str), value
-    if origin is list:  # list[int], list[str]: every item of the item type
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            return False, value
-        items = []
-        for item in value:
-            ok, v = _type_ok(item, item_tp)
-            if not ok:
-                return False, value
-            items.append(v)
-        return True, items
-    return True, value
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from a dict, rejecting unknown keys and ill-typed values."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
-        hint = f"did you mean {(f'{prefix}.{close[0]}' if prefix else close[0])!r}? " if close else ""
-        err = ConfigError(f"unknown config key {where!r}; {hint}allowed: {', '.join(names)}")
-        err.key = where  # type: ignore[attr-defined]  # load_config adds the YAML file:line of the key
-        raise err
-    kwargs: dict[str, Any] = {}
-    for name in names:
-        if name not in data:
-            continue
-        key = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            if data[name] is None:  # `task:` with nothing under it would silently mean every default
-                raise ConfigError(
-                    f"config section {key!r} is empty (null); give its keys, or leave the section out "
-                    "to take every default"
-                )
-            kwargs[name] = _build(tp, data[name], key)
-            continue
-        ok, value = _type_ok(data[name], tp)
-        if not ok:
-            raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {data[name]!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key {key!r}: expected a finite number, got {data[name]!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
 def from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (unknown keys are errors)."""
-    cfg = _build(Config, data, "")
+    cfg = build_dataclass(Config, data, "")
     validate(cfg)
     return cfg
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error (plain YAML keeps the last
-    one silently: ``name: mult`` then ``name: arith`` would train arithmetic)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key; the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a ConfigError naming
-    file:line."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, expected a YAML file")
-    if not p.is_file():
-        raise ConfigError(f"{p}: file not found")
-    try:
-        data = yaml.load(p.read_text(), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{line}: invalid YAML ({getattr(err, 'problem', err)})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
-    return data
-
-
-def set_by_path(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data['a']['b'] = value`` for key 'a.b', creating sections as needed."""
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def get_by_path(data: dict[str, Any], key: str) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"config has no key {key!r}")
-        node = node[part]
-    return node
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML scalars) to a config dict."""
-    out = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. optim.lr=1e-3")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        set_by_path(out, key.strip(), value)
-    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -405,26 +254,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if line is None:
             raise
         raise ConfigError(f"{path}:{line}: {err}") from None
-
-
-def yaml_key_line(path: str | Path, key: str) -> int | None:
-    """The 1-based line of the dotted ``key`` (``optim.lr``) in a YAML file, or None when the file does
-    not hold it (the key came from an override). Read from the YAML node tree (``yaml.compose``), which
-    keeps each key's position."""
-    try:
-        node: Any = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
-        return None
-    line = None
-    for part in key.split("."):
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
-                     None)
-        if match is None:
-            return None
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
 
 
 def validate(cfg: Config) -> None:
