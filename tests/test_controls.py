@@ -372,3 +372,11 @@ def test_the_removal_offsets_follow_the_smoothing_distribution() -> None:
     mean = sum(offsets) / len(offsets)
     assert mean == pytest.approx(q / (1 - q), abs=0.35)  # 1.54; the standard error is 0.08
     assert offsets.count(0) / len(offsets) == pytest.approx(1 - q, abs=0.08)  # 0.39
+
+
+def test_the_schema_names_every_curriculum() -> None:
+    """`curriculum.name`'s allowed values (the schema's) are exactly the curricula that exist."""
+    from seqvcr.config import _CHOICES
+    from seqvcr.curriculum import CURRICULA
+
+    assert tuple(_CHOICES["curriculum.name"]) == tuple(CURRICULA)
