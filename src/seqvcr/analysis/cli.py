@@ -16,7 +16,7 @@ from seqvcr import commands
 from seqvcr.atomic import check_output_path
 from seqvcr.errors import ConfigError
 
-__all__ = ["data_or_test_file", "entropy_text", "register"]
+__all__ = ["add_data_or_test_file", "data_or_test_file", "entropy_text", "register"]
 
 
 def data_or_test_file(args: argparse.Namespace) -> str:
@@ -34,13 +34,18 @@ def data_or_test_file(args: argparse.Namespace) -> str:
     return str(test_file)
 
 
+def add_data_or_test_file(p: argparse.ArgumentParser) -> None:
+    """``--data``, optional: without it the command reads the run's ``task.test_file``."""
+    p.add_argument("--data", default=None, help="data file in the task's format (ref:mult/3x3/test.txt ...); "
+                   "default: the run's task.test_file")
+
+
 # --------------------------------------------------------------------------- entropy
 def _add_entropy(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "entropy", _cmd_entropy, "matrix entropy of every layer of a trained run "
                              "(per sequence and dataset level)")
     commands.add_run_dir(p)
-    p.add_argument("--data", default=None, help="data file in the task's format (ref:mult/3x3/test.txt ...); "
-                   "default: the run's task.test_file")
+    add_data_or_test_file(p)
     p.add_argument("--n", type=int, default=1000, help="sequences in the sample")
     p.add_argument("--seed", type=int, default=0,
                    help="sampling seed when the file has more lines than --n (-1: the first --n lines)")
@@ -98,8 +103,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "probe", _cmd_probe, "linear probes of the running sum from every layer "
                              "at every answer position (multiplication runs)")
     commands.add_run_dir(p)
-    p.add_argument("--data", default=None, help="data file in the task's format (ref:mult/3x3/test.txt ...); "
-                   "default: the run's task.test_file")
+    add_data_or_test_file(p)
     p.add_argument("--limit", type=int, default=0, help="use only the first N problems of the file (0: all)")
     p.add_argument("--fit-fraction", type=float, default=0.7,
                    help="share of the problems the probes are fit on; R^2 is measured on the rest")
