@@ -125,3 +125,11 @@ def test_several_studies_are_pooled_and_a_label_can_be_left_out(capsys: pytest.C
     assert f"over {len(ems)} runs: rho = {_spearman(ems, entropies):+.2f}" in pooled
     assert f"over {len(ems)} runs: rho = {_spearman(ems, r2s):+.2f}" in pooled.split("With the probe")[1]
     assert len(ems) == 27
+
+
+def test_an_unknown_label_to_exclude_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["report", str(STUDY), "--table", "correlation", "--exclude", "Cot"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().count("\n") == 0
+    assert "--exclude: no setting 'Cot'; settings: " in err and "Vanilla" in err

@@ -122,6 +122,9 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
     spans every study; ``exclude`` leaves the settings of these labels out of every table. Draw the
     lambda / value plots. Everything is checked before anything is printed."""
     summaries = [(Path(d), collect(d)) for d in sweep_dirs]
+    labels = {s.label for _, summary in summaries for st in summary.studies for s in st.settings}
+    if unknown := [x for x in exclude if x not in labels]:
+        raise RunDirError(f"--exclude: no setting {unknown[0]!r}; settings: {', '.join(sorted(labels))}")
     studies = [(d, replace(st, settings=[s for s in st.settings if s.label not in exclude]))
                for d, summary in summaries for st in summary.studies]
     texts = [T.study_tables_text(st, tables, rank_test) for _, st in studies]
