@@ -13,16 +13,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (the temporary name is unique per process)."""
+def _replace(path: str | Path, fill: Callable[[Path], object]) -> Path:
+    """``fill`` a temporary file next to ``path`` (its name unique per process), then rename it over
+    ``path``; whatever ``fill`` raises propagates after the temporary file is removed."""
     p = Path(path)
     tmp = p.with_name(f"{p.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        fill(tmp)
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
     return p
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return _replace(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
@@ -31,37 +37,23 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
 
 
 def write_bytes_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Stream a binary file to ``path`` atomically: ``write(f)`` fills a temporary file, which is flushed
-    to disk (fsync) and renamed over ``path``.
+    """Stream a binary file to ``path`` atomically, ``write(f)`` filling it, flushed to disk (fsync): for
+    large files (weights, checkpoints) not to be built in memory first. A failed write (ENOSPC) leaves
+    ``path`` as it was and frees the space the attempt took."""
 
-    For large files (model weights, checkpoints) that should not be built in memory first. Whatever
-    ``write`` raises (a full disk: ``OSError`` ENOSPC) propagates after the temporary file is removed,
-    so a failed write leaves ``path`` as it was and frees the space the attempt took.
-    """
-    p = Path(path)
-    tmp = p.with_name(f"{p.name}.tmp{os.getpid()}")
-    try:
+    def fill(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+
+    return _replace(path, fill)
 
 
 def check_output_path(path: str | Path, what: str, *, directory: bool) -> Path:
-    """Fail early, with one line, where writing ``path`` later would fail.
-
-    Refuses a file where a directory is wanted (or the reverse), a path below a file, and a path whose
-    nearest existing directory cannot be written, so that a command stops before its work instead of
-    after it. ``what`` names the argument in the message (``--out``, ``--predictions``). Nothing is
-    created here.
-
-    Raises:
-        RunDirError: the path cannot be written as wanted.
-    """
+    """Fail early, with a one-line RunDirError naming the argument ``what`` (``--out``), where writing
+    ``path`` later would fail: a file where a directory is wanted (or the reverse), a path below a file,
+    or one whose nearest existing directory cannot be written. Nothing is created here."""
     from seqvcr.errors import RunDirError
 
     p = Path(path)

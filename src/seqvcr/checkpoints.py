@@ -12,14 +12,9 @@
 Both keep their other facts (step, the GPT's shape, training time, the optimiser's hyper-parameters, the
 Python RNG states, the config) as one JSON object in the safetensors header
 (``__metadata__["seqvcr"]``). Reading them parses JSON and copies raw tensor bytes: unlike a pickle,
-nothing in them is ever executed, so a run directory from anyone can be scored safely. A finished run
-can be shared without its optimiser state: ``model.safetensors`` (with ``config.yaml``) is all that
-``eval``, ``entropy``, ``report`` and ``export-hf`` read; they fall back to the weights inside
-``checkpoint.safetensors`` for a run that has not finished.
-
-Files are written through :func:`seqvcr.atomic.write_bytes_atomic` (temporary file, fsync, rename), one
-tensor at a time, so a checkpoint is never built in memory first and a failed write (a full disk) leaves
-the previous file in place.
+nothing in them is ever executed, so a run directory from anyone can be scored safely. ``eval``,
+``entropy``, ``report`` and ``export-hf`` read ``model.safetensors`` (so a finished run can be shared
+without its optimiser state), else the weights inside ``checkpoint.safetensors``.
 """
 
 from __future__ import annotations
@@ -52,15 +47,8 @@ META_KEY = "seqvcr"
 SAFE_TORCH_LOAD = "2.6"
 
 _DTYPES: dict[torch.dtype, str] = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
     torch.bool: "BOOL",
 }
 
@@ -72,32 +60,22 @@ def write_safetensors(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> Path:
     """Write ``tensors`` (no two sharing memory) and the string ``metadata`` as one safetensors file,
-    atomically.
-
-    The file is streamed one tensor at a time (each copied to the CPU only while it is written), so a
-    GPU checkpoint needs no second copy of itself in memory. Layout (the safetensors format): an 8-byte
-    little-endian header length, the JSON header (dtype, shape and byte range of every tensor, plus
-    ``__metadata__``), padded with spaces to a multiple of 8, then the raw little-endian tensor bytes.
-
-    Raises:
-        OSError: the write failed (e.g. ENOSPC); ``path`` is unchanged and no temporary file is left.
-    """
+    atomically (:func:`seqvcr.atomic.write_bytes_atomic`: an OSError such as ENOSPC leaves ``path`` as it
+    was). Streamed one tensor at a time, each copied to the CPU only while it is written, so a GPU
+    checkpoint needs no second copy of itself in memory. Layout: an 8-byte little-endian header length,
+    the JSON header (dtype, shape and byte range of every tensor, plus ``__metadata__``) padded with
+    spaces to a multiple of 8, then the raw little-endian tensor bytes."""
     if sys.byteorder != "little":  # pragma: no cover - every platform torch supports is little-endian
         raise RunDirError("writing safetensors needs a little-endian machine")
     header: dict[str, Any] = {}
     offset = 0
-    order: list[tuple[str, torch.Tensor]] = []
     for name, t in tensors.items():
         if t.dtype not in _DTYPES:
             raise TypeError(f"{name}: dtype {t.dtype} cannot be stored")
         nbytes = t.numel() * t.element_size()
-        header[name] = {
-            "dtype": _DTYPES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-        order.append((name, t))
     header["__metadata__"] = dict(metadata)
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
@@ -105,7 +83,7 @@ def write_safetensors(
     def write(f: BinaryIO) -> None:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
-        for _, t in order:
+        for t in tensors.values():
             if t.numel():
                 cpu = t.detach().to("cpu").contiguous()
                 # the tensor's bytes as a buffer, without a copy and without numpy (not a dependency)
@@ -114,21 +92,12 @@ def write_safetensors(
     return write_bytes_atomic(path, write)
 
 
-def _write_run_file(path: str | Path, tensors: Mapping[str, torch.Tensor], info: dict[str, Any]) -> Path:
-    """A seqvcr file: the tensors, and ``info`` as JSON under ``__metadata__["seqvcr"]``."""
-    return write_safetensors(path, tensors, {META_KEY: json.dumps(info, allow_nan=False)})
-
-
 def read_safetensors(
     path: str | Path, what: str, prefixes: tuple[str, ...] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors (those whose names start with one of ``prefixes``, or all) and the JSON info of a
-    file written by :func:`write_safetensors`.
-
-    Raises:
-        RunDirError: the file is missing, truncated, corrupt, or not a seqvcr file; the message names
-            it and says what to do. ``what`` names the file's role in that message.
-    """
+    seqvcr file; a RunDirError naming it, its role ``what`` and what to do if it is missing, truncated,
+    corrupt or not a seqvcr file."""
     from safetensors import safe_open
 
     p = Path(path)
@@ -188,17 +157,14 @@ def _checkpoint_step(path: Path) -> int | None:
 # ---------------------------------------------------------------------------------------------- modules
 
 
-def _alias_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
-
-
 def _canonical_names(module: nn.Module) -> dict[str, str]:
     """Each state-dict entry -> the name it is stored under: tied tensors (GPT's ``lm_head.weight`` is
     ``transformer.wte.weight``) share the first name, so each is stored once."""
-    first: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], str] = {}
+    first: dict[tuple[Any, ...], str] = {}
     out: dict[str, str] = {}
     for name, t in module.state_dict(keep_vars=True).items():
-        out[name] = first.setdefault(_alias_key(t), name) if t.numel() else name
+        alias = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        out[name] = first.setdefault(alias, name) if t.numel() else name
     return out
 
 
@@ -211,11 +177,8 @@ def state_tensors(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 def load_state_tensors(
     module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str, path: Path
 ) -> None:
-    """Load what :func:`state_tensors` stored under ``prefix`` into ``module`` (ties restored as they are).
-
-    Raises:
-        RunDirError: names or shapes do not match the module (the file belongs to another model).
-    """
+    """Load what :func:`state_tensors` stored under ``prefix`` into ``module`` (ties restored as they are);
+    a RunDirError when names or shapes do not match it (the file belongs to another model)."""
     canonical = _canonical_names(module)
     expected = {prefix + n for n in canonical.values()}
     present = {k for k in tensors if k.startswith(prefix)}
@@ -306,14 +269,8 @@ def _optimizer_from_file(
             state.setdefault(int(idx), {})[name] = t
     for idx, values in saved["state"].items():
         state.setdefault(int(idx), {}).update(values)
-    groups = []
-    for g, now in zip(saved["param_groups"], current["param_groups"]):
-        groups.append(
-            {
-                k: tuple(v) if isinstance(now.get(k), tuple) and isinstance(v, list) else v
-                for k, v in g.items()
-            }
-        )
+    groups = [{k: tuple(v) if isinstance(now.get(k), tuple) and isinstance(v, list) else v
+               for k, v in g.items()} for g, now in zip(saved["param_groups"], current["param_groups"])]
     groups += list(saved["param_groups"][len(groups) :])  # a count mismatch is load_state_dict's error
     return {"state": state, "param_groups": groups}
 
@@ -326,18 +283,22 @@ def _optimizer_from_file(
 Heads = Mapping[str, nn.Module]
 
 
-def _weights(model: nn.Module, heads: Heads | None) -> dict[str, torch.Tensor]:
+def _save(path: str | Path, model: nn.Module, heads: Heads | None, kind: str, step: int,
+          more: Mapping[str, torch.Tensor], **info: Any) -> Path:
+    """A seqvcr file: the weights of the model and of the heads, then ``more`` tensors; the kind, the step,
+    the GPT's shape and ``info`` as JSON under ``__metadata__["seqvcr"]``."""
     tensors = state_tensors(model, "model.")
     for name, head in (heads or {}).items():
         tensors.update(state_tensors(head, f"{name}."))
-    return tensors
+    header = {"format": FORMAT, "kind": kind, "step": int(step), "model_config": vars(model.config).copy(),
+              **info}
+    return write_safetensors(path, {**tensors, **more}, {META_KEY: json.dumps(header, allow_nan=False)})
 
 
 def save_model(path: str | Path, model: nn.Module, heads: Heads | None, step: int) -> Path:
     """``model.safetensors``: the weights of the model and of the loss terms' heads, the step and the
     GPT's shape."""
-    info = {"format": FORMAT, "kind": "model", "step": int(step), "model_config": vars(model.config).copy()}
-    return _write_run_file(path, _weights(model, heads), info)
+    return _save(path, model, heads, "model", step, {})
 
 
 def save_checkpoint(
@@ -352,23 +313,11 @@ def save_checkpoint(
     config: dict[str, Any],
 ) -> Path:
     """``checkpoint.safetensors``: weights, optimiser state and one RNG state per rank (rank order)."""
-    tensors = _weights(model, heads)
     opt_tensors, opt_plain = _optimizer_to_file(optimizer.state_dict())
     rng_tensors, rng_python = _rng_to_file(rng_states)
-    tensors.update(opt_tensors)
-    tensors.update(rng_tensors)
-    info = {
-        "format": FORMAT,
-        "kind": "checkpoint",
-        "step": int(step),
-        "model_config": vars(model.config).copy(),
-        "train_time_s": float(train_time),
-        "world_size": len(rng_states),
-        "optimizer": opt_plain,
-        "rng_python": rng_python,
-        "config": config,
-    }
-    return _write_run_file(path, tensors, info)
+    return _save(path, model, heads, "checkpoint", step, {**opt_tensors, **rng_tensors},
+                 train_time_s=float(train_time), world_size=len(rng_states), optimizer=opt_plain,
+                 rng_python=rng_python, config=config)
 
 
 @dataclass

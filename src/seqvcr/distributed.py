@@ -6,23 +6,17 @@ rank the concatenation (along dim 0, in rank order) and routes gradients back to
 
 Gradient convention (the usual one, as in SimCLR / lightly's ``GatherLayer``)
 -----------------------------------------------------------------------------
-Every rank computes the SAME global Seq-VCR loss ``L(X_all)`` on the gathered tensor, adds its own
-per-rank next-token loss (a mean over its shard), and DDP averages the parameter gradients over the
-``W`` ranks. For the parameters to receive exactly the single-process gradient of
-``mean-LM-loss(full batch) + L(X_all)``, the backward of the gather all-reduces (SUM) the incoming
-gradient of ``X_all`` and returns the local rank's slice. Each rank then holds ``W * dL/dX_r`` for its
-shard, and after DDP's division by ``W`` the parameters get ``sum_r dL/dX_r dX_r/dtheta = dL/dtheta``.
-The same factor applies to the LM loss: a per-rank mean is ``W`` times the full-batch mean's gradient
-on that shard. So, shard by shard, the gradient reaching the local inputs is ``W`` times the
-single-process gradient, and parameter gradients after DDP averaging are exactly the single-process
-ones (for equal shard sizes; for unequal shard sizes the Seq-VCR part stays exact, only the LM part's
-per-rank mean weighting differs, as it always does under DDP).
+Every rank computes the SAME global Seq-VCR loss ``L(X_all)`` on the gathered tensor plus its own
+next-token loss (a mean over its shard), and DDP averages the parameter gradients over the ``W`` ranks.
+The backward of the gather all-reduces (SUM) the incoming gradient of ``X_all`` and returns the local
+slice, so each rank holds ``W * dL/dX_r`` for its shard, just as a per-rank LM mean has ``W`` times the
+full-batch mean's gradient there. After DDP's division by ``W`` the parameters get exactly the
+single-process gradient of ``mean-LM-loss(full batch) + L(X_all)`` (for unequal shard sizes the Seq-VCR
+part stays exact; only the LM part's per-rank mean weighting differs, as it always does under DDP).
+Ranks computing different losses ``L_r`` on the gathered tensor get that of ``(1/W) sum_r L_r(X_all)``.
 
-More generally the SUM all-reduce makes the parameters' gradient that of ``(1/W) sum_r L_r(X_all)`` when
-ranks compute different losses ``L_r`` on the gathered tensor.
-
-Shards may have different sizes along dim 0 (the last batch of an epoch); the sizes are exchanged
-first, which costs one tiny extra all-gather per call.
+Shards may differ in size along dim 0 (the last batch of an epoch): one tiny extra all-gather per call
+exchanges the sizes first.
 """
 
 from __future__ import annotations
@@ -46,7 +40,6 @@ __all__ = ["all_gather_with_grad", "any_rank", "barrier", "gather_to_rank0", "in
 
 
 def is_distributed() -> bool:
-    """True when a default process group is initialised."""
     return dist.is_available() and dist.is_initialized()
 
 
@@ -72,19 +65,10 @@ def barrier() -> None:
 
 
 def init_from_env(backend: str | None = None) -> bool:
-    """Initialise the default process group from torchrun's environment variables.
-
-    Reads ``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` (``env://``). With no
-    ``WORLD_SIZE`` or ``WORLD_SIZE <= 1`` nothing is initialised (single process). The backend is
-    ``nccl`` when CUDA is available (and the CUDA device is set to ``LOCAL_RANK``), else ``gloo``.
-    Calling it when a group is already initialised does nothing.
-
-    Returns:
-        True when running distributed after the call.
-
-    Raises:
-        ConfigError: ``WORLD_SIZE > 1`` but one of the other variables is missing.
-    """
+    """Initialise the default process group from torchrun's environment (``env://``) when ``WORLD_SIZE``
+    is over 1, once; True when running distributed after the call. The backend is ``nccl`` when CUDA is
+    available (on the device ``LOCAL_RANK``), else ``gloo``. A ConfigError when ``RANK``,
+    ``MASTER_ADDR`` or ``MASTER_PORT`` is missing."""
     if is_distributed():
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -131,11 +115,9 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, group: Any) -> Tensor:  # type: ignore[override]
-        sizes = _gather_sizes(x.shape[0], x.device, group)
-        ctx.group = group
-        ctx.sizes = sizes
-        ctx.rank = dist.get_rank(group)
-        return _gather_cat(x, sizes, group)
+        ctx.group, ctx.rank = group, dist.get_rank(group)
+        ctx.sizes = _gather_sizes(x.shape[0], x.device, group)
+        return _gather_cat(x, ctx.sizes, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
@@ -146,16 +128,10 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
 
 def all_gather_with_grad(x: Tensor, group: Any = None) -> Tensor:
-    """Concatenate ``x`` (n_r, ...) from every rank along dim 0, in rank order, with gradients.
-
-    In a single process (or a group of one) this returns ``x`` itself. Tensors that do not require a
-    gradient (e.g. a bool padding mask) are gathered without autograd; bool tensors travel as uint8.
-    Shards may differ in size along dim 0 but must agree on the other dims and dtype.
-
-    Backward: the incoming gradient of the concatenation is all-reduced (SUM) over the ranks and the
-    local slice is returned; see the module docstring for why this makes DDP-averaged parameter
-    gradients equal to the single-process ones on the full batch.
-    """
+    """Concatenate ``x`` (n_r, ...) from every rank along dim 0, in rank order, with gradients (the
+    module docstring says which); ``x`` itself in a single process. Tensors that need no gradient (a bool
+    padding mask) are gathered without autograd, bools as uint8. Shards may differ in size along dim 0
+    but must agree on the other dims and dtype."""
     if not is_distributed() or dist.get_world_size(group) == 1:
         return x
     if x.requires_grad:

@@ -32,21 +32,7 @@ from seqvcr.errors import ConfigError, InputShapeError
 __all__ = ["matrix_entropy"]
 
 
-def _gram(z: Tensor) -> Tensor:
-    """The smaller of ``z z^T`` (..., n, n) and ``z^T z`` (..., d, d); same non-zero eigenvalues."""
-    n, d = z.shape[-2], z.shape[-1]
-    if n <= d:
-        return z @ z.transpose(-1, -2)  # (..., n, n)
-    return z.transpose(-1, -2) @ z  # (..., d, d)
-
-
-def matrix_entropy(
-    z: Tensor,
-    alpha: float = 1.0,
-    *,
-    center: bool = False,
-    normalize: bool = False,
-) -> Tensor:
+def matrix_entropy(z: Tensor, alpha: float = 1.0, *, center: bool = False, normalize: bool = False) -> Tensor:
     """Alpha-order Renyi entropy (natural log) of the normalised Gram spectrum of ``z`` (Eq. 2).
 
     Args:
@@ -72,7 +58,7 @@ def matrix_entropy(
     z = z.to(torch.float64)
     if center:
         z = z - z.mean(-2, keepdim=True)  # (..., n, d)
-    k = _gram(z)  # (..., m, m), m = min(n, d)
+    k = z @ z.mT if n <= d else z.mT @ z  # (..., m, m), m = min(n, d): the smaller Gram matrix
     m = k.shape[-1]
     trace = k.diagonal(dim1=-2, dim2=-1).sum(-1)  # (...,)
     nonzero = trace > 0  # (...,) an all-zero z has no spectrum

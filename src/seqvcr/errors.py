@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class SeqVCRError(Exception):
     """Base class: any error a user can fix by changing their input (file, config, flag)."""
@@ -25,3 +29,16 @@ class InputShapeError(SeqVCRError, ValueError):
 
 class TrainingDivergedError(SeqVCRError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@contextmanager
+def disk_error(
+    path: Path,
+    failed: str,
+    advice: str = "free some space and re-run the same command to resume from the last checkpoint",
+) -> Iterator[None]:
+    """An OSError of the writes inside (a full disk) as a one-line ``PATH: failed (why); advice``."""
+    try:
+        yield
+    except OSError as err:
+        raise RunDirError(f"{path}: {failed} ({err.strerror or err}); {advice}") from None

@@ -25,18 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from seqvcr.runfiles import (
-    ENTROPY_CSV,
-    ENTROPY_FILES,
-    ENTROPY_JSON,
-    ENTROPY_VALUES_CSV,
-    EVAL_DIR,
-    SNAPSHOT_DIR,
-)
+from seqvcr.runfiles import ENTROPY_CSV, ENTROPY_FILES, ENTROPY_JSON, ENTROPY_VALUES_CSV, EVAL_DIR
+from seqvcr.runs import snapshot_file
 
 __all__ = ["ENTROPY_CSV", "ENTROPY_FILES", "ENTROPY_JSON", "ENTROPY_VALUES_CSV", "EVAL_DIR", "analysis_home",
            "eval_name", "file_sha256", "find_entropy", "find_eval", "source"]
-
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -57,17 +50,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def analysis_home(run_dir: str | os.PathLike[str], step: int | None = None) -> Path:
     """Where the measurements of a run (``step`` None) or of its snapshot of ``step`` are saved."""
-    rd = Path(run_dir)
-    return rd if step is None else rd / SNAPSHOT_DIR / f"step_{int(step):06d}"
+    return Path(run_dir) if step is None else snapshot_file(run_dir, step).with_suffix("")
 
 
-def source(
-    run_dir: str | os.PathLike[str],
-    weights: str | os.PathLike[str],
-    step: int,
-    data_file: str,
-    data_path: Path,
-) -> dict[str, Any]:
+def source(run_dir: str | os.PathLike[str], weights: str | os.PathLike[str], step: int, data_file: str,
+           data_path: Path) -> dict[str, Any]:
     """What a measurement was made from (see the module docstring)."""
     from seqvcr import __version__
 
@@ -76,14 +63,8 @@ def source(
         rel = str(w.resolve().relative_to(rd.resolve()))
     except ValueError:
         rel = str(w)
-    return {
-        "weights": rel,
-        "weights_sha256": file_sha256(w),
-        "step": int(step),
-        "data": str(data_file),
-        "data_sha256": file_sha256(data_path),
-        "seqvcr": __version__,
-    }
+    return {"weights": rel, "weights_sha256": file_sha256(w), "step": int(step), "data": str(data_file),
+            "data_sha256": file_sha256(data_path), "seqvcr": __version__}
 
 
 def _same_source(saved: Any, want: dict[str, Any]) -> bool:
@@ -111,14 +92,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 def find_eval(
     places: Iterable[Path], want: dict[str, Any], *, limit: int, precision: str
 ) -> tuple[dict[str, Any], Path, Path] | None:
-    """An up-to-date saved evaluation, its file and its predictions file, searched in ``places``
-    (files, or directories whose ``*.json`` are candidates), or None.
-
-    A candidate counts when its ``source`` matches ``want``, its ``limit`` and ``precision`` are the
-    requested ones, and the predictions file it names (``predictions_file``, relative to it, or in the
-    ``eval/`` directory next to it, where ``seqvcr eval`` saved the copy a published run's
-    ``test_eval.json`` names) exists.
-    """
+    """An up-to-date saved evaluation (same source, ``limit`` and ``precision``), its file and its
+    predictions file, searched in ``places`` (files, or directories whose ``*.json`` are candidates), or
+    None. The predictions file it names must exist, relative to it or in the ``eval/`` directory next to
+    it (where ``seqvcr eval`` saved the copy a published run's ``test_eval.json`` names)."""
     for place in places:
         candidates = sorted(place.glob("*.json")) if place.is_dir() else [place]
         for path in candidates:

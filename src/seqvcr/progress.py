@@ -43,18 +43,10 @@ def _seconds(s: float) -> str:
 
 
 class ProgressBar:
-    """Progress over ``total`` units (None: unknown), shown as described in the module docstring.
-
-    Args:
-        total: units of work (examples, sequences, runs), or None when unknown.
-        desc: what is measured, the prefix of every line (``eval``, ``entropy``, ``sweep``).
-        unit: the unit's name in plain lines (``examples``).
-        enabled: False writes nothing at all (``--quiet``).
-        stream: where to write (default: ``sys.stderr`` at the time of the call).
-        interval: seconds between plain lines (default ``PLAIN_INTERVAL_S``).
-        plain: False writes no plain progress lines (for commands whose own event lines already say
-            how far they are, such as a sweep's ``[3/10] done ...``); the bar on a terminal is kept.
-    """
+    """Progress over ``total`` units (None: unknown) of ``unit``, each line prefixed with ``desc`` (``eval``),
+    shown on ``stream`` (default: ``sys.stderr`` at the time of the call) as the module docstring says.
+    ``plain=False`` writes no plain progress lines (for commands whose own event lines already say how far
+    they are, such as a sweep's ``[3/10] done ...``); the bar on a terminal is kept."""
 
     def __init__(
         self,
@@ -87,40 +79,34 @@ class ProgressBar:
 
     @property
     def is_bar(self) -> bool:
-        """True when a live bar is drawn (a terminal), False for plain lines or nothing."""
+        """True when a live bar is drawn (a terminal)."""
         return self._bar is not None
 
     def update(self, n: int = 1) -> None:
         """``n`` more units are done."""
         self.n += n
-        if not self.enabled:
-            return
         if self._bar is not None:
             self._bar.update(n)
             return
         now = time.perf_counter()
         unfinished = self.total is None or self.n < self.total
-        if self.plain and unfinished and now - self._last_line >= self.interval:
+        if self.enabled and self.plain and unfinished and now - self._last_line >= self.interval:
             self._last_line = now
             self._line(self._status(now))
 
     def write(self, text: str) -> None:
         """Print one line (an event) without breaking the bar."""
-        if not self.enabled:
-            return
         if self._bar is not None:
             self._bar.write(text, file=self.stream)
-        else:
+        elif self.enabled:
             self._line(text)
 
     def close(self, *, failed: bool = False) -> None:
         """Finish: the bar stays on screen; a plain-line stream gets the final count and time (not
         when ``failed``: the error is the command's last word)."""
-        if self._closed:
+        if self._closed or not self.enabled:
             return
         self._closed = True
-        if not self.enabled:
-            return
         if self._bar is not None:
             self._bar.close()
         elif self.plain and self.n and not failed:

@@ -1,14 +1,7 @@
 """A training run's directory: whether to resume or refuse, setting it up, and keeping its files (their
-names and the layout are ``seqvcr.runfiles``'s).
-
-The training loop calls these and nothing else touches a run directory's training files:
-
-* :func:`check_run_dir` decides, changing nothing, whether a directory is resumed (an interrupted run with
-  the same config), refused (a finished run or another config, without ``force``) or started;
-* :func:`set_up_run_dir` then removes an old run (``force``), creates the directory and writes the config;
-* :func:`save_checkpoint` / :func:`save_snapshot` / :func:`save_final_model` write the weights, each a
-  one-line ``RunDirError`` on a full disk that names what is kept to resume from;
-* :class:`StopOnCtrlC` turns the first Ctrl-C into a request the loop answers with a checkpoint.
+names and the layout are ``seqvcr.runfiles``'s). The training loop calls these, and nothing else touches
+a run directory's training files; a failed write (a full disk) is a one-line ``RunDirError`` that names
+what is kept to resume from.
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ from seqvcr import outputs
 from seqvcr.atomic import check_output_path, write_text_atomic
 from seqvcr.checkpoints import Heads, save_model
 from seqvcr.checkpoints import save_checkpoint as _write_checkpoint
-from seqvcr.errors import RunDirError
+from seqvcr.errors import RunDirError, disk_error
 from seqvcr.runfiles import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -145,40 +138,26 @@ def save_checkpoint(
     cfg: C.Config,
     rng_states: list[dict[str, Any]],
 ) -> None:
-    """Write ``checkpoint.safetensors`` for ``step``; a failed write (full disk) is a one-line RunDirError,
-    the temporary file is gone and the previous checkpoint is untouched."""
-    try:
+    """Write ``checkpoint.safetensors`` for ``step``; after a failed write the previous one is untouched."""
+    advice = f"{kept(path, last_good_step)}; free some space and re-run the same command to resume"
+    with disk_error(path, f"cannot write the checkpoint of step {step}", advice):
         _write_checkpoint(path, model, heads, opt, step=step, train_time=train_time, rng_states=rng_states,
                           config=C.to_dict(cfg))
-    except OSError as err:
-        raise RunDirError(
-            f"{path}: cannot write the checkpoint of step {step} ({err.strerror or err}); "
-            f"{kept(path, last_good_step)}; free some space and re-run the same command to resume"
-        ) from None
 
 
 def save_snapshot(run_dir: Path, model: torch.nn.Module, heads: Heads, step: int) -> None:
     """Keep the weights of ``step`` in ``RUN_DIR/snapshots/step_000500.safetensors`` (weights only)."""
     path = snapshot_file(run_dir, step)
     path.parent.mkdir(exist_ok=True)
-    try:
+    with disk_error(path, f"cannot write the snapshot of step {step}"):
         save_model(path, model, heads, step)
-    except OSError as err:
-        raise RunDirError(
-            f"{path}: cannot write the snapshot of step {step} ({err.strerror or err}); free some space "
-            "and re-run the same command to resume from the last checkpoint"
-        ) from None
 
 
 def save_final_model(run_dir: Path, model: torch.nn.Module, heads: Heads, step: int) -> None:
     """``model.safetensors``, written after the last checkpoint (which a failure here names)."""
-    try:
+    advice = f"{kept(run_dir / CHECKPOINT_FILE, step)}; free some space and re-run the same command"
+    with disk_error(run_dir / MODEL_FILE, "cannot be written", advice):
         save_model(run_dir / MODEL_FILE, model, heads, step)
-    except OSError as err:
-        raise RunDirError(
-            f"{run_dir / MODEL_FILE}: cannot be written ({err.strerror or err}); "
-            f"{kept(run_dir / CHECKPOINT_FILE, step)}; free some space and re-run the same command"
-        ) from None
 
 
 class StopOnCtrlC:

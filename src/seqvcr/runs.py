@@ -21,13 +21,9 @@ from typing import Any
 import torch
 
 from seqvcr import config as C
-from seqvcr.checkpoints import (
-    CHECKPOINT_FILE,
-    MODEL_FILE,
-    load_state_tensors,
-    read_safetensors,
-)
+from seqvcr.checkpoints import CHECKPOINT_FILE, MODEL_FILE, load_state_tensors, read_safetensors
 from seqvcr.datafiles import resolve_data_path
+from seqvcr.distributed import local_rank
 from seqvcr.errors import ConfigError, RunDirError
 from seqvcr.model import GPT, GPTConfig
 from seqvcr.objectives import SeqVCR
@@ -40,7 +36,6 @@ __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "MODEL_FILE", "RESU
            "code_version", "data_note", "describe_machine", "load_run", "load_run_config", "load_splits",
            "machine_info", "precision_used", "read_result", "select_device", "snapshot_file",
            "saved_snapshot_steps", "test_keys", "weights_file"]
-
 
 
 def build_task(cfg: C.Config) -> Task:
@@ -112,19 +107,14 @@ def load_splits(cfg: C.Config, task: Task) -> tuple[list[Example], list[Example]
 def select_device(spec: str = "auto") -> torch.device:
     """auto -> the local CUDA device (LOCAL_RANK under torchrun) if there is one, else CPU."""
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
     try:
         dev = torch.device(spec)
     except RuntimeError:
         raise ConfigError(f"train.device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={spec!r} but CUDA is not available on this machine")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={spec!r} but CUDA is not available on this machine")
+    return torch.device("cuda", local_rank()) if dev.type == "cuda" and dev.index is None else dev
 
 
 def precision_used(device: torch.device, precision: str) -> str:
@@ -162,16 +152,16 @@ def code_version() -> dict[str, Any]:
     from seqvcr import __version__
 
     info: dict[str, Any] = {"seqvcr": __version__}
-    here = Path(__file__).resolve().parent
-    git = ["git", "-C", str(here)]
+
+    def git(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+        here = str(Path(__file__).resolve().parent)
+        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=timeout)
+
     try:
-        tracked = subprocess.run([*git, "ls-files", "--error-unmatch", "runs.py"], capture_output=True,
-                                 text=True, timeout=10)
-        if tracked.returncode != 0:  # an installed copy, not a checkout
+        if git("ls-files", "--error-unmatch", "runs.py").returncode != 0:  # an installed copy, not a checkout
             return info
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True, timeout=30)
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no", timeout=30)
     except (OSError, subprocess.SubprocessError):  # no git, or it hangs
         return info
     if commit.returncode == 0 and status.returncode == 0:
@@ -247,11 +237,8 @@ def saved_snapshot_steps(run_dir: str | Path) -> list[int]:
 def weights_file(run_dir: str | Path, step: int | None = None) -> Path:
     """The file a run's trained weights are read from: ``model.safetensors`` once the run has finished,
     else the latest ``checkpoint.safetensors``; with ``step``, the snapshot of that step
-    (``train.snapshot_steps``), or ``model.safetensors`` when ``step`` is the final step.
-
-    Raises:
-        RunDirError: no weights yet, or no snapshot of ``step`` (the message lists those there are).
-    """
+    (``train.snapshot_steps``), or ``model.safetensors`` when ``step`` is the final step. A RunDirError
+    when there are no weights yet, or no snapshot of ``step`` (the message lists those there are)."""
     rd = Path(run_dir)
     if step is not None:
         snap = snapshot_file(rd, step)
@@ -288,12 +275,8 @@ def load_run_config(run_dir: str | Path, *, need_weights: bool = True) -> C.Conf
 def load_run(
     run_dir: str | Path, device: torch.device | str = "cpu", *, step: int | None = None
 ) -> LoadedRun:
-    """Rebuild config, task, format and the trained model (eval mode) from a run directory.
-
-    The weights come from ``weights_file(run_dir, step)`` (the final weights, or the snapshot of
-    ``step``; safetensors: nothing in the file is executed); a truncated, corrupt or foreign file is a
-    RunDirError naming it.
-    """
+    """Rebuild config, task, format and the trained model (eval mode) from a run directory, the weights
+    from ``weights_file(run_dir, step)``; a truncated, corrupt or foreign file is a RunDirError naming it."""
     rd = Path(run_dir)
     cfg = load_run_config(rd)
     task = build_task(cfg)

@@ -19,20 +19,12 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD, EOS, PAUSE_START, PAUSE, PAUSE_END)
 
 
 class Tokenizer:
-    """Maps whitespace-separated task tokens to integer ids and back.
-
-    Args:
-        task_tokens: the task's own vocabulary (digits, operators, separators), without special tokens.
-    """
+    """Maps whitespace-separated task tokens to integer ids and back; ``task_tokens`` is the task's own
+    vocabulary (digits, operators, separators)."""
 
     def __init__(self, task_tokens: Iterable[str]) -> None:
-        tokens = list(SPECIAL_TOKENS)
-        for tok in task_tokens:
-            if tok in tokens:
-                continue
-            tokens.append(tok)
-        self.tokens: list[str] = tokens
-        self.index: dict[str, int] = {t: i for i, t in enumerate(tokens)}
+        self.tokens: list[str] = list(dict.fromkeys([*SPECIAL_TOKENS, *task_tokens]))
+        self.index: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
         self.pad_id = self.index[PAD]
         self.eos_id = self.index[EOS]
         self.pause_start_id = self.index[PAUSE_START]

@@ -34,41 +34,30 @@ from typing import Any, TextIO
 import torch
 
 from seqvcr import distributed as dist_utils
-from seqvcr.errors import ConfigError, RunDirError
+from seqvcr.atomic import write_text_atomic
+from seqvcr.errors import ConfigError, disk_error
 from seqvcr.runfiles import METRICS_FILE, TENSORBOARD_DIR, WANDB_DIR, WANDB_ID_FILE
 
-__all__ = ["EXTRAS", "LOG_TARGETS", "METRICS_FILE", "TENSORBOARD_DIR", "WANDB_DIR", "WANDB_MODES",
-           "LogInterval", "MetricsLogger", "check_available", "scalars"]
+__all__ = ["LOG_TARGETS", "METRICS_FILE", "TENSORBOARD_DIR", "WANDB_DIR", "WANDB_MODES", "LogInterval",
+           "MetricsLogger", "check_available", "scalars"]
 
-#: Where training metrics go (``train.log_to``): ``jsonl`` is RUN_DIR/metrics.jsonl (always on: reports
-#: and resuming read it); ``tensorboard`` event files in RUN_DIR/tensorboard/ (the ``tensorboard``
-#: extra); ``wandb`` a Weights & Biases run (the ``wandb`` extra; ``train.wandb_mode: offline`` needs no
-#: network).
+#: ``train.log_to``, described in the module docstring.
 LOG_TARGETS: tuple[str, ...] = ("jsonl", "tensorboard", "wandb")
 #: ``train.wandb_mode``: stream the run, write it locally for a later ``wandb sync``, or nothing.
 WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
 
-#: target -> (module that must be importable, the extra that installs it)
-EXTRAS: dict[str, tuple[str, str]] = {
-    "tensorboard": ("tensorboard", "tensorboard"),
-    "wandb": ("wandb", "wandb"),
-}
 
-
-def missing_extra(module: str, extra: str, what: str) -> ConfigError:
-    """The one-line error for an optional dependency that is not installed."""
-    return ConfigError(
-        f"{what} needs the {module} package, which is not installed: pip install 'seqvcr[{extra}]'"
-    )
+def _missing(target: str) -> ConfigError:
+    """The one-line error for an optional target whose package (and extra, of the same name) is missing."""
+    return ConfigError(f"train.log_to: {target} needs the {target} package, which is not installed: "
+                       f"pip install 'seqvcr[{target}]'")
 
 
 def check_available(targets: list[str]) -> None:
     """Fail before any work when a target of ``train.log_to`` lacks its package (names the extra)."""
     for target in targets:
-        if target in EXTRAS:
-            module, extra = EXTRAS[target]
-            if importlib.util.find_spec(module) is None:
-                raise missing_extra(module, extra, f"train.log_to: {target}")
+        if target in ("tensorboard", "wandb") and importlib.util.find_spec(target) is None:
+            raise _missing(target)
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -77,9 +66,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     group = "train" if record.get("kind") == "train" else str(record.get("split", record.get("kind", "eval")))
     out: dict[str, float] = {}
     for key, value in record.items():
-        if key in ("kind", "split", "step", "time"):
-            continue
-        if isinstance(value, bool):
+        if key in ("kind", "split", "step", "time") or isinstance(value, bool):
             continue
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[f"{group}/{key}"] = float(value)
@@ -90,16 +77,9 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 class MetricsLogger:
-    """Writes each metrics record to ``metrics.jsonl`` and to the trackers of ``train.log_to``.
-
-    Args:
-        run_dir: the run directory.
-        targets: ``train.log_to``.
-        elapsed: seconds since the run started (over every attempt), stamped on each record.
-        resume_step: the step a resumed run continues from (None for a fresh run).
-        config: the resolved config as a dict (W&B keeps it with the run).
-        wandb_project, wandb_mode: ``train.wandb_project``, ``train.wandb_mode``.
-    """
+    """Writes each metrics record to ``metrics.jsonl`` and to the trackers of ``train.log_to`` (``targets``),
+    stamped with ``elapsed()``, the seconds since the run started over every attempt. ``resume_step``: the
+    step a resumed run continues from; ``config``: the resolved config, which W&B keeps with the run."""
 
     def __init__(
         self,
@@ -126,29 +106,20 @@ class MetricsLogger:
                 purge = resume_step + 1 if resume_step is not None else None
                 self._tb = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=purge)
             if "wandb" in targets:
-                self._wandb = _start_wandb(
-                    run_dir, resume_step is not None, config, wandb_project, wandb_mode
-                )
+                self._wandb = _start_wandb(run_dir, resume_step is not None, config, wandb_project,
+                                           wandb_mode)
         except BaseException:
             self.close()
             raise
 
     def log(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Stamp ``elapsed_s`` and ``time`` on ``record`` and write it everywhere; returns it.
-
-        Raises:
-            RunDirError: metrics.jsonl cannot be appended to (e.g. a full disk).
-        """
+        """Stamp ``elapsed_s`` and ``time`` on ``record`` and write it everywhere (a RunDirError when
+        metrics.jsonl cannot be appended to); returns it."""
         record = {**record, "elapsed_s": float(self.elapsed()), "time": time.time()}
         if self._jsonl is not None:
-            try:
+            with disk_error(self.path, "cannot append a record"):
                 self._jsonl.write(json.dumps(record) + "\n")
                 self._jsonl.flush()
-            except OSError as err:
-                raise RunDirError(
-                    f"{self.path}: cannot append a record ({err.strerror or err}); free some space and "
-                    "re-run the same command to resume from the last checkpoint"
-                ) from None
         values = scalars(record)
         step = int(record["step"])
         if self._tb is not None:
@@ -161,15 +132,10 @@ class MetricsLogger:
 
     def close(self) -> None:
         """Flush and close every target (safe to call twice)."""
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        for target, close in ((self._jsonl, "close"), (self._tb, "close"), (self._wandb, "finish")):
+            if target is not None:
+                getattr(target, close)()
+        self._jsonl = self._tb = self._wandb = None
 
 
 def _start_wandb(run_dir: Path, resume: bool, config: dict[str, Any] | None, project: str, mode: str) -> Any:
@@ -177,15 +143,13 @@ def _start_wandb(run_dir: Path, resume: bool, config: dict[str, Any] | None, pro
     try:
         import wandb
     except ImportError:
-        raise missing_extra("wandb", "wandb", "train.log_to: wandb") from None
+        raise _missing("wandb") from None
     d = run_dir / WANDB_DIR
     d.mkdir(parents=True, exist_ok=True)
     id_file = d / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     if not run_id:
         run_id = secrets.token_hex(6)  # W&B run ids: lowercase letters and digits
-        from seqvcr.atomic import write_text_atomic
-
         write_text_atomic(id_file, run_id + "\n")
     return wandb.init(project=project, dir=str(run_dir), name=run_dir.resolve().name, id=run_id,
                       resume="allow", config=config, mode=mode, reinit=True)
