@@ -110,12 +110,10 @@ def read_safetensors(
             tensors = {k: f.get_tensor(k) for k in names}
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types; all mean "unreadable"
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunDirError(
-            f"{p}: not a readable {what}: truncated or corrupt ({detail}); {_remedy(p)}"
-        ) from None
-    raw = meta.get(META_KEY)
+        problem = f"not a readable {what}: truncated or corrupt ({detail})"
+        raise RunDirError(f"{p}: {problem}; {_remedy(p)}") from None
     try:
-        info = json.loads(raw) if raw is not None else None
+        info = json.loads(meta.get(META_KEY, "null"))
     except json.JSONDecodeError:
         info = None
     if not isinstance(info, dict) or not isinstance(info.get("step"), int):
@@ -236,9 +234,8 @@ def _rng_from_file(tensors: Mapping[str, torch.Tensor], python: list[Any]) -> li
         cuda = []
         while f"rng.{r}.cuda.{len(cuda)}" in tensors:
             cuda.append(tensors[f"rng.{r}.cuda.{len(cuda)}"])
-        states.append(
-            {"torch": tensors[f"rng.{r}.torch"], "python": (version, tuple(internal), gauss), "cuda": cuda}
-        )
+        states.append({"torch": tensors[f"rng.{r}.torch"], "python": (version, tuple(internal), gauss),
+                       "cuda": cuda})
     return states
 
 
@@ -302,15 +299,8 @@ def save_model(path: str | Path, model: nn.Module, heads: Heads | None, step: in
 
 
 def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    heads: Heads | None,
-    optimizer: torch.optim.Optimizer,
-    *,
-    step: int,
-    train_time: float,
-    rng_states: list[Mapping[str, Any]],
-    config: dict[str, Any],
+    path: str | Path, model: nn.Module, heads: Heads | None, optimizer: torch.optim.Optimizer, *, step: int,
+    train_time: float, rng_states: list[Mapping[str, Any]], config: dict[str, Any],
 ) -> Path:
     """``checkpoint.safetensors``: weights, optimiser state and one RNG state per rank (rank order)."""
     opt_tensors, opt_plain = _optimizer_to_file(optimizer.state_dict())

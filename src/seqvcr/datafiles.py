@@ -19,8 +19,7 @@ def resolve_data_path(path: str | Path) -> Path:
     s = str(path)
     if not s.startswith(REF_PREFIX):
         return Path(s)
-    rel = s[len(REF_PREFIX) :].lstrip("/")
-    p = REFERENCE_DIR / rel
+    p = REFERENCE_DIR / s.removeprefix(REF_PREFIX).lstrip("/")
     if not p.is_file():
         shipped = sorted(str(f.relative_to(REFERENCE_DIR)) for f in REFERENCE_DIR.rglob("*.txt"))
         raise DataError(f"{s}: no such reference file; shipped: {', '.join(REF_PREFIX + f for f in shipped)}")

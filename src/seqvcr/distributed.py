@@ -168,10 +168,9 @@ def on_rank0(fn: Callable[[], T], distributed: bool) -> T | None:
 
 def gather_to_rank0(own: T) -> list[T]:
     """Every rank's ``own``, in rank order, on rank 0 (the others get ``[]``); a collective."""
-    world = world_size()
-    if world == 1:
+    if world_size() == 1:
         return [own]
-    out: list[Any] = [None] * world if rank() == 0 else []
+    out: list[Any] = [None] * world_size() if rank() == 0 else []
     torch.distributed.gather_object(own, out if rank() == 0 else None, dst=0)
     return out
 

@@ -81,9 +81,8 @@ def matrix_entropy(z: Tensor, alpha: float = 1.0, *, center: bool = False, norma
         else:
             power_sum = torch.where(p > 0, p, 0.0).pow(alpha).sum(-1)  # (...,)
             entropy = torch.log(torch.where(nonzero, power_sum, 1.0)) / (1.0 - alpha)
-    entropy = torch.where(nonzero, entropy, 0.0)
-    # rounding can put a full-rank uniform spectrum a hair outside [0, log m]
-    entropy = entropy.clamp(min=0.0)
+    # clamped: rounding can put a full-rank uniform spectrum a hair outside [0, log m]
+    entropy = torch.where(nonzero, entropy, 0.0).clamp(min=0.0)
 
     if normalize:
         bound = min(n - 1, d) if center else min(n, d)

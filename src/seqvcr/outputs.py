@@ -100,9 +100,8 @@ def find_eval(
         candidates = sorted(place.glob("*.json")) if place.is_dir() else [place]
         for path in candidates:
             saved = _read(path) if path.is_file() else None
-            if saved is None or not _same_source(saved.get("source"), want):
-                continue
-            if saved.get("limit", 0) != limit or saved.get("precision") != precision:
+            if (saved is None or not _same_source(saved.get("source"), want) or saved.get("limit", 0) != limit
+                    or saved.get("precision") != precision):
                 continue
             name = str(saved.get("predictions_file") or "")
             for preds in (path.parent / name, path.parent / EVAL_DIR / name):
@@ -118,11 +117,8 @@ def find_entropy(
     normalisation) and its file, among the files ``places``, or None."""
     for path in places:
         saved = _read(path) if path.is_file() else None
-        if saved is None or not _same_source(saved.get("source"), want):
-            continue
-        if saved.get("indices") != indices or saved.get("alpha") != alpha:
-            continue
-        if bool(saved.get("normalized")) != normalize or not isinstance(saved.get("layers"), list):
-            continue
-        return saved, path
+        if (saved is not None and _same_source(saved.get("source"), want) and saved.get("indices") == indices
+                and saved.get("alpha") == alpha and bool(saved.get("normalized")) == normalize
+                and isinstance(saved.get("layers"), list)):
+            return saved, path
     return None

@@ -49,15 +49,8 @@ class ProgressBar:
     they are, such as a sweep's ``[3/10] done ...``); the bar on a terminal is kept."""
 
     def __init__(
-        self,
-        total: int | None,
-        desc: str,
-        *,
-        unit: str = "it",
-        enabled: bool = True,
-        stream: TextIO | None = None,
-        interval: float | None = None,
-        plain: bool = True,
+        self, total: int | None, desc: str, *, unit: str = "it", enabled: bool = True,
+        stream: TextIO | None = None, interval: float | None = None, plain: bool = True,
     ) -> None:
         self.total = total
         self.desc = desc

@@ -93,11 +93,9 @@ def set_up_run_dir(run_dir: Path, cfg: C.Config, force: bool, resume: bool, step
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint a run resumes from, so no step appears twice.
-
-    A torn last line (the process was killed while writing it) is dropped too; any other line that is
-    not a JSON record is a RunDirError naming file:line (it was not written by seqvcr).
-    """
+    """Drop records logged after the checkpoint a run resumes from, so no step appears twice, and a torn
+    last line (killed while writing it); any other line that is not a JSON record is a RunDirError naming
+    file:line (seqvcr did not write it)."""
     if not path.is_file():
         return
     lines = path.read_text(errors="replace").splitlines()
@@ -127,16 +125,8 @@ def kept(path: Path, step: int) -> str:
 
 
 def save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    heads: Heads,
-    opt: torch.optim.Optimizer,
-    *,
-    step: int,
-    last_good_step: int,
-    train_time: float,
-    cfg: C.Config,
-    rng_states: list[dict[str, Any]],
+    path: Path, model: torch.nn.Module, heads: Heads, opt: torch.optim.Optimizer, *, step: int,
+    last_good_step: int, train_time: float, cfg: C.Config, rng_states: list[dict[str, Any]],
 ) -> None:
     """Write ``checkpoint.safetensors`` for ``step``; after a failed write the previous one is untouched."""
     advice = f"{kept(path, last_good_step)}; free some space and re-run the same command to resume"

@@ -60,9 +60,8 @@ def build_model(cfg: C.Config, vocab_size: int, block_size: int) -> GPT:
                 f"the data needs {block_size}"
             )
         return model
-    gcfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=m.n_layer, n_head=m.n_head,
-                     n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, tie_weights=m.tie_weights)
-    return GPT(gcfg)
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=m.n_layer, n_head=m.n_head,
+                         n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, tie_weights=m.tie_weights))
 
 
 def build_seqvcr(cfg: C.Config, in_dim: int) -> SeqVCR | None:
@@ -172,12 +171,10 @@ def code_version() -> dict[str, Any]:
 
 def _cpu_name() -> str:
     """The CPU model (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 

@@ -82,16 +82,9 @@ class MetricsLogger:
     step a resumed run continues from; ``config``: the resolved config, which W&B keeps with the run."""
 
     def __init__(
-        self,
-        run_dir: Path,
-        targets: list[str],
-        elapsed: Callable[[], float],
-        *,
-        resume_step: int | None = None,
-        config: dict[str, Any] | None = None,
-        wandb_project: str = "seqvcr",
-        wandb_mode: str = "offline",
-        metrics_file: str = METRICS_FILE,
+        self, run_dir: Path, targets: list[str], elapsed: Callable[[], float], *,
+        resume_step: int | None = None, config: dict[str, Any] | None = None, wandb_project: str = "seqvcr",
+        wandb_mode: str = "offline", metrics_file: str = METRICS_FILE,
     ) -> None:
         check_available(targets)
         self.elapsed = elapsed
@@ -144,9 +137,8 @@ def _start_wandb(run_dir: Path, resume: bool, config: dict[str, Any] | None, pro
         import wandb
     except ImportError:
         raise _missing("wandb") from None
-    d = run_dir / WANDB_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    id_file = d / WANDB_ID_FILE
+    id_file = run_dir / WANDB_DIR / WANDB_ID_FILE
+    id_file.parent.mkdir(parents=True, exist_ok=True)
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     if not run_id:
         run_id = secrets.token_hex(6)  # W&B run ids: lowercase letters and digits
