@@ -124,9 +124,8 @@ def read_safetensors(
 
 
 def _remedy(path: Path) -> str:
-    """What to do about an unreadable run file (it is never repaired or removed automatically). For a
-    ``model.safetensors``, a readable ``checkpoint.safetensors`` beside it still holds the run's weights
-    (the commands read it when ``model.safetensors`` is absent), and the message says of which step."""
+    """What to do about an unreadable run file (never repaired or removed automatically); for a
+    ``model.safetensors``, the step of the weights a readable checkpoint beside it holds."""
     if path.name == CHECKPOINT_FILE:
         return "restore it from a copy, or start the run over with --force"
     step = _checkpoint_step(path.parent / CHECKPOINT_FILE) if path.name == MODEL_FILE else None

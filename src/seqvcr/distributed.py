@@ -103,8 +103,7 @@ def _gather_cat(x: Tensor, sizes: list[int], group: Any) -> Tensor:
     n_max = max(sizes)
     x = x.contiguous()
     if x.shape[0] < n_max:
-        pad = x.new_zeros((n_max - x.shape[0], *x.shape[1:]))
-        x = torch.cat([x, pad], 0)  # (n_max, ...)
+        x = torch.cat([x, x.new_zeros((n_max - x.shape[0], *x.shape[1:]))], 0)  # (n_max, ...)
     buffers = [torch.empty_like(x) for _ in sizes]
     dist.all_gather(buffers, x, group=group)
     return torch.cat([b[:s] for b, s in zip(buffers, sizes)], 0)  # (sum(sizes), ...)

@@ -63,8 +63,7 @@ def matrix_entropy(z: Tensor, alpha: float = 1.0, *, center: bool = False, norma
     trace = k.diagonal(dim1=-2, dim2=-1).sum(-1)  # (...,)
     nonzero = trace > 0  # (...,) an all-zero z has no spectrum
 
-    if alpha == 2:
-        # sum p^2 = ||K||_F^2 / tr(K)^2: no eigen-decomposition needed.
+    if alpha == 2:  # sum p^2 = ||K||_F^2 / tr(K)^2 (module docstring)
         safe_trace = torch.where(nonzero, trace, 1.0)
         purity = k.pow(2).sum((-1, -2)) / safe_trace.pow(2)  # (...,) in [1/m, 1]
         entropy = -torch.log(torch.where(nonzero, purity, 1.0))

@@ -69,10 +69,8 @@ def source(run_dir: str | os.PathLike[str], weights: str | os.PathLike[str], ste
 
 def _same_source(saved: Any, want: dict[str, Any]) -> bool:
     """The same weights, data content and code version (the data may have been named differently)."""
-    if not isinstance(saved, dict):
-        return False
     keys = ("weights", "weights_sha256", "step", "data_sha256", "seqvcr")
-    return all(saved.get(k) == want.get(k) for k in keys)
+    return isinstance(saved, dict) and all(saved.get(k) == want.get(k) for k in keys)
 
 
 def eval_name(data_path: Path, limit: int) -> str:

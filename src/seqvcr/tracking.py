@@ -156,8 +156,7 @@ class LogInterval:
         self.names = names
         self.sums = torch.zeros(1 + len(names), device=device)  # the loss, then each term's logged values
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        self.tokens = 0
-        self.steps = 0
+        self.tokens = self.steps = 0
         self.t_last = time.perf_counter()
 
     def add(self, loss: torch.Tensor, logged: torch.Tensor, mask: torch.Tensor) -> None:
@@ -193,8 +192,7 @@ class LogInterval:
     def reset(self) -> None:
         """Start the next interval."""
         self.sums.zero_()
-        self.tokens = 0
-        self.steps = 0
+        self.tokens = self.steps = 0
         self.restart_clock()
 
     def restart_clock(self) -> None:
