@@ -31,7 +31,7 @@ from itertools import accumulate
 from typing import Any
 
 from seqvcr.errors import ConfigError, DataError
-from seqvcr.tasks.base import Example, Task, bad_line, check_int, generate_unique
+from seqvcr.tasks.base import Example, Task, bad_line, check_int
 
 OPERATORS: tuple[str, ...] = ("+", "-", "*", "/")
 BRACKETS: tuple[str, ...] = ("(", ")")
@@ -290,18 +290,10 @@ class ArithmeticTask(Task):
         span = f"{lo}" if lo == hi else f"{lo}..{hi}"
         return f"expressions with {span} operator{'s' if hi > 1 else ''}"
 
-    def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
-        """``n`` examples with distinct expressions (none in ``exclude``).
-
-        Like Feng's set-based de-duplication, a repeated expression is dropped and redrawn (with ``under``
-        the operator count is redrawn too, so the few hundred one-operator expressions run out gracefully).
-        """
-
-        def sample(rng: random.Random) -> tuple[str, Example]:
-            ex = self.example_from_history(self.history(self.num_operators(rng), rng))
-            return " ".join(ex.question), ex
-
-        return generate_unique(n, seed, exclude, sample, self.describe())
+    def sample(self, rng: random.Random) -> Example:
+        """A repeated expression is redrawn whole (like Feng's set-based de-duplication; with ``under`` the
+        operator count too, so the few hundred one-operator expressions run out gracefully)."""
+        return self.example_from_history(self.history(self.num_operators(rng), rng))
 
     # ---------------------------------------------------------------- file format
     def format_line(self, ex: Example, cot: bool = True) -> str:
