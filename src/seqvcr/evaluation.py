@@ -49,13 +49,8 @@ class EvalResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "exact_match": self.exact_match,
-            "n": self.n,
-            "position_accuracy": self.position_accuracy,
-            "examples_per_s": self.examples_per_s,
-            "seconds": self.seconds,
-        }
+        keys = ("exact_match", "n", "position_accuracy", "examples_per_s", "seconds")  # all but predictions
+        return {k: getattr(self, k) for k in keys}
 
 
 @torch.no_grad()
@@ -125,15 +120,8 @@ def score(
         for k, g in enumerate(gold):
             counts[k] += 1
             hits[k] += k < len(pred) and pred[k] == g
-        records.append(
-            {
-                "target": " ".join(gold),
-                "prediction": " ".join(pred),
-                "correct": bool(correct),
-                "closed": eos in cont,
-                "output": " ".join(cont),
-            }
-        )
+        records.append({"target": " ".join(gold), "prediction": " ".join(pred), "correct": bool(correct),
+                        "closed": eos in cont, "output": " ".join(cont)})
     pos_acc = [h / c if c else 0.0 for h, c in zip(hits, counts)]
     return (correct_total / n if n else 0.0), pos_acc, records
 
@@ -155,14 +143,8 @@ def evaluate(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     em, pos, records = score(fmt, conts, data.answers)
-    return EvalResult(
-        exact_match=em,
-        position_accuracy=pos,
-        n=len(data),
-        seconds=seconds,
-        examples_per_s=len(data) / seconds if seconds > 0 else float("inf"),
-        predictions=records,
-    )
+    per_s = len(data) / seconds if seconds > 0 else float("inf")
+    return EvalResult(em, pos, len(data), seconds, per_s, predictions=records)
 
 
 def _check_eval_options(batch_size: int, limit: int, predictions: str | None) -> None:
@@ -228,26 +210,15 @@ def evaluate_file(
     progress: bool = False,
     save: bool = False,
 ) -> dict[str, Any]:
-    """Score a trained run (or its snapshot of ``step``) on a data file; optionally write one JSON line
-    per example.
+    """Score a trained run (or its snapshot of ``step``) on a data file read with the run's task;
+    ``predictions``: also write one JSON line per example there.
 
-    The file is read with the run's task (so Deng et al.'s reference files work directly); the run's
-    configuration decides whether a chain of thought and pause tokens are used. A file of another
-    difficulty than the run's task (3-operator expressions for a 4-operator model) is scored, with a
-    warning on stderr and a ``data_note`` in the summary saying what it holds. ``progress`` shows a
-    progress bar on stderr (``seqvcr.progress``).
-
-    The summary records its ``source`` (weights and data, with their SHA-256; ``seqvcr.outputs``), the
-    ``limit`` and the ``precision``, so that a saved result can be recognised as up to date. ``save``
-    keeps it in the run directory (``HOME/eval/<name>.json`` and ``<name>.predictions.jsonl``, see
-    ``seqvcr.outputs``; skipped with a warning where the run directory cannot be written), where
-    ``seqvcr report`` finds it instead of decoding again.
-
-    Raises:
-        ConfigError: ``batch_size < 1`` or ``limit < 0``.
-        RunDirError: the run (or the snapshot) cannot be loaded, or ``predictions`` cannot be written
-            (checked first).
-        DataError: the data file is missing or malformed.
+    A file of another difficulty than the run's task is scored, with a warning and a ``data_note`` in the
+    summary. The summary records its ``source`` (weights and data with their SHA-256), ``limit`` and
+    ``precision``, so that a saved result can be recognised as up to date; ``save`` keeps it in the run
+    directory (:func:`_save_in_run`), where ``seqvcr report`` finds it instead of decoding again. Raises
+    ConfigError (bad options), RunDirError (the run cannot be loaded, ``predictions`` cannot be written)
+    or DataError (the data file), each before any decoding.
     """
     _check_eval_options(batch_size, limit, predictions)
     dev = select_device(device)
@@ -264,15 +235,9 @@ def evaluate_file(
         write_text_atomic(out, "".join(lines))
     assert run.weights is not None
     summary = {
-        "run_dir": str(run_dir),
-        "data": str(data_file),
-        "task": run.task.describe(),
-        "method": run.config.method.name,
-        "step": run.step,
-        **result.summary(),
-        "device": str(dev),
-        "precision": precision,
-        "limit": limit,
+        "run_dir": str(run_dir), "data": str(data_file), "task": run.task.describe(),
+        "method": run.config.method.name, "step": run.step, **result.summary(), "device": str(dev),
+        "precision": precision, "limit": limit,
         "source": outputs.source(run_dir, run.weights, run.step, str(data_file), data_path),
     }
     if note:
