@@ -65,10 +65,8 @@ def _with_task_options(cls: type) -> type:
 @dataclass
 @_with_task_options
 class TaskConfig:
-    """Which task and which data. Files override generation; generated sets are seeded.
-
-    After ``name`` come the task options (``digits`` ... ``length``): every task's constructor options,
-    types and defaults (``seqvcr.tasks.config_options``); the chosen task reads its own."""
+    """Which task and which data. Files override generation; generated sets are seeded. After ``name``
+    come every task's options (``digits`` ... ``length``: ``_with_task_options``); the task reads its own."""
 
     name: str = "mult"  # mult | arith | lis
     train_size: int = 808_000  # generated training examples (ignored when train_file is set)

@@ -34,12 +34,8 @@ from seqvcr.tasks import read_examples
 
 @dataclass
 class EvalResult:
-    """Scores of one evaluation.
-
-    exact_match: fraction of examples whose decoded answer equals the reference exactly.
-    position_accuracy: for answer position k (in the file's order; least significant digit first for
-    multiplication), the fraction of examples whose k-th answer token is right.
-    """
+    """Scores of one evaluation: the fraction of exact answers, and per answer position k (in the file's
+    order; least significant digit first for multiplication) the fraction whose k-th token is right."""
 
     exact_match: float
     position_accuracy: list[float]
@@ -55,13 +51,8 @@ class EvalResult:
 
 @torch.no_grad()
 def generate_continuations(
-    model: GPT,
-    data: EncodedData,
-    fmt: SequenceFormat,
-    batch_size: int = 256,
-    precision: str = "auto",
-    max_new_tokens: int | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    model: GPT, data: EncodedData, fmt: SequenceFormat, batch_size: int = 256, precision: str = "auto",
+    max_new_tokens: int | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
     """Greedy continuation of every prompt in ``data`` (token strings, cut at the first <eos>).
 
@@ -100,12 +91,8 @@ def generate_continuations(
 def score(
     fmt: SequenceFormat, continuations: Sequence[Sequence[str]], answers: Sequence[Sequence[str]]
 ) -> tuple[float, list[float], list[dict[str, Any]]]:
-    """Exact match, accuracy per answer position, and one prediction record per example.
-
-    An example is correct when its continuation ends its answer with ``<eos>`` and that answer equals
-    the reference; answer position k is right when the closed answer's k-th token is. ``closed`` in a
-    record says whether ``<eos>`` was produced.
-    """
+    """Exact match, accuracy per answer position (of answers closed by ``<eos>``, as ``extract_answer``
+    reads them), and one prediction record per example (``closed``: whether ``<eos>`` was produced)."""
     n = len(answers)
     width = max((len(a) for a in answers), default=0)
     hits = [0] * width
@@ -136,9 +123,7 @@ def evaluate(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    conts = generate_continuations(
-        model, data, fmt, batch_size=batch_size, precision=precision, on_batch=on_batch
-    )
+    conts = generate_continuations(model, data, fmt, batch_size, precision, on_batch=on_batch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
@@ -171,10 +156,8 @@ def _read_eval_data(
         print(f"warning: {note}; scoring it as it is", file=sys.stderr)
     data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
     if data.max_length > run.model.config.block_size:
-        raise DataError(
-            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
-            f"{run.model.config.block_size} positions"
-        )
+        raise DataError(f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
+                        f"{run.model.config.block_size} positions")
     return data_path, note, data
 
 
@@ -199,16 +182,8 @@ def _save_in_run(
 
 
 def evaluate_file(
-    run_dir: str,
-    data_file: str,
-    *,
-    predictions: str | None = None,
-    batch_size: int = 256,
-    limit: int = 0,
-    device: str = "auto",
-    step: int | None = None,
-    progress: bool = False,
-    save: bool = False,
+    run_dir: str, data_file: str, *, predictions: str | None = None, batch_size: int = 256, limit: int = 0,
+    device: str = "auto", step: int | None = None, progress: bool = False, save: bool = False,
 ) -> dict[str, Any]:
     """Score a trained run (or its snapshot of ``step``) on a data file read with the run's task;
     ``predictions``: also write one JSON line per example there.

@@ -143,12 +143,9 @@ def running_sum_targets(task: Task, examples: Sequence[Example]) -> Tensor:
 
 
 def answer_positions(mask: Tensor, width: int) -> Tensor:
-    """(B, A) index of the state that predicts answer digit k of each sequence.
-
-    A sequence ends ``answer (A tokens), <eos>``; its real inputs are every token but the last, so the state
-    at ``n_inputs - 1 - A + k`` predicts answer digit k, whatever comes before the answer (pause block, a
-    partly removed chain of thought).
-    """
+    """(B, A) index of the state that predicts answer digit k of each sequence: its inputs end with the
+    A answer tokens (the ``<eos>`` after them is no input), so it is ``n_inputs - 1 - A + k``, whatever
+    comes before the answer (pause block, a partly removed chain of thought)."""
     n_inputs = mask.sum(dim=1)  # (B,)
     k = torch.arange(width, device=mask.device)  # (A,)
     return (n_inputs - 1 - width)[:, None] + k[None, :]  # (B, A)
@@ -156,10 +153,8 @@ def answer_positions(mask: Tensor, width: int) -> Tensor:
 
 class RunningSum(LossTerm):
     """``weight * mean_k (head(h_k) - c_k / scale)^2``: a bias-carrying linear head on layer ``layer``.
-
-    ``targets`` is the (M, A) running sums of the training set (:func:`running_sum_targets`), indexed by the
-    batch's rows; it is data, not state, so it is neither saved nor synchronised.
-    """
+    ``targets``, the (M, A) running sums of the training set indexed by the batch's rows, is data, not
+    state: neither saved nor synchronised."""
 
     name = "running_sum"
     needs_hidden = True
@@ -263,12 +258,8 @@ class TrainModule(nn.Module):
 
 
 def build_train_module(
-    cfg: C.Config,
-    model: GPT,
-    fmt: SequenceFormat,
-    train_examples: Sequence[Example],
-    device: torch.device | str = "cpu",
-    gather: Gather | None = None,
+    cfg: C.Config, model: GPT, fmt: SequenceFormat, train_examples: Sequence[Example],
+    device: torch.device | str = "cpu", gather: Gather | None = None,
 ) -> TrainModule:
     """``model`` with the loss terms of ``cfg`` (:func:`build_terms`) on ``device``."""
     tok = fmt.tokenizer

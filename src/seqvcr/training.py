@@ -152,11 +152,7 @@ class Run:
 
 
 def train(
-    cfg: C.Config,
-    run_dir: str | Path,
-    *,
-    force: bool = False,
-    progress: bool = True,
+    cfg: C.Config, run_dir: str | Path, *, force: bool = False, progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train one run to completion (resuming if it was interrupted) and return its result dict.
@@ -350,10 +346,9 @@ def _after_step(run: Run, interval: LogInterval, lr: float, batch: Batch, stop: 
     at_eval = s % tc.eval_every == 0 and s != run.total
     if (at_log or at_ckpt or at_eval) and dist_utils.any_rank(interval.nonfinite):
         raise TrainingDivergedError(
-            f"loss became NaN/inf between steps {run.state.last_good_step} and {s} "
-            f"(lr {lr:.3g}); stopped: {rundir.kept(run.ckpt_path, run.state.last_good_step)}; lower "
-            "optim.lr or raise optim.warmup and re-run with --force"
-        )
+            f"loss became NaN/inf between steps {run.state.last_good_step} and {s} (lr {lr:.3g}); stopped: "
+            f"{rundir.kept(run.ckpt_path, run.state.last_good_step)}; lower optim.lr or raise "
+            "optim.warmup and re-run with --force")
     if at_log and interval.steps:
         rec = {**interval.record(s, lr, batch.x, run.local_batch), **run.data.curriculum.logs(s - 1)}
         _log(run, rec)
@@ -407,8 +402,7 @@ def _write_results(run: Run, command: str | None) -> dict[str, Any]:
         "run_dir": str(run.dir), "task": run.data.task.describe(), "method": cfg.method.name,
         "seed": cfg.train.seed, "steps": step, "params": model.num_params(), "valid": final.summary(),
         "train_time_s": train_time, "device": str(run.hw.device), "precision": run.hw.precision,
-        "world_size": run.ranks.world, "machine": info,
-        "machine_description": runs.describe_machine(info),
+        "world_size": run.ranks.world, "machine": info, "machine_description": runs.describe_machine(info),
         "code": runs.code_version(), "command": command, "config": C.to_dict(cfg),
     }
     write_json_atomic(run.dir / runs.RESULT_FILE, result)

@@ -250,21 +250,6 @@ class ArithmeticTask(Task):
             out.append(tokens)
         return out
 
-    def example_from_history(self, history: Sequence[Sequence[str]]) -> Example:
-        """The example of a history ``[answer], e_k, ..., e_1, expression``: CoT = the middle, reversed."""
-        cot: list[str] = []
-        for expr in reversed(history[1:-1]):
-            if cot:
-                cot.append("=")
-            cot.extend(expr)
-        return Example(tuple(history[-1]), tuple(cot), tuple(history[0]))
-
-    def num_operators(self, rng: random.Random) -> int:
-        """L, or with ``under`` a k in 1..L drawn with probability proportional to k."""
-        if not self.under:
-            return self.operators
-        return rng.choices(range(1, self.operators + 1), cum_weights=self._cum_weights)[0]
-
     def for_evaluation(self) -> ArithmeticTask:
         """Without ``under``: Feng et al.'s validation and test sets have exactly L operators."""
         if not self.under:
@@ -291,9 +276,15 @@ class ArithmeticTask(Task):
         return f"expressions with {span} operator{'s' if hi > 1 else ''}"
 
     def sample(self, rng: random.Random) -> Example:
-        """A repeated expression is redrawn whole (like Feng's set-based de-duplication; with ``under`` the
-        operator count too, so the few hundred one-operator expressions run out gracefully)."""
-        return self.example_from_history(self.history(self.num_operators(rng), rng))
+        """L operators, or with ``under`` a k in 1..L drawn with probability proportional to k (a repeated
+        expression is redrawn whole, as in Feng's set-based de-duplication, so the few hundred one-operator
+        expressions run out gracefully). The CoT is the history's middle, reversed, joined by ``=``."""
+        k = self.operators
+        if self.under:
+            k = rng.choices(range(1, self.operators + 1), cum_weights=self._cum_weights)[0]
+        history = self.history(k, rng)  # [answer], e_k, ..., e_1, expression
+        cot = " = ".join(" ".join(expr) for expr in reversed(history[1:-1])).split()  # no token holds a space
+        return Example(tuple(history[-1]), tuple(cot), tuple(history[0]))
 
     # ---------------------------------------------------------------- file format
     def format_line(self, ex: Example, cot: bool = True) -> str:
@@ -319,12 +310,7 @@ class ArithmeticTask(Task):
         for tok in tokens:
             if tok not in self._value and tok not in OPERATORS and tok not in BRACKETS and tok != "=":
                 raise bad_line(where, f"numbers 0..{self.modulus - 1}, + - * / ( ) and '='", tok)
-        segments: list[list[str]] = [[]]
-        for tok in tokens:
-            if tok == "=":
-                segments.append([])
-            else:
-                segments[-1].append(tok)
+        segments = [segment.split() for segment in " ".join(tokens).split("=")]  # "=" is a token of its own
         question, middle, answer = segments[0], segments[1:-1], segments[-1]
         value, count = self.evaluate(question, where)
         if not 1 <= count <= self.operators:

@@ -129,9 +129,8 @@ class Task(ABC):
         return self
 
     def difficulty_of(self, examples: Iterable[Example]) -> str | None:
-        """What ``examples`` hold when it is not what this task tests (e.g. ``"expressions with 3
-        operators"`` for a 4-operator task), else None. The line parser already rejects problems the
-        task cannot hold; this names the legitimate but different ones (a transfer test)."""
+        """What ``examples`` hold when it is legitimate but not what this task tests (a transfer test, e.g.
+        ``"expressions with 3 operators"`` for a 4-operator task), else None."""
         return None
 
     def key(self, ex: Example) -> str:
@@ -167,9 +166,7 @@ def read_examples(task: Task, path: str | os.PathLike[str]) -> list[Example]:
     try:
         with open(p, encoding="utf-8", newline="") as f:
             for lineno, raw in enumerate(f, start=1):
-                line = raw[:-1] if raw.endswith("\n") else raw
-                if line.endswith("\r"):
-                    line = line[:-1]
+                line = raw.removesuffix("\n").removesuffix("\r")
                 examples.append(task.parse_line(line, f"{p}:{lineno}"))
     except FileNotFoundError:
         raise DataError(f"{p}: no such file") from None

@@ -29,11 +29,8 @@ MAX_VALUE = 10_000
 
 
 def lis_dp(values: Sequence[int]) -> list[int]:
-    """d[i] = length of the longest strictly increasing subsequence ending at i, in O(n log n).
-
-    ``tails[k]`` is the smallest last value of a strictly increasing subsequence of length k+1 seen so
-    far, so the number of tails below ``x`` is the longest run that ``x`` can extend.
-    """
+    """d[i] = length of the longest strictly increasing subsequence ending at i, in O(n log n): ``tails[k]``
+    is the smallest last value of one of length k+1 so far, so ``x`` extends the runs of its tails below."""
     tails: list[int] = []
     out: list[int] = []
     push, record = tails.append, out.append

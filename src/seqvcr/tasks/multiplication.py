@@ -74,9 +74,8 @@ class MultiplicationTask(Task):
 
     def cot_of(self, a: int, b: int) -> tuple[str, ...]:
         """Deng et al.'s chain of thought for ``a * b``: partial products and running sums (module doc)."""
-        # Every CoT token is a single character, so the CoT is built as one string and split into
-        # characters: several times faster than appending tokens one by one (generation speed matters
-        # for the 808k-example training sets).
+        # Every CoT token is one character: the CoT is built as one string and split into characters,
+        # several times faster than appending tokens (generation speed matters for 808k examples).
         n, m = self.digits, self.digits_b
         b_digits = _rev(b, m)
         steps: list[str] = []
