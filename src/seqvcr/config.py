@@ -328,8 +328,7 @@ def resolve(cfg: Config) -> Config:
     out = copy.deepcopy(cfg)
     if out.model.init_from:
         _sizes_from_hf(out.model)
-    preset = PRESETS[out.model.preset]
-    for key, value in preset.items():
+    for key, value in PRESETS[out.model.preset].items():
         if getattr(out.model, key) is None:
             setattr(out.model, key, value)
     for key, value in zip(("lambda1", "lambda2"), objectives.DEFAULT_COEFFICIENTS[out.task.name]):

@@ -118,8 +118,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a ConfigError naming
-    file:line."""
+    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a ConfigError naming file:line."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory, expected a YAML file")

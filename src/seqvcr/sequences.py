@@ -92,11 +92,8 @@ class SequenceFormat:
 
 @dataclass
 class EncodedData:
-    """A data set as padded tensors (all on one device).
-
-    ids: (M, L) long, right-padded with the pad id; lengths: (M,) real length of each sequence;
-    prompt_lengths: (M,) number of prompt tokens; answers: the gold answer tokens of each example.
-    """
+    """A data set as padded tensors on one device: ids (M, L) right-padded with the pad id, lengths (M,),
+    prompt_lengths (M,), and the gold answer tokens of each example."""
 
     ids: torch.Tensor
     lengths: torch.Tensor

@@ -33,11 +33,8 @@ from seqvcr.tasks import Example, Task
 
 @dataclass
 class Batch:
-    """One step's sequences: what every term may read.
-
-    x: (B, T) input ids; y: (B, T) targets, -100 where nothing is trained; mask: (B, T) bool, True on real
-    input tokens; rows: (B,) the rows of the training set the sequences come from.
-    """
+    """One step's sequences: x (B, T) input ids; y (B, T) targets, -100 where nothing is trained; mask
+    (B, T) bool, True on real input tokens; rows (B,) the rows of the training set they come from."""
 
     x: Tensor
     y: Tensor

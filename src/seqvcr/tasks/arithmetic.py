@@ -315,9 +315,6 @@ class ArithmeticTask(Task):
         value, count = self.evaluate(question, where)
         if not 1 <= count <= self.operators:
             raise bad_line(where, f"an expression with 1..{self.operators} operators", " ".join(question))
-        first_eq = tokens.index("=")
-        last_eq = len(tokens) - 1 - tokens[::-1].index("=")
-        cot = tuple(tokens[first_eq + 1 : last_eq])
         if not answer:
             if middle:
                 raise bad_line(where, "an answer after the last '='", line)
@@ -325,18 +322,15 @@ class ArithmeticTask(Task):
         if len(answer) != 1 or answer[0] not in self._value:
             raise bad_line(where, f"one number 0..{self.modulus - 1} as the answer", " ".join(answer))
         if self._value[answer[0]] != value:
-            raise bad_line(
-                where, f"the value {value} (mod {self.modulus}) of {' '.join(question)!r}", answer[0]
-            )
+            expected = f"the value {value} (mod {self.modulus}) of {' '.join(question)!r}"
+            raise bad_line(where, expected, answer[0])
         if middle:
             chain = [question, *middle, answer]
             for j in range(1, len(chain)):
                 if not chain[j]:
                     raise bad_line(where, "an expression between two '='", line)
                 if not self.is_step(chain[j - 1], chain[j]):
-                    raise bad_line(
-                        where,
-                        f"step {j} to evaluate exactly one operation of {' '.join(chain[j - 1])!r}",
-                        " ".join(chain[j]),
-                    )
-        return Example(tuple(question), cot, tuple(answer))
+                    expected = f"step {j} to evaluate exactly one operation of {' '.join(chain[j - 1])!r}"
+                    raise bad_line(where, expected, " ".join(chain[j]))
+        cot = tokens[len(question) + 1 : len(tokens) - len(answer) - 1]  # between the first and the last "="
+        return Example(tuple(question), tuple(cot), tuple(answer))
