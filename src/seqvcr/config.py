@@ -3,25 +3,17 @@
 A config names the task, the model, the method (one of the paper's five configurations), the Seq-VCR
 knobs, the optimiser and the training loop. ``resolve`` fills every default that depends on other
 values (model preset sizes, the per-task Seq-VCR coefficients) so the file saved in a run directory is
-complete and can be re-run as it is.
-
-The schema states its own facts (the five methods, the keys and their defaults) and takes the others
-from the modules that implement them, so that each is stated once: the task names and options
-(``seqvcr.tasks.TASKS``, ``config_options``), the model presets and shape rules (``seqvcr.model.PRESETS``,
-``check_shape``), the paper's Seq-VCR coefficients per task, the rules of its knobs and the covariance
-choices (``seqvcr.objectives.DEFAULT_COEFFICIENTS``, ``check_knobs``, ``check_batch``, ``OVER_CHOICES``),
-the statistics' positions (``seqvcr.sequences.SEQVCR_POSITIONS``) and the metrics targets
-(``seqvcr.tracking.LOG_TARGETS``, ``WANDB_MODES``).
-
-Reading YAML and building the dataclasses from it know nothing of the schema and are
-``seqvcr.config_yaml``'s; its ``load_yaml``, ``yaml_key_line``, ``set_by_path``, ``get_by_path`` and
-``apply_overrides`` are importable from here too.
+complete and can be re-run as it is. The schema states its own facts (the methods, the keys and their
+defaults) and imports the others from the modules that implement them (task options, model presets,
+Seq-VCR coefficients and rules, positions, metrics targets). YAML reading is ``seqvcr.config_yaml``'s,
+whose public functions are importable from here too.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,10 +65,8 @@ def _with_task_options(cls: type) -> type:
 @dataclass
 @_with_task_options
 class TaskConfig:
-    """Which task and which data. Files override generation; generated sets are seeded.
-
-    After ``name`` come the task options (``digits`` ... ``length``): every task's constructor options,
-    types and defaults (``seqvcr.tasks.config_options``); the chosen task reads its own."""
+    """Which task and which data. Files override generation; generated sets are seeded. After ``name``
+    come every task's options (``digits`` ... ``length``: ``_with_task_options``); the task reads its own."""
 
     name: str = "mult"  # mult | arith | lis
     train_size: int = 808_000  # generated training examples (ignored when train_file is set)
@@ -258,133 +248,79 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def validate(cfg: Config) -> None:
     """Range and choice checks that the type hints cannot express (the first failing one is raised)."""
-    _validate_values(cfg)
-    _validate_schedule(cfg)
-    _validate_train(cfg)
-    _validate_fractions(cfg)
-    _validate_controls(cfg)
-
-
-def _validate_values(cfg: Config) -> None:
-    """Choices, positive and non-negative values, and what the method needs (a batch, pause tokens)."""
     flat = to_dict(cfg)
     for key, allowed in _CHOICES.items():
         value = get_by_path(flat, key)
-        if value not in allowed:
-            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}")
-    positive = {
-        "optim.batch_size": cfg.optim.batch_size,
-        "optim.lr": cfg.optim.lr,
-        "train.log_every": cfg.train.log_every,
-        "train.eval_every": cfg.train.eval_every,
-        "train.checkpoint_every": cfg.train.checkpoint_every,
-        "train.eval_batch_size": cfg.train.eval_batch_size,
-    }
-    for key, value in positive.items():
-        if value is None or value <= 0:
-            raise ConfigError(f"config key {key!r} must be > 0, got {value!r}")
+        _refuse(value not in allowed, f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}")
+    for key in ("optim.batch_size", "optim.lr", "train.log_every", "train.eval_every",
+                "train.checkpoint_every", "train.eval_batch_size"):
+        value = get_by_path(flat, key)
+        _refuse(value is None or value <= 0, f"config key {key!r} must be > 0, got {value!r}")
     knobs = {k: getattr(cfg.seqvcr, k) for k in ("proj_dim", "eta", "lambda1", "lambda2")}
     objectives.check_knobs("config key 'seqvcr.{}'", **{k: v for k, v in knobs.items() if v is not None})
-    if cfg.method.pauses < 0:
-        raise ConfigError(f"config key 'method.pauses' must be >= 0, got {cfg.method.pauses}")
-    if cfg.method.seqvcr:
-        objectives.check_batch(cfg.optim.batch_size, "optim.batch_size=")
-    if cfg.method.seqvcr and cfg.seqvcr.positions == "pause" and cfg.method.num_pauses == 0:
-        raise ConfigError(
-            f"config key 'seqvcr.positions': 'pause' needs pause tokens, but method {cfg.method.name!r} "
-            "has none (use seqvcr_pause, or positions all | answer)"
-        )
-
-
-def _validate_schedule(cfg: Config) -> None:
-    """The training length (``max_steps`` or ``epochs``), warmup, weight decay and gradient clipping."""
-    if cfg.optim.max_steps is not None and cfg.optim.max_steps < 1:
-        raise ConfigError(f"config key 'optim.max_steps' must be >= 1, got {cfg.optim.max_steps}")
-    if cfg.optim.max_steps is None and cfg.optim.epochs <= 0:
-        raise ConfigError(f"config key 'optim.epochs' must be > 0, got {cfg.optim.epochs}")
-    if not 0.0 <= cfg.optim.warmup < 1.0:
-        raise ConfigError(f"config key 'optim.warmup' is a fraction in [0, 1), got {cfg.optim.warmup}")
-    if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0:
-        raise ConfigError("config keys 'optim.weight_decay' and 'optim.grad_clip' must be >= 0")
-
-
-def _validate_train(cfg: Config) -> None:
-    """Training data size, threads, evaluation examples, snapshot steps and logging targets."""
-    if cfg.task.train_size < 1 and cfg.task.train_file is None:
-        raise ConfigError(f"config key 'task.train_size' must be >= 1, got {cfg.task.train_size}")
-    if cfg.train.threads is not None and cfg.train.threads < 0:
-        raise ConfigError(
-            f"config key 'train.threads' must be >= 1 (0 or null: torch's choice), got {cfg.train.threads}"
-        )
-    if cfg.train.eval_examples < 0:
-        raise ConfigError(
-            f"config key 'train.eval_examples' must be >= 0 (0: every validation example), "
-            f"got {cfg.train.eval_examples}"
-        )
-    snaps = cfg.train.snapshot_steps
-    if isinstance(snaps, int) and snaps < 1:
-        raise ConfigError(
-            f"config key 'train.snapshot_steps' must be a list of steps >= 1 or an interval N >= 1 (every N "
-            f"steps), got {snaps}"
-        )
-    if isinstance(snaps, list) and any(s < 1 for s in snaps):
-        raise ConfigError(f"config key 'train.snapshot_steps': steps must be >= 1, got {snaps}")
-    targets = cfg.train.log_to
-    bad = [t for t in targets if t not in LOG_TARGETS]
-    if bad:
-        raise ConfigError(f"config key 'train.log_to': {bad[0]!r} is not one of {', '.join(LOG_TARGETS)}")
-    if "jsonl" not in targets:
-        raise ConfigError(
-            f"config key 'train.log_to' must include jsonl (reports and resuming read metrics.jsonl), "
-            f"got {targets}"
-        )
-    if len(set(targets)) != len(targets):
-        raise ConfigError(f"config key 'train.log_to' names a target twice: {targets}")
-
-
-def _validate_fractions(cfg: Config) -> None:
-    """Fractions (the Adam betas, the final learning-rate ratio) and the stated model shape (check_shape)."""
-    for key, value in (("optim.beta1", cfg.optim.beta1), ("optim.beta2", cfg.optim.beta2)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"config key {key!r} is in [0, 1), got {value}")
-    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
-        raise ConfigError(f"config key 'optim.min_lr_ratio' is in [0, 1], got {cfg.optim.min_lr_ratio}")
+    m, o, t = cfg.method, cfg.optim, cfg.train
+    _refuse(m.pauses < 0, f"config key 'method.pauses' must be >= 0, got {m.pauses}")
+    if m.seqvcr:
+        objectives.check_batch(o.batch_size, "optim.batch_size=")
+    _refuse(m.seqvcr and cfg.seqvcr.positions == "pause" and m.num_pauses == 0,
+            f"config key 'seqvcr.positions': 'pause' needs pause tokens, but method {m.name!r} has none (use "
+            "seqvcr_pause, or positions all | answer)")
+    _refuse(o.max_steps is not None and o.max_steps < 1,
+            f"config key 'optim.max_steps' must be >= 1, got {o.max_steps}")
+    _refuse(o.max_steps is None and o.epochs <= 0, f"config key 'optim.epochs' must be > 0, got {o.epochs}")
+    _refuse(not 0.0 <= o.warmup < 1.0, f"config key 'optim.warmup' is a fraction in [0, 1), got {o.warmup}")
+    _refuse(o.weight_decay < 0 or o.grad_clip < 0,
+            "config keys 'optim.weight_decay' and 'optim.grad_clip' must be >= 0")
+    _refuse(cfg.task.train_size < 1 and cfg.task.train_file is None,
+            f"config key 'task.train_size' must be >= 1, got {cfg.task.train_size}")
+    _refuse(t.threads is not None and t.threads < 0,
+            f"config key 'train.threads' must be >= 1 (0 or null: torch's choice), got {t.threads}")
+    _refuse(t.eval_examples < 0, "config key 'train.eval_examples' must be >= 0 (0: every validation "
+            f"example), got {t.eval_examples}")
+    snaps = t.snapshot_steps
+    _refuse(isinstance(snaps, int) and snaps < 1, "config key 'train.snapshot_steps' must be a list of steps "
+            f">= 1 or an interval N >= 1 (every N steps), got {snaps}")
+    _refuse(isinstance(snaps, list) and any(s < 1 for s in snaps),
+            f"config key 'train.snapshot_steps': steps must be >= 1, got {snaps}")
+    for target in t.log_to:
+        _refuse(target not in LOG_TARGETS,
+                f"config key 'train.log_to': {target!r} is not one of {', '.join(LOG_TARGETS)}")
+    _refuse("jsonl" not in t.log_to, "config key 'train.log_to' must include jsonl (reports and resuming "
+            f"read metrics.jsonl), got {t.log_to}")
+    _refuse(len(set(t.log_to)) != len(t.log_to),
+            f"config key 'train.log_to' names a target twice: {t.log_to}")
+    for key, value in (("optim.beta1", o.beta1), ("optim.beta2", o.beta2)):
+        _refuse(not 0.0 <= value < 1.0, f"config key {key!r} is in [0, 1), got {value}")
+    _refuse(not 0.0 <= o.min_lr_ratio <= 1.0,
+            f"config key 'optim.min_lr_ratio' is in [0, 1], got {o.min_lr_ratio}")
     check_shape(**{k: v for k, v in vars(cfg.model).items() if v is not None})  # None: the preset's
+    _validate_controls(cfg)
+
+
+def _refuse(bad: bool, message: str) -> None:
+    if bad:
+        raise ConfigError(message)
 
 
 def _validate_controls(cfg: Config) -> None:
     """The running-sum term and the CoT-removal curriculum: what they need of the task and method."""
-    r, c = cfg.running_sum, cfg.curriculum
-    if r.weight < 0 or r.scale <= 0:
-        raise ConfigError(
-            f"config keys 'running_sum.weight' >= 0 and 'running_sum.scale' > 0, got {r.weight}, {r.scale}"
-        )
-    if r.weight > 0 and cfg.task.name != "mult":
-        raise ConfigError(
-            f"config key 'running_sum.weight': the running sum needs task mult, not {cfg.task.name!r}"
-        )
-    n_layer = cfg.model.n_layer
-    if n_layer is not None and not 0 <= r.layer <= n_layer:
-        raise ConfigError(
-            f"config key 'running_sum.layer': {r.layer} is not in 0..{n_layer} (0 = embeddings)"
-        )
+    r, c, n_layer = cfg.running_sum, cfg.curriculum, cfg.model.n_layer
+    _refuse(r.weight < 0 or r.scale <= 0,
+            f"config keys 'running_sum.weight' >= 0 and 'running_sum.scale' > 0, got {r.weight}, {r.scale}")
+    _refuse(r.weight > 0 and cfg.task.name != "mult",
+            f"config key 'running_sum.weight': the running sum needs task mult, not {cfg.task.name!r}")
+    _refuse(n_layer is not None and not 0 <= r.layer <= n_layer,
+            f"config key 'running_sum.layer': {r.layer} is not in 0..{n_layer} (0 = embeddings)")
     if c.name == "none":
         return
-    if cfg.method.cot:
-        raise ConfigError(
-            "config key 'curriculum.name': icot_si removes the chain of thought during training; use a "
-            "method without CoT (vanilla, pause, seqvcr, seqvcr_pause), not cot"
-        )
+    _refuse(cfg.method.cot, "config key 'curriculum.name': icot_si removes the chain of thought during "
+            "training; use a method without CoT (vanilla, pause, seqvcr, seqvcr_pause), not cot")
     bad_steps = c.steps_per_token is not None and c.steps_per_token < 1
-    if c.tokens_per_epoch <= 0 or bad_steps or c.start_step < 0:
-        raise ConfigError(
-            "config keys 'curriculum.tokens_per_epoch' > 0, 'curriculum.steps_per_token' >= 1 (or null) "
-            f"and 'curriculum.start_step' >= 0, got {c.tokens_per_epoch}, {c.steps_per_token}, {c.start_step}"
-        )
-    if c.smoothing_lambda is not None and c.smoothing_lambda <= 0:
-        raise ConfigError(
-            f"config key 'curriculum.smoothing_lambda' must be > 0 or null, got {c.smoothing_lambda}"
-        )
+    _refuse(c.tokens_per_epoch <= 0 or bad_steps or c.start_step < 0,
+            "config keys 'curriculum.tokens_per_epoch' > 0, 'curriculum.steps_per_token' >= 1 (or null) and "
+            f"'curriculum.start_step' >= 0, got {c.tokens_per_epoch}, {c.steps_per_token}, {c.start_step}")
+    _refuse(c.smoothing_lambda is not None and c.smoothing_lambda <= 0,
+            f"config key 'curriculum.smoothing_lambda' must be > 0 or null, got {c.smoothing_lambda}")
 
 
 def resolve(cfg: Config) -> Config:
@@ -392,8 +328,7 @@ def resolve(cfg: Config) -> Config:
     out = copy.deepcopy(cfg)
     if out.model.init_from:
         _sizes_from_hf(out.model)
-    preset = PRESETS[out.model.preset]
-    for key, value in preset.items():
+    for key, value in PRESETS[out.model.preset].items():
         if getattr(out.model, key) is None:
             setattr(out.model, key, value)
     for key, value in zip(("lambda1", "lambda2"), objectives.DEFAULT_COEFFICIENTS[out.task.name]):
@@ -412,13 +347,10 @@ def resolve(cfg: Config) -> Config:
 
 
 def _sizes_from_hf(model: ModelConfig) -> None:
-    """Take n_layer / n_head / n_embd from a Hugging Face GPT-2 directory's config.json.
-
-    The pre-trained weights decide the architecture; stated sizes that differ are an error (the one check:
+    """Take n_layer / n_head / n_embd from a Hugging Face GPT-2 directory's config.json: the pre-trained
+    weights decide the architecture; stated sizes that differ are an error (the one check:
     ``runs.build_model`` trusts it). A missing directory (a saved run's, moved since) is left to build_model.
     """
-    import json
-
     path = Path(model.init_from or "") / "config.json"
     if not path.is_file():
         return

@@ -1,8 +1,6 @@
 """A config's YAML side, knowing nothing of the schema: files read strictly (a key given twice is an
 error), the line of a key in its file, dotted ``section.key`` paths and ``section.key=value`` overrides,
 and a dataclass built from a mapping, each value checked against its field's type hint.
-
-``seqvcr.config`` builds the schema's ``Config`` with them and re-exports the public ones.
 """
 
 from __future__ import annotations
@@ -39,27 +37,20 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return False, value
+        try:  # a str too: YAML 1.1 reads "1e-3" (no dot) as a string
             return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
+        except ValueError:
+            return False, value
     if tp is str:
         return isinstance(value, str), value
     if origin is list:  # list[int], list[str]: every item of the item type
         (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
+        checked = [_type_ok(item, item_tp) for item in value] if isinstance(value, list) else []
+        if not isinstance(value, list) or not all(ok for ok, _ in checked):
             return False, value
-        items = []
-        for item in value:
-            ok, v = _type_ok(item, item_tp)
-            if not ok:
-                return False, value
-            items.append(v)
-        return True, items
+        return True, [v for _, v in checked]
     return True, value
 
 
@@ -127,8 +118,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a ConfigError naming
-    file:line."""
+    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a ConfigError naming file:line."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory, expected a YAML file")

@@ -2,29 +2,25 @@
 
 The loop asks a curriculum for the batch of a step (``batch(rows, step)``) and whether the optimiser
 starts afresh there (``resets_optimizer(step)``); both are pure functions of the step (and the run's
-seed), so a resumed run sees the batches an uninterrupted one would. Adding a curriculum: a class here
-with those methods, its knobs in ``config.CurriculumConfig``, one entry of :data:`CURRICULA`.
+seed), so a resumed run sees the batches an uninterrupted one would. :data:`CURRICULA` lists them:
 
 * :class:`FixedFormat` -- every step trains on the run's own format (``sequences.make_batch``).
 * :class:`CotRemoval` -- stepwise internalisation of the chain of thought (ICoT-SI; Deng, Choi and
   Shieber 2024, arXiv 2405.14838). Training starts on ``question || CoT #### answer`` and removes CoT tokens
-  from the left as it goes; it ends on the run's own format without CoT (``question || answer``, or the
-  pause block before the answer), which is what evaluation always decodes. Following Deng et al.'s
-  ``src/train.py`` (github da03/Internalize_CoT_Step_by_Step, ``--removal_side left``):
+  from the left, ending on the run's own format without CoT, which is what evaluation always decodes.
+  As in Deng et al.'s ``src/train.py`` (github da03/Internalize_CoT_Step_by_Step, ``--removal_side left``):
 
-  - the scheduled count ``s`` grows by one token every ``steps_per_token`` steps, which is their
-    ``steps_per_epoch / remove_per_epoch`` (Delta = 8 tokens per epoch by default); ``start_step`` steps
-    of full CoT come first (their ``--pretrain_epochs``);
-  - removal smoothing (``--removal_smoothing_lambda``): each sequence removes ``s + o`` tokens, with the
-    offset ``o`` drawn from ``P(o) = (1 - e^-lambda) e^(-lambda o)``, truncated at 100 (the rest of the
-    mass on the last value), lambda = 4 by default; ``inf`` turns it off;
+  - the scheduled count ``s`` grows by one token every ``steps_per_token`` steps (their
+    ``steps_per_epoch / remove_per_epoch``, Delta = 8 tokens per epoch by default), after ``start_step``
+    steps of full CoT (their ``--pretrain_epochs``);
+  - removal smoothing: each sequence removes ``s + o`` tokens, ``P(o) = (1 - e^-lambda) e^(-lambda o)``
+    truncated at 100 (the rest of the mass on the last value), lambda = 4 by default, ``inf``: off;
   - ``--reset_optimizer``: AdamW's state is cleared whenever ``s`` grows, until the schedule has removed
-    every CoT token (they test whether the previous batch still held CoT; we test the schedule, which is
-    a pure function of the step and so resumes exactly);
+    every CoT token (they test whether the previous batch still held CoT; we test the schedule, a pure
+    function of the step, so it resumes exactly);
   - one deliberate difference: once a sequence's whole CoT is removed, its ``####`` goes too, so training
-    ends on exactly the format evaluation uses (Deng et al. keep the separator, in training and in their
-    evaluation alike). Positions are renumbered after a removal, as in their default
-    (no ``--keep_position``).
+    ends on exactly the format evaluation uses (Deng et al. keep it). Positions are renumbered after a
+    removal, as in their default (no ``--keep_position``).
 """
 
 from __future__ import annotations
@@ -101,8 +97,7 @@ class FixedFormat:
 
 
 def smoothing_distribution(lam: float, truncate: int = 100) -> Tensor:
-    """(truncate,) probabilities of the removal offset: ``(1 - e^-lam) e^(-lam o)``, the tail's mass on
-    the last value; ``lam = inf`` puts all of it on 0."""
+    """(truncate,) probabilities of the removal offset (module docstring); ``lam = inf``: all on 0."""
     if math.isinf(lam):
         p = torch.zeros(truncate, dtype=torch.float64)
         p[0] = 1.0
@@ -116,12 +111,9 @@ def smoothing_distribution(lam: float, truncate: int = 100) -> Tensor:
 def remove_cot(
     data: EncodedData, cot_lengths: Tensor, rows: Tensor, to_remove: Tensor, pad_id: int
 ) -> EncodedData:
-    """The rows of ``data`` (encoded WITH their CoT) with the first ``to_remove`` CoT tokens cut out.
-
-    ``cot_lengths`` (M,) counts each example's CoT tokens (without the closing separator). A row asked to
-    remove at least its whole CoT loses the separator too, so it reads ``prompt answer <eos>``. Returns
-    the rows padded to the longest of them (without their answers: a training batch needs none).
-    """
+    """The rows of ``data`` (encoded WITH their CoT) with the first ``to_remove`` CoT tokens cut out,
+    padded to the longest of them. ``cot_lengths`` (M,) counts each example's CoT tokens (without the
+    separator); a row asked to remove at least its whole CoT loses the separator too."""
     ids = data.ids[rows]  # (B, L)
     prompt = data.prompt_lengths[rows]  # (B,)
     n_cot = cot_lengths[rows]  # (B,)
@@ -138,18 +130,8 @@ def remove_cot(
 class CotRemoval:
     """ICoT-SI: remove CoT tokens from the left on a schedule (module docstring)."""
 
-    def __init__(
-        self,
-        data: EncodedData,
-        cot_lengths: Tensor,
-        *,
-        pad_id: int,
-        steps_per_token: int,
-        smoothing_lambda: float,
-        reset_optimizer: bool,
-        start_step: int,
-        seed: int,
-    ) -> None:
+    def __init__(self, data: EncodedData, cot_lengths: Tensor, *, pad_id: int, steps_per_token: int,
+                 smoothing_lambda: float, reset_optimizer: bool, start_step: int, seed: int) -> None:
         self.data = data  # encoded with the CoT, padded to the longest
         self.cot_lengths = cot_lengths.to(data.ids.device)
         self.pad_id = int(pad_id)
@@ -168,9 +150,7 @@ class CotRemoval:
 
     def scheduled(self, step: int) -> int:
         """CoT tokens every sequence loses at ``step`` before its random offset."""
-        if step < self.start_step:
-            return 0
-        return (step - self.start_step) // self.steps_per_token
+        return 0 if step < self.start_step else (step - self.start_step) // self.steps_per_token
 
     def batch(self, rows: Tensor, step: int) -> Batch:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
@@ -222,6 +202,5 @@ CURRICULA: dict[str, Callable[[C.Config, SequenceFormat, Sequence[Example], int]
 def build_curriculum(
     cfg: C.Config, fmt: SequenceFormat, examples: Sequence[Example], pad_to: int, device: torch.device
 ) -> Curriculum:
-    """The run's curriculum over its training examples, on ``device`` (``pad_to``: the shortest padded
-    length of the fixed format, the validation sequences' length)."""
+    """The run's curriculum on ``device`` (``pad_to``: the fixed format's least width, the validation's)."""
     return CURRICULA[cfg.curriculum.name](cfg, fmt, examples, pad_to).to(device)

@@ -34,12 +34,8 @@ from seqvcr.tasks import read_examples
 
 @dataclass
 class EvalResult:
-    """Scores of one evaluation.
-
-    exact_match: fraction of examples whose decoded answer equals the reference exactly.
-    position_accuracy: for answer position k (in the file's order; least significant digit first for
-    multiplication), the fraction of examples whose k-th answer token is right.
-    """
+    """Scores of one evaluation: the fraction of exact answers, and per answer position k (in the file's
+    order; least significant digit first for multiplication) the fraction whose k-th token is right."""
 
     exact_match: float
     position_accuracy: list[float]
@@ -49,24 +45,14 @@ class EvalResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "exact_match": self.exact_match,
-            "n": self.n,
-            "position_accuracy": self.position_accuracy,
-            "examples_per_s": self.examples_per_s,
-            "seconds": self.seconds,
-        }
+        keys = ("exact_match", "n", "position_accuracy", "examples_per_s", "seconds")  # all but predictions
+        return {k: getattr(self, k) for k in keys}
 
 
 @torch.no_grad()
 def generate_continuations(
-    model: GPT,
-    data: EncodedData,
-    fmt: SequenceFormat,
-    batch_size: int = 256,
-    precision: str = "auto",
-    max_new_tokens: int | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    model: GPT, data: EncodedData, fmt: SequenceFormat, batch_size: int = 256, precision: str = "auto",
+    max_new_tokens: int | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
     """Greedy continuation of every prompt in ``data`` (token strings, cut at the first <eos>).
 
@@ -105,12 +91,8 @@ def generate_continuations(
 def score(
     fmt: SequenceFormat, continuations: Sequence[Sequence[str]], answers: Sequence[Sequence[str]]
 ) -> tuple[float, list[float], list[dict[str, Any]]]:
-    """Exact match, accuracy per answer position, and one prediction record per example.
-
-    An example is correct when its continuation ends its answer with ``<eos>`` and that answer equals
-    the reference; answer position k is right when the closed answer's k-th token is. ``closed`` in a
-    record says whether ``<eos>`` was produced.
-    """
+    """Exact match, accuracy per answer position (of answers closed by ``<eos>``, as ``extract_answer``
+    reads them), and one prediction record per example (``closed``: whether ``<eos>`` was produced)."""
     n = len(answers)
     width = max((len(a) for a in answers), default=0)
     hits = [0] * width
@@ -125,15 +107,8 @@ def score(
         for k, g in enumerate(gold):
             counts[k] += 1
             hits[k] += k < len(pred) and pred[k] == g
-        records.append(
-            {
-                "target": " ".join(gold),
-                "prediction": " ".join(pred),
-                "correct": bool(correct),
-                "closed": eos in cont,
-                "output": " ".join(cont),
-            }
-        )
+        records.append({"target": " ".join(gold), "prediction": " ".join(pred), "correct": bool(correct),
+                        "closed": eos in cont, "output": " ".join(cont)})
     pos_acc = [h / c if c else 0.0 for h, c in zip(hits, counts)]
     return (correct_total / n if n else 0.0), pos_acc, records
 
@@ -148,21 +123,13 @@ def evaluate(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    conts = generate_continuations(
-        model, data, fmt, batch_size=batch_size, precision=precision, on_batch=on_batch
-    )
+    conts = generate_continuations(model, data, fmt, batch_size, precision, on_batch=on_batch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     em, pos, records = score(fmt, conts, data.answers)
-    return EvalResult(
-        exact_match=em,
-        position_accuracy=pos,
-        n=len(data),
-        seconds=seconds,
-        examples_per_s=len(data) / seconds if seconds > 0 else float("inf"),
-        predictions=records,
-    )
+    per_s = len(data) / seconds if seconds > 0 else float("inf")
+    return EvalResult(em, pos, len(data), seconds, per_s, predictions=records)
 
 
 def _check_eval_options(batch_size: int, limit: int, predictions: str | None) -> None:
@@ -189,10 +156,8 @@ def _read_eval_data(
         print(f"warning: {note}; scoring it as it is", file=sys.stderr)
     data = encode_examples(run.fmt, examples, where=str(data_file)).to(dev)
     if data.max_length > run.model.config.block_size:
-        raise DataError(
-            f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
-            f"{run.model.config.block_size} positions"
-        )
+        raise DataError(f"{data_file}: sequences of {data.max_length} tokens exceed the model's "
+                        f"{run.model.config.block_size} positions")
     return data_path, note, data
 
 
@@ -217,37 +182,18 @@ def _save_in_run(
 
 
 def evaluate_file(
-    run_dir: str,
-    data_file: str,
-    *,
-    predictions: str | None = None,
-    batch_size: int = 256,
-    limit: int = 0,
-    device: str = "auto",
-    step: int | None = None,
-    progress: bool = False,
-    save: bool = False,
+    run_dir: str, data_file: str, *, predictions: str | None = None, batch_size: int = 256, limit: int = 0,
+    device: str = "auto", step: int | None = None, progress: bool = False, save: bool = False,
 ) -> dict[str, Any]:
-    """Score a trained run (or its snapshot of ``step``) on a data file; optionally write one JSON line
-    per example.
+    """Score a trained run (or its snapshot of ``step``) on a data file read with the run's task;
+    ``predictions``: also write one JSON line per example there.
 
-    The file is read with the run's task (so Deng et al.'s reference files work directly); the run's
-    configuration decides whether a chain of thought and pause tokens are used. A file of another
-    difficulty than the run's task (3-operator expressions for a 4-operator model) is scored, with a
-    warning on stderr and a ``data_note`` in the summary saying what it holds. ``progress`` shows a
-    progress bar on stderr (``seqvcr.progress``).
-
-    The summary records its ``source`` (weights and data, with their SHA-256; ``seqvcr.outputs``), the
-    ``limit`` and the ``precision``, so that a saved result can be recognised as up to date. ``save``
-    keeps it in the run directory (``HOME/eval/<name>.json`` and ``<name>.predictions.jsonl``, see
-    ``seqvcr.outputs``; skipped with a warning where the run directory cannot be written), where
-    ``seqvcr report`` finds it instead of decoding again.
-
-    Raises:
-        ConfigError: ``batch_size < 1`` or ``limit < 0``.
-        RunDirError: the run (or the snapshot) cannot be loaded, or ``predictions`` cannot be written
-            (checked first).
-        DataError: the data file is missing or malformed.
+    A file of another difficulty than the run's task is scored, with a warning and a ``data_note`` in the
+    summary. The summary records its ``source`` (weights and data with their SHA-256), ``limit`` and
+    ``precision``, so that a saved result can be recognised as up to date; ``save`` keeps it in the run
+    directory (:func:`_save_in_run`), where ``seqvcr report`` finds it instead of decoding again. Raises
+    ConfigError (bad options), RunDirError (the run cannot be loaded, ``predictions`` cannot be written)
+    or DataError (the data file), each before any decoding.
     """
     _check_eval_options(batch_size, limit, predictions)
     dev = select_device(device)
@@ -264,15 +210,9 @@ def evaluate_file(
         write_text_atomic(out, "".join(lines))
     assert run.weights is not None
     summary = {
-        "run_dir": str(run_dir),
-        "data": str(data_file),
-        "task": run.task.describe(),
-        "method": run.config.method.name,
-        "step": run.step,
-        **result.summary(),
-        "device": str(dev),
-        "precision": precision,
-        "limit": limit,
+        "run_dir": str(run_dir), "data": str(data_file), "task": run.task.describe(),
+        "method": run.config.method.name, "step": run.step, **result.summary(), "device": str(dev),
+        "precision": precision, "limit": limit,
         "source": outputs.source(run_dir, run.weights, run.step, str(data_file), data_path),
     }
     if note:

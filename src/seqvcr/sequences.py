@@ -33,7 +33,6 @@ from seqvcr.tokenizer import PAUSE, PAUSE_END, PAUSE_START, Tokenizer
 SEQVCR_POSITIONS: tuple[str, ...] = ("all", "answer", "pause", "pause_answer")
 
 
-
 @dataclass
 class SequenceFormat:
     """How examples of one task become token sequences for one configuration."""
@@ -48,9 +47,7 @@ class SequenceFormat:
         return cls(task=task, tokenizer=Tokenizer(task.vocabulary()), cot=cot, pauses=pauses)
 
     def pause_block(self) -> list[str]:
-        if self.pauses <= 0:
-            return []
-        return [PAUSE_START] + [PAUSE] * self.pauses + [PAUSE_END]
+        return [PAUSE_START] + [PAUSE] * self.pauses + [PAUSE_END] if self.pauses > 0 else []
 
     def prompt_tokens(self, ex: Example) -> list[str]:
         """What the model is given at inference."""
@@ -69,19 +66,16 @@ class SequenceFormat:
         return out + [*ex.answer, self.tokenizer.tokens[self.tokenizer.eos_id]]
 
     def max_new_tokens(self) -> int:
-        """The decoding budget: the longest target any example of this task can have in this format
-        ([CoT, cot_end,] answer, <eos>). A property of the task and the format, never of a batch, so
-        the same prompt decodes to the same output whatever it is batched with."""
+        """The decoding budget: the longest target any example of this task can have in this format, never
+        a property of a batch, so a prompt decodes to the same output whatever it is batched with."""
         cot = self.task.max_cot_length() + 1 if self.cot else 0
         return cot + self.task.max_answer_length() + 1
 
     def extract_answer(self, generated: Sequence[str]) -> list[str]:
-        """The answer part of a generated continuation, or ``[]`` when <eos> does not close it.
-
-        Only what ``<eos>`` ends counts as an answer: an output cut at the decoding budget is no answer,
-        even when its last segment happens to equal the reference. With a chain of thought the answer is
-        what follows the last ``cot_end`` (or, where ``cot_end`` is the question's separator, the whole
-        continuation when it has none: a one-operator expression answered directly).
+        """The answer part of a generated continuation, or ``[]`` when <eos> does not close it (an output
+        cut at the decoding budget is no answer). With a chain of thought the answer is what follows the
+        last ``cot_end`` (or, where ``cot_end`` is the question's separator, the whole continuation when it
+        has none: a one-operator expression answered directly).
         """
         eos = self.tokenizer.tokens[self.tokenizer.eos_id]
         toks = list(generated)
@@ -98,11 +92,8 @@ class SequenceFormat:
 
 @dataclass
 class EncodedData:
-    """A data set as padded tensors (all on one device).
-
-    ids: (M, L) long, right-padded with the pad id; lengths: (M,) real length of each sequence;
-    prompt_lengths: (M,) number of prompt tokens; answers: the gold answer tokens of each example.
-    """
+    """A data set as padded tensors on one device: ids (M, L) right-padded with the pad id, lengths (M,),
+    prompt_lengths (M,), and the gold answer tokens of each example."""
 
     ids: torch.Tensor
     lengths: torch.Tensor
@@ -149,22 +140,15 @@ def encode_examples(
     ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return EncodedData(
-        ids=ids,
-        lengths=torch.tensor([len(r) for r in rows], dtype=torch.long),
-        prompt_lengths=torch.tensor(prompt_lengths, dtype=torch.long),
-        answers=[tuple(ex.answer) for ex in examples],
-    )
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    prompts = torch.tensor(prompt_lengths, dtype=torch.long)
+    return EncodedData(ids, lengths, prompts, answers=[tuple(ex.answer) for ex in examples])
 
 
 def make_batch(data: EncodedData, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs, next-token targets and the valid-token mask for rows ``index``.
-
-    Returns x (B, L-1) input ids, y (B, L-1) targets with -100 on prompt and padding positions, and
-    mask (B, L-1) bool, True where x holds a real input token, i.e. every token but the final <eos>
-    (the positions Seq-VCR's statistics use).
-    Shapes are always the data set's padded length, so compiled graphs are reused.
-    """
+    """x (B, L-1) input ids, y (B, L-1) targets (-100 on prompt and padding) and mask (B, L-1), True where
+    x is a real input token (every token but the final <eos>) of rows ``index``. Shapes are always the data
+    set's padded length, so compiled graphs are reused."""
     ids = data.ids[index]  # (B, L)
     lengths = data.lengths[index]  # (B,)
     prompt = data.prompt_lengths[index]  # (B,)
@@ -180,17 +164,10 @@ def make_batch(data: EncodedData, index: torch.Tensor) -> tuple[torch.Tensor, to
 def seqvcr_positions(
     x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, positions: str, pause_ids: Sequence[int]
 ) -> torch.Tensor:
-    """The (B, T) bool mask of the positions whose states enter the Seq-VCR statistics.
-
-    Args:
-        x: (B, T) input ids; y: (B, T) targets (-100 = no loss); mask: (B, T) real input tokens, as
-            returned by ``make_batch``.
-        positions: one of ``SEQVCR_POSITIONS`` (see there).
-        pause_ids: the ids of the pause block's tokens (start, pause, end).
-
-    Positions are chosen per sequence, so with sequences of different lengths a position index can
-    count for some sequences and not for others (the Seq-VCR padding rule then applies).
-    """
+    """The (B, T) bool mask of the positions whose states enter the Seq-VCR statistics (x, y, mask: as
+    ``make_batch`` returns them; ``positions``: one of ``SEQVCR_POSITIONS``; ``pause_ids``: the pause
+    block's token ids). Chosen per sequence, so a position index can count for some sequences and not for
+    others (the Seq-VCR padding rule then applies)."""
     if positions not in SEQVCR_POSITIONS:
         raise ValueError(f"seqvcr positions: {positions!r} is not one of {', '.join(SEQVCR_POSITIONS)}")
     if positions == "all":

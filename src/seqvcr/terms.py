@@ -5,21 +5,11 @@ A step computes::
     out = model(x, y, output_hidden_states=any(term.needs_hidden for term in terms))
     loss = sum(term(out, batch).loss for term in terms)
 
-Each term is a small ``nn.Module`` (so its trained head, if it has one, is saved, restored and synchronised
-with the model) that returns its weighted contribution to the loss and the named values it logs to
-``metrics.jsonl``. Which terms a run has is decided once, from the config, by :func:`build_terms`; the loop
-never asks which kind a term is. Adding a term: a class here, its knobs as a section of the schema
-(``config.py``), and one entry of :data:`TERMS`.
-
-The terms:
-
-* :class:`LanguageModel` -- the next-token cross-entropy on the trained targets (``lm_loss``).
-* :class:`SeqVCRTerm` -- Seq-VCR on a projected layer (``seqvcr.objectives``), logging ``seqvcr_loss``,
-  ``seqvcr_variance``, ``seqvcr_covariance``.
-* :class:`RunningSum` -- Bai et al. 2025's auxiliary loss (arXiv 2510.00184, Sec. 6): a linear head reads
-  the hidden state of one layer at the position that predicts answer digit k and regresses the running sum
-  ``c_k`` of the multiplication, logging ``running_sum_mse``. Training only: evaluation, entropy and the
-  Hugging Face export load the GPT alone.
+Each term is a small ``nn.Module`` (so its trained head, if any, is saved, restored and synchronised with
+the model) that returns its weighted contribution to the loss and the named values it logs to
+``metrics.jsonl``. Which terms a run has is decided once, from the config, by :data:`TERMS`; the loop
+never asks which kind a term is. The running sum (Bai et al. 2025, arXiv 2510.00184, Sec. 6) is training
+only: evaluation, entropy and the Hugging Face export load the GPT alone.
 """
 
 from __future__ import annotations
@@ -43,11 +33,8 @@ from seqvcr.tasks import Example, Task
 
 @dataclass
 class Batch:
-    """One step's sequences: what every term may read.
-
-    x: (B, T) input ids; y: (B, T) targets, -100 where nothing is trained; mask: (B, T) bool, True on real
-    input tokens; rows: (B,) the rows of the training set the sequences come from.
-    """
+    """One step's sequences: x (B, T) input ids; y (B, T) targets, -100 where nothing is trained; mask
+    (B, T) bool, True on real input tokens; rows (B,) the rows of the training set they come from."""
 
     x: Tensor
     y: Tensor
@@ -91,11 +78,9 @@ class LanguageModel(LossTerm):
 
 
 class SeqVCRTerm(LossTerm):
-    """Seq-VCR (``objectives.SeqVCR``: projection + loss) on the chosen layer and positions.
-
-    ``positions`` and ``pause_ids`` choose which states enter the statistics
-    (``sequences.seqvcr_positions``); ``gather`` (set under ``torchrun``) takes them over the global batch.
-    """
+    """Seq-VCR (``objectives.SeqVCR``: projection + loss) on the chosen layer and the states that
+    ``positions`` and ``pause_ids`` choose (``sequences.seqvcr_positions``); ``gather`` (set under
+    ``torchrun``) takes them over the global batch."""
 
     name = "seqvcr"
     needs_hidden = True
@@ -155,12 +140,9 @@ def running_sum_targets(task: Task, examples: Sequence[Example]) -> Tensor:
 
 
 def answer_positions(mask: Tensor, width: int) -> Tensor:
-    """(B, A) index of the state that predicts answer digit k of each sequence.
-
-    A sequence ends ``answer (A tokens), <eos>``; its real inputs are every token but the last, so the state
-    at ``n_inputs - 1 - A + k`` predicts answer digit k, whatever comes before the answer (pause block, a
-    partly removed chain of thought).
-    """
+    """(B, A) index of the state that predicts answer digit k of each sequence: its inputs end with the
+    A answer tokens (the ``<eos>`` after them is no input), so it is ``n_inputs - 1 - A + k``, whatever
+    comes before the answer (pause block, a partly removed chain of thought)."""
     n_inputs = mask.sum(dim=1)  # (B,)
     k = torch.arange(width, device=mask.device)  # (A,)
     return (n_inputs - 1 - width)[:, None] + k[None, :]  # (B, A)
@@ -168,10 +150,8 @@ def answer_positions(mask: Tensor, width: int) -> Tensor:
 
 class RunningSum(LossTerm):
     """``weight * mean_k (head(h_k) - c_k / scale)^2``: a bias-carrying linear head on layer ``layer``.
-
-    ``targets`` is the (M, A) running sums of the training set (:func:`running_sum_targets`), indexed by the
-    batch's rows; it is data, not state, so it is neither saved nor synchronised.
-    """
+    ``targets``, the (M, A) running sums of the training set indexed by the batch's rows, is data, not
+    state: neither saved nor synchronised."""
 
     name = "running_sum"
     needs_hidden = True
@@ -205,8 +185,7 @@ class RunningSum(LossTerm):
 
 @dataclass
 class TermContext:
-    """What building a term may need beyond the config: the model's width, the task, the training
-    examples, the pause token ids, the device and, under ``torchrun``, the all-gather of the global batch."""
+    """What building a term may need beyond the config (``gather``: the all-gather under torchrun)."""
 
     n_embd: int
     task: Task
@@ -218,9 +197,7 @@ class TermContext:
 
 def _seqvcr(cfg: C.Config, ctx: TermContext) -> LossTerm | None:
     head = build_seqvcr(cfg, ctx.n_embd)
-    if head is None:
-        return None
-    return SeqVCRTerm(head, cfg.seqvcr.positions, ctx.pause_ids, ctx.gather)
+    return None if head is None else SeqVCRTerm(head, cfg.seqvcr.positions, ctx.pause_ids, ctx.gather)
 
 
 def _running_sum(cfg: C.Config, ctx: TermContext) -> LossTerm | None:
@@ -249,11 +226,8 @@ def build_terms(cfg: C.Config, ctx: TermContext) -> nn.ModuleDict:
 
 
 class TrainModule(nn.Module):
-    """The model and its loss terms as one module, so DDP synchronises every trained part.
-
-    ``forward`` returns the loss to backpropagate and the (n,) vector of the values the terms log, in the
-    order of ``log_names``.
-    """
+    """The model and its loss terms as one module, so DDP synchronises every trained part. ``forward``
+    returns the loss to backpropagate and the (n,) vector of the values the terms log (``log_names``)."""
 
     def __init__(self, model: GPT, terms: nn.ModuleDict) -> None:
         super().__init__()
@@ -266,13 +240,11 @@ class TrainModule(nn.Module):
         """The terms' trained heads, by the prefix their tensors are stored under."""
         return {name: m for t in self.terms.values() for name, m in t.stored().items()}
 
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Tensor, y: Tensor, mask: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         batch = Batch(x, y, mask, rows)
         out = self.model(x, y, output_hidden_states=self.needs_hidden)
-        total: torch.Tensor | None = None
-        logged: list[torch.Tensor] = []
+        total: Tensor | None = None
+        logged: list[Tensor] = []
         for term in self.terms.values():
             value = term(out, batch)
             total = value.loss if total is None else total + value.loss
@@ -283,17 +255,11 @@ class TrainModule(nn.Module):
 
 
 def build_train_module(
-    cfg: C.Config,
-    model: GPT,
-    fmt: SequenceFormat,
-    train_examples: Sequence[Example],
-    device: torch.device | str = "cpu",
-    gather: Gather | None = None,
+    cfg: C.Config, model: GPT, fmt: SequenceFormat, train_examples: Sequence[Example],
+    device: torch.device | str = "cpu", gather: Gather | None = None,
 ) -> TrainModule:
-    """``model`` with the loss terms of ``cfg`` (``terms.build_terms``) on ``device``."""
+    """``model`` with the loss terms of ``cfg`` (:func:`build_terms`) on ``device``."""
     tok = fmt.tokenizer
-    ctx = TermContext(
-        n_embd=model.config.n_embd, task=fmt.task, train_examples=train_examples, device=device,
-        pause_ids=(tok.pause_start_id, tok.pause_id, tok.pause_end_id), gather=gather,
-    )
+    pause_ids = (tok.pause_start_id, tok.pause_id, tok.pause_end_id)
+    ctx = TermContext(model.config.n_embd, fmt.task, train_examples, pause_ids, device, gather)
     return TrainModule(model, build_terms(cfg, ctx).to(device))

@@ -6,24 +6,13 @@ Per step::
     out = model(batch.x, batch.y, output_hidden_states=...)  # logits, LM loss, hidden states L0..LN
     loss = sum(term(out, batch).loss for term in terms)  # LM, Seq-VCR, running sum (seqvcr.terms)
 
-:func:`train` reads as its stages, each a function below it in the order it runs: the processes
-(``torchrun`` or one), what the run directory holds (resume, or refuse; ``seqvcr.rundir``), the device
-and precision, the data and its curriculum (``seqvcr.curriculum``), the model with its loss terms and
-optimiser, the checkpoint to resume from, the run directory, speed-ups (``torch.compile``, DDP), the
-metrics loggers; they fill one :class:`Run`, which :func:`_loop` trains and :func:`_write_results`
-evaluates and saves.
-
-The batch order is a pure function of (seed, step), and so is the curriculum, so a run resumed from its
-checkpoint sees exactly the batches it would have seen; the checkpoint also holds the optimiser and the
-RNG state of every rank, so a resumed run, distributed or not, ends with the weights an uninterrupted one
-would have. Ctrl-C finishes the step, saves a checkpoint and stops (exit 130): the same command resumes.
-Under ``torchrun`` each rank takes its slice of the global batch and the Seq-VCR statistics are computed
-on the gathered global batch (``seqvcr.distributed``). Metrics go to ``metrics.jsonl`` and the trackers
-of ``train.log_to`` (``seqvcr.tracking``), one value per name every term logs.
-
-Nothing on disk changes before every input has been checked: the run directory's state, the data, the
-model and the batch size are validated first, and only then is an old run removed (``force``), the
-directory created and the config written.
+:func:`train` reads as its stages, each a function below it in the order it runs; they fill one
+:class:`Run`, which :func:`_loop` trains and :func:`_write_results` evaluates and saves. Nothing on disk
+changes before every input has been checked. The batches and the curriculum are pure functions of
+(seed, step) and the checkpoint holds the optimiser and every rank's RNG state, so a resumed run,
+distributed or not, ends with the weights of an uninterrupted one. Ctrl-C finishes the step, saves a
+checkpoint and stops (exit 130): the same command resumes. Under ``torchrun`` each rank takes its slice
+of the global batch; the Seq-VCR statistics are over the gathered global batch (``seqvcr.distributed``).
 """
 
 from __future__ import annotations
@@ -77,22 +66,20 @@ def lr_at(step: int, total: int, cfg: C.OptimConfig) -> float:
 
 @dataclass
 class Ranks:
-    """This process's place in the run: one of ``world`` processes under ``torchrun``, or alone."""
+    """This process's place in the run: one of ``world`` processes under ``torchrun``, or rank 0 of 1."""
 
     distributed: bool
     rank: int
     world: int
 
     @property
-    def main(self) -> bool:
-        """Rank 0: the process that writes the run directory and evaluates."""
+    def main(self) -> bool:  # rank 0 writes the run directory and evaluates
         return self.rank == 0
 
 
 @dataclass
 class Hardware:
-    """Where and how the run computes: the device, the precision (``bf16`` | ``fp32``) and the autocast
-    context of the forward pass."""
+    """The device, the precision (``bf16`` | ``fp32``) and the autocast context of the forward pass."""
 
     device: torch.device
     precision: str
@@ -148,8 +135,7 @@ class Run:
     def ckpt_path(self) -> Path:
         return self.dir / runs.CHECKPOINT_FILE
 
-    def model(self) -> GPT:
-        """The GPT itself (not its compiled wrapper)."""
+    def model(self) -> GPT:  # the GPT itself, not its compiled wrapper
         m = self.tm.model
         return m._orig_mod if self.cfg.train.compile and hasattr(m, "_orig_mod") else m  # type: ignore[return-value]
 
@@ -166,26 +152,21 @@ class Run:
 
 
 def train(
-    cfg: C.Config,
-    run_dir: str | Path,
-    *,
-    force: bool = False,
-    progress: bool = True,
+    cfg: C.Config, run_dir: str | Path, *, force: bool = False, progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train one run to completion (resuming if it was interrupted) and return its result dict.
 
-    Raises:
-        RunDirError: the run directory is in the way (a finished run without ``force``, another
-            config, an earlier-format checkpoint, an unwritable place) or a checkpoint cannot be read
-            or written; nothing that existed before is removed or changed.
-        ConfigError, DataError: bad config values or data, found before anything is written.
-        TrainingDivergedError: the loss became NaN or infinite.
-        KeyboardInterrupt: Ctrl-C, after the checkpoint of the last finished step was saved.
+    Raises RunDirError (the run directory is in the way, or a checkpoint cannot be read or written;
+    nothing that existed is changed), ConfigError or DataError (found before anything is written),
+    TrainingDivergedError (the loss became NaN or infinite) and KeyboardInterrupt (Ctrl-C, after the
+    checkpoint of the last finished step was saved).
     """
     cfg = C.resolve(cfg)
     rd = Path(run_dir)
-    ranks = _set_up_processes(cfg)
+    on_cpu = runs.select_device(cfg.train.device).type == "cpu"  # torchrun: gloo on CPU, NCCL on GPU
+    distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
+    ranks = Ranks(distributed, dist_utils.rank(), dist_utils.world_size())
     # what the run directory holds decides resume or refusal; nothing is changed yet
     resume = bool(dist_utils.on_rank0(lambda: rundir.check_run_dir(rd, cfg, force), ranks.distributed))
     if ranks.main:
@@ -203,7 +184,12 @@ def train(
     prog = ProgressBar(total, "train", unit="steps", enabled=progress and ranks.main, plain=False)
     prog.update(state.step)
     state.t_start = time.perf_counter()
-    metrics = _open_metrics(rd, cfg, state, resume) if ranks.main else None
+    metrics: MetricsLogger | None = None
+    if ranks.main:  # metrics.jsonl and the trackers of train.log_to, continued when resuming
+        t = cfg.train
+        metrics = MetricsLogger(rd, t.log_to, state.train_time, resume_step=state.step if resume else None,
+                                config=C.to_dict(cfg), wandb_project=t.wandb_project, wandb_mode=t.wandb_mode,
+                                metrics_file=runs.METRICS_FILE)
     run = Run(cfg, rd, ranks, hw, data, tm, runner, opt, sampler, total, local_batch, state, metrics, prog)
     if ranks.main and progress:
         _announce(run, resumed_at=state.step if resume else None)
@@ -222,14 +208,6 @@ def train(
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _set_up_processes(cfg: C.Config) -> Ranks:
-    """Join the process group under ``torchrun`` (gloo on CPU, NCCL on GPU); a lone process is rank 0
-    of 1."""
-    on_cpu = runs.select_device(cfg.train.device).type == "cpu"
-    distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
-    return Ranks(distributed, dist_utils.rank(), dist_utils.world_size())
-
-
 def _set_up_device(cfg: C.Config) -> Hardware:
     """Threads, the device (TF32 matmuls on CUDA) and the precision: bf16 autocast on CUDA by default."""
     if cfg.train.threads:
@@ -244,8 +222,7 @@ def _set_up_device(cfg: C.Config) -> Hardware:
 
 
 def _load_data(cfg: C.Config, device: torch.device) -> tuple[Data, list[Any]]:
-    """The splits, generated or read once, tokenised once, kept on the device; the training examples
-    (which a loss term may need, e.g. for the running sums)."""
+    """The splits, tokenised once and kept on the device; and the training examples (for the loss terms)."""
     task = runs.build_task(cfg)
     fmt = runs.build_format(cfg, task)
     train_ex, valid_ex = runs.load_splits(cfg, task)
@@ -278,20 +255,16 @@ def build_optimizer(tm: TrainModule, cfg: C.Config, device: torch.device) -> tor
 
 def _plan_batches(cfg: C.Config, data: Data, ranks: Ranks) -> tuple[BatchSampler, int, int]:
     """The global batches of every step, the run's length in steps, and this rank's share of a batch."""
-    if cfg.optim.batch_size % ranks.world != 0:
-        raise RunDirError(
-            f"optim.batch_size={cfg.optim.batch_size} is not divisible by {ranks.world} processes"
-        )
-    sampler = BatchSampler(data.n_train, cfg.optim.batch_size, cfg.train.seed)
-    total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * sampler.steps_per_epoch))
+    o = cfg.optim
+    if o.batch_size % ranks.world != 0:
+        raise RunDirError(f"optim.batch_size={o.batch_size} is not divisible by {ranks.world} processes")
+    sampler = BatchSampler(data.n_train, o.batch_size, cfg.train.seed)
+    total = o.max_steps or max(1, math.ceil(o.epochs * sampler.steps_per_epoch))
     return sampler, total, sampler.batch_size // ranks.world
 
 
-def _resume(
-    path: Path, tm: TrainModule, opt: torch.optim.Optimizer, cfg: C.Config, ranks: Ranks
-) -> RunState:
-    """Weights, optimiser and RNG state from the checkpoint; every rank reads it (and restores its
-    own RNG state)."""
+def _resume(path: Path, tm: TrainModule, opt: torch.optim.Optimizer, cfg: C.Config, ranks: Ranks) -> RunState:
+    """Weights, optimiser and RNG state from the checkpoint; every rank reads it (and restores its own)."""
     ck = read_checkpoint(path)
     ck.load_weights(tm.model, tm.heads())
     ck.load_optimizer(opt)
@@ -309,8 +282,7 @@ def _resume(
 
 
 def _wrap_model(tm: TrainModule, cfg: C.Config, device: torch.device, ranks: Ranks) -> nn.Module:
-    """What a step calls: the train module, its GPT compiled (``train.compile``), inside DDP under
-    ``torchrun``."""
+    """What a step calls: the train module, its GPT compiled (``train.compile``), in DDP under torchrun."""
     runner: nn.Module = tm
     if cfg.train.compile:
         tm.model = torch.compile(tm.model)  # type: ignore[assignment]
@@ -330,16 +302,6 @@ def _announce(run: Run, resumed_at: int | None) -> None:
         f"{run.tm.model.num_params() / 1e6:.2f}M params on {run.hw.device} ({run.hw.precision}), "
         f"{data.n_train} train / {len(data.valid)} valid examples, {run.total} steps of "
         f"{run.sampler.batch_size}" + (f" (resumed at step {resumed_at})" if resumed_at is not None else "")
-    )
-
-
-def _open_metrics(rd: Path, cfg: C.Config, state: RunState, resume: bool) -> MetricsLogger:
-    """metrics.jsonl and the trackers of ``train.log_to`` (rank 0), continued when resuming."""
-    t = cfg.train
-    return MetricsLogger(
-        rd, t.log_to, state.train_time, resume_step=state.step if resume else None,
-        config=C.to_dict(cfg), wandb_project=t.wandb_project, wandb_mode=t.wandb_mode,
-        metrics_file=runs.METRICS_FILE,
     )
 
 
@@ -384,10 +346,9 @@ def _after_step(run: Run, interval: LogInterval, lr: float, batch: Batch, stop: 
     at_eval = s % tc.eval_every == 0 and s != run.total
     if (at_log or at_ckpt or at_eval) and dist_utils.any_rank(interval.nonfinite):
         raise TrainingDivergedError(
-            f"loss became NaN/inf between steps {run.state.last_good_step} and {s} "
-            f"(lr {lr:.3g}); stopped: {rundir.kept(run.ckpt_path, run.state.last_good_step)}; lower "
-            "optim.lr or raise optim.warmup and re-run with --force"
-        )
+            f"loss became NaN/inf between steps {run.state.last_good_step} and {s} (lr {lr:.3g}); stopped: "
+            f"{rundir.kept(run.ckpt_path, run.state.last_good_step)}; lower optim.lr or raise "
+            "optim.warmup and re-run with --force")
     if at_log and interval.steps:
         rec = {**interval.record(s, lr, batch.x, run.local_batch), **run.data.curriculum.logs(s - 1)}
         _log(run, rec)
@@ -395,7 +356,9 @@ def _after_step(run: Run, interval: LogInterval, lr: float, batch: Batch, stop: 
         run.say(f"loss {rec['loss']:.4f} ({parts}) | lr {lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s")
         interval.reset()
     if at_eval and run.ranks.main:
-        res = evaluate(run.model(), run.data.fmt, _probe(run), batch_size=tc.eval_batch_size,
+        valid, n = run.data.valid, tc.eval_examples  # the probe: the first eval_examples (0 = all)
+        probe = valid.subset(range(n)) if n and n < len(valid) else valid
+        res = evaluate(run.model(), run.data.fmt, probe, batch_size=tc.eval_batch_size,
                        precision=run.hw.precision)
         _log(run, _eval_record(s, res))
         run.say(f"valid exact match {res.exact_match:.4f} ({res.n} examples)")
@@ -408,12 +371,6 @@ def _after_step(run: Run, interval: LogInterval, lr: float, batch: Batch, stop: 
     if stop.requested:
         run.say(f"interrupted: checkpoint of step {s} saved in {run.ckpt_path}; the same command resumes")
         raise KeyboardInterrupt
-
-
-def _probe(run: Run) -> EncodedData:
-    """The validation examples of a periodic evaluation (``train.eval_examples``; 0 = all)."""
-    n = run.cfg.train.eval_examples
-    return run.data.valid.subset(range(n)) if n and n < len(run.data.valid) else run.data.valid
 
 
 def _checkpoint(run: Run) -> None:
@@ -445,8 +402,7 @@ def _write_results(run: Run, command: str | None) -> dict[str, Any]:
         "run_dir": str(run.dir), "task": run.data.task.describe(), "method": cfg.method.name,
         "seed": cfg.train.seed, "steps": step, "params": model.num_params(), "valid": final.summary(),
         "train_time_s": train_time, "device": str(run.hw.device), "precision": run.hw.precision,
-        "world_size": run.ranks.world, "machine": info,
-        "machine_description": runs.describe_machine(info),
+        "world_size": run.ranks.world, "machine": info, "machine_description": runs.describe_machine(info),
         "code": runs.code_version(), "command": command, "config": C.to_dict(cfg),
     }
     write_json_atomic(run.dir / runs.RESULT_FILE, result)

@@ -62,12 +62,8 @@ def option_type(name: str, key: str) -> type:
 
 
 def make_task(name: str, **options: Any) -> Task:
-    """Build the task ``name`` (one of :data:`TASKS`) with the given constructor options.
-
-    Raises:
-        ConfigError: unknown task name (lists the allowed names), unknown option (lists the allowed
-            options of that task) or an option value out of range.
-    """
+    """Build the task ``name`` (one of :data:`TASKS`) with the given constructor options; an unknown
+    name or option, or a value out of range, is a ConfigError that lists what is allowed."""
     cls = _task_class(name)
     allowed = task_options(name)
     unknown = sorted(set(options) - set(allowed))

@@ -31,7 +31,7 @@ from itertools import accumulate
 from typing import Any
 
 from seqvcr.errors import ConfigError, DataError
-from seqvcr.tasks.base import Example, Task, bad_line, check_int, generate_unique
+from seqvcr.tasks.base import Example, Task, bad_line, check_int
 
 OPERATORS: tuple[str, ...] = ("+", "-", "*", "/")
 BRACKETS: tuple[str, ...] = ("(", ")")
@@ -250,21 +250,6 @@ class ArithmeticTask(Task):
             out.append(tokens)
         return out
 
-    def example_from_history(self, history: Sequence[Sequence[str]]) -> Example:
-        """The example of a history ``[answer], e_k, ..., e_1, expression``: CoT = the middle, reversed."""
-        cot: list[str] = []
-        for expr in reversed(history[1:-1]):
-            if cot:
-                cot.append("=")
-            cot.extend(expr)
-        return Example(tuple(history[-1]), tuple(cot), tuple(history[0]))
-
-    def num_operators(self, rng: random.Random) -> int:
-        """L, or with ``under`` a k in 1..L drawn with probability proportional to k."""
-        if not self.under:
-            return self.operators
-        return rng.choices(range(1, self.operators + 1), cum_weights=self._cum_weights)[0]
-
     def for_evaluation(self) -> ArithmeticTask:
         """Without ``under``: Feng et al.'s validation and test sets have exactly L operators."""
         if not self.under:
@@ -290,18 +275,16 @@ class ArithmeticTask(Task):
         span = f"{lo}" if lo == hi else f"{lo}..{hi}"
         return f"expressions with {span} operator{'s' if hi > 1 else ''}"
 
-    def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
-        """``n`` examples with distinct expressions (none in ``exclude``).
-
-        Like Feng's set-based de-duplication, a repeated expression is dropped and redrawn (with ``under``
-        the operator count is redrawn too, so the few hundred one-operator expressions run out gracefully).
-        """
-
-        def sample(rng: random.Random) -> tuple[str, Example]:
-            ex = self.example_from_history(self.history(self.num_operators(rng), rng))
-            return " ".join(ex.question), ex
-
-        return generate_unique(n, seed, exclude, sample, self.describe())
+    def sample(self, rng: random.Random) -> Example:
+        """L operators, or with ``under`` a k in 1..L drawn with probability proportional to k (a repeated
+        expression is redrawn whole, as in Feng's set-based de-duplication, so the few hundred one-operator
+        expressions run out gracefully). The CoT is the history's middle, reversed, joined by ``=``."""
+        k = self.operators
+        if self.under:
+            k = rng.choices(range(1, self.operators + 1), cum_weights=self._cum_weights)[0]
+        history = self.history(k, rng)  # [answer], e_k, ..., e_1, expression
+        cot = " = ".join(" ".join(expr) for expr in reversed(history[1:-1])).split()  # no token holds a space
+        return Example(tuple(history[-1]), tuple(cot), tuple(history[0]))
 
     # ---------------------------------------------------------------- file format
     def format_line(self, ex: Example, cot: bool = True) -> str:
@@ -327,19 +310,11 @@ class ArithmeticTask(Task):
         for tok in tokens:
             if tok not in self._value and tok not in OPERATORS and tok not in BRACKETS and tok != "=":
                 raise bad_line(where, f"numbers 0..{self.modulus - 1}, + - * / ( ) and '='", tok)
-        segments: list[list[str]] = [[]]
-        for tok in tokens:
-            if tok == "=":
-                segments.append([])
-            else:
-                segments[-1].append(tok)
+        segments = [segment.split() for segment in " ".join(tokens).split("=")]  # "=" is a token of its own
         question, middle, answer = segments[0], segments[1:-1], segments[-1]
         value, count = self.evaluate(question, where)
         if not 1 <= count <= self.operators:
             raise bad_line(where, f"an expression with 1..{self.operators} operators", " ".join(question))
-        first_eq = tokens.index("=")
-        last_eq = len(tokens) - 1 - tokens[::-1].index("=")
-        cot = tuple(tokens[first_eq + 1 : last_eq])
         if not answer:
             if middle:
                 raise bad_line(where, "an answer after the last '='", line)
@@ -347,18 +322,15 @@ class ArithmeticTask(Task):
         if len(answer) != 1 or answer[0] not in self._value:
             raise bad_line(where, f"one number 0..{self.modulus - 1} as the answer", " ".join(answer))
         if self._value[answer[0]] != value:
-            raise bad_line(
-                where, f"the value {value} (mod {self.modulus}) of {' '.join(question)!r}", answer[0]
-            )
+            expected = f"the value {value} (mod {self.modulus}) of {' '.join(question)!r}"
+            raise bad_line(where, expected, answer[0])
         if middle:
             chain = [question, *middle, answer]
             for j in range(1, len(chain)):
                 if not chain[j]:
                     raise bad_line(where, "an expression between two '='", line)
                 if not self.is_step(chain[j - 1], chain[j]):
-                    raise bad_line(
-                        where,
-                        f"step {j} to evaluate exactly one operation of {' '.join(chain[j - 1])!r}",
-                        " ".join(chain[j]),
-                    )
-        return Example(tuple(question), cot, tuple(answer))
+                    expected = f"step {j} to evaluate exactly one operation of {' '.join(chain[j - 1])!r}"
+                    raise bad_line(where, expected, " ".join(chain[j]))
+        cot = tokens[len(question) + 1 : len(tokens) - len(answer) - 1]  # between the first and the last "="
+        return Example(tuple(question), tuple(cot), tuple(answer))

@@ -1,6 +1,6 @@
 """The task abstraction shared by every benchmark: one example, one task, reading and writing files.
 
-A task owns three things: its vocabulary, a seeded generator of examples, and the exact one-line text
+A task owns three things: its vocabulary, a seeded sampler of examples, and the exact one-line text
 format of its data files (the formats of Deng et al. and Feng et al., so that their published files can be
 read and our generated files can be fed to their code). Everything downstream (tokenizer, sequence
 assembly, evaluation) only sees :class:`Example` objects and the two separator tokens.
@@ -8,19 +8,18 @@ assembly, evaluation) only sees :class:`Example` objects and the two separator t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seqvcr.atomic import write_bytes_atomic
 from seqvcr.errors import ConfigError, DataError
 
-#: Consecutive duplicate / excluded draws after which :func:`generate_unique` gives up: the requested
+#: Consecutive duplicate / excluded draws after which :meth:`Task.generate` gives up: the requested
 #: number of distinct examples then (almost surely) does not exist.
 MAX_CONSECUTIVE_MISSES = 1_000_000
 
@@ -39,16 +38,13 @@ class Example:
     answer: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if type(self.question) is not tuple:
-            object.__setattr__(self, "question", tuple(self.question))
-        if type(self.cot) is not tuple:
-            object.__setattr__(self, "cot", tuple(self.cot))
-        if type(self.answer) is not tuple:
-            object.__setattr__(self, "answer", tuple(self.answer))
+        for name in ("question", "cot", "answer"):
+            if type(getattr(self, name)) is not tuple:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 class Task(ABC):
-    """A benchmark task: vocabulary, generator and line format.
+    """A benchmark task: vocabulary, sampler and line format.
 
     Subclasses set ``name``, ``question_end`` and ``cot_end`` and implement the abstract methods. Their
     constructor's keyword arguments are the task's options, with their defaults (the config keys
@@ -68,12 +64,8 @@ class Task(ABC):
         """Every token the task can produce, separators included, in a fixed order (stable token ids)."""
 
     @abstractmethod
-    def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
-        """``n`` distinct examples (distinct keys), none of whose :meth:`key` is in ``exclude``.
-
-        Deterministic for a given ``seed`` (and ``exclude``): the same call gives the same list on every
-        machine.
-        """
+    def sample(self, rng: random.Random) -> Example:
+        """One example drawn with ``rng`` from the task's distribution."""
 
     @abstractmethod
     def format_line(self, ex: Example, cot: bool = True) -> str:
@@ -81,11 +73,7 @@ class Task(ABC):
 
     @abstractmethod
     def parse_line(self, line: str, where: str) -> Example:
-        """Parse and validate one line (without its newline).
-
-        Raises:
-            DataError: ``"{where}: expected ..., got ..."`` if the line is malformed or wrong.
-        """
+        """Parse and validate one line (without its newline); a bad one is :func:`bad_line`'s DataError."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -95,6 +83,37 @@ class Task(ABC):
     def options(self) -> dict[str, Any]:
         """The constructor keyword arguments (defaults resolved): ``make_task(t.name, **t.options())``
         rebuilds an equal task, so a saved config identifies the task exactly."""
+
+    def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
+        """``n`` examples with distinct :meth:`key`\\ s, none in ``exclude``, the same on every machine for
+        a ``seed``: :meth:`sample` is drawn until they are collected (a repeat is dropped and redrawn).
+
+        Raises:
+            ConfigError: ``n`` is not an integer >= 0, or no new example turned up in
+                ``MAX_CONSECUTIVE_MISSES`` draws.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"number of examples must be an integer >= 0, got {n!r}")
+        rng = random.Random(seed)
+        excluded = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
+        seen: set[str] = set()
+        out: list[Example] = []
+        misses = 0
+        while len(out) < n:
+            ex = self.sample(rng)
+            key = self.key(ex)
+            if key in seen or key in excluded:
+                misses += 1
+                if misses >= MAX_CONSECUTIVE_MISSES:
+                    raise ConfigError(
+                        f"could only generate {len(out)} distinct {self.describe()} examples of the {n} "
+                        f"requested ({len(excluded)} excluded); ask for fewer"
+                    )
+                continue
+            misses = 0
+            seen.add(key)
+            out.append(ex)
+        return out
 
     def max_cot_length(self) -> int:
         """The most chain-of-thought tokens any example of this task has (without ``cot_end``)."""
@@ -110,9 +129,8 @@ class Task(ABC):
         return self
 
     def difficulty_of(self, examples: Iterable[Example]) -> str | None:
-        """What ``examples`` hold when it is not what this task tests (e.g. ``"expressions with 3
-        operators"`` for a 4-operator task), else None. The line parser already rejects problems the
-        task cannot hold; this names the legitimate but different ones (a transfer test)."""
+        """What ``examples`` hold when it is legitimate but not what this task tests (a transfer test, e.g.
+        ``"expressions with 3 operators"`` for a 4-operator task), else None."""
         return None
 
     def key(self, ex: Example) -> str:
@@ -130,49 +148,6 @@ class Task(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def generate_unique(
-    n: int,
-    seed: int,
-    exclude: Iterable[str],
-    sample: Callable[[random.Random], tuple[str, Example]],
-    what: str,
-) -> list[Example]:
-    """Draw examples with ``sample(rng)`` until ``n`` distinct keys not in ``exclude`` are collected.
-
-    ``sample`` returns ``(key, example)``. Shared by the generators so that de-duplication, exclusion and
-    the "not enough distinct problems" error behave the same for every task.
-
-    Raises:
-        ConfigError: ``n`` is negative, or no new example turned up in ``MAX_CONSECUTIVE_MISSES`` draws.
-    """
-    check_count(n)
-    rng = random.Random(seed)
-    excluded = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
-    seen: set[str] = set()
-    out: list[Example] = []
-    misses = 0
-    while len(out) < n:
-        key, ex = sample(rng)
-        if key in seen or key in excluded:
-            misses += 1
-            if misses >= MAX_CONSECUTIVE_MISSES:
-                raise ConfigError(
-                    f"could only generate {len(out)} distinct {what} examples of the {n} requested "
-                    f"({len(excluded)} excluded); ask for fewer"
-                )
-            continue
-        misses = 0
-        seen.add(key)
-        out.append(ex)
-    return out
-
-
-def check_count(n: int) -> None:
-    """Reject a negative or non-integer number of examples with a ConfigError."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"number of examples must be an integer >= 0, got {n!r}")
-
-
 def check_int(name: str, value: object, low: int, high: int) -> int:
     """Validate an integer constructor option in ``[low, high]``; ConfigError names the allowed range."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -184,20 +159,14 @@ def read_examples(task: Task, path: str | os.PathLike[str]) -> list[Example]:
     """Read a data file of ``task``'s format: one example per line.
 
     Only the line terminator (``\\n`` or ``\\r\\n``) is removed: trailing spaces are part of Feng et al.'s
-    chain format. Every line, including a blank one, must parse.
-
-    Raises:
-        DataError: the file is missing, unreadable, not UTF-8 or empty (``"path: file is empty"``), or a
-            line is malformed (``"path:line: expected ..., got ..."``).
+    chain format. Every line, including a blank one, must parse; an empty file is a DataError.
     """
     p = Path(path)
     examples: list[Example] = []
     try:
         with open(p, encoding="utf-8", newline="") as f:
             for lineno, raw in enumerate(f, start=1):
-                line = raw[:-1] if raw.endswith("\n") else raw
-                if line.endswith("\r"):
-                    line = line[:-1]
+                line = raw.removesuffix("\n").removesuffix("\r")
                 examples.append(task.parse_line(line, f"{p}:{lineno}"))
     except FileNotFoundError:
         raise DataError(f"{p}: no such file") from None
@@ -215,30 +184,13 @@ def read_examples(task: Task, path: str | os.PathLike[str]) -> list[Example]:
 def write_examples(
     task: Task, path: str | os.PathLike[str], examples: Iterable[Example], cot: bool = True
 ) -> None:
-    """Write ``examples`` in ``task``'s format, one line each, every line ending with ``\\n``.
-
-    Atomic: the text goes to a temporary file in the same directory which then replaces ``path``
-    (``os.replace``), so a crash never leaves a half-written data file behind. The parent directory is
-    created if needed.
-    """
+    """Write ``examples`` in ``task``'s format, one line each ending with ``\\n``, atomically (a crash
+    never leaves a half-written data file behind), creating the parent directory if needed."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with mode 0o666 lets the umask decide the permissions, as for a plainly created file
-    # (tempfile.mkstemp would leave the data file readable by its owner only).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for ex in examples:
-                f.write(task.format_line(ex, cot=cot))
-                f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(
+        p, lambda f: f.writelines(f"{task.format_line(ex, cot=cot)}\n".encode() for ex in examples)
+    )
 
 
 def bad_line(where: str, expected: str, got: str) -> DataError:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from seqvcr.errors import ConfigError
-from seqvcr.tasks.base import Example, Task, bad_line, check_int, generate_unique
+from seqvcr.tasks.base import Example, Task, bad_line, check_int
 
 SEP = "<sep>"
 MAX_LENGTH = 1000
@@ -29,11 +29,8 @@ MAX_VALUE = 10_000
 
 
 def lis_dp(values: Sequence[int]) -> list[int]:
-    """d[i] = length of the longest strictly increasing subsequence ending at i, in O(n log n).
-
-    ``tails[k]`` is the smallest last value of a strictly increasing subsequence of length k+1 seen so
-    far, so the number of tails below ``x`` is the longest run that ``x`` can extend.
-    """
+    """d[i] = length of the longest strictly increasing subsequence ending at i, in O(n log n): ``tails[k]``
+    is the smallest last value of one of length k+1 so far, so ``x`` extends the runs of its tails below."""
     tails: list[int] = []
     out: list[int] = []
     push, record = tails.append, out.append
@@ -100,6 +97,9 @@ class LISTask(Task):
         return [*self._strings, SEP]
 
     # ---------------------------------------------------------------- generation
+    def sample(self, rng: random.Random) -> Example:
+        return self.example(self.sequence(rng))
+
     def sequence(self, rng: random.Random) -> list[int]:
         """One sequence from Feng et al.'s distribution (see module doc)."""
         n, lo, hi = self.length, self.length + 1, self.max_value
@@ -131,15 +131,6 @@ class LISTask(Task):
         get = self._strings.__getitem__
         dp = lis_dp(values)
         return Example(tuple(map(get, values)), tuple(map(get, dp)), (get(max(dp)),))
-
-    def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
-        """``n`` examples with distinct sequences (none in ``exclude``)."""
-
-        def sample(rng: random.Random) -> tuple[str, Example]:
-            ex = self.example(self.sequence(rng))
-            return " ".join(ex.question), ex
-
-        return generate_unique(n, seed, exclude, sample, self.describe())
 
     # ---------------------------------------------------------------- file format
     def format_line(self, ex: Example, cot: bool = True) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from seqvcr.errors import ConfigError
-from seqvcr.tasks.base import Example, Task, bad_line, check_int, generate_unique
+from seqvcr.tasks.base import Example, Task, bad_line, check_int
 
 DIGITS: tuple[str, ...] = tuple("0123456789")
 _DIGIT_SET = frozenset(DIGITS)
@@ -74,9 +74,8 @@ class MultiplicationTask(Task):
 
     def cot_of(self, a: int, b: int) -> tuple[str, ...]:
         """Deng et al.'s chain of thought for ``a * b``: partial products and running sums (module doc)."""
-        # Every CoT token is a single character, so the CoT is built as one string and split into
-        # characters: several times faster than appending tokens one by one (generation speed matters
-        # for the 808k-example training sets).
+        # Every CoT token is one character: the CoT is built as one string and split into characters,
+        # several times faster than appending tokens (generation speed matters for 808k examples).
         n, m = self.digits, self.digits_b
         b_digits = _rev(b, m)
         steps: list[str] = []
@@ -111,22 +110,16 @@ class MultiplicationTask(Task):
         return int("".join(ex.question[:n])[::-1]), int("".join(ex.question[n + 1 :])[::-1])
 
     # ---------------------------------------------------------------- generation
+    def sample(self, rng: random.Random) -> Example:
+        """Uniform operands with no leading zero."""
+        return self.example(rng.randrange(10 ** (self.digits - 1), 10**self.digits),
+                            rng.randrange(10 ** (self.digits_b - 1), 10**self.digits_b))
+
     def generate(self, n: int, seed: int, exclude: Iterable[str] = frozenset()) -> list[Example]:
-        """``n`` distinct problems with uniform operands (no leading zero), none in ``exclude``."""
-        na, nb = self.digits, self.digits_b
-        lo_a, hi_a = 10 ** (na - 1), 10**na
-        lo_b, hi_b = 10 ** (nb - 1), 10**nb
-        space = (hi_a - lo_a) * (hi_b - lo_b)
+        space = 81 * 10 ** (self.digits + self.digits_b - 2)  # (9 * 10^(N-1)) * (9 * 10^(M-1))
         if isinstance(n, int) and n > space:
             raise ConfigError(f"{self.describe()} has only {space} distinct problems, {n} requested")
-
-        def sample(rng: random.Random) -> tuple[str, Example]:
-            a = rng.randrange(lo_a, hi_a)
-            b = rng.randrange(lo_b, hi_b)
-            q = self.question_of(a, b)
-            return " ".join(q), Example(q, self.cot_of(a, b), tuple(_rev(a * b, na + nb)))
-
-        return generate_unique(n, seed, exclude, sample, self.describe())
+        return super().generate(n, seed, exclude)
 
     # ---------------------------------------------------------------- file format
     def format_line(self, ex: Example, cot: bool = True) -> str:
@@ -161,17 +154,10 @@ class MultiplicationTask(Task):
         ex = Example(question, cot, answer)
         a, b = self.operands(ex)
         if answer != self.answer_of(a, b):
-            raise bad_line(
-                where,
-                f"the product {a} * {b} = {a * b} as ANSWER",
-                " ".join(answer) + f" (= {_value(answer)})",
-            )
+            got = " ".join(answer) + f" (= {int(''.join(answer)[::-1])})"
+            raise bad_line(where, f"the product {a} * {b} = {a * b} as ANSWER", got)
         if cot and cot != self.cot_of(a, b):
             expected = " ".join(self.cot_of(a, b))
             raise bad_line(where, f"Deng's chain of thought for {a} * {b} ({expected!r})", " ".join(cot))
         return ex
 
-
-def _value(digits: tuple[str, ...]) -> int:
-    """The number written by reversed digits."""
-    return int("".join(digits)[::-1])
