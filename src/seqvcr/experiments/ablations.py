@@ -3,8 +3,7 @@
 An ablation REPLACEs one dotted config key (or several, by mappings), or ADDs or REMOVEs a component of
 the base's method (``COMPONENTS``; the method that results is looked up in ``seqvcr.config.METHODS``).
 Each setting it gives must build a valid config (``resolve_setting``), change something the method uses
-and differ from the others. The plan file's format is described in ``seqvcr.experiments.plan``, which
-reads the rest of the plan and re-exports the public names of this module.
+and differ from the others. ``seqvcr.experiments.plan`` reads the rest of the plan (format: docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -25,16 +24,7 @@ ACTIONS = ("REPLACE", "ADD", "REMOVE")
 COMPONENTS = {"cot": 0, "pause": 1, "seqvcr": 2}  # index into the flags of seqvcr.config.METHODS
 GPT2_PLACEHOLDER = "$gpt2_dir"
 
-ABLATION_KEYS = (
-    "part",
-    "name",
-    "action",
-    "key",
-    "component",
-    "replacements",
-    "labels",
-    "include_base",
-)
+ABLATION_KEYS = ("part", "name", "action", "key", "component", "replacements", "labels", "include_base")
 
 
 @dataclass(frozen=True)
@@ -57,9 +47,6 @@ class Ablation:
     keys: list[str]
     component: str | None
     settings: list[Setting]
-
-
-# ---------------------------------------------------------------------------------------------- helpers
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -134,13 +121,9 @@ def _label(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{_short(k)}={_fmt_value(v)}" for k, v in overrides.items())
 
 
-def _method_flags(name: str) -> tuple[bool, bool, bool]:
-    return C.METHODS[name]
-
-
 def _method_with(name: str, component: str, present: bool, where: str) -> str:
     """The method equal to ``name`` with ``component`` switched on (present) or off."""
-    flags = list(_method_flags(name))
+    flags = list(C.METHODS[name])
     idx = COMPONENTS[component]
     if flags[idx] == present:
         has = "already has" if present else "does not have"
@@ -168,9 +151,6 @@ def _effect_check(cfg: C.Config, keys: list[str], where: str) -> None:
                 f"{where}: {key} has no effect: method {cfg.method.name!r} has no pause tokens "
                 "(pick a base with pause or seqvcr_pause)"
             )
-
-
-# ---------------------------------------------------------------------------------------------- parsing
 
 
 def as_list(value: Any, where: str) -> list[Any]:

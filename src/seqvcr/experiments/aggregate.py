@@ -1,19 +1,9 @@
-"""Aggregated reports of a sweep or published study: one row per setting, one column per metric, over
-seeds.
+"""The report of a sweep or published study over seeds (docs/sweeps.md, "Reports").
 
-The directory (manifest.json, and per run result.json, eval.json, entropy.json, metrics.jsonl,
-error.txt) is read once into a ``seqvcr.reporting.study.SweepSummary`` (:func:`collect`), so a copied
-directory reports the same anywhere, and rendered from it by ``seqvcr.reporting.study_tables``
-(Markdown, CSV) and ``study_figures`` (PNG). :func:`report_sweep` writes ``SWEEP_DIR/report`` (or
-``out``): ``report.md`` (per study, its table over seeds, entropy per layer, accuracy per answer
-position, the plots, the runs missing, crashed or skipped), ``summary.csv``, ``layer_entropy.csv``,
-``position_accuracy.csv``, ``learning_curves.csv``, ``runs.csv`` and per study the PNG plots.
-:func:`print_tables` prints what ``seqvcr report STUDY --table ... / --rank-test A B`` asks for.
-
-Statistics over the finished seeds of a setting: mean, sample std (n - 1) and the 95% CI
-``mean ± t(0.975, n - 1) · std / √n`` (``seqvcr.reporting.stats``); one seed has no std and no CI.
-"Entropy" is the matrix entropy (Eq. 2) per layer of ``seqvcr.analysis.layer_entropy``; the summary
-column averages the intermediate layers L1..L(N-1) of a run, then the seeds.
+The directory is read once into a ``seqvcr.reporting.study.SweepSummary`` (:func:`collect`), so a copied
+directory reports the same anywhere, and rendered from it by ``seqvcr.reporting.study_tables`` (Markdown,
+CSV) and ``study_figures`` (PNG): :func:`report_sweep` writes ``SWEEP_DIR/report``, :func:`print_tables`
+prints what ``seqvcr report STUDY --table ... / --rank-test A B`` asks for.
 """
 
 from __future__ import annotations
@@ -47,9 +37,6 @@ __all__ = ["Stats", "collect", "print_tables", "report_sweep", "summarize", "t_q
 
 REPORT_MARK = "<!-- seqvcr sweep report -->"
 LEGEND_OUTSIDE = ("layer_entropy", "position_accuracy", "learning_curves")  # saved with bbox "tight"
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 
 def read_curves(
@@ -110,9 +97,6 @@ def collect(sweep_dir: str | Path) -> SweepSummary:
     return summarize_sweep(manifest, records)
 
 
-# ---------------------------------------------------------------------------------------------- printed
-
-
 def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
                  rank_test: tuple[str, str] | None = None, lambda_plot: str | Path | None = None,
                  value_plot: str | Path | None = None, exclude: Sequence[str] = ()) -> None:
@@ -138,9 +122,6 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
             save_figure(F.lambda_figure(st.settings), lambda_plot, dpi=120)
         if value_plot is not None:
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
-
-
-# ---------------------------------------------------------------------------------------------- report
 
 
 def _prepare_out(sweep: Path, out: str | Path | None, force: bool) -> Path:

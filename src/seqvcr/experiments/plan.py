@@ -1,41 +1,10 @@
 """Ablation plans: a YAML file that says what to vary, what to measure and over which seeds.
 
-The format mirrors the ablation plans the project started from (seed 000): a base configuration, one
-or more ablated parts, each with an action and its list of replacements, the metrics and the seeds::
-
-    name: projection_dim
-    description: Dimension of the linear projection before the Seq-VCR loss (seed 000)
-    base: configs/mult4x4_seqvcr_pause.yaml     # optional; relative to the cwd or the plan's folders
-    config:                                     # optional inline overrides, merged over ``base``
-      optim: {max_steps: 300}
-    ablations:
-      - part: Dimension of the linear projection layer applied before Seq-VCR regularization
-        name: proj_dim                          # optional short name (default: derived)
-        action: REPLACE                         # REPLACE | ADD | REMOVE
-        key: seqvcr.proj_dim                    # one dotted key (replacements are scalars), or
-        replacements: [512, 1024, 2048, 4096]   # mappings of dotted keys ({seqvcr.lambda1: 0.5, ...})
-        labels: [...]                           # optional, one per replacement
-    cross: false                                # true: the cartesian product of all ablations
-    metrics: [exact_match, matrix_entropy, position_accuracy]
-    seeds: [0, 1, 2]
-    eval_data: ref:mult/4x4/test.txt            # optional (default: the setting's task.test_file, else
-    eval_limit: 0                               #   its validation set); 0 = every example
-    entropy_sequences: 200                      # sequences per run for the layer entropy
-    entropy_normalize: true                     # divide by log(min(T, d)): values in [0, 1]
-    gpt2_dir: null                              # substituted for "$gpt2_dir" in values, made absolute
-
-``ADD`` / ``REMOVE`` act on a *component* of the method: ``pause`` (pause tokens), ``seqvcr`` (the
-regulariser) or ``cot`` (chain of thought). The method that results is looked up in
-``seqvcr.config.METHODS`` (e.g. ADD pause: vanilla -> pause, seqvcr -> seqvcr_pause). Their optional
-``replacements`` are further overrides that go with the component (e.g. ``{method.pauses: 4}``); by
-default the study also holds the unchanged base as a reference row (``include_base``).
-
-Everything is checked before anything runs (``load_plan`` raises one-line ``ConfigError``s): unknown
-plan keys, unknown config keys (against the config schema), bad values (types, choices, ranges, via
-``seqvcr.config.from_dict`` / ``resolve``), keys the base does not have, keys that have no effect in the
-base (e.g. ``seqvcr.*`` when the method has no Seq-VCR), components the base lacks (REMOVE) or already
-has (ADD), and replacements that produce the same configuration twice. Each entry of ``ablations`` is
-read and expanded into its settings by ``seqvcr.experiments.ablations``; the rest of the plan here.
+The format (docs/sweeps.md, "Plan format") mirrors the ablation plans the project started from (seed
+000): a base configuration (``base`` file, inline ``config``), the ``ablations``, each with an action and
+its replacements, ``cross``, the metrics, the seeds and how runs are measured. Everything is checked
+before anything runs: ``load_plan`` raises one-line ``ConfigError``s. Each entry of ``ablations`` is read
+and expanded into its settings by ``seqvcr.experiments.ablations``; the rest of the plan here.
 """
 
 from __future__ import annotations
@@ -50,9 +19,6 @@ from seqvcr import config as C
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, SeqVCRError
 from seqvcr.experiments.ablations import (
-    ABLATION_KEYS,
-    ACTIONS,
-    COMPONENTS,
     GPT2_PLACEHOLDER,
     Ablation,
     Setting,
@@ -64,30 +30,15 @@ from seqvcr.experiments.ablations import (
     substitute,
 )
 
-__all__ = ["ABLATION_KEYS", "ACTIONS", "COMPONENTS", "DEFAULT_ENTROPY_SEQUENCES", "GPT2_PLACEHOLDER",
-           "METRICS", "METRIC_ALIASES", "PLAN_KEYS", "Ablation", "Plan", "Setting", "Study", "load_plan",
-           "parse_plan", "resolve_setting"]
+__all__ = ["DEFAULT_ENTROPY_SEQUENCES", "GPT2_PLACEHOLDER", "METRICS", "METRIC_ALIASES", "PLAN_KEYS",
+           "Ablation", "Plan", "Setting", "Study", "load_plan", "parse_plan", "resolve_setting"]
 
 METRICS = ("exact_match", "matrix_entropy", "position_accuracy")
 METRIC_ALIASES = {"entropy": "matrix_entropy", "representation_entropy": "matrix_entropy"}
 DEFAULT_ENTROPY_SEQUENCES = 200
 
-PLAN_KEYS = (
-    "name",
-    "description",
-    "base",
-    "config",
-    "ablations",
-    "cross",
-    "metrics",
-    "seeds",
-    "eval_data",
-    "eval_limit",
-    "entropy_sequences",
-    "entropy_normalize",
-    "gpt2_dir",
-    "scale",
-)
+PLAN_KEYS = ("name", "description", "base", "config", "ablations", "cross", "metrics", "seeds", "eval_data",
+             "eval_limit", "entropy_sequences", "entropy_normalize", "gpt2_dir", "scale")
 
 
 @dataclass
@@ -144,9 +95,6 @@ def _find_file(ref: str, plan_path: Path | None, what: str) -> Path:
     raise ConfigError(
         f"{what}: {ref}: file not found (looked in the current directory and the plan's folders)"
     )
-
-
-# ---------------------------------------------------------------------------------------------- loading
 
 
 def _cross(ablations: list[Ablation], base: dict[str, Any], plan_name: str) -> Study:
