@@ -1,9 +1,6 @@
 """``seqvcr sweep PLAN``, the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``, ``seqvcr report
-SWEEP_DIR`` and ``seqvcr demo`` (the main job: a sweep of the paper's configurations and its report).
-
-``seqvcr report`` is defined by ``seqvcr.analysis.cli`` (the report of run directories); this module,
-the layer above, extends it: one directory holding a manifest.json gets the sweep's aggregated report
-(``seqvcr.experiments.aggregate.report_sweep``).
+SWEEP_DIR`` (``seqvcr report`` of ``seqvcr.analysis.cli`` extended: one directory holding a manifest.json
+gets the sweep's report, ``seqvcr.experiments.aggregate``) and ``seqvcr demo``.
 """
 
 from __future__ import annotations
@@ -191,17 +188,15 @@ def _dry_run_plan(plan: Plan, sweep: Path, args: argparse.Namespace) -> int:
     exists = (sweep / S.RUNS).is_dir()
     print(f"plan {plan.name}: {sum(len(s['settings']) for s in studies)} settings x "
           f"{len(plan.seeds)} seeds = {len(runs)} runs -> {sweep}")
-    for line in _status_table(manifest, sweep if exists else None):
-        print(line)
+    print("\n".join(_status_table(manifest, sweep if exists else None)))
     for r in runs:
         if r.skip:
             print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
     gpu = estimate.DEFAULT_GPU if args.peak_tflops is None else "the GPU"
-    for line in estimate.estimate_lines(
+    print("\n".join(estimate.estimate_lines(
         runs, mfu=args.mfu if args.mfu is not None else estimate.DEFAULT_MFU,
         peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
-    ):
-        print(line)
+    )))
     return 0
 
 
@@ -269,8 +264,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     status = {r["id"]: S.run_status(sweep, r["id"]) for r in runs}
     todo = [r for r in runs if status[r["id"]] in ("pending", "interrupted", "crashed")]
     if args.dry_run:
-        for line in _status_table(manifest, sweep):
-            print(line)
+        print("\n".join(_status_table(manifest, sweep)))
         return 0
     counts = {k: sum(v == k for v in status.values()) for k in S.STATUSES}
     summary = ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if counts[k])
@@ -331,7 +325,6 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "demo", _cmd_demo, "the main job: data, training of several "
                              "configurations, evaluation, entropy and a report (about 10 minutes on a 2-core "

@@ -85,11 +85,9 @@ def _find_file(ref: str, plan_path: Path | None, what: str) -> Path:
         if not p.is_file():
             raise ConfigError(f"{what}: {p}: file not found")
         return p
-    tried = [str(p)]
     if plan_path is not None:
         for folder in plan_path.resolve().parents:
             cand = folder / p
-            tried.append(str(cand))
             if cand.is_file():
                 return cand
     raise ConfigError(

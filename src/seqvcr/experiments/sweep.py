@@ -1,21 +1,16 @@
-"""A sweep directory: a plan expanded into runs with stable ids, a manifest, and the worker.
+"""A sweep directory: a plan expanded into runs with stable ids, a manifest, and the worker ``run_one``
+(docs/sweeps.md, "The sweep directory").
 
 Layout (every path inside is relative, so the directory can be copied and reported elsewhere)::
 
     SWEEP_DIR/plan.yaml           the plan as given (for the record)
     SWEEP_DIR/manifest.json       studies -> settings -> seed -> run id; runs with overrides and status
     SWEEP_DIR/runs/<id>/spec.json what the worker needs: resolved config, eval data, metrics, skip reason
-    SWEEP_DIR/runs/<id>/...       the run directory of ``seqvcr.training.train`` (config.yaml,
-                                  checkpoint.safetensors, model.safetensors, metrics.jsonl,
-                                  result.json) plus eval.json,
+    SWEEP_DIR/runs/<id>/...       the run directory of ``seqvcr.training.train`` plus eval.json,
                                   entropy.json, train.log, and error.txt when it crashed
 
-A run id is the first 10 hex digits of the SHA-1 of the canonical JSON of the run's resolved config, so
-the same configuration always lands in the same directory, whichever plan or setting asked for it
-(identical settings are trained once and shared). Status is derived from the files, never stored
-alone: ``done`` = result.json plus the requested metric files; ``interrupted`` = a checkpoint (or a
-result) without them; ``crashed`` = error.txt; ``skipped`` = the spec names a reason; else ``pending``.
-``run_one`` is the only worker: the local pool, SLURM jobs and the printed commands all call it.
+A run's status is derived from its files, never stored alone (``run_status``). ``run_one`` is the only
+worker: the local pool, SLURM jobs and the printed commands all call it.
 """
 
 from __future__ import annotations
