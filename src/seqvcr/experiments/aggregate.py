@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -124,21 +125,6 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
 
 
-def _prepare_out(sweep: Path, out: str | Path | None, force: bool) -> Path:
-    dest = Path(out) if out is not None else sweep / "report"
-    if dest.exists() and any(dest.iterdir()) and not force:
-        md = dest / "report.md"
-        ours = md.is_file() and REPORT_MARK in md.read_text()[:400]
-        if not ours:
-            raise RunDirError(
-                f"{dest}: exists and does not hold a sweep report; use --force or another --out"
-            )
-    dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("*.png"):
-        old.unlink()
-    return dest
-
-
 def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
     """Write the aggregated report of a sweep (see the module docstring); returns report.md's path.
 
@@ -147,20 +133,25 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
     """
     sweep = Path(sweep_dir)
     summary = collect(sweep)
-    dest = _prepare_out(sweep, out, force)
+    dest = Path(out) if out is not None else sweep / "report"
+    md_file = dest / "report.md"
+    ours = md_file.is_file() and REPORT_MARK in md_file.read_text()[:400]  # a report written before
+    if dest.exists() and any(dest.iterdir()) and not force and not ours:
+        raise RunDirError(f"{dest}: exists and does not hold a sweep report; use --force or another --out")
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.png"):
+        old.unlink()
     md = [REPORT_MARK, f"# Sweep report: {summary.name}", ""] + _overview(sweep, summary)
     for study in summary.studies:
         md += _study_section(study, summary, dest)
     T.write_study_csvs(dest, summary)
-    write_text_atomic(dest / "report.md", "\n".join(md).rstrip() + "\n")
-    return dest / "report.md"
+    write_text_atomic(md_file, "\n".join(md).rstrip() + "\n")
+    return md_file
 
 
 def _overview(sweep: Path, summary: SweepSummary) -> list[str]:
     """The lines under the report's title: the sweep, its runs, and how the statistics are made."""
-    counts: dict[str, int] = {}
-    for r in summary.runs:
-        counts[r.status] = counts.get(r.status, 0) + 1
+    counts = Counter(r.status for r in summary.runs)
     machines = sorted({r.machine for r in summary.runs if r.machine})
     md: list[str] = []
     if summary.description:

@@ -169,26 +169,14 @@ def _check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
                                 " (leave it out for the default)")
 
 
-def _existing_sweep(src: Path, out: str | None) -> tuple[Path, dict[str, Any], str]:
-    """PLAN given as a sweep directory (to continue): its refreshed manifest and name."""
-    if not (src / S.MANIFEST).is_file():
-        raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
-    if out is not None and Path(out) != src:
-        raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
-    manifest = S.refresh_manifest(src)
-    return src, manifest, manifest["name"]
-
-
 def _dry_run_plan(plan: Plan, sweep: Path, args: argparse.Namespace) -> int:
     """``--dry-run`` of a plan YAML: its settings, runs, skipped runs and compute estimate; writes nothing."""
     from seqvcr.experiments import estimate
 
     studies, runs = S.expand(plan)
-    manifest = {"studies": studies, "runs": []}
-    exists = (sweep / S.RUNS).is_dir()
     print(f"plan {plan.name}: {sum(len(s['settings']) for s in studies)} settings x "
           f"{len(plan.seeds)} seeds = {len(runs)} runs -> {sweep}")
-    print("\n".join(_status_table(manifest, sweep if exists else None)))
+    print("\n".join(_status_table({"studies": studies}, sweep if (sweep / S.RUNS).is_dir() else None)))
     for r in runs:
         if r.skip:
             print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
@@ -198,17 +186,6 @@ def _dry_run_plan(plan: Plan, sweep: Path, args: argparse.Namespace) -> int:
         peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
     )))
     return 0
-
-
-def _selected_runs(runs: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
-    """The manifest's runs, restricted to ``--only`` (each id must be a run of the sweep)."""
-    if not only:
-        return runs
-    known = {r["id"] for r in runs}
-    bad = [x for x in only if x not in known]
-    if bad:
-        raise ConfigError(f"--only: {bad[0]!r} is not a run of this sweep")
-    return [r for r in runs if r["id"] in only]
 
 
 def _sweep_slurm(sweep: Path, name: str, todo: list[dict[str, Any]], args: argparse.Namespace) -> int:
@@ -249,18 +226,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_counts(args, ("workers", "threads", "cpus_per_job", "time", "parallelism"))
     commands.check_at_least("--gpus-per-job", args.gpus_per_job, 0, " (0: CPU jobs)")
     src = Path(args.plan)
-    if src.is_dir():
-        sweep, manifest, name = _existing_sweep(src, args.out)
+    if src.is_dir():  # a sweep directory, to continue
+        if not (src / S.MANIFEST).is_file():
+            raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
+        if args.out is not None and Path(args.out) != src:
+            raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
+        sweep, manifest = src, S.refresh_manifest(src)
     else:
         plan = load_plan(src, gpt2_dir=args.gpt2_dir)
         sweep = Path(args.out) if args.out else Path("sweeps") / plan.name
-        name = plan.name
         if args.dry_run:
             return _dry_run_plan(plan, sweep, args)
         S.prepare_sweep(plan, sweep)
         manifest = S.load_manifest(sweep)
-
-    runs = _selected_runs(manifest["runs"], args.only)
+    name = manifest["name"]
+    if unknown := [x for x in args.only or [] if x not in {r["id"] for r in manifest["runs"]}]:
+        raise ConfigError(f"--only: {unknown[0]!r} is not a run of this sweep")
+    runs = [r for r in manifest["runs"] if not args.only or r["id"] in args.only]
     status = {r["id"]: S.run_status(sweep, r["id"]) for r in runs}
     todo = [r for r in runs if status[r["id"]] in ("pending", "interrupted", "crashed")]
     if args.dry_run:

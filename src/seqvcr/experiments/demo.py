@@ -333,17 +333,6 @@ def _check_out(out: Path, force: bool) -> None:
                 p.unlink()
 
 
-def _demo_device(s: DemoScale, device: str) -> str:
-    """``device``, else the scale's, else CUDA when there is one; refuses CUDA where there is none."""
-    dev = s.device if device == "auto" else device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
-                          "use the default scale (or --device cpu)")
-    return dev
-
-
 def _step_plan(out: Path, s: DemoScale, dev: str, minutes: float | None, progress: bool) -> dict[str, Any]:
     """The steps per configuration: an interrupted demo's (same scale and device: it resumes), else new."""
     plan_path = out / PLAN_FILE
@@ -363,7 +352,12 @@ def run_demo(out: str | os.PathLike[str] = "demo_out", *, force: bool = False, m
     ``OUT/demo.json``."""
     t_start = time.perf_counter()
     s = pick_scale(scale, device)
-    dev = _demo_device(s, device)
+    dev = s.device if device == "auto" else device  # the device asked for, else the scale's, else CUDA if any
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
+                          "use the default scale (or --device cpu)")
     out_dir = Path(out)
     _check_out(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def _find_file(ref: str, plan_path: Path | None, what: str) -> Path:
     )
 
 
-def _cross(ablations: list[Ablation], base: dict[str, Any], plan_name: str) -> Study:
+def _cross(ablations: list[Ablation], base: dict[str, Any]) -> Study:
     settings: list[Setting] = []
     for combo in itertools.product(*(a.settings for a in ablations)):
         overrides: dict[str, Any] = {}
@@ -170,42 +170,6 @@ def _plan_base(
     return base, base_file, gdir
 
 
-def _plan_studies(
-    raw: dict[str, Any], ablations: list[Ablation], base: dict[str, Any], name: str
-) -> tuple[bool, list[Study]]:
-    """``cross`` and the studies: one per ablation, or their cartesian product as a single study."""
-    cross = raw.get("cross", False)
-    if not isinstance(cross, bool):
-        raise ConfigError(f"cross: expected true or false, got {cross!r}")
-    if cross and len(ablations) < 2:
-        raise ConfigError("cross: true needs at least two ablations")
-    if cross:
-        return cross, [_cross(ablations, base, name)]
-    return cross, [Study(a.name, a.part, a.action, [a.name], a.settings) for a in ablations]
-
-
-def _plan_metrics(raw: dict[str, Any]) -> list[str]:
-    """The metrics, aliases mapped to their names, in order, without repeats."""
-    metrics: list[str] = []
-    for m in as_list(raw.get("metrics", list(METRICS)), "metrics"):
-        m = METRIC_ALIASES.get(str(m), str(m))
-        if m not in METRICS:
-            raise ConfigError(f"metrics: {m!r} is not one of {', '.join(METRICS)}")
-        if m not in metrics:
-            metrics.append(m)
-    return metrics
-
-
-def _plan_seeds(raw: dict[str, Any]) -> list[int]:
-    """The seeds: distinct non-negative integers (default: [0])."""
-    seeds = as_list(raw.get("seeds", [0]), "seeds")
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise ConfigError(f"seeds: expected non-negative integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds: repeated seed in {seeds!r}")
-    return list(seeds)
-
-
 def _plan_measurement(raw: dict[str, Any]) -> tuple[str | None, int, int, bool]:
     """``eval_data`` (must exist), ``eval_limit``, ``entropy_sequences``, ``entropy_normalize``."""
     eval_data = raw.get("eval_data")
@@ -233,17 +197,29 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
     """Validate a plan mapping (already read from YAML); errors are ``ConfigError``s."""
     name = _plan_name(raw, path)
     base, base_file, gdir = _plan_base(raw, path, gpt2_dir)
-    ablations_raw = as_list(raw.get("ablations"), "ablations")
     taken: set[str] = set()
-    ablations = [parse_ablation(a, i, base, gdir, taken) for i, a in enumerate(ablations_raw)]
-    cross, studies = _plan_studies(raw, ablations, base, name)
-    metrics = _plan_metrics(raw)
-    seeds = _plan_seeds(raw)
+    ablations = [parse_ablation(a, i, base, gdir, taken)
+                 for i, a in enumerate(as_list(raw.get("ablations"), "ablations"))]
+    cross = raw.get("cross", False)  # true: one study, the cartesian product of the ablations
+    if not isinstance(cross, bool):
+        raise ConfigError(f"cross: expected true or false, got {cross!r}")
+    if cross and len(ablations) < 2:
+        raise ConfigError("cross: true needs at least two ablations")
+    studies = [_cross(ablations, base)] if cross else [Study(a.name, a.part, a.action, [a.name], a.settings)
+                                                       for a in ablations]
+    metrics = [METRIC_ALIASES.get(str(m), str(m))  # in order, without repeats (below)
+               for m in as_list(raw.get("metrics", list(METRICS)), "metrics")]
+    if unknown := [m for m in metrics if m not in METRICS]:
+        raise ConfigError(f"metrics: {unknown[0]!r} is not one of {', '.join(METRICS)}")
+    seeds = as_list(raw.get("seeds", [0]), "seeds")
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds: expected non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds: repeated seed in {seeds!r}")
     eval_data, eval_limit, n_seq, normalize = _plan_measurement(raw)
-    description = raw.get("description") or ""
     return Plan(
-        name=name, description=str(description).strip(), path=path, base=base, base_file=base_file,
-        ablations=ablations, studies=studies, cross=cross, metrics=metrics, seeds=seeds,
-        eval_data=eval_data, eval_limit=eval_limit, entropy_sequences=n_seq, entropy_normalize=normalize,
-        gpt2_dir=gdir, raw=raw,
+        name=name, description=str(raw.get("description") or "").strip(), path=path, base=base,
+        base_file=base_file, ablations=ablations, studies=studies, cross=cross,
+        metrics=list(dict.fromkeys(metrics)), seeds=list(seeds), eval_data=eval_data, eval_limit=eval_limit,
+        entropy_sequences=n_seq, entropy_normalize=normalize, gpt2_dir=gdir, raw=raw,
     )
