@@ -126,11 +126,8 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
 
 
 def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
-    """Write the aggregated report of a sweep (see the module docstring); returns report.md's path.
-
-    The default destination is SWEEP_DIR/report; a report written there before is replaced. A folder
-    that holds something else is refused unless ``force``.
-    """
+    """Write the report of a sweep into ``out`` (default SWEEP_DIR/report), replacing a report written there
+    before (a folder that holds something else only with ``force``); returns report.md's path."""
     sweep = Path(sweep_dir)
     summary = collect(sweep)
     dest = Path(out) if out is not None else sweep / "report"

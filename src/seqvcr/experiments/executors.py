@@ -154,11 +154,8 @@ def run_local(sweep_dir: str | Path, runs: Sequence[dict[str, Any]], *, workers:
               threads: int | None = None, stream: TextIO | None = None, target: Callable[..., None] = _child,
               quiet: bool = False) -> LocalSummary:
     """Execute ``runs`` (manifest entries) with a pool of worker processes; see the module docstring.
-
-    Progress (``seqvcr.progress``): on a terminal a bar over the runs, the start and end of each run
-    printed above it; in a log file or under SLURM those lines alone (``[3/10] done ...``). ``quiet``
-    leaves out the bar and the start / done lines; crashes and interruptions are still reported.
-    """
+    Progress: on a terminal a bar over the runs, the start and end of each run printed above it, else those
+    lines alone (``[3/10] done ...``); ``quiet`` leaves out all but crashes and interruptions."""
     from seqvcr.progress import ProgressBar
 
     sweep = Path(sweep_dir)
@@ -279,23 +276,14 @@ class SlurmOptions:
     constraint: str | None = None
 
 
-def run_slurm(
-    sweep_dir: str | Path,
-    runs: Sequence[dict[str, Any]],
-    options: SlurmOptions,
-    *,
-    name: str,
-    wait_for_jobs: bool = False,
-    stream: TextIO | None = None,
-) -> list[str]:
+def run_slurm(sweep_dir: str | Path, runs: Sequence[dict[str, Any]], options: SlurmOptions, *, name: str,
+              wait_for_jobs: bool = False, stream: TextIO | None = None) -> list[str]:
     """Submit ``runs`` as one job array; returns the job ids. ``wait_for_jobs`` blocks until done."""
     try:
         import submitit
     except ImportError:
-        raise SeqVCRError(
-            "the slurm executor needs submitit: pip install 'seqvcr[slurm]' (or pip install submitit); "
-            "or use --executor print and submit the commands yourself"
-        ) from None
+        raise SeqVCRError("the slurm executor needs submitit: pip install 'seqvcr[slurm]' (or pip install "
+                          "submitit); or use --executor print and submit the commands yourself") from None
     sweep = Path(sweep_dir).resolve()
     if not runs:
         return []
@@ -332,9 +320,8 @@ def run_slurm(
     return job_ids
 
 
-def print_commands(
-    sweep_dir: str | Path, runs: Sequence[dict[str, Any]], stream: TextIO | None = None
-) -> int:
+def print_commands(sweep_dir: str | Path, runs: Sequence[dict[str, Any]],
+                   stream: TextIO | None = None) -> int:
     """One shell command per run, with the setting and seed as a trailing comment."""
     stream = stream or sys.stdout
     sd = shlex.quote(str(sweep_dir))

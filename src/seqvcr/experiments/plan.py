@@ -90,9 +90,8 @@ def _find_file(ref: str, plan_path: Path | None, what: str) -> Path:
             cand = folder / p
             if cand.is_file():
                 return cand
-    raise ConfigError(
-        f"{what}: {ref}: file not found (looked in the current directory and the plan's folders)"
-    )
+    raise ConfigError(f"{what}: {ref}: file not found (looked in the current directory and the plan's "
+                      "folders)")
 
 
 def _cross(ablations: list[Ablation], base: dict[str, Any]) -> Study:
@@ -102,9 +101,8 @@ def _cross(ablations: list[Ablation], base: dict[str, Any]) -> Study:
         for s in combo:
             for k, v in s.overrides.items():
                 if k in overrides and overrides[k] != v:
-                    raise ConfigError(
-                        f"cross: settings {' | '.join(x.label for x in combo)} both set {k} differently"
-                    )
+                    raise ConfigError(f"cross: settings {' | '.join(x.label for x in combo)} both set {k} "
+                                      "differently")
                 overrides[k] = v
         label = " | ".join(s.label for s in combo)
         factors = tuple((a.name, s.label, s.value) for a, s in zip(ablations, combo))

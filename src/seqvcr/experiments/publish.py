@@ -113,8 +113,6 @@ def _rescore(rd: Path) -> None:
     write_json_atomic(rd / TEST_EVAL, fresh)
     old = json.loads((rd / S.EVAL).read_text())
     if fresh["exact_match"] != old["exact_match"] or fresh["n"] != old["n"]:
-        raise RunDirError(
-            f"{rd}: seqvcr eval gives exact match {fresh['exact_match']} on {fresh['n']} "
-            f"examples, the sweep's eval.json {old['exact_match']} on {old['n']}: re-evaluate"
-        )
+        raise RunDirError(f"{rd}: seqvcr eval gives exact match {fresh['exact_match']} on {fresh['n']} "
+                          f"examples, the sweep's eval.json {old['exact_match']} on {old['n']}: re-evaluate")
     print(f"published {rd.name}: exact match {fresh['exact_match']:.4f}", file=sys.stderr)

@@ -147,17 +147,13 @@ def expand(plan: Plan) -> tuple[list[dict[str, Any]], list[RunEntry]]:
 
 
 def prepare_sweep(plan: Plan, out: str | Path) -> Path:
-    """Create or update SWEEP_DIR: plan copy, manifest, and a spec.json per run. Returns the dir.
-
-    Existing run directories are never touched (only their spec.json is rewritten); runs of an older
-    version of the plan stay on disk but leave the manifest.
-    """
+    """Create or update SWEEP_DIR (returned): plan copy, manifest, and a spec.json per run. Existing run
+    directories keep all but their spec.json; runs of an older plan stay on disk but leave the manifest."""
     sweep = Path(out)
     old = read_json(sweep / MANIFEST)
     if old is not None and old.get("name") != plan.name:
-        raise RunDirError(
-            f"{sweep}: holds sweep {old.get('name')!r}, not {plan.name!r}; choose another --out"
-        )
+        raise RunDirError(f"{sweep}: holds sweep {old.get('name')!r}, not {plan.name!r}; choose another "
+                          "--out")
     studies, runs = expand(plan)
     (sweep / RUNS).mkdir(parents=True, exist_ok=True)
     text = plan.path.read_text() if plan.path is not None else yaml.safe_dump(plan.raw, sort_keys=False)
@@ -303,11 +299,8 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
 
 
 def _heldout_file(rd: Path, cfg: C.Config) -> str:
-    """Write the run's validation examples (held out from training) to a file and return its path.
-
-    Used when a setting has no test file: the validation set is excluded from the generated training
-    data and never used to pick a checkpoint (the last one is scored), so it is a fair held-out set.
-    """
+    """Write the run's validation examples to a file and return its path, for a setting without a test
+    file: they are excluded from the generated training data and never pick a checkpoint, so held out."""
     from seqvcr.runs import build_task, load_splits
     from seqvcr.tasks import write_examples
 
@@ -328,14 +321,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[0] if msg else ''}".strip()
 
 
-def run_one(
-    sweep_dir: str | Path,
-    rid: str,
-    *,
-    threads: int | None = None,
-    log_to_file: bool = True,
-    device: str = "auto",
-) -> Outcome:
+def run_one(sweep_dir: str | Path, rid: str, *, threads: int | None = None, log_to_file: bool = True,
+            device: str = "auto") -> Outcome:
     """Train, evaluate and measure one run of a sweep under an exclusive lock on it, each file written
     atomically; a failure of the run becomes ``error.txt`` and the outcome ``crashed``, never an exception.
 
@@ -398,9 +385,8 @@ def _measure(rd: Path, spec: dict[str, Any], file: str, data_file: str, device: 
         try:
             from seqvcr.analysis.layer_entropy import compute_layer_entropy
         except ImportError as err:
-            raise ConfigError(
-                "matrix_entropy needs seqvcr.analysis.layer_entropy, which this installation lacks"
-            ) from err
+            raise ConfigError("matrix_entropy needs seqvcr.analysis.layer_entropy, which this installation "
+                              "lacks") from err
         n, normalize = spec.get("entropy_sequences"), bool(spec.get("entropy_normalize", True))
         result = dict(compute_layer_entropy(str(rd), data_file, n_sequences=n, normalize=normalize,
                                             device=device, progress=True))
