@@ -3,8 +3,7 @@
 An ablation REPLACEs one dotted config key (or several, by mappings), or ADDs or REMOVEs a component of
 the base's method (``COMPONENTS``; the method that results is looked up in ``seqvcr.config.METHODS``).
 Each setting it gives must build a valid config (``resolve_setting``), change something the method uses
-and differ from the others. The plan file's format is described in ``seqvcr.experiments.plan``, which
-reads the rest of the plan and re-exports the public names of this module.
+and differ from the others. ``seqvcr.experiments.plan`` reads the rest of the plan (format: docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -25,16 +24,7 @@ ACTIONS = ("REPLACE", "ADD", "REMOVE")
 COMPONENTS = {"cot": 0, "pause": 1, "seqvcr": 2}  # index into the flags of seqvcr.config.METHODS
 GPT2_PLACEHOLDER = "$gpt2_dir"
 
-ABLATION_KEYS = (
-    "part",
-    "name",
-    "action",
-    "key",
-    "component",
-    "replacements",
-    "labels",
-    "include_base",
-)
+ABLATION_KEYS = ("part", "name", "action", "key", "component", "replacements", "labels", "include_base")
 
 
 @dataclass(frozen=True)
@@ -57,9 +47,6 @@ class Ablation:
     keys: list[str]
     component: str | None
     settings: list[Setting]
-
-
-# ---------------------------------------------------------------------------------------------- helpers
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -134,13 +121,9 @@ def _label(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{_short(k)}={_fmt_value(v)}" for k, v in overrides.items())
 
 
-def _method_flags(name: str) -> tuple[bool, bool, bool]:
-    return C.METHODS[name]
-
-
 def _method_with(name: str, component: str, present: bool, where: str) -> str:
     """The method equal to ``name`` with ``component`` switched on (present) or off."""
-    flags = list(_method_flags(name))
+    flags = list(C.METHODS[name])
     idx = COMPONENTS[component]
     if flags[idx] == present:
         has = "already has" if present else "does not have"
@@ -150,27 +133,19 @@ def _method_with(name: str, component: str, present: bool, where: str) -> str:
     for other, f in C.METHODS.items():
         if tuple(flags) == f:
             return other
-    raise ConfigError(
-        f"{where}: no method combines {component} with method {name!r}; methods: {', '.join(C.METHODS)}"
-    )
+    raise ConfigError(f"{where}: no method combines {component} with method {name!r}; "
+                      f"methods: {', '.join(C.METHODS)}")
 
 
 def _effect_check(cfg: C.Config, keys: list[str], where: str) -> None:
     """Refuse ablating a knob that the setting's method ignores (its runs would all be identical)."""
     for key in keys:
         if key.startswith("seqvcr.") and not cfg.method.seqvcr:
-            raise ConfigError(
-                f"{where}: {key} has no effect: method {cfg.method.name!r} does not use Seq-VCR "
-                "(pick a base with seqvcr or seqvcr_pause)"
-            )
+            raise ConfigError(f"{where}: {key} has no effect: method {cfg.method.name!r} does not use "
+                              "Seq-VCR (pick a base with seqvcr or seqvcr_pause)")
         if key == "method.pauses" and cfg.method.num_pauses == 0:
-            raise ConfigError(
-                f"{where}: {key} has no effect: method {cfg.method.name!r} has no pause tokens "
-                "(pick a base with pause or seqvcr_pause)"
-            )
-
-
-# ---------------------------------------------------------------------------------------------- parsing
+            raise ConfigError(f"{where}: {key} has no effect: method {cfg.method.name!r} has no pause "
+                              "tokens (pick a base with pause or seqvcr_pause)")
 
 
 def as_list(value: Any, where: str) -> list[Any]:
@@ -178,19 +153,6 @@ def as_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list, got {value!r}")
     return value
-
-
-def _ablation_action(raw: Any, where: str) -> str:
-    """Check the ablation's shape and keys; its action, upper-cased (REPLACE, ADD or REMOVE)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with part, action and replacements")
-    unknown = [k for k in raw if k not in ABLATION_KEYS]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(ABLATION_KEYS)}")
-    action = str(raw.get("action", "")).upper()
-    if action not in ACTIONS:
-        raise ConfigError(f"{where}: action {raw.get('action')!r} is not one of {', '.join(ACTIONS)}")
-    return action
 
 
 def _flat_overrides(
@@ -215,10 +177,8 @@ def _replace_overrides(raw: dict[str, Any], gpt2_dir: str | None, where: str) ->
     if key is None:
         for r in replacements:
             if not isinstance(r, dict) or not r:
-                raise ConfigError(
-                    f"{where}: without 'key', every replacement is a mapping of dotted config keys "
-                    f"(e.g. {{seqvcr.lambda1: 0.5, seqvcr.lambda2: 0.002}}), got {r!r}"
-                )
+                raise ConfigError(f"{where}: without 'key', every replacement is a mapping of dotted config "
+                                  f"keys (e.g. {{seqvcr.lambda1: 0.5, seqvcr.lambda2: 0.002}}), got {r!r}")
             overrides_list.append(_flat_overrides(r, gpt2_dir, where))
         return overrides_list
     if not isinstance(key, str):
@@ -311,12 +271,17 @@ def _check_settings(settings: list[Setting], base: dict[str, Any], action: str, 
         raise ConfigError(f"{where}: two settings share a label; give 'labels'")
 
 
-def parse_ablation(
-    raw: Any, index: int, base: dict[str, Any], gpt2_dir: str | None, taken: set[str]
-) -> Ablation:
+def parse_ablation(raw: Any, index: int, base: dict[str, Any], gpt2_dir: str | None,
+                   taken: set[str]) -> Ablation:
     """Validate one entry of ``ablations``, split by action, and expand it into its settings."""
     where = f"ablations[{index}]"
-    action = _ablation_action(raw, where)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with part, action and replacements")
+    if unknown := [k for k in raw if k not in ABLATION_KEYS]:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(ABLATION_KEYS)}")
+    action = str(raw.get("action", "")).upper()
+    if action not in ACTIONS:
+        raise ConfigError(f"{where}: action {raw.get('action')!r} is not one of {', '.join(ACTIONS)}")
     base_cfg = resolve_setting(base, {}, 0, where=f"{where} (base)")
     if action == "REPLACE":
         overrides_list = _replace_overrides(raw, gpt2_dir, where)

@@ -1,25 +1,16 @@
-"""Aggregated reports of a sweep or published study: one row per setting, one column per metric, over
-seeds.
+"""The report of a sweep or published study over seeds (docs/sweeps.md, "Reports").
 
-The directory (manifest.json, and per run result.json, eval.json, entropy.json, metrics.jsonl,
-error.txt) is read once into a ``seqvcr.reporting.study.SweepSummary`` (:func:`collect`), so a copied
-directory reports the same anywhere, and rendered from it by ``seqvcr.reporting.study_tables``
-(Markdown, CSV) and ``study_figures`` (PNG). :func:`report_sweep` writes ``SWEEP_DIR/report`` (or
-``out``): ``report.md`` (per study, its table over seeds, entropy per layer, accuracy per answer
-position, the plots, the runs missing, crashed or skipped), ``summary.csv``, ``layer_entropy.csv``,
-``position_accuracy.csv``, ``learning_curves.csv``, ``runs.csv`` and per study the PNG plots.
-:func:`print_tables` prints what ``seqvcr report STUDY --table ... / --rank-test A B`` asks for.
-
-Statistics over the finished seeds of a setting: mean, sample std (n - 1) and the 95% CI
-``mean ± t(0.975, n - 1) · std / √n`` (``seqvcr.reporting.stats``); one seed has no std and no CI.
-"Entropy" is the matrix entropy (Eq. 2) per layer of ``seqvcr.analysis.layer_entropy``; the summary
-column averages the intermediate layers L1..L(N-1) of a run, then the seeds.
+The directory is read once into a ``seqvcr.reporting.study.SweepSummary`` (:func:`collect`), so a copied
+directory reports the same anywhere, and rendered from it by ``seqvcr.reporting.study_tables`` (Markdown,
+CSV) and ``study_figures`` (PNG): :func:`report_sweep` writes ``SWEEP_DIR/report``, :func:`print_tables`
+prints what ``seqvcr report STUDY --table ... / --rank-test A B`` asks for.
 """
 
 from __future__ import annotations
 
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -47,9 +38,6 @@ __all__ = ["Stats", "collect", "print_tables", "report_sweep", "summarize", "t_q
 
 REPORT_MARK = "<!-- seqvcr sweep report -->"
 LEGEND_OUTSIDE = ("layer_entropy", "position_accuracy", "learning_curves")  # saved with bbox "tight"
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 
 def read_curves(
@@ -110,9 +98,6 @@ def collect(sweep_dir: str | Path) -> SweepSummary:
     return summarize_sweep(manifest, records)
 
 
-# ---------------------------------------------------------------------------------------------- printed
-
-
 def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
                  rank_test: tuple[str, str] | None = None, lambda_plot: str | Path | None = None,
                  value_plot: str | Path | None = None, exclude: Sequence[str] = ()) -> None:
@@ -140,46 +125,30 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
 
 
-# ---------------------------------------------------------------------------------------------- report
-
-
-def _prepare_out(sweep: Path, out: str | Path | None, force: bool) -> Path:
+def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    """Write the report of a sweep into ``out`` (default SWEEP_DIR/report), replacing a report written there
+    before (a folder that holds something else only with ``force``); returns report.md's path."""
+    sweep = Path(sweep_dir)
+    summary = collect(sweep)
     dest = Path(out) if out is not None else sweep / "report"
-    if dest.exists() and any(dest.iterdir()) and not force:
-        md = dest / "report.md"
-        ours = md.is_file() and REPORT_MARK in md.read_text()[:400]
-        if not ours:
-            raise RunDirError(
-                f"{dest}: exists and does not hold a sweep report; use --force or another --out"
-            )
+    md_file = dest / "report.md"
+    ours = md_file.is_file() and REPORT_MARK in md_file.read_text()[:400]  # a report written before
+    if dest.exists() and any(dest.iterdir()) and not force and not ours:
+        raise RunDirError(f"{dest}: exists and does not hold a sweep report; use --force or another --out")
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.png"):
         old.unlink()
-    return dest
-
-
-def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
-    """Write the aggregated report of a sweep (see the module docstring); returns report.md's path.
-
-    The default destination is SWEEP_DIR/report; a report written there before is replaced. A folder
-    that holds something else is refused unless ``force``.
-    """
-    sweep = Path(sweep_dir)
-    summary = collect(sweep)
-    dest = _prepare_out(sweep, out, force)
     md = [REPORT_MARK, f"# Sweep report: {summary.name}", ""] + _overview(sweep, summary)
     for study in summary.studies:
         md += _study_section(study, summary, dest)
     T.write_study_csvs(dest, summary)
-    write_text_atomic(dest / "report.md", "\n".join(md).rstrip() + "\n")
-    return dest / "report.md"
+    write_text_atomic(md_file, "\n".join(md).rstrip() + "\n")
+    return md_file
 
 
 def _overview(sweep: Path, summary: SweepSummary) -> list[str]:
     """The lines under the report's title: the sweep, its runs, and how the statistics are made."""
-    counts: dict[str, int] = {}
-    for r in summary.runs:
-        counts[r.status] = counts.get(r.status, 0) + 1
+    counts = Counter(r.status for r in summary.runs)
     machines = sorted({r.machine for r in summary.runs if r.machine})
     md: list[str] = []
     if summary.description:

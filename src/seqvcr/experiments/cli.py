@@ -1,9 +1,6 @@
 """``seqvcr sweep PLAN``, the low-level ``seqvcr sweep-run SWEEP_DIR RUN_ID``, ``seqvcr report
-SWEEP_DIR`` and ``seqvcr demo`` (the main job: a sweep of the paper's configurations and its report).
-
-``seqvcr report`` is defined by ``seqvcr.analysis.cli`` (the report of run directories); this module,
-the layer above, extends it: one directory holding a manifest.json gets the sweep's aggregated report
-(``seqvcr.experiments.aggregate.report_sweep``).
+SWEEP_DIR`` (``seqvcr report`` of ``seqvcr.analysis.cli`` extended: one directory holding a manifest.json
+gets the sweep's report, ``seqvcr.experiments.aggregate``) and ``seqvcr demo``.
 """
 
 from __future__ import annotations
@@ -172,48 +169,23 @@ def _check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
                                 " (leave it out for the default)")
 
 
-def _existing_sweep(src: Path, out: str | None) -> tuple[Path, dict[str, Any], str]:
-    """PLAN given as a sweep directory (to continue): its refreshed manifest and name."""
-    if not (src / S.MANIFEST).is_file():
-        raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
-    if out is not None and Path(out) != src:
-        raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
-    manifest = S.refresh_manifest(src)
-    return src, manifest, manifest["name"]
-
-
 def _dry_run_plan(plan: Plan, sweep: Path, args: argparse.Namespace) -> int:
     """``--dry-run`` of a plan YAML: its settings, runs, skipped runs and compute estimate; writes nothing."""
     from seqvcr.experiments import estimate
 
     studies, runs = S.expand(plan)
-    manifest = {"studies": studies, "runs": []}
-    exists = (sweep / S.RUNS).is_dir()
     print(f"plan {plan.name}: {sum(len(s['settings']) for s in studies)} settings x "
           f"{len(plan.seeds)} seeds = {len(runs)} runs -> {sweep}")
-    for line in _status_table(manifest, sweep if exists else None):
-        print(line)
+    print("\n".join(_status_table({"studies": studies}, sweep if (sweep / S.RUNS).is_dir() else None)))
     for r in runs:
         if r.skip:
             print(f"skipped {r.id} ({r.setting}, seed {r.seed}): {r.skip}")
     gpu = estimate.DEFAULT_GPU if args.peak_tflops is None else "the GPU"
-    for line in estimate.estimate_lines(
+    print("\n".join(estimate.estimate_lines(
         runs, mfu=args.mfu if args.mfu is not None else estimate.DEFAULT_MFU,
         peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
-    ):
-        print(line)
+    )))
     return 0
-
-
-def _selected_runs(runs: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
-    """The manifest's runs, restricted to ``--only`` (each id must be a run of the sweep)."""
-    if not only:
-        return runs
-    known = {r["id"] for r in runs}
-    bad = [x for x in only if x not in known]
-    if bad:
-        raise ConfigError(f"--only: {bad[0]!r} is not a run of this sweep")
-    return [r for r in runs if r["id"] in only]
 
 
 def _sweep_slurm(sweep: Path, name: str, todo: list[dict[str, Any]], args: argparse.Namespace) -> int:
@@ -254,23 +226,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_counts(args, ("workers", "threads", "cpus_per_job", "time", "parallelism"))
     commands.check_at_least("--gpus-per-job", args.gpus_per_job, 0, " (0: CPU jobs)")
     src = Path(args.plan)
-    if src.is_dir():
-        sweep, manifest, name = _existing_sweep(src, args.out)
+    if src.is_dir():  # a sweep directory, to continue
+        if not (src / S.MANIFEST).is_file():
+            raise RunDirError(f"{src}: a directory but not a sweep (no {S.MANIFEST}); give a plan YAML")
+        if args.out is not None and Path(args.out) != src:
+            raise ConfigError("--out cannot move an existing sweep; copy the directory instead")
+        sweep, manifest = src, S.refresh_manifest(src)
     else:
         plan = load_plan(src, gpt2_dir=args.gpt2_dir)
         sweep = Path(args.out) if args.out else Path("sweeps") / plan.name
-        name = plan.name
         if args.dry_run:
             return _dry_run_plan(plan, sweep, args)
         S.prepare_sweep(plan, sweep)
         manifest = S.load_manifest(sweep)
-
-    runs = _selected_runs(manifest["runs"], args.only)
+    name = manifest["name"]
+    if unknown := [x for x in args.only or [] if x not in {r["id"] for r in manifest["runs"]}]:
+        raise ConfigError(f"--only: {unknown[0]!r} is not a run of this sweep")
+    runs = [r for r in manifest["runs"] if not args.only or r["id"] in args.only]
     status = {r["id"]: S.run_status(sweep, r["id"]) for r in runs}
     todo = [r for r in runs if status[r["id"]] in ("pending", "interrupted", "crashed")]
     if args.dry_run:
-        for line in _status_table(manifest, sweep):
-            print(line)
+        print("\n".join(_status_table(manifest, sweep)))
         return 0
     counts = {k: sum(v == k for v in status.values()) for k in S.STATUSES}
     summary = ", ".join(f"{counts[k]} {k}" for k in S.STATUSES if counts[k])
@@ -331,7 +307,6 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "demo", _cmd_demo, "the main job: data, training of several "
                              "configurations, evaluation, entropy and a report (about 10 minutes on a 2-core "

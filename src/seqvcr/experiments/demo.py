@@ -1,40 +1,23 @@
-"""``seqvcr demo``: the project's main job -- the paper's story end to end, on a laptop CPU.
+"""``seqvcr demo``: the project's main job -- the paper's story end to end, on a laptop CPU (docs/demo.md).
 
 One command: generate multiplication data, train several of the paper's configurations on it, evaluate
 them on a shipped reference test file (exact match and accuracy per answer position), measure the
-layer-wise representation entropy, and write a report with every figure and table
-(``OUT/report.md``, next to ``OUT/data`` and the runs in ``OUT/runs``).
+layer-wise representation entropy, and write a report with every figure and table (``OUT/report.md``).
+The scale (``SCALES``) is ``gpu`` when CUDA is available, else ``cpu``, whose step count is lowered to
+what fits the training budget (``--minutes``) after timing a few steps of each configuration here;
+``smoke`` is for the tests.
 
-Scales (chosen automatically, ``--scale`` overrides; the numbers behind the CPU choice are in
-docs/demo.md):
-
-* ``cpu`` (no GPU): 3x3 multiplication (Deng et al.'s 3x3 test file), a 2-layer, 128-wide GPT
-  (0.4M parameters), Vanilla, Pause, Seq-VCR and Seq-VCR + Pause trained for the same number of steps,
-  two runs at a time in separate processes with one thread each (faster than one run with two
-  threads on two cores for a model this small). Before training, the demo times a few steps of each
-  configuration on this machine and lowers the step count if the default (the 30,000 steps of the
-  CPU-scale study, plans/cpu/table1.yaml) would exceed the budget (``--minutes``, default 7 minutes of
-  training), so the whole demo stays near 10 minutes even on a slow or busy machine; the report states
-  the steps actually run and points to docs/results.md for the full study.
-* ``gpu`` (CUDA available): 4x4 multiplication (the paper's Table 1 column, Deng et al.'s 4x4 test
-  file), a 4-layer 256-wide GPT, all five configurations including CoT, one run at a time.
-* ``smoke`` (tests only): a few steps of a 32-wide model, to exercise the whole pipeline in seconds.
-
-The demo is a sweep (``seqvcr.experiments``): it writes a plan whose one study replaces ``method.name``,
-prepares ``OUT`` as the sweep directory (``OUT/plan.yaml``, ``OUT/manifest.json``, ``OUT/runs/<id>``) and
-runs it with the sweep's local executor, which trains, evaluates and measures the entropy of each run in
-its worker processes and keeps the evaluation where ``seqvcr report`` finds it (``RUN_DIR/eval/``). The
-timing probe is a sweep of a few steps in a temporary directory, run the same way. The demo's report then
-reuses those measurements and adds the throughput table and its findings. So ``seqvcr sweep OUT``
-continues the runs, ``seqvcr sweep-run OUT ID`` re-runs one, and ``seqvcr eval`` / ``seqvcr entropy``
-measure any of them. An interrupted demo resumes where it stopped when started again with the same
-``--out``; a finished one (``OUT/report.md`` present) is only replaced with ``--force``.
+The demo is a sweep of a plan whose one study replaces ``method.name``, prepared in ``OUT`` and run by the
+sweep's local executor (so is the timing probe, in a temporary directory); the report reuses the runs'
+measurements, ``seqvcr sweep OUT`` continues the runs. An interrupted demo resumes with the same ``--out``;
+a finished one (``OUT/report.md`` present) is only replaced with ``--force``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -51,6 +34,7 @@ from seqvcr.atomic import write_json_atomic
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 from seqvcr.experiments import sweep as S
+from seqvcr.experiments.plan import METRICS, parse_plan
 from seqvcr.runs import describe_machine, machine_info
 
 __all__ = ["DemoScale", "SCALES", "demo_plan", "run_demo"]
@@ -99,21 +83,18 @@ SCALES: dict[str, DemoScale] = {
         name="cpu", digits=3, test_file="ref:mult/3x3/test.txt", valid_file="ref:mult/3x3/valid.txt",
         methods=("vanilla", "pause", "seqvcr", "seqvcr_pause"), n_layer=2, n_head=4, n_embd=128,
         steps=30_000, batch_size=32, lr=1e-3, train_size=200_000, proj_dim=512, parallel=2, threads=1,
-        minutes=7.0, log_every=100, eval_every=500, device="cpu",
-    ),
+        minutes=7.0, log_every=100, eval_every=500, device="cpu"),
     "gpu": DemoScale(
         name="gpu", digits=4, test_file="ref:mult/4x4/test.txt", valid_file="ref:mult/4x4/valid.txt",
         methods=("cot", "vanilla", "pause", "seqvcr", "seqvcr_pause"), n_layer=4, n_head=4, n_embd=256,
         steps=20_000, batch_size=128, lr=5e-4, train_size=400_000, proj_dim=2048, parallel=1, threads=4,
-        minutes=0.0, warmup=0.05, eval_every=2000, eval_examples=1000, log_every=100, device="cuda",
-    ),
+        minutes=0.0, warmup=0.05, eval_every=2000, eval_examples=1000, log_every=100, device="cuda"),
     "smoke": DemoScale(
         name="smoke", digits=3, test_file="ref:mult/3x3/test.txt", valid_file=None,
         methods=("vanilla", "seqvcr_pause"), n_layer=2, n_head=2, n_embd=32, steps=30, batch_size=16,
         lr=3e-3, train_size=1000, proj_dim=32, parallel=2, threads=1, minutes=0.0, log_every=10,
         eval_every=15, eval_examples=50, entropy_sequences=100, min_steps=1, device="cpu",
-        valid_size=100, test_limit=200,
-    ),
+        valid_size=100, test_limit=200),
 }
 
 
@@ -133,9 +114,8 @@ def pick_scale(scale: str, device: str) -> DemoScale:
     return SCALES[scale]
 
 
-def demo_plan(
-    s: DemoScale, train_file: str | None, test_file: str | None, steps: int, device: str
-) -> dict[str, Any]:
+def demo_plan(s: DemoScale, train_file: str | None, test_file: str | None, steps: int,
+              device: str) -> dict[str, Any]:
     """The sweep plan of the demo at scale ``s`` (``seqvcr.experiments.plan`` format): one study whose
     settings are the configurations ``s.methods``, each labelled by its method name, seed 0, scored on
     ``test_file``. The config states only what the demo sets; the rest, the paper's Seq-VCR coefficients
@@ -160,15 +140,11 @@ def demo_plan(
         "ablations": [{"part": "The paper's configurations (Table 1)", "name": "configuration",
                        "action": "REPLACE", "key": "method.name", "replacements": list(s.methods),
                        "labels": list(s.methods)}],
-        "metrics": ["exact_match", "matrix_entropy", "position_accuracy"],
-        "seeds": [0],
-        "eval_data": test_file,
+        "metrics": list(METRICS), "seeds": [0], "eval_data": test_file,
         "entropy_sequences": s.entropy_sequences,
         "entropy_normalize": False,  # the report's entropy (raw, normalised alongside): it reuses these
     }
 
-
-# ------------------------------------------------------------------------------------------- runs
 
 #: the order runs start in when their step times are not measured: the costliest first
 _COST_ORDER = ("seqvcr_pause", "seqvcr", "cot", "pause", "vanilla")
@@ -179,14 +155,9 @@ def run_plan(
 ) -> dict[str, Path]:
     """Prepare ``out`` as the sweep of plan ``raw`` and run its unfinished runs with the sweep's local
     executor, ``s.parallel`` at a time with ``s.threads`` threads each, the costliest first (by ``costs``,
-    seconds per step, else ``_COST_ORDER``); returns each configuration's run directory.
-
-    Raises:
-        SeqVCRError: a run crashed (the others are finished first).
-        KeyboardInterrupt: interrupted (Ctrl-C or SIGTERM); the runs keep their checkpoints.
-    """
+    seconds per step, else ``_COST_ORDER``); returns each configuration's run directory. A crashed run
+    raises ``SeqVCRError`` once the others are finished; an interrupted one ``KeyboardInterrupt``."""
     from seqvcr.experiments.executors import run_local
-    from seqvcr.experiments.plan import parse_plan
 
     S.prepare_sweep(parse_plan(raw), out)
     manifest = S.load_manifest(out)
@@ -213,10 +184,8 @@ def run_plan(
 
 def _probe(s: DemoScale, steps: int = 30) -> dict[str, float]:
     """Wall-clock seconds of one training step of each configuration on this machine: a sweep of
-    ``steps``-step runs on a small generated set, run like the real ones (``s.parallel`` at a time, so
-    the measurement includes what they cost each other and any other load). Per configuration, the
-    median over 5-step logging intervals after the first, so start-up, the first slow steps and a busy
-    moment of the machine do not count."""
+    ``steps``-step runs on a small generated set, ``s.parallel`` at a time like the real ones; per
+    configuration, the median over 5-step logging intervals (start-up and busy moments do not count)."""
     from seqvcr.runs import METRICS_FILE
 
     raw = demo_plan(s, None, None, steps, "cpu")
@@ -235,8 +204,7 @@ def _probe(s: DemoScale, steps: int = 30) -> dict[str, float]:
 
 
 def _makespan(costs: Sequence[float], workers: int) -> float:
-    """How long ``workers`` take for jobs of ``costs`` started costliest first, each by the first free
-    worker (how ``run_plan`` starts them)."""
+    """The time ``workers`` take for jobs of ``costs`` started costliest first, as ``run_plan`` does."""
     loads = [0.0] * workers
     for c in sorted(costs, reverse=True):
         loads[loads.index(min(loads))] += c
@@ -265,13 +233,9 @@ def plan_steps(s: DemoScale, minutes: float | None, progress: bool) -> dict[str,
             "estimated_training_minutes": (steps * slowest + lane_fixed) / 60, "fits": fit}
 
 
-# ------------------------------------------------------------------------------------------- data
-
-
-def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
-    """Training problems disjoint from the reference test and validation files (written once).
-
-    Returns the training file and the test file to evaluate on (the reference file itself, or with
+def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[str, str]:
+    """Training problems disjoint from the reference test and validation files (written once). Returns
+    the training file (absolute) and the test file to evaluate on (the reference file itself, or with
     ``test_limit`` its first lines copied to ``data_dir/test.txt``)."""
     from seqvcr.tasks import make_task, read_examples, write_examples
 
@@ -286,7 +250,7 @@ def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
     path = data_dir / "train.txt"
     if path.is_file():
         _demo_progress(progress, f"reusing {path}")
-        return path, test_file
+        return str(path.resolve()), test_file
     excluded: set[str] = set()
     for f in (s.test_file, s.valid_file):
         if f:
@@ -296,10 +260,7 @@ def make_data(s: DemoScale, data_dir: Path, progress: bool) -> tuple[Path, str]:
     write_examples(task, path, examples, cot=True)
     _demo_progress(progress, f"wrote {len(examples):,} {task.describe()} training problems to {path} "
                    f"(none of the {len(excluded):,} test/valid problems; {time.perf_counter() - t0:.1f}s)")
-    return path, test_file
-
-
-# ------------------------------------------------------------------------------------------- findings
+    return str(path.resolve()), test_file
 
 
 def findings(runs: Sequence[Any]) -> str:
@@ -308,8 +269,6 @@ def findings(runs: Sequence[Any]) -> str:
     Entropies are compared normalised (entropy / log min(T, d)): pause tokens make sequences longer,
     which alone raises the ceiling of the raw entropy.
     """
-    import math as _math
-
     from seqvcr.analysis.report import majority_baseline
     from seqvcr.analysis.tables import method_label
 
@@ -350,14 +309,11 @@ def findings(runs: Sequence[Any]) -> str:
             lines.append(f"- {method_label(m, r.pauses)} minus Vanilla: exact match "
                          f"{r.eval['exact_match'] - v.eval['exact_match']:+.3f}; accuracy per position "
                          f"{d_acc}; normalised entropy per layer {d_ent}.")
-    se = 2 * _math.sqrt(0.25 / n) if n else float("nan")
+    se = 2 * math.sqrt(0.25 / n) if n else float("nan")
     lines += ["", f"Noise: with {n} test problems, an accuracy difference below about {se:.2f} (two "
               "standard errors at accuracy 0.5; less near 0 or 1) can be chance; one seed per "
               "configuration.", ""]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------- main
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -377,53 +333,31 @@ def _check_out(out: Path, force: bool) -> None:
                 p.unlink()
 
 
-def _demo_device(s: DemoScale, device: str) -> str:
-    """``device``, else the scale's, else CUDA when there is one; refuses CUDA where there is none."""
-    dev = s.device if device == "auto" else device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
-                          "use the default scale (or --device cpu)")
-    return dev
-
-
-def _step_plan(
-    out_dir: Path, s: DemoScale, dev: str, minutes: float | None, progress: bool
-) -> dict[str, Any]:
+def _step_plan(out: Path, s: DemoScale, dev: str, minutes: float | None, progress: bool) -> dict[str, Any]:
     """The steps per configuration: an interrupted demo's (same scale and device: it resumes), else new."""
-    plan_path = out_dir / PLAN_FILE
+    plan_path = out / PLAN_FILE
     plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     if plan is None or plan.get("scale") != s.name or plan.get("device") != dev:
         plan = {"scale": s.name, "device": dev, **plan_steps(s, minutes, progress)}
         write_json_atomic(plan_path, plan)
     else:
-        _demo_progress(progress, f"resuming the demo in {out_dir}: {plan['steps']} steps per configuration")
+        _demo_progress(progress, f"resuming the demo in {out}: {plan['steps']} steps per configuration")
     return plan
 
 
-def _run_rows(summary_path: Path, run_dirs: dict[str, Path]) -> list[dict[str, Any]]:
-    """Per configuration, for ``demo.json``: its scores from the report's summary and its run directory."""
-    rsum = json.loads(summary_path.read_text())
-    keys = ("name", "method", "exact_match", "position_accuracy", "T_norm", "entropy_mean")
-    return [{**{k: r[k] for k in keys}, "run_dir": str(run_dirs[r["method"]])} for r in rsum["runs"]]
-
-
-def run_demo(
-    out: str | os.PathLike[str] = "demo_out",
-    *,
-    force: bool = False,
-    minutes: float | None = None,
-    scale: str = "auto",
-    device: str = "auto",
-    command: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_demo(out: str | os.PathLike[str] = "demo_out", *, force: bool = False, minutes: float | None = None,
+             scale: str = "auto", device: str = "auto", command: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out`` (see the module docstring); returns the summary also written to
     ``OUT/demo.json``."""
     t_start = time.perf_counter()
     s = pick_scale(scale, device)
-    dev = _demo_device(s, device)
+    dev = s.device if device == "auto" else device  # the device asked for, else the scale's, else CUDA if any
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"demo scale {s.name!r} runs on device {dev!r}, but CUDA is not available here; "
+                          "use the default scale (or --device cpu)")
     out_dir = Path(out)
     _check_out(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -435,11 +369,10 @@ def run_demo(
     steps = int(plan["steps"])
 
     t0 = time.perf_counter()
-    _, test_file = make_data(s, out_dir / "data", progress)
+    train_file, test_file = make_data(s, out_dir / "data", progress)
     t_data = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    train_file = str((out_dir / "data" / "train.txt").resolve())
     run_dirs = run_plan(demo_plan(s, train_file, test_file, steps, dev), out_dir, s, progress,
                         costs=plan.get("step_seconds"))
     t_train = time.perf_counter() - t0
@@ -458,21 +391,16 @@ def run_demo(
         intro=intro, extra=findings, progress=progress,
     )
     t_report = time.perf_counter() - t0
-    runs = _run_rows(report.parent / "summary.json", run_dirs)
+    # per configuration: its scores from the report's summary and its run directory
+    keys = ("name", "method", "exact_match", "position_accuracy", "T_norm", "entropy_mean")
+    runs = [{**{k: r[k] for k in keys}, "run_dir": str(run_dirs[r["method"]])}
+            for r in json.loads((report.parent / "summary.json").read_text())["runs"]]
     total = time.perf_counter() - t_start
-    result = {
-        "out": str(out_dir),
-        "report": str(report),
-        "scale": s.name,
-        "scale_settings": dataclasses.asdict(s),
-        "steps": steps,
-        "plan": plan,
-        "machine": machine,
-        "device": dev,
-        "command": demo_cmd,
-        "seconds": {"data": t_data, "training": t_train, "report": t_report, "total": total},
-        "runs": runs,
-    }
+    result = {"out": str(out_dir), "report": str(report), "scale": s.name,
+              "scale_settings": dataclasses.asdict(s), "steps": steps, "plan": plan, "machine": machine,
+              "device": dev, "command": demo_cmd,
+              "seconds": {"data": t_data, "training": t_train, "report": t_report, "total": total},
+              "runs": runs}
     write_json_atomic(out_dir / DEMO_FILE, result)
     _demo_progress(progress, f"done in {total / 60:.1f} min (data {t_data:.0f}s, training {t_train:.0f}s, "
                    f"report {t_report:.0f}s): {report}")
@@ -508,9 +436,8 @@ def _intro(s: DemoScale, steps: int, plan: dict[str, Any], machine: str, dev: st
         "This is a small model trained for minutes, not the paper's GPT-2 trained for 40 epochs: read the "
         "numbers below as what this scale shows, not as a reproduction of Table 1. The setting is the one "
         "the CPU-scale study chose (plans/cpu/table1.yaml: the same model, data and optimiser, trained there "
-        "for 30,000 steps); the demo trains as many steps as fit its budget, with the learning-rate "
-        "schedule laid over that shorter run. The full "
-        "study -- the search behind the setting, Table 1 over 3 seeds with 95% confidence intervals, "
-        "accuracy per position, entropy per layer, learning curves, and the coefficient and projection "
-        "ablations -- is in docs/results.md, its runs in results/.",
+        "for 30,000 steps); the demo trains as many steps as fit its budget, with the learning-rate schedule "
+        "laid over that shorter run. The full study -- the search behind the setting, Table 1 over 3 seeds "
+        "with 95% confidence intervals, accuracy per position, entropy per layer, learning curves, and the "
+        "coefficient and projection ablations -- is in docs/results.md, its runs in results/.",
     ])

@@ -1,15 +1,12 @@
 """What a sweep will cost before it runs: the training FLOPs of each run and the GPU hours they take at an
 assumed model FLOPs utilisation (MFU) of a stated GPU peak.
 
-For a run: ``steps`` (``optim.max_steps``, else ``ceil(epochs * (train examples // batch))``, the training
-loop's own count) x ``batch * T`` tokens per step (every batch is padded to the longest training
-sequence, ``T`` tokens: the task's prompt, pause block and longest target) x the GPT's training FLOPs per
-token, ``6 N + 12 L H Q T`` (``GPT.flops_per_token``, the count ``seqvcr bench`` uses for MFU). GPU
-seconds = FLOPs / (MFU x peak). Left out: the Seq-VCR projection and its N x N Gram matrices (about 2% of
-a GPT-2 small step at projection 2048), the periodic validation and the final evaluation and entropy.
-
-The MFU is an assumption, not a measurement: printed with the estimate, with the peak it applies to
-(``seqvcr bench`` on the GPU measures the real one, ``--mfu`` takes it).
+For a run: ``steps`` (``optim.max_steps``, else the training loop's count over ``optim.epochs``) x
+``batch * T`` tokens per step (every batch is padded to the longest training sequence, ``T`` tokens) x
+the GPT's training FLOPs per token, ``6 N + 12 L H Q T`` (``GPT.flops_per_token``, the count ``seqvcr
+bench`` uses for MFU). GPU seconds = FLOPs / (MFU x peak). Left out: the Seq-VCR projection and its N x N
+Gram matrices (about 2% of a GPT-2 small step at projection 2048), the validation, evaluation and entropy.
+The MFU is an assumption, printed with the estimate (``seqvcr bench`` on the GPU measures the real one).
 """
 
 from __future__ import annotations
@@ -48,44 +45,31 @@ class RunCost:
         return self.flops / (mfu * peak_tflops * 1e12) / 3600.0
 
 
-def _train_examples(cfg: C.Config) -> int:
-    """Training examples: the lines of ``task.train_file``, else ``task.train_size``."""
-    if cfg.task.train_file:
-        from seqvcr.datafiles import resolve_data_path
-
-        with open(resolve_data_path(cfg.task.train_file)) as f:
-            return sum(1 for line in f if line.strip())
-    return cfg.task.train_size
-
-
-def _seq_len(cfg: C.Config) -> int:
-    """The longest training sequence: prompt (question, separator, pause block) + target ([CoT,] answer,
-    <eos>), over a sample of the task's problems (every multiplication problem of a size has the same)."""
-    from seqvcr.runs import build_format, build_task
-
-    task = build_task(cfg)
-    fmt = build_format(cfg, task)
-    return max(len(fmt.prompt_tokens(ex)) + len(fmt.target_tokens(ex)) for ex in task.generate(256, seed=0))
-
-
 def run_cost(config: dict[str, Any] | C.Config) -> RunCost:
     """The training FLOPs of the run a (resolved or raw) config describes; the GPT is built on the meta
     device, so nothing is allocated."""
     import torch
 
+    from seqvcr.datafiles import resolve_data_path
     from seqvcr.model import GPT, GPTConfig
     from seqvcr.runs import build_format, build_task
 
     cfg = C.resolve(config if isinstance(config, C.Config) else C.from_dict(config))
-    T = _seq_len(cfg)
-    vocab = build_format(cfg, build_task(cfg)).tokenizer.vocab_size
+    task = build_task(cfg)
+    fmt = build_format(cfg, task)
+    # the longest training sequence, prompt (question, separator, pause block) + target ([CoT,] answer,
+    # <eos>), over a sample of the task's problems (every multiplication problem of a size has the same)
+    T = max(len(fmt.prompt_tokens(ex)) + len(fmt.target_tokens(ex)) for ex in task.generate(256, seed=0))
+    vocab = fmt.tokenizer.vocab_size
     m = cfg.model
     with torch.device("meta"):
         model = GPT(GPTConfig(vocab_size=vocab, block_size=max(T, m.block_size or 0), n_layer=m.n_layer,
                               n_head=m.n_head, n_embd=m.n_embd, dropout=0.0, bias=m.bias,
                               tie_weights=m.tie_weights))
-    batch = cfg.optim.batch_size
-    n = _train_examples(cfg)
+    batch, n = cfg.optim.batch_size, cfg.task.train_size
+    if cfg.task.train_file:  # its lines are the training examples
+        with open(resolve_data_path(cfg.task.train_file)) as f:
+            n = sum(1 for line in f if line.strip())
     per_epoch = max(1, n // min(batch, n))
     steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * per_epoch))
     fpt = model.flops_per_token(T)

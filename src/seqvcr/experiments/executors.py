@@ -1,17 +1,12 @@
-"""Where the runs of a sweep execute: a local process pool, a SLURM job array, or printed commands.
+"""Where the runs of a sweep execute (docs/sweeps.md, "Executors"); all three call the same worker,
+``seqvcr.experiments.sweep.run_one(sweep_dir, run_id)``.
 
-All three call the same worker, ``seqvcr.experiments.sweep.run_one(sweep_dir, run_id)``.
-
-* ``local``: one process per run (``multiprocessing`` spawn context), at most ``workers`` at a time.
-  With GPUs, one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker); on CPU, ``workers``
-  processes (default: one per core, at most 8) with ``cores // workers`` torch threads each. A
-  crashed run is recorded and reported; the others go on. Ctrl-C or SIGTERM stops the workers (their
-  checkpoints stay) and the next invocation resumes them. Workers die with the parent, even one
-  killed with SIGKILL: a worker asks Linux for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``) as
-  its first act, and exits at once if the parent died before that (its parent is then no longer the
-  process that started it), so nothing is orphaned.
-* ``slurm``: a job array through ``submitit`` (optional dependency). Each task runs one run and is
-  requeued from its checkpoint when it reaches the time limit or is preempted.
+* ``local``: one spawned process per run, at most ``workers`` at a time: one per GPU
+  (``CUDA_VISIBLE_DEVICES`` set per worker), else CPU processes (default: one per core, at most 8) with
+  ``cores // workers`` torch threads each. A crashed run is reported; the others go on. Ctrl-C or
+  SIGTERM stops the workers (their checkpoints stay); workers die with the parent (``_die_with_parent``).
+* ``slurm``: a job array through ``submitit`` (optional dependency); a task is requeued from its
+  checkpoint when it reaches the time limit or is preempted.
 * ``print``: one ``seqvcr sweep-run SWEEP_DIR RUN_ID`` line per pending run, for any other scheduler.
 """
 
@@ -22,6 +17,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,9 +43,6 @@ def describe_run(run: dict[str, Any]) -> str:
     return f"{run['setting']} [{run['study']}] seed {run['seed']}"
 
 
-# ---------------------------------------------------------------------------------------------- local
-
-
 def cpu_count() -> int:
     """Cores this process may use (the affinity mask when there is one)."""
     try:
@@ -60,19 +53,15 @@ def cpu_count() -> int:
 
 def visible_gpus() -> list[str]:
     """The GPU ids a worker may be given (respecting an existing CUDA_VISIBLE_DEVICES)."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         import torch
 
         n = torch.cuda.device_count()
     except Exception:  # noqa: BLE001 - no usable CUDA means CPU workers
         n = 0
-    if n == 0:
-        return []
-    if env:
-        ids = [x.strip() for x in env.split(",") if x.strip()]
-        return ids[:n]
-    return [str(i) for i in range(n)]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [x.strip() for x in env.split(",") if x.strip()] if env else [str(i) for i in range(n)]
+    return ids[:n]
 
 
 PR_SET_PDEATHSIG = 1
@@ -161,22 +150,12 @@ def _stop_workers(procs: list[Any]) -> None:
             proc.join()
 
 
-def run_local(
-    sweep_dir: str | Path,
-    runs: Sequence[dict[str, Any]],
-    *,
-    workers: int | None = None,
-    threads: int | None = None,
-    stream: TextIO | None = None,
-    target: Callable[..., None] = _child,
-    quiet: bool = False,
-) -> LocalSummary:
+def run_local(sweep_dir: str | Path, runs: Sequence[dict[str, Any]], *, workers: int | None = None,
+              threads: int | None = None, stream: TextIO | None = None, target: Callable[..., None] = _child,
+              quiet: bool = False) -> LocalSummary:
     """Execute ``runs`` (manifest entries) with a pool of worker processes; see the module docstring.
-
-    Progress (``seqvcr.progress``): on a terminal a bar over the runs, the start and end of each run
-    printed above it; in a log file or under SLURM those lines alone (``[3/10] done ...``). ``quiet``
-    leaves out the bar and the start / done lines; crashes and interruptions are still reported.
-    """
+    Progress: on a terminal a bar over the runs, the start and end of each run printed above it, else those
+    lines alone (``[3/10] done ...``); ``quiet`` leaves out all but crashes and interruptions."""
     from seqvcr.progress import ProgressBar
 
     sweep = Path(sweep_dir)
@@ -200,34 +179,32 @@ def run_local(
     note(f"running {total} run(s) with {where}")
     ctx = multiprocessing.get_context("spawn")
     pending = list(runs)
-    # sentinel -> (process, run, start time, start number, GPU)
-    active: dict[Any, tuple[Any, dict[str, Any], float, int, str | None]] = {}
+    active: dict[Any, tuple[Any, dict[str, Any], float, str | None]] = {}  # sentinel -> (proc, run, t0, GPU)
     free_gpus = list(gpus)
     summary = LocalSummary(done=[], crashed=[], busy=[], interrupted=False, seconds=0.0)
-    started = finished = 0
+    finished = 0
     t0 = time.perf_counter()
-    old_handler = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _raise_stop) if main_thread else None
     try:
         while pending or active:
             while pending and len(active) < n_workers:
                 run = pending.pop(0)
                 gpu = free_gpus.pop(0) if gpus else None
-                started += 1
-                proc = ctx.Process(
-                    target=target, args=(str(sweep), run["id"], per, gpu, os.getpid()), daemon=False
-                )
+                proc = ctx.Process(target=target, args=(str(sweep), run["id"], per, gpu, os.getpid()),
+                                   daemon=False)
                 proc.start()
-                active[proc.sentinel] = (proc, run, time.perf_counter(), started, gpu)
+                active[proc.sentinel] = (proc, run, time.perf_counter(), gpu)
                 note(f"{'':>9} start {run['id']} {describe_run(run)}"
                      + (f" on GPU {gpu}" if gpu is not None else ""))
             for sentinel in wait(list(active), timeout=1.0):
-                proc, run, t_start, _, gpu = active.pop(sentinel)
+                proc, run, t_start, gpu = active.pop(sentinel)
                 proc.join()
                 if gpu is not None:
                     free_gpus.append(gpu)
                 finished += 1
-                _record_worker_exit(sweep, run, proc.exitcode, time.perf_counter() - t_start, finished, total,
-                                    say, note, summary.done, summary.crashed, summary.busy)
+                _record_worker_exit(sweep, run, proc.exitcode, time.perf_counter() - t_start,
+                                    f"[{finished:>3}/{total}]", say, note, summary)
                 bar.update()
     except (KeyboardInterrupt, _Stop):
         summary.interrupted = True
@@ -241,31 +218,15 @@ def run_local(
     return summary
 
 
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def _record_worker_exit(
-    sweep: Path,
-    run: dict[str, Any],
-    code: int | None,
-    secs: float,
-    k: int,
-    total: int,
-    say: Callable[[str], None],
-    note: Callable[[str], None],
-    done: list[str],
-    crashed: list[str],
-    busy: list[str],
+    sweep: Path, run: dict[str, Any], code: int | None, secs: float, head: str, say: Callable[[str], None],
+    note: Callable[[str], None], summary: LocalSummary,
 ) -> None:
-    """Record how a worker ended; ``say`` prints what always matters, ``note`` progress (``--quiet``)."""
+    """Record how a worker ended in ``summary``; ``say`` prints what always matters, ``note`` progress."""
     rid = run["id"]
     rd = sweep / S.RUNS / rid
-    head = f"[{k:>3}/{total}]"
     if code == 3:
-        busy.append(rid)
+        summary.busy.append(rid)
         say(f"{head} busy  {rid}: another worker holds this run; left to it")
         return
     if code in (-signal.SIGTERM, -signal.SIGINT, 130):
@@ -278,15 +239,12 @@ def _record_worker_exit(
         ev = S.read_json(rd / S.EVAL) or {}
         em = ev.get("exact_match")
         tail = f": exact match {em:.4f}" if isinstance(em, float) else ""
-        done.append(rid)
+        summary.done.append(rid)
         note(f"{head} done  {rid} {describe_run(run)}{tail} ({secs:.0f}s)")
         return
-    crashed.append(rid)
+    summary.crashed.append(rid)
     first = (rd / S.ERROR).read_text().splitlines()[0] if (rd / S.ERROR).is_file() else "unknown error"
     say(f"{head} CRASH {rid} {describe_run(run)}: {first} (see {rd / S.ERROR})")
-
-
-# ---------------------------------------------------------------------------------------------- slurm
 
 
 class SlurmRun:
@@ -318,23 +276,14 @@ class SlurmOptions:
     constraint: str | None = None
 
 
-def run_slurm(
-    sweep_dir: str | Path,
-    runs: Sequence[dict[str, Any]],
-    options: SlurmOptions,
-    *,
-    name: str,
-    wait_for_jobs: bool = False,
-    stream: TextIO | None = None,
-) -> list[str]:
+def run_slurm(sweep_dir: str | Path, runs: Sequence[dict[str, Any]], options: SlurmOptions, *, name: str,
+              wait_for_jobs: bool = False, stream: TextIO | None = None) -> list[str]:
     """Submit ``runs`` as one job array; returns the job ids. ``wait_for_jobs`` blocks until done."""
     try:
         import submitit
     except ImportError:
-        raise SeqVCRError(
-            "the slurm executor needs submitit: pip install 'seqvcr[slurm]' (or pip install submitit); "
-            "or use --executor print and submit the commands yourself"
-        ) from None
+        raise SeqVCRError("the slurm executor needs submitit: pip install 'seqvcr[slurm]' (or pip install "
+                          "submitit); or use --executor print and submit the commands yourself") from None
     sweep = Path(sweep_dir).resolve()
     if not runs:
         return []
@@ -348,10 +297,8 @@ def run_slurm(
         "nodes": 1,
         "slurm_array_parallelism": options.parallelism,
     }
-    if options.partition:
-        params["slurm_partition"] = options.partition
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
+    optional = {"slurm_partition": options.partition, "mem_gb": options.mem_gb}
+    params.update({k: v for k, v in optional.items() if v})
     extra = {k: v for k, v in (("account", options.account), ("qos", options.qos),
                                ("constraint", options.constraint)) if v}
     if extra:
@@ -373,12 +320,8 @@ def run_slurm(
     return job_ids
 
 
-# ---------------------------------------------------------------------------------------------- print
-
-
-def print_commands(
-    sweep_dir: str | Path, runs: Sequence[dict[str, Any]], stream: TextIO | None = None
-) -> int:
+def print_commands(sweep_dir: str | Path, runs: Sequence[dict[str, Any]],
+                   stream: TextIO | None = None) -> int:
     """One shell command per run, with the setting and seed as a trailing comment."""
     stream = stream or sys.stdout
     sd = shlex.quote(str(sweep_dir))

@@ -1,41 +1,10 @@
 """Ablation plans: a YAML file that says what to vary, what to measure and over which seeds.
 
-The format mirrors the ablation plans the project started from (seed 000): a base configuration, one
-or more ablated parts, each with an action and its list of replacements, the metrics and the seeds::
-
-    name: projection_dim
-    description: Dimension of the linear projection before the Seq-VCR loss (seed 000)
-    base: configs/mult4x4_seqvcr_pause.yaml     # optional; relative to the cwd or the plan's folders
-    config:                                     # optional inline overrides, merged over ``base``
-      optim: {max_steps: 300}
-    ablations:
-      - part: Dimension of the linear projection layer applied before Seq-VCR regularization
-        name: proj_dim                          # optional short name (default: derived)
-        action: REPLACE                         # REPLACE | ADD | REMOVE
-        key: seqvcr.proj_dim                    # one dotted key (replacements are scalars), or
-        replacements: [512, 1024, 2048, 4096]   # mappings of dotted keys ({seqvcr.lambda1: 0.5, ...})
-        labels: [...]                           # optional, one per replacement
-    cross: false                                # true: the cartesian product of all ablations
-    metrics: [exact_match, matrix_entropy, position_accuracy]
-    seeds: [0, 1, 2]
-    eval_data: ref:mult/4x4/test.txt            # optional (default: the setting's task.test_file, else
-    eval_limit: 0                               #   its validation set); 0 = every example
-    entropy_sequences: 200                      # sequences per run for the layer entropy
-    entropy_normalize: true                     # divide by log(min(T, d)): values in [0, 1]
-    gpt2_dir: null                              # substituted for "$gpt2_dir" in values, made absolute
-
-``ADD`` / ``REMOVE`` act on a *component* of the method: ``pause`` (pause tokens), ``seqvcr`` (the
-regulariser) or ``cot`` (chain of thought). The method that results is looked up in
-``seqvcr.config.METHODS`` (e.g. ADD pause: vanilla -> pause, seqvcr -> seqvcr_pause). Their optional
-``replacements`` are further overrides that go with the component (e.g. ``{method.pauses: 4}``); by
-default the study also holds the unchanged base as a reference row (``include_base``).
-
-Everything is checked before anything runs (``load_plan`` raises one-line ``ConfigError``s): unknown
-plan keys, unknown config keys (against the config schema), bad values (types, choices, ranges, via
-``seqvcr.config.from_dict`` / ``resolve``), keys the base does not have, keys that have no effect in the
-base (e.g. ``seqvcr.*`` when the method has no Seq-VCR), components the base lacks (REMOVE) or already
-has (ADD), and replacements that produce the same configuration twice. Each entry of ``ablations`` is
-read and expanded into its settings by ``seqvcr.experiments.ablations``; the rest of the plan here.
+The format (docs/sweeps.md, "Plan format") mirrors the ablation plans the project started from (seed
+000): a base configuration (``base`` file, inline ``config``), the ``ablations``, each with an action and
+its replacements, ``cross``, the metrics, the seeds and how runs are measured. Everything is checked
+before anything runs: ``load_plan`` raises one-line ``ConfigError``s. Each entry of ``ablations`` is read
+and expanded into its settings by ``seqvcr.experiments.ablations``; the rest of the plan here.
 """
 
 from __future__ import annotations
@@ -50,9 +19,6 @@ from seqvcr import config as C
 from seqvcr.datafiles import resolve_data_path
 from seqvcr.errors import ConfigError, SeqVCRError
 from seqvcr.experiments.ablations import (
-    ABLATION_KEYS,
-    ACTIONS,
-    COMPONENTS,
     GPT2_PLACEHOLDER,
     Ablation,
     Setting,
@@ -64,30 +30,15 @@ from seqvcr.experiments.ablations import (
     substitute,
 )
 
-__all__ = ["ABLATION_KEYS", "ACTIONS", "COMPONENTS", "DEFAULT_ENTROPY_SEQUENCES", "GPT2_PLACEHOLDER",
-           "METRICS", "METRIC_ALIASES", "PLAN_KEYS", "Ablation", "Plan", "Setting", "Study", "load_plan",
-           "parse_plan", "resolve_setting"]
+__all__ = ["DEFAULT_ENTROPY_SEQUENCES", "GPT2_PLACEHOLDER", "METRICS", "METRIC_ALIASES", "PLAN_KEYS",
+           "Ablation", "Plan", "Setting", "Study", "load_plan", "parse_plan", "resolve_setting"]
 
 METRICS = ("exact_match", "matrix_entropy", "position_accuracy")
 METRIC_ALIASES = {"entropy": "matrix_entropy", "representation_entropy": "matrix_entropy"}
 DEFAULT_ENTROPY_SEQUENCES = 200
 
-PLAN_KEYS = (
-    "name",
-    "description",
-    "base",
-    "config",
-    "ablations",
-    "cross",
-    "metrics",
-    "seeds",
-    "eval_data",
-    "eval_limit",
-    "entropy_sequences",
-    "entropy_normalize",
-    "gpt2_dir",
-    "scale",
-)
+PLAN_KEYS = ("name", "description", "base", "config", "ablations", "cross", "metrics", "seeds", "eval_data",
+             "eval_limit", "entropy_sequences", "entropy_normalize", "gpt2_dir", "scale")
 
 
 @dataclass
@@ -134,31 +85,24 @@ def _find_file(ref: str, plan_path: Path | None, what: str) -> Path:
         if not p.is_file():
             raise ConfigError(f"{what}: {p}: file not found")
         return p
-    tried = [str(p)]
     if plan_path is not None:
         for folder in plan_path.resolve().parents:
             cand = folder / p
-            tried.append(str(cand))
             if cand.is_file():
                 return cand
-    raise ConfigError(
-        f"{what}: {ref}: file not found (looked in the current directory and the plan's folders)"
-    )
+    raise ConfigError(f"{what}: {ref}: file not found (looked in the current directory and the plan's "
+                      "folders)")
 
 
-# ---------------------------------------------------------------------------------------------- loading
-
-
-def _cross(ablations: list[Ablation], base: dict[str, Any], plan_name: str) -> Study:
+def _cross(ablations: list[Ablation], base: dict[str, Any]) -> Study:
     settings: list[Setting] = []
     for combo in itertools.product(*(a.settings for a in ablations)):
         overrides: dict[str, Any] = {}
         for s in combo:
             for k, v in s.overrides.items():
                 if k in overrides and overrides[k] != v:
-                    raise ConfigError(
-                        f"cross: settings {' | '.join(x.label for x in combo)} both set {k} differently"
-                    )
+                    raise ConfigError(f"cross: settings {' | '.join(x.label for x in combo)} both set {k} "
+                                      "differently")
                 overrides[k] = v
         label = " | ".join(s.label for s in combo)
         factors = tuple((a.name, s.label, s.value) for a, s in zip(ablations, combo))
@@ -224,42 +168,6 @@ def _plan_base(
     return base, base_file, gdir
 
 
-def _plan_studies(
-    raw: dict[str, Any], ablations: list[Ablation], base: dict[str, Any], name: str
-) -> tuple[bool, list[Study]]:
-    """``cross`` and the studies: one per ablation, or their cartesian product as a single study."""
-    cross = raw.get("cross", False)
-    if not isinstance(cross, bool):
-        raise ConfigError(f"cross: expected true or false, got {cross!r}")
-    if cross and len(ablations) < 2:
-        raise ConfigError("cross: true needs at least two ablations")
-    if cross:
-        return cross, [_cross(ablations, base, name)]
-    return cross, [Study(a.name, a.part, a.action, [a.name], a.settings) for a in ablations]
-
-
-def _plan_metrics(raw: dict[str, Any]) -> list[str]:
-    """The metrics, aliases mapped to their names, in order, without repeats."""
-    metrics: list[str] = []
-    for m in as_list(raw.get("metrics", list(METRICS)), "metrics"):
-        m = METRIC_ALIASES.get(str(m), str(m))
-        if m not in METRICS:
-            raise ConfigError(f"metrics: {m!r} is not one of {', '.join(METRICS)}")
-        if m not in metrics:
-            metrics.append(m)
-    return metrics
-
-
-def _plan_seeds(raw: dict[str, Any]) -> list[int]:
-    """The seeds: distinct non-negative integers (default: [0])."""
-    seeds = as_list(raw.get("seeds", [0]), "seeds")
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise ConfigError(f"seeds: expected non-negative integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds: repeated seed in {seeds!r}")
-    return list(seeds)
-
-
 def _plan_measurement(raw: dict[str, Any]) -> tuple[str | None, int, int, bool]:
     """``eval_data`` (must exist), ``eval_limit``, ``entropy_sequences``, ``entropy_normalize``."""
     eval_data = raw.get("eval_data")
@@ -287,17 +195,29 @@ def parse_plan(raw: dict[str, Any], *, path: Path | None = None, gpt2_dir: str |
     """Validate a plan mapping (already read from YAML); errors are ``ConfigError``s."""
     name = _plan_name(raw, path)
     base, base_file, gdir = _plan_base(raw, path, gpt2_dir)
-    ablations_raw = as_list(raw.get("ablations"), "ablations")
     taken: set[str] = set()
-    ablations = [parse_ablation(a, i, base, gdir, taken) for i, a in enumerate(ablations_raw)]
-    cross, studies = _plan_studies(raw, ablations, base, name)
-    metrics = _plan_metrics(raw)
-    seeds = _plan_seeds(raw)
+    ablations = [parse_ablation(a, i, base, gdir, taken)
+                 for i, a in enumerate(as_list(raw.get("ablations"), "ablations"))]
+    cross = raw.get("cross", False)  # true: one study, the cartesian product of the ablations
+    if not isinstance(cross, bool):
+        raise ConfigError(f"cross: expected true or false, got {cross!r}")
+    if cross and len(ablations) < 2:
+        raise ConfigError("cross: true needs at least two ablations")
+    studies = [_cross(ablations, base)] if cross else [Study(a.name, a.part, a.action, [a.name], a.settings)
+                                                       for a in ablations]
+    metrics = [METRIC_ALIASES.get(str(m), str(m))  # in order, without repeats (below)
+               for m in as_list(raw.get("metrics", list(METRICS)), "metrics")]
+    if unknown := [m for m in metrics if m not in METRICS]:
+        raise ConfigError(f"metrics: {unknown[0]!r} is not one of {', '.join(METRICS)}")
+    seeds = as_list(raw.get("seeds", [0]), "seeds")
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds: expected non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds: repeated seed in {seeds!r}")
     eval_data, eval_limit, n_seq, normalize = _plan_measurement(raw)
-    description = raw.get("description") or ""
     return Plan(
-        name=name, description=str(description).strip(), path=path, base=base, base_file=base_file,
-        ablations=ablations, studies=studies, cross=cross, metrics=metrics, seeds=seeds,
-        eval_data=eval_data, eval_limit=eval_limit, entropy_sequences=n_seq, entropy_normalize=normalize,
-        gpt2_dir=gdir, raw=raw,
+        name=name, description=str(raw.get("description") or "").strip(), path=path, base=base,
+        base_file=base_file, ablations=ablations, studies=studies, cross=cross,
+        metrics=list(dict.fromkeys(metrics)), seeds=list(seeds), eval_data=eval_data, eval_limit=eval_limit,
+        entropy_sequences=n_seq, entropy_normalize=normalize, gpt2_dir=gdir, raw=raw,
     )

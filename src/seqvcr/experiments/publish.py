@@ -1,18 +1,11 @@
 """Publish a finished sweep as a study directory that can be committed and re-scored
 (``scripts/publish_runs.py SWEEP_DIR results/STUDY``).
 
-For every finished run of the sweep, ``results/STUDY/<name>_s<seed>/`` receives the files that describe
-and reproduce it -- ``config.yaml``, ``spec.json``, ``result.json``, ``metrics.jsonl``, ``eval.json``,
-the entropy files and, unless ``weights=False``, the final weights ``model.safetensors`` -- and never a
-checkpoint or optimiser state. ``<name>`` is the setting's label made file-safe, or the one given in
-``names``; ``study`` publishes one study of a sweep of several (a run they share is copied to each).
-The sweep's ``manifest.json`` and ``plan.yaml`` are copied with each run's ``dir`` pointing at its new
-directory (``seqvcr.experiments.sweep.run_path`` finds it there), so ``seqvcr report results/STUDY``
-aggregates the study over seeds as it did the sweep.
-
-With weights, every run is then re-scored with this seqvcr: the evaluation of ``seqvcr eval RUN --data
-EVAL_DATA`` (the sweep's evaluation file) is written to ``test_eval.json`` and must agree with the
-sweep's ``eval.json``; a disagreement is an error (re-run the sweep's evaluation with the current code).
+Each finished run goes to ``results/STUDY/<name>_s<seed>/`` (``<name>``: its setting's label made
+file-safe, or the one given in ``names``) with ``RUN_FILES`` and, unless ``weights=False``, its final
+weights -- never a checkpoint. The manifest and plan are copied with each run's ``dir`` pointing at its
+new directory, so ``seqvcr report results/STUDY`` aggregates the study as it did the sweep. With weights,
+every run is re-scored with this seqvcr (``TEST_EVAL``), which must agree with the sweep's ``eval.json``.
 An existing study directory is only replaced with ``force``, and only once the new one is complete.
 """
 
@@ -120,8 +113,6 @@ def _rescore(rd: Path) -> None:
     write_json_atomic(rd / TEST_EVAL, fresh)
     old = json.loads((rd / S.EVAL).read_text())
     if fresh["exact_match"] != old["exact_match"] or fresh["n"] != old["n"]:
-        raise RunDirError(
-            f"{rd}: seqvcr eval gives exact match {fresh['exact_match']} on {fresh['n']} "
-            f"examples, the sweep's eval.json {old['exact_match']} on {old['n']}: re-evaluate"
-        )
+        raise RunDirError(f"{rd}: seqvcr eval gives exact match {fresh['exact_match']} on {fresh['n']} "
+                          f"examples, the sweep's eval.json {old['exact_match']} on {old['n']}: re-evaluate")
     print(f"published {rd.name}: exact match {fresh['exact_match']:.4f}", file=sys.stderr)

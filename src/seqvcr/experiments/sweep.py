@@ -1,25 +1,16 @@
-"""A sweep directory: a plan expanded into runs with stable ids, a manifest, and the worker.
+"""A sweep directory: a plan expanded into runs with stable ids, a manifest, and the worker ``run_one``
+(docs/sweeps.md, "The sweep directory").
 
 Layout (every path inside is relative, so the directory can be copied and reported elsewhere)::
 
     SWEEP_DIR/plan.yaml           the plan as given (for the record)
     SWEEP_DIR/manifest.json       studies -> settings -> seed -> run id; runs with overrides and status
     SWEEP_DIR/runs/<id>/spec.json what the worker needs: resolved config, eval data, metrics, skip reason
-    SWEEP_DIR/runs/<id>/...       the run directory of ``seqvcr.training.train`` (config.yaml,
-                                  checkpoint.safetensors, model.safetensors, metrics.jsonl,
-                                  result.json) plus eval.json,
+    SWEEP_DIR/runs/<id>/...       the run directory of ``seqvcr.training.train`` plus eval.json,
                                   entropy.json, train.log, and error.txt when it crashed
 
-A run id is the first 10 hex digits of the SHA-1 of the canonical JSON of the run's resolved config, so
-the same configuration always lands in the same directory, whichever plan or setting asked for it
-(identical settings are trained once and shared). Status is derived from the files, never stored
-alone: ``done`` = result.json plus the requested metric files; ``interrupted`` = a checkpoint (or a
-result) without them; ``crashed`` = error.txt; ``skipped`` = the spec names a reason; else ``pending``.
-
-``run_one(sweep_dir, run_id)`` is the only worker: the local pool, SLURM jobs and the commands printed
-for other schedulers all call it. It takes an exclusive lock on the run, trains (resuming from the
-checkpoint when one exists), evaluates on the eval data, measures layer entropy, and writes each file
-atomically. An exception becomes ``error.txt`` and the outcome ``crashed``; it never propagates.
+A run's status is derived from its files, never stored alone (``run_status``). ``run_one`` is the only
+worker: the local pool, SLURM jobs and the printed commands all call it.
 """
 
 from __future__ import annotations
@@ -97,16 +88,11 @@ def run_id(config: dict[str, Any]) -> str:
     return hashlib.sha1(canon.encode()).hexdigest()[:10]
 
 
-
-
 def read_json(path: Path) -> Any | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8 text
         return None
-
-
-# ---------------------------------------------------------------------------------------------- expansion
 
 
 @dataclass
@@ -153,40 +139,21 @@ def expand(plan: Plan) -> tuple[list[dict[str, Any]], list[RunEntry]]:
                 else:
                     runs[rid] = RunEntry(rid, seed, study.name, s.label, dict(s.overrides), d,
                                          _skip_reason(cfg, plan))
-            rows.append({
-                "label": s.label,
-                "value": s.value,
-                "overrides": s.overrides,
-                "factors": [list(f) for f in s.factors],
-                "runs": ids,
-            })
-        studies.append({
-            "name": study.name,
-            "part": study.part,
-            "action": study.action,
-            "factors": study.factors,
-            "settings": rows,
-        })
+            rows.append({"label": s.label, "value": s.value, "overrides": s.overrides,
+                         "factors": [list(f) for f in s.factors], "runs": ids})
+        studies.append({"name": study.name, "part": study.part, "action": study.action,
+                        "factors": study.factors, "settings": rows})
     return studies, list(runs.values())
 
 
-def eval_source(entry_config: dict[str, Any], plan_eval: str | None) -> str | None:
-    """The eval file of a run: the plan's eval_data, else the task's test file, else None (validation)."""
-    return plan_eval or entry_config["task"].get("test_file")
-
-
 def prepare_sweep(plan: Plan, out: str | Path) -> Path:
-    """Create or update SWEEP_DIR: plan copy, manifest, and a spec.json per run. Returns the dir.
-
-    Existing run directories are never touched (only their spec.json is rewritten); runs of an older
-    version of the plan stay on disk but leave the manifest.
-    """
+    """Create or update SWEEP_DIR (returned): plan copy, manifest, and a spec.json per run. Existing run
+    directories keep all but their spec.json; runs of an older plan stay on disk but leave the manifest."""
     sweep = Path(out)
     old = read_json(sweep / MANIFEST)
     if old is not None and old.get("name") != plan.name:
-        raise RunDirError(
-            f"{sweep}: holds sweep {old.get('name')!r}, not {plan.name!r}; choose another --out"
-        )
+        raise RunDirError(f"{sweep}: holds sweep {old.get('name')!r}, not {plan.name!r}; choose another "
+                          "--out")
     studies, runs = expand(plan)
     (sweep / RUNS).mkdir(parents=True, exist_ok=True)
     text = plan.path.read_text() if plan.path is not None else yaml.safe_dump(plan.raw, sort_keys=False)
@@ -194,51 +161,23 @@ def prepare_sweep(plan: Plan, out: str | Path) -> Path:
     for r in runs:
         rd = sweep / RUNS / r.id
         rd.mkdir(exist_ok=True)
-        spec = {
-            "id": r.id,
-            "sweep": plan.name,
-            "study": r.study,
-            "setting": r.setting,
-            "seed": r.seed,
-            "overrides": r.overrides,
-            "config": r.config,
-            "metrics": plan.metrics,
-            "eval_data": eval_source(r.config, plan.eval_data),
-            "eval_limit": plan.eval_limit,
-            "entropy_sequences": plan.entropy_sequences,
-            "entropy_normalize": plan.entropy_normalize,
-            "skip": r.skip,
-        }
+        # the eval file: the plan's eval_data, else the task's test file, else None (the validation set)
+        eval_data = plan.eval_data or r.config["task"].get("test_file")
+        spec = {"id": r.id, "sweep": plan.name, "study": r.study, "setting": r.setting, "seed": r.seed,
+                "overrides": r.overrides, "config": r.config, "metrics": plan.metrics, "eval_data": eval_data,
+                "eval_limit": plan.eval_limit, "entropy_sequences": plan.entropy_sequences,
+                "entropy_normalize": plan.entropy_normalize, "skip": r.skip}
         if read_json(rd / SPEC) != spec:
             write_json_atomic(rd / SPEC, spec)
     manifest = {
-        "format": FORMAT_VERSION,
-        "name": plan.name,
-        "description": plan.description,
-        "plan": PLAN_COPY,
-        "base": plan.base_file,
-        "cross": plan.cross,
-        "metrics": plan.metrics,
-        "seeds": plan.seeds,
-        "eval_data": plan.eval_data,
-        "eval_limit": plan.eval_limit,
-        "entropy_sequences": plan.entropy_sequences,
-        "entropy_normalize": plan.entropy_normalize,
+        "format": FORMAT_VERSION, "name": plan.name, "description": plan.description, "plan": PLAN_COPY,
+        "base": plan.base_file, "cross": plan.cross, "metrics": plan.metrics, "seeds": plan.seeds,
+        "eval_data": plan.eval_data, "eval_limit": plan.eval_limit,
+        "entropy_sequences": plan.entropy_sequences, "entropy_normalize": plan.entropy_normalize,
         "studies": studies,
-        "runs": [
-            {
-                "id": r.id,
-                "dir": f"{RUNS}/{r.id}",
-                "study": r.study,
-                "setting": r.setting,
-                "also": r.also,
-                "seed": r.seed,
-                "overrides": r.overrides,
-                "skip": r.skip,
-                "status": run_status(sweep, r.id),
-            }
-            for r in runs
-        ],
+        "runs": [{"id": r.id, "dir": f"{RUNS}/{r.id}", "study": r.study, "setting": r.setting, "also": r.also,
+                  "seed": r.seed, "overrides": r.overrides, "skip": r.skip, "status": run_status(sweep, r.id)}
+                 for r in runs],
     }
     write_json_atomic(sweep / MANIFEST, manifest)
     return sweep
@@ -262,29 +201,20 @@ def refresh_manifest(sweep_dir: str | Path) -> dict[str, Any]:
     return m
 
 
-# ---------------------------------------------------------------------------------------------- status
+#: per metric file of a run: the metrics that need it, and the spec's keys it must have been measured with
+_MEASURED = {EVAL: (("exact_match", "position_accuracy"), ("eval_data", "eval_limit")),
+             ENTROPY: (("matrix_entropy",), ("eval_data", "entropy_sequences", "entropy_normalize"))}
 
 
-def _metric_files(metrics: list[str]) -> list[str]:
-    files = []
-    if "exact_match" in metrics or "position_accuracy" in metrics:
-        files.append(EVAL)
-    if "matrix_entropy" in metrics:
-        files.append(ENTROPY)
-    return files
-
-
-def _eval_current(rd: Path, spec: dict[str, Any]) -> bool:
-    e = read_json(rd / EVAL)
-    return bool(e) and e.get("eval_data") == spec.get("eval_data") and e.get("eval_limit") == spec.get(
-        "eval_limit"
-    )
-
-
-def _entropy_current(rd: Path, spec: dict[str, Any]) -> bool:
-    e = read_json(rd / ENTROPY)
-    keys = ("eval_data", "entropy_sequences", "entropy_normalize")
-    return bool(e) and all(e.get(k) == spec.get(k) for k in keys)
+def _stale(rd: Path, spec: dict[str, Any]) -> list[str]:
+    """The metric files the spec asks for that are missing or were measured with other settings."""
+    metrics, stale = spec.get("metrics", []), []
+    for file, (needs, keys) in _MEASURED.items():
+        if any(m in metrics for m in needs):
+            e = read_json(rd / file)
+            if not e or any(e.get(k) != spec.get(k) for k in keys):
+                stale.append(file)
+    return stale
 
 
 def run_path(sweep_dir: str | Path, run: dict[str, Any]) -> Path:
@@ -308,38 +238,13 @@ def run_status(sweep_dir: str | Path, rid: str, run_dir: Path | None = None) -> 
     if spec.get("skip"):
         return "skipped"
     finished = (rd / RESULT_FILE).is_file()
-    metrics = spec.get("metrics", [])
-    complete = finished
-    if finished and EVAL in _metric_files(metrics):
-        complete = complete and _eval_current(rd, spec)
-    if finished and ENTROPY in _metric_files(metrics):
-        complete = complete and _entropy_current(rd, spec)
-    if complete:
+    if finished and not _stale(rd, spec):
         return "done"
     if (rd / ERROR).is_file():
         return "crashed"
     if finished or (rd / CHECKPOINT_FILE).is_file():
         return "interrupted"
     return "pending"
-
-
-def is_locked(sweep_dir: str | Path, rid: str) -> bool:
-    """Whether a worker holds the run right now (best effort; the lock dies with its process)."""
-    import fcntl  # POSIX only: imported where a lock is taken, so that the rest works anywhere
-
-    path = Path(sweep_dir) / RUNS / rid / LOCK
-    if not path.exists():
-        return False
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-# ---------------------------------------------------------------------------------------------- worker
 
 
 @dataclass
@@ -358,7 +263,7 @@ class Outcome:
 def _lock(path: Path) -> Iterator[bool]:
     """An exclusive, non-blocking lock on ``path`` (False: another worker holds it); it dies with its
     process."""
-    import fcntl  # POSIX only (see is_locked)
+    import fcntl  # POSIX only: imported where a lock is taken, so that the rest works anywhere
 
     with open(path, "a") as f:
         try:
@@ -394,11 +299,8 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
 
 
 def _heldout_file(rd: Path, cfg: C.Config) -> str:
-    """Write the run's validation examples (held out from training) to a file and return its path.
-
-    Used when a setting has no test file: the validation set is excluded from the generated training
-    data and never used to pick a checkpoint (the last one is scored), so it is a fair held-out set.
-    """
+    """Write the run's validation examples to a file and return its path, for a setting without a test
+    file: they are excluded from the generated training data and never pick a checkpoint, so held out."""
     from seqvcr.runs import build_task, load_splits
     from seqvcr.tasks import write_examples
 
@@ -406,7 +308,7 @@ def _heldout_file(rd: Path, cfg: C.Config) -> str:
     if path.is_file():
         return f"{RUNS}/{rd.name}/{HELDOUT}"
     task = build_task(cfg)
-    small = copy_config(cfg)
+    small = C.from_dict(C.to_dict(cfg))
     small.task.train_size = 1  # validation data do not depend on the training set size
     small.task.train_file = None
     _, valid = load_splits(small, task)
@@ -414,29 +316,15 @@ def _heldout_file(rd: Path, cfg: C.Config) -> str:
     return f"{RUNS}/{rd.name}/{HELDOUT}"
 
 
-def copy_config(cfg: C.Config) -> C.Config:
-    return C.from_dict(C.to_dict(cfg))
-
-
-def _tail(exc: BaseException) -> str:
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return "".join(lines)[-4000:]
-
-
 def _one_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {msg[0] if msg else ''}".strip()
 
 
-def run_one(
-    sweep_dir: str | Path,
-    rid: str,
-    *,
-    threads: int | None = None,
-    log_to_file: bool = True,
-    device: str = "auto",
-) -> Outcome:
-    """Train, evaluate and measure one run of a sweep; never raises for a failure of the run itself.
+def run_one(sweep_dir: str | Path, rid: str, *, threads: int | None = None, log_to_file: bool = True,
+            device: str = "auto") -> Outcome:
+    """Train, evaluate and measure one run of a sweep under an exclusive lock on it, each file written
+    atomically; a failure of the run becomes ``error.txt`` and the outcome ``crashed``, never an exception.
 
     Idempotent: a finished run is not retrained; missing or stale metric files are recomputed; an
     interrupted run resumes from its checkpoint (``seqvcr.training.train`` does that).
@@ -470,54 +358,39 @@ def run_one(
                     cmd = f"seqvcr sweep-run {sweep} {rid}"
                     train(cfg, rd, progress=True, command=cmd)
                     trained = True
-                eval_file = spec.get("eval_data")
-                metrics = spec.get("metrics", [])
-                need_eval = EVAL in _metric_files(metrics) and not _eval_current(rd, spec)
-                need_ent = ENTROPY in _metric_files(metrics) and not _entropy_current(rd, spec)
-                if (need_eval or need_ent) and eval_file is None:
+                stale = _stale(rd, spec)
+                data_file = str(spec.get("eval_data"))
+                if stale and spec.get("eval_data") is None:
                     data_file = str(sweep / _heldout_file(rd, C.resolve(cfg)))
-                else:
-                    data_file = str(eval_file)
-                if need_eval:
-                    _evaluate(rd, spec, data_file, device)
-                if need_ent:
-                    _entropy(rd, spec, data_file, device)
+                for file in stale:
+                    _measure(rd, spec, file, data_file, device)
         except Exception as exc:  # noqa: BLE001 - a crashed run is recorded, not propagated
-            write_text_atomic(rd / ERROR, _one_line(exc) + "\n\n" + _tail(exc))
+            tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+            write_text_atomic(rd / ERROR, _one_line(exc) + "\n\n" + tail)
             return Outcome(rid, "crashed", time.perf_counter() - t0, error=_one_line(exc), trained=trained)
     ev = read_json(rd / EVAL) or {}
     return Outcome(rid, "done", time.perf_counter() - t0, exact_match=ev.get("exact_match"), trained=trained)
 
 
-def _evaluate(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
-    """Score the run on ``data_file`` into eval.json; the evaluation is also kept in the run's ``eval/``
-    with its predictions (``seqvcr.outputs``), where ``seqvcr report`` reuses it instead of decoding."""
-    from seqvcr.evaluation import evaluate_file
+def _measure(rd: Path, spec: dict[str, Any], file: str, data_file: str, device: str) -> None:
+    """Score the run on ``data_file`` into eval.json (also kept with its predictions in the run's ``eval/``,
+    where ``seqvcr report`` reuses it instead of decoding), or measure its layer entropy into entropy.json."""
+    if file == EVAL:
+        from seqvcr.evaluation import evaluate_file
 
-    summary = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device, progress=True,
-                            save=True)
-    summary["run_dir"] = f"{RUNS}/{rd.name}"
-    summary["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
-    summary["eval_data"] = spec.get("eval_data")
-    summary["eval_limit"] = spec.get("eval_limit")
-    write_json_atomic(rd / EVAL, summary)
-
-
-def _entropy(rd: Path, spec: dict[str, Any], data_file: str, device: str) -> None:
-    try:
-        from seqvcr.analysis.layer_entropy import compute_layer_entropy
-    except ImportError as err:
-        raise ConfigError(
-            "matrix_entropy needs seqvcr.analysis.layer_entropy, which this installation lacks"
-        ) from err
-    n = spec.get("entropy_sequences")
-    normalize = bool(spec.get("entropy_normalize", True))
-    result = compute_layer_entropy(str(rd), data_file, n_sequences=n, normalize=normalize, device=device,
-                                   progress=True)
-    result = dict(result)
-    result["run_dir"] = f"{RUNS}/{rd.name}"
-    result["data"] = spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}"
-    result["eval_data"] = spec.get("eval_data")
-    result["entropy_sequences"] = n
-    result["entropy_normalize"] = normalize
-    write_json_atomic(rd / ENTROPY, result)
+        result = evaluate_file(str(rd), data_file, limit=spec.get("eval_limit", 0), device=device,
+                               progress=True, save=True)
+        settings = {"eval_limit": spec.get("eval_limit")}
+    else:
+        try:
+            from seqvcr.analysis.layer_entropy import compute_layer_entropy
+        except ImportError as err:
+            raise ConfigError("matrix_entropy needs seqvcr.analysis.layer_entropy, which this installation "
+                              "lacks") from err
+        n, normalize = spec.get("entropy_sequences"), bool(spec.get("entropy_normalize", True))
+        result = dict(compute_layer_entropy(str(rd), data_file, n_sequences=n, normalize=normalize,
+                                            device=device, progress=True))
+        settings = {"entropy_sequences": n, "entropy_normalize": normalize}
+    result.update(run_dir=f"{RUNS}/{rd.name}", data=spec.get("eval_data") or f"{RUNS}/{rd.name}/{HELDOUT}",
+                  eval_data=spec.get("eval_data"), **settings)
+    write_json_atomic(rd / file, result)
