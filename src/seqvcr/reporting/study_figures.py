@@ -1,13 +1,7 @@
-"""Figures of a study summary (``seqvcr.reporting.study``), as ``Figure`` objects the caller saves.
-
-The sweep report draws, per study, exact match and intermediate-layer entropy against the ablated value
-(:func:`vs_value_figure`), entropy per layer and accuracy per answer position (:func:`lines_figure`)
-and the learning curves (:func:`curves_figure`); ``seqvcr report STUDY --lambda-plot / --value-plot``
-draws :func:`lambda_figure` and :func:`value_figure`.
-
-A numeric ablated value (a projection dimension, a coefficient) is an axis: its settings are joined by
-a line. A categorical one (``covariance over: batch`` against ``batch_time``) has no order between its
-settings: each is a point with its error bar, and nothing joins them.
+"""Figures of a study summary (``seqvcr.reporting.study``), as ``Figure`` objects the caller saves: those
+of the sweep report, and of ``seqvcr report STUDY --lambda-plot / --value-plot``. A numeric ablated
+value is an axis whose settings a line joins; a categorical one (``over: batch`` / ``batch_time``) is
+a point per setting with its error bar, unjoined.
 """
 
 from __future__ import annotations
@@ -174,9 +168,8 @@ def lines_figure(study: Study, which: str, xlabel: str, ylabel: str, title: str)
             xs = [k for k, st in enumerate(sts) if st.n]
             (line,) = ax.plot(xs, [sts[k].mean for k in xs], marker="o", ms=3.5, lw=1.4, color=color)
             handles.setdefault(first, line)
-            if len(firsts) <= 6 and all(sts[k].n > 1 for k in xs):  # +- 1 std over seeds
-                ax.fill_between(xs, [sts[k].mean - sts[k].std for k in xs],
-                                [sts[k].mean + sts[k].std for k in xs], color=color, alpha=0.12, lw=0)
+            if len(firsts) <= 6:
+                _std_band(ax, xs, [sts[k] for k in xs], color)
             width = max(width, len(sts))
         ax.set_xticks(range(width))
         # layers from L0; answer positions from 1, as in the run report (multiplication: least significant)
@@ -190,9 +183,7 @@ def lines_figure(study: Study, which: str, xlabel: str, ylabel: str, title: str)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
-    fig.legend([handles[f] for f in firsts if f in handles], [f for f in firsts if f in handles],
-               fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
+    _legend_right(fig, [handles[f] for f in firsts if f in handles], [f for f in firsts if f in handles])
     return fig
 
 
@@ -214,9 +205,7 @@ def curves_figure(study: Study, title: str) -> Figure | None:
                 continue
             xs = [step for step, _ in pts]
             ax.plot(xs, [st.mean for _, st in pts], lw=1.3, color=color, label=label)
-            if all(st.n > 1 for _, st in pts):
-                ax.fill_between(xs, [st.mean - st.std for _, st in pts], [st.mean + st.std for _, st in pts],
-                                color=color, alpha=0.12, lw=0)
+            _std_band(ax, xs, [st for _, st in pts], color)
     ax_em.set_ylim(-0.03, 1.03)
     ax_em.set_ylabel("validation exact match (periodic probe)")
     ax_lm.set_yscale("log")
@@ -228,9 +217,21 @@ def curves_figure(study: Study, title: str) -> Figure | None:
     handles, labels = ax_em.get_legend_handles_labels()
     if not handles:
         handles, labels = ax_lm.get_legend_handles_labels()
+    _legend_right(fig, handles, labels)
+    return fig
+
+
+def _std_band(ax: Any, xs: list[Any], sts: list[Stats], color: Any) -> None:
+    """A band of +- 1 std over seeds around the means (none unless every point has two seeds)."""
+    if all(st.n > 1 for st in sts):
+        ax.fill_between(xs, [st.mean - st.std for st in sts], [st.mean + st.std for st in sts], color=color,
+                        alpha=0.12, lw=0)
+
+
+def _legend_right(fig: Figure, handles: list[Any], labels: list[str]) -> None:
+    """The figure's legend to the right of its panels, and a tight layout."""
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    return fig
 
 
 def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:

@@ -22,15 +22,12 @@ from seqvcr.reporting.study import (
     middle_positions,
     probe_middle,
 )
-from seqvcr.reporting.tables import fmt, fmt_interval, fmt_pm, markdown_table, write_csv
+from seqvcr.reporting.tables import fmt, fmt_pm, markdown_table, padded, write_csv
 
 __all__ = ["PRINTED", "TERMS", "correlation_text", "is_lambda_study", "lambda_pair", "means_table",
            "rank_test_text", "setting_table", "study_tables_text", "write_study_csvs"]
 
 Study = list[SettingSummary]
-
-
-# ---------------------------------------------------------------------------------------------- cells
 
 
 def pm_cell(st: Stats, digits: int = 3) -> str:
@@ -47,16 +44,15 @@ def interval_cell(st: Stats, digits: int = 3, bounds: tuple[float, float] | None
     lo, hi = st.ci_low, st.ci_high
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return fmt_interval(lo, hi, digits)
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def ci_cell(st: Stats, digits: int = 3) -> str:
     """``mean ± half-width of the 95% CI`` (the half-width alone is enough to read a table)."""
     if st.n == 0:
         return "-"
-    if st.n == 1 or math.isnan(st.ci_high):
-        return f"{st.mean:.{digits}f}"
-    return f"{st.mean:.{digits}f} ± {st.ci_high - st.mean:.{digits}f}"
+    half = st.ci_high - st.mean
+    return fmt(st.mean, digits) if st.n == 1 or math.isnan(half) else fmt_pm(st.mean, half, digits)
 
 
 def range_cell(vals: list[float], digits: int) -> str:
@@ -180,20 +176,17 @@ def ci_table(study: Study) -> str:
     header = ["setting", "seeds", "exact match (95% CI)", "entropy L1..L(N-1)"]
     header += [f"entropy L{k}" for k in range(layers)]
     header += [f"accuracy, position {p + 1}" for p in hard]
-    rows: list[list[Any]] = []
-    for s in study:
-        row = [s.label, f"{len(s.done)}/{s.planned}", ci_cell(s.exact_match), ci_cell(s.entropy)]
-        row += [fmt(s.layer_entropy[k].mean) if k < len(s.layer_entropy) else "-" for k in range(layers)]
-        row += [ci_cell(s.position_accuracy[p], 2) if p < len(s.position_accuracy) else "-" for p in hard]
-        rows.append(row)
+    rows = [[s.label, f"{len(s.done)}/{s.planned}", ci_cell(s.exact_match), ci_cell(s.entropy),
+             *padded([x.mean for x in s.layer_entropy], layers),
+             *[ci_cell(s.position_accuracy[p], 2) if p < len(s.position_accuracy) else "-" for p in hard]]
+            for s in study]
     return markdown_table(header, rows)
 
 
 def position_table(study: Study) -> str:
     """Accuracy per answer position (1 = least significant digit), mean over seeds."""
     width = max((len(s.position_accuracy) for s in study), default=0)
-    rows = [[s.label] + [fmt(st.mean, 2) for st in s.position_accuracy]
-            + ["-"] * (width - len(s.position_accuracy)) for s in study]
+    rows = [[s.label, *padded([st.mean for st in s.position_accuracy], width, 2)] for s in study]
     return markdown_table(["setting"] + [f"position {p + 1}" for p in range(width)], rows)
 
 
@@ -202,14 +195,10 @@ def run_table(study: Study) -> str:
     done = [(s, r) for s in study for r in s.done]
     width = max((len(r.position_accuracy or []) for _, r in done), default=0)
     layers = max((len(r.layer_entropy or []) for _, r in done), default=0)
-    header = ["setting", "seed", "exact match"] + [f"pos {p + 1}" for p in range(width)]
-    header += [f"entropy L{k}" for k in range(layers)]
-    rows: list[list[Any]] = []
-    for s, r in done:
-        pos = list(r.position_accuracy or [])
-        ent = list(r.layer_entropy or [])
-        row = [s.label, r.seed, fmt(r.exact_match)] + [fmt(v, 2) for v in pos] + ["-"] * (width - len(pos))
-        rows.append(row + [fmt(v) for v in ent] + ["-"] * (layers - len(ent)))
+    header = ["setting", "seed", "exact match", *[f"pos {p + 1}" for p in range(width)],
+              *[f"entropy L{k}" for k in range(layers)]]
+    rows = [[s.label, r.seed, fmt(r.exact_match), *padded(r.position_accuracy or [], width, 2),
+             *padded(r.layer_entropy or [], layers)] for s, r in done]
     return markdown_table(header, rows)
 
 
@@ -241,11 +230,8 @@ def probe_table(study: Study) -> str:
     mid = ", ".join(str(k + 1) for k in middle_positions(width))
     header = ["setting", "seed", "exact match"] + [f"entropy L{k}" for k in range(layers)]
     header += [f"R^2 L{k} (pos {mid})" for k in range(layers)]
-    rows: list[list[Any]] = []
-    for s, r in done:
-        ent = list(r.layer_entropy or [])
-        rows.append([s.label, r.seed, fmt(r.exact_match)] + [fmt(v) for v in ent]
-                    + ["-"] * (layers - len(ent)) + [fmt(v, 2) for v in probe_middle(r.probe_r2 or [])])
+    rows = [[s.label, r.seed, fmt(r.exact_match), *padded(r.layer_entropy or [], layers),
+             *[fmt(v, 2) for v in probe_middle(r.probe_r2 or [])]] for s, r in done]
     return markdown_table(header, rows)
 
 
@@ -296,25 +282,26 @@ def correlation_text(study: Study) -> str:
     runs = [(r.exact_match, r.entropy_intermediate) for s in study for r in s.done
             if r.exact_match is not None and r.entropy_intermediate is not None]
     means = [(s.exact_match.mean, s.entropy.mean) for s in study if s.exact_match.n and s.entropy.n]
-    parts = []
-    for what, pairs in (("runs", runs), ("settings (means over seeds)", means)):
-        try:
-            rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
-            parts.append(f"over {len(pairs)} {what}: rho = {rho:+.2f} (two-sided p = {p:.2g})")
-        except ValueError as err:
-            parts.append(f"over {len(pairs)} {what}: not defined ({str(err).removeprefix('spearman: ')})")
+    parts = [f"over {len(pairs)} {what}: {_rho(pairs)}"
+             for what, pairs in (("runs", runs), ("settings (means over seeds)", means))]
     text = "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
     probed = [(r.exact_match, sum(m[1:-1]) / len(m[1:-1])) for s in study for r in s.done
               if r.exact_match is not None and r.probe_r2
               and len(m := probe_middle(r.probe_r2)) > 2]
     if probed:
-        try:
-            rho, p = spearman_test([a for a, _ in probed], [b for _, b in probed])
-            text += (f" With the probe's R^2 of the running sum (middle positions, layers L1..L(N-1)), over "
-                     f"{len(probed)} runs: rho = {rho:+.2f} (two-sided p = {p:.2g}).")
-        except ValueError as err:
-            text += f" With the probe's R^2: not defined ({str(err).removeprefix('spearman: ')})."
+        rho = _rho(probed)
+        text += (f" With the probe's R^2 of the running sum (middle positions, layers L1..L(N-1)), over "
+                 f"{len(probed)} runs: {rho}." if rho.startswith("rho") else f" With the probe's R^2: {rho}.")
     return text
+
+
+def _rho(pairs: list[tuple[Any, Any]]) -> str:
+    """``rho = ... (two-sided p = ...)`` of the pairs (``spearman_test``), or why it is not defined."""
+    try:
+        rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
+    except ValueError as err:
+        return f"not defined ({str(err).removeprefix('spearman: ')})"
+    return f"rho = {rho:+.2f} (two-sided p = {p:.2g})"
 
 
 def lambda_pair(s: SettingSummary) -> tuple[float, float]:
