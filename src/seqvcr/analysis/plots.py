@@ -1,22 +1,8 @@
-"""The paper's figures as PNG files (matplotlib, no display needed), for one run or several side by side.
-
-* :func:`plot_entropy_per_layer` -- mean per-sequence entropy per layer with 95% CIs, and the
-  dataset-level entropy (Fig. 2);
-* :func:`plot_entropy_hist` -- the distribution of per-sequence entropy, one panel per layer, runs
-  overlaid (Fig. 4);
-* :func:`plot_position_accuracy` -- accuracy per answer position (Fig. 6), with the majority-class
-  baseline of each position as the "chance" reference;
-* :func:`plot_loss_curves` -- training LM loss against step on a log axis, and validation exact match
-  against step (Fig. 5: the phase transition).
-
-* :func:`plot_entropy_vs_step` -- entropy of every layer against the training step, from the run's
-  snapshots (``train.snapshot_steps``): the representation collapse (or its absence) as it happens.
-
-Every function takes a list of :class:`Series` (one per run: label, method, data) so that colours are
-the same for a configuration in every figure: the paper's five configurations have fixed colours.
-
-Figures are ``matplotlib.figure.Figure`` objects of ``seqvcr.reporting.figures``, drawn and saved without
-``pyplot`` (no global matplotlib state changes, no figure is left open).
+"""The run report's figures as PNG files, for one run or several side by side: entropy per layer (Fig. 2),
+its distribution (Fig. 4), accuracy per answer position (Fig. 6), the learning curves (Fig. 5) and
+entropy per layer against the training step (from the run's snapshots). Each takes a list of
+:class:`Series` (one per run), so a configuration has the same colour in every figure; drawn and saved
+with ``seqvcr.reporting.figures`` (no pyplot).
 """
 
 from __future__ import annotations
@@ -85,12 +71,8 @@ def _legend(ax: Any, n: int) -> None:
 
 
 def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Fig. 2: per-sequence entropy per layer (mean and 95% CI), the same normalised by its ceiling
-    log(min(T, d)) (runs with pause tokens have longer sequences, hence a higher ceiling), and the
-    dataset-level entropy per layer.
-
-    ``series[i].data`` is a result of ``compute_layer_entropy``.
-    """
+    """Fig. 2: per-sequence entropy per layer (mean, 95% CI), the same over its ceiling log(min(T, d)),
+    and the dataset-level entropy. ``series[i].data`` is a result of ``compute_layer_entropy``."""
     fig = new_figure((14, 3.9))
     axes = fig.subplots(1, 3)
     styles = _styles(series)
@@ -122,10 +104,7 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
 
 
 def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Fig. 4: histograms of per-sequence entropy, one panel per layer, the runs overlaid.
-
-    Bins are shared by all runs within a panel so the distributions are comparable.
-    """
+    """Fig. 4: histograms of per-sequence entropy, one panel per layer, the runs overlaid on shared bins."""
     n_layers = max((len(s.data["layers"]) for s in series), default=1)
     nrows, ncols = grid_shape(n_layers, 4)
     header = 0.5 if title else 0.25  # inches above the panels: title and legend
@@ -201,11 +180,8 @@ def plot_position_accuracy(
 
 def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
     """Fig. 5: training LM loss (log scale), validation exact match and validation accuracy averaged over
-    the answer positions, against the training step. The last panel moves before exact match does: a
-    model that learns one more answer digit shows it there first.
-
-    ``series[i].data`` is the list of records of a run's ``metrics.jsonl``.
-    """
+    the answer positions (it moves before exact match does), against the step. ``series[i].data``: the
+    records of a run's ``metrics.jsonl``."""
     fig = new_figure((14, 3.9))
     axes = fig.subplots(1, 3)
     styles = _styles(series)
@@ -253,11 +229,8 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
 
 
 def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Entropy of every layer against the training step, one panel per run (a line per layer, L0 light
-    to LN dark), from the run's snapshots and its final weights.
-
-    ``series[i].data`` is a list of ``(step, result of compute_layer_entropy)`` pairs, in step order.
-    """
+    """Entropy of every layer against the training step, one panel per run (a line per layer, L0 light to
+    LN dark). ``series[i].data``: ``(step, result of compute_layer_entropy)`` pairs in step order."""
     import matplotlib
 
     nrows, ncols = grid_shape(len(series), 3)

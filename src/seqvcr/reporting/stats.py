@@ -39,18 +39,8 @@ def describe(values: list[float]) -> dict[str, Any]:
     std = float(t.std(unbiased=True)) if n > 1 else 0.0
     half = Z95 * std / math.sqrt(n)
     q = torch.quantile(t, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
-    return {
-        "n": n,
-        "mean": mean,
-        "std": std,
-        "ci95": [mean - half, mean + half],
-        "ci95_half": half,
-        "min": q[0],
-        "q25": q[1],
-        "median": q[2],
-        "q75": q[3],
-        "max": q[4],
-    }
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "ci95_half": half,
+            "min": q[0], "q25": q[1], "median": q[2], "q75": q[3], "max": q[4]}
 
 
 def _t_two_sided_prob(t: float, nu: int) -> float:

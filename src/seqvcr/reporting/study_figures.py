@@ -7,7 +7,6 @@ a point per setting with its error bar, unjoined.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,6 @@ from seqvcr.reporting.study_tables import family_scale, lambda_pair
 __all__ = ["curves_figure", "lambda_figure", "lines_figure", "value_figure", "vs_value_figure"]
 
 Study = list[SettingSummary]
-CI_LABELS = ("exact match (test), mean ± 95% CI", "entropy L1..L(N-1), mean ± 95% CI")
 
 
 def _colors(n: int) -> list[Any]:
@@ -30,10 +28,6 @@ def _colors(n: int) -> list[Any]:
 
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "viridis"]
     return [cmap(i % 10) if n <= 10 else cmap(i / max(1, n - 1)) for i in range(n)]
-
-
-def _numeric(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _groups(study: Study) -> list[tuple[str, list[tuple[Any, SettingSummary]]]]:
@@ -66,7 +60,7 @@ class _Axis:
     @classmethod
     def of(cls, values: list[Any]) -> _Axis:
         uniq = list(dict.fromkeys(values))
-        if _numeric(uniq) and len(uniq) > 1:
+        if len(uniq) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in uniq):
             xs = [float(v) for v in values]
             log = min(xs) > 0 and max(xs) / min(xs) >= 8
             return cls(True, log, [f"{v:g}" for v in uniq], {repr(v): float(v) for v in values})
@@ -234,21 +228,17 @@ def _legend_right(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     fig.tight_layout()
 
 
-def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:
-    """One point: the mean with its 95% CI (no bar for one seed)."""
-    if st.n == 0:
-        return
-    half = 0.0 if st.n < 2 or math.isnan(st.ci_high) else st.ci_high - st.mean
-    ax.errorbar([x], [st.mean], yerr=[[half], [half]], capsize=3, **kw)
-
-
 def _ci_panels(study: Study, xs: list[float], xlabel: str, style: list[dict[str, Any]]) -> tuple[Figure, Any]:
-    """Exact match (left) and intermediate entropy (right) of each setting at ``xs``, mean ± 95% CI."""
+    """Exact match (left) and intermediate entropy (right) of each setting at ``xs``, mean ± 95% CI (no
+    bar for one seed)."""
     fig = new_figure((10.0, 4.0))
     axes = fig.subplots(1, 2)
-    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"), CI_LABELS):
-        for x, s, kw in zip(xs, study, style):
-            _errorbar(ax, x, getattr(s, which), ms=6, **kw)
+    labels = ("exact match (test), mean ± 95% CI", "entropy L1..L(N-1), mean ± 95% CI")
+    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"), labels):
+        for x, st, kw in zip(xs, [getattr(s, which) for s in study], style):
+            half = 0.0 if st.n < 2 or math.isnan(st.ci_high) else st.ci_high - st.mean
+            if st.n:
+                ax.errorbar([x], [st.mean], yerr=[[half], [half]], capsize=3, ms=6, **kw)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -65,19 +65,9 @@ def range_cell(vals: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})"
 
 
-def seeds_cell(s: SettingSummary) -> str:
-    """``done/planned``, or ``skipped`` when the plan skips every seed."""
-    if sum(r.status == "skipped" for r in s.runs) == s.planned:
-        return "skipped"
-    return f"{len(s.done)}/{s.planned}"
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table whose cells may hold ``|`` (setting labels of crossed studies): escaped."""
     return markdown_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
-
-
-# ---------------------------------------------------------------------------------------------- the report
 
 
 def setting_table(study: Study, metrics: list[str], normalized: bool) -> str:
@@ -89,7 +79,8 @@ def setting_table(study: Study, metrics: list[str], normalized: bool) -> str:
         header += ["entropy L1..L(N-1) (mean ± std)", "95% CI"]
     rows = []
     for s in study:
-        row = [s.label, seeds_cell(s)]
+        skipped = sum(r.status == "skipped" for r in s.runs) == s.planned  # the plan skips every seed
+        row = [s.label, "skipped" if skipped else f"{len(s.done)}/{s.planned}"]
         if "exact_match" in metrics:
             row += [pm_cell(s.exact_match), interval_cell(s.exact_match, bounds=(0.0, 1.0))]
         if "matrix_entropy" in metrics:
@@ -153,9 +144,6 @@ def write_study_csvs(dest: Path, sweep: SweepSummary) -> None:
     write_csv(dest / "learning_curves.csv", ["study", "setting", "curve", "step", *STATS_COLUMNS],
               rows["curve"], blank_nan=True)
     write_csv(dest / "runs.csv", RUN_COLUMNS, run_rows, blank_nan=True)
-
-
-# ---------------------------------------------------------------------------------------------- printed
 
 
 def hardest_positions(study: Study, k: int = 2) -> list[int]:
@@ -331,7 +319,10 @@ def family_scale(pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def lambda_grid(study: Study) -> str:
-    """Exact match (mean ± 95% CI) with one row per ratio lambda2/lambda1, one column per scale."""
+    """Exact match (mean ± 95% CI) with one row per ratio lambda2/lambda1, one column per scale ("" when
+    the study is not one of lambda pairs)."""
+    if not is_lambda_study(study):
+        return ""
     keys = family_scale([lambda_pair(s) for s in study])
     ratios = sorted({r for r, _ in keys})
     scales = sorted({c for _, c in keys})
@@ -347,18 +338,12 @@ def lambda_grid(study: Study) -> str:
     return markdown_table(["lambda2 / lambda1"] + [f"scale x{c:g}" for c in scales], rows)
 
 
-def _lambda_section(study: Study) -> str:
-    if not is_lambda_study(study):
-        return ""
-    return "Exact match by ratio and scale of the pair:\n\n" + lambda_grid(study)
-
-
 #: The tables ``seqvcr report STUDY --table NAME`` prints, in this order: name -> (caption, render).
 #: ``main`` stands for study, positions and lambda (the grid of a study of lambda pairs only).
 PRINTED: dict[str, tuple[str, Callable[[Study], str]]] = {
     "study": ("", ci_table),
     "positions": ("Accuracy per answer position (mean over seeds):\n\n", position_table),
-    "lambda": ("", _lambda_section),
+    "lambda": ("Exact match by ratio and scale of the pair:\n\n", lambda_grid),
     "correlation": ("", correlation_text),
     "terms": ("Loss terms at the end of training (last training record) and training time, "
               "mean (range) over the finished runs:\n\n", terms_table),
