@@ -62,9 +62,8 @@ def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
     return sorted(torch.randperm(total, generator=g)[:n].tolist())
 
 
-def _read_sample(
-    loaded: LoadedRun, data_file: str | os.PathLike[str], n_sequences: int, seed: int | None
-) -> tuple[Path, int, list[int], EncodedData]:
+def _read_sample(loaded: LoadedRun, data_file: str | os.PathLike[str], n_sequences: int,
+                 seed: int | None) -> tuple[Path, int, list[int], EncodedData]:
     """Read ``data_file`` (a warning when it is not like the run's data), draw the fixed sample and encode
     it; returns the resolved path, the file's line count, the chosen line indices and the sample."""
     data_path = resolve_data_path(data_file)
@@ -82,10 +81,8 @@ def _read_sample(
     return data_path, len(examples), indices, data
 
 
-def _measure_sequences(
-    model: GPT, ids: torch.Tensor, lengths: list[int], batch_size: int, alpha: float,
-    normalize: bool, bar: ProgressBar,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _measure_sequences(model: GPT, ids: torch.Tensor, lengths: list[int], batch_size: int, alpha: float,
+                       normalize: bool, bar: ProgressBar) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the sample (``ids``: (n, max_len)) teacher-forced in batches; for every hidden state the entropy
     of each sequence's first ``lengths[i]`` tokens (n_layers, n) and their mean vector (n_layers, n, d)."""
     n = len(lengths)
@@ -114,9 +111,8 @@ def _measure_sequences(
     return per_seq, seq_means
 
 
-def _layer_summaries(
-    per_seq: torch.Tensor, dataset: torch.Tensor, lengths: list[int], d: int, normalize: bool
-) -> list[dict[str, Any]]:
+def _layer_summaries(per_seq: torch.Tensor, dataset: torch.Tensor, lengths: list[int], d: int,
+                     normalize: bool) -> list[dict[str, Any]]:
     """One dict per hidden state: statistics of ``per_seq`` (n_layers, n) and ``dataset`` (n_layers,),
     raw and normalised by their rank bounds, so that runs of different lengths compare."""
     n_layers, n = per_seq.shape
@@ -137,10 +133,8 @@ def _layer_summaries(
     return layers
 
 
-def _metadata(
-    loaded: LoadedRun, data_file: str | os.PathLike[str], indices: list[int], file_lines: int,
-    seed: int | None, alpha: float, normalize: bool, lengths: list[int],
-) -> dict[str, Any]:
+def _metadata(loaded: LoadedRun, data_file: str | os.PathLike[str], indices: list[int], file_lines: int,
+              seed: int | None, alpha: float, normalize: bool, lengths: list[int]) -> dict[str, Any]:
     """What was measured and how (the result's fields before ``layers``), enough to reproduce it."""
     n = len(indices)
     sample = "the whole file" if n == file_lines else (
@@ -159,18 +153,10 @@ def _metadata(
 
 
 @torch.no_grad()
-def compute_layer_entropy(
-    run: str | os.PathLike[str] | LoadedRun,
-    data_file: str | os.PathLike[str],
-    n_sequences: int | None = 1000,
-    seed: int | None = 0,
-    batch_size: int = 256,
-    alpha: float = 1.0,
-    normalize: bool = False,
-    device: str = "cpu",
-    progress: bool = False,
-    step: int | None = None,
-) -> dict[str, Any]:
+def compute_layer_entropy(run: str | os.PathLike[str] | LoadedRun, data_file: str | os.PathLike[str],
+                          n_sequences: int | None = 1000, seed: int | None = 0, batch_size: int = 256,
+                          alpha: float = 1.0, normalize: bool = False, device: str = "cpu",
+                          progress: bool = False, step: int | None = None) -> dict[str, Any]:
     """Per-sequence and dataset-level matrix entropy of every layer (module docstring) of ``run``, a run
     directory (``step``: its snapshot of that step) or a loaded run, on ``data_file`` (``ref:...``: a
     shipped file); ``n_sequences`` None means 1000. A JSON-able dict: ``layers`` (per hidden state its

@@ -146,13 +146,9 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def plot_position_accuracy(
-    series: Sequence[Series],
-    path: str | os.PathLike[str],
-    baseline: Sequence[float] | None = None,
-    title: str = "",
-    position_note: str = "",
-) -> Path:
+def plot_position_accuracy(series: Sequence[Series], path: str | os.PathLike[str],
+                           baseline: Sequence[float] | None = None, title: str = "",
+                           position_note: str = "") -> Path:
     """Fig. 6: accuracy per answer position. ``series[i].data`` is a list of accuracies (position 0 first);
     ``baseline`` (optional) is the majority-class accuracy per position, drawn as the chance level."""
     fig = new_figure((8.5, 3.8))

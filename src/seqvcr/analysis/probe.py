@@ -68,17 +68,9 @@ def answer_states(run: Any, examples: list[Any], batch_size: int, device: torch.
     return torch.cat(chunks, dim=1)
 
 
-def probe_run(
-    run_dir: str | Path,
-    data_file: str | Path,
-    *,
-    limit: int = 0,
-    fit_fraction: float = 0.7,
-    lam: float = 1e-2,
-    batch_size: int = 256,
-    device: str = "cpu",
-    step: int | None = None,
-) -> dict[str, Any]:
+def probe_run(run_dir: str | Path, data_file: str | Path, *, limit: int = 0, fit_fraction: float = 0.7,
+              lam: float = 1e-2, batch_size: int = 256, device: str = "cpu",
+              step: int | None = None) -> dict[str, Any]:
     """R^2 of the running sum per layer and answer position (module docstring); the result dict."""
     if not 0.0 < fit_fraction < 1.0:
         raise ConfigError(f"--fit-fraction: must be in (0, 1), got {fit_fraction}")

@@ -255,18 +255,9 @@ class _Measure:
         return sorted(steps + [(final_step, final)], key=lambda p: p[0]) if steps else []
 
 
-def analyze_run(
-    run_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    name: str | None = None,
-    data_file: str | None = None,
-    n_sequences: int | None = 1000,
-    device: str = "auto",
-    progress: bool = True,
-    limit: int = 0,
-    reuse: bool = True,
-) -> RunAnalysis:
+def analyze_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str | None = None,
+                data_file: str | None = None, n_sequences: int | None = 1000, device: str = "auto",
+                progress: bool = True, limit: int = 0, reuse: bool = True) -> RunAnalysis:
     """Evaluate one run and measure its layer entropy (also at each snapshot) on ``data_file``, writing
     the per-run files into ``out_dir`` as each is made; with ``reuse``, up-to-date saved results are
     taken instead (``RunAnalysis.reused`` says which)."""
@@ -298,14 +289,8 @@ def analyze_run(
                        steps=m.snapshot_entropies(step, ent), reused=m.reused, limit=limit)
 
 
-def measure_throughput(
-    runs: Sequence[RunAnalysis],
-    repeats: int = 5,
-    batch_size: int = 256,
-    device: str = "auto",
-    progress: bool = True,
-    limit: int = 0,
-) -> None:
+def measure_throughput(runs: Sequence[RunAnalysis], repeats: int = 5, batch_size: int = 256,
+                       device: str = "auto", progress: bool = True, limit: int = 0) -> None:
     """Decoding speed of every run on its test file (its first ``limit`` problems with a limit):
     ``repeats`` timed greedy decodings per run, the runs interleaved (run 1, run 2, ..., run 1, ...) so
     that a busy moment of the machine does not fall on one run only; the fastest repeat counts
@@ -355,23 +340,11 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
-def build_report(
-    run_dirs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    force: bool = False,
-    data_file: str | None = None,
-    n_sequences: int | None = 1000,
-    device: str = "auto",
-    command: str | None = None,
-    title: str | None = None,
-    intro: str = "",
-    extra: Callable[[Sequence[RunAnalysis]], str] | None = None,
-    progress: bool = True,
-    limit: int = 0,
-    throughput: bool = True,
-    reuse: bool = True,
-) -> Path:
+def build_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                 force: bool = False, data_file: str | None = None, n_sequences: int | None = 1000,
+                 device: str = "auto", command: str | None = None, title: str | None = None, intro: str = "",
+                 extra: Callable[[Sequence[RunAnalysis]], str] | None = None, progress: bool = True,
+                 limit: int = 0, throughput: bool = True, reuse: bool = True) -> Path:
     """Analyse ``run_dirs`` and write the report into ``out`` (module docstring); returns report.md's path.
     ``command`` is recorded as what made the report; ``intro`` (Markdown) goes under the title, then
     ``extra(runs)``, Markdown computed from the analysed runs (the demo's findings)."""

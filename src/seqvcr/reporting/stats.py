@@ -113,9 +113,8 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
 
 
-def exact_rank_test(
-    a: Sequence[float], b: Sequence[float], max_splits: int = 2_000_000
-) -> tuple[float, float, int]:
+def exact_rank_test(a: Sequence[float], b: Sequence[float],
+                    max_splits: int = 2_000_000) -> tuple[float, float, int]:
     """(U, one-sided p, number of splits): p = P(U' >= U) over every split of ``a + b`` into groups of
     len(a) and len(b), each split equally likely under the null hypothesis that the labels do not matter."""
     pooled = [*a, *b]

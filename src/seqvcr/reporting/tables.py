@@ -64,10 +64,8 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]], *, blank_nan:
     return buf.getvalue()
 
 
-def write_csv(
-    path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]], *,
-    blank_nan: bool = False,
-) -> Path:
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]], *,
+              blank_nan: bool = False) -> Path:
     """Write :func:`csv_text` to ``path`` atomically."""
     return write_text_atomic(path, csv_text(header, rows, blank_nan=blank_nan))
 
