@@ -65,8 +65,8 @@ def _title_and_save(fig: Figure, path: str | os.PathLike[str], title: str = "") 
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def _legend(ax: Any, n: int) -> None:
-    if n and ax.get_legend_handles_labels()[0]:  # nothing drawn (no records): no empty legend
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no records): no empty legend
         ax.legend(fontsize=8, frameon=False)
 
 
@@ -81,25 +81,24 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
         layers = s.data["layers"]
         xs = [L["layer"] for L in layers]
         max_layers = max(max_layers, len(xs))
-        means = [L["mean"] for L in layers]
-        half = [L["ci95_half"] for L in layers]
-        axes[0].errorbar(xs, means, yerr=half, marker="o", ms=4, capsize=3, label=s.label, **st)
+        axes[0].errorbar(xs, [L["mean"] for L in layers], yerr=[L["ci95_half"] for L in layers], marker="o",
+                         ms=4, capsize=3, label=s.label, **st)
         axes[1].plot(xs, [L.get("mean_normalized", float("nan")) for L in layers], marker="o", ms=4,
                      label=s.label, **st)
         axes[2].plot(xs, [L["dataset"] for L in layers], marker="o", ms=4, label=s.label, **st)
     first = series[0].data if series else {}
     unit = "normalised entropy" if first.get("normalized") else "entropy (nats)"
     n = first.get("n", "?")
-    axes[0].set_title(f"per-sequence entropy (mean, 95% CI; {n} sequences)", fontsize=10)
-    axes[1].set_title("per-sequence entropy / log min(T, d)", fontsize=10)
-    axes[2].set_title("dataset-level entropy (one mean vector per sequence)", fontsize=10)
-    for i, ax in enumerate(axes):
+    titles = (f"per-sequence entropy (mean, 95% CI; {n} sequences)", "per-sequence entropy / log min(T, d)",
+              "dataset-level entropy (one mean vector per sequence)")
+    for ax, ax_title, ylabel in zip(axes, titles, (unit, "normalised entropy", unit)):
+        ax.set_title(ax_title, fontsize=10)
         ax.set_xlabel("layer (L0 = embeddings)")
-        ax.set_ylabel("normalised entropy" if i == 1 else unit)
+        ax.set_ylabel(ylabel)
         ax.set_xticks(range(max_layers))
         ax.set_xticklabels([f"L{i}" for i in range(max_layers)])
         ax.grid(alpha=0.3)
-    _legend(axes[0], len(series))
+    _legend(axes[0])
     return _title_and_save(fig, path, title)
 
 
@@ -205,22 +204,21 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
     axes[0].yaxis.set_major_formatter(plain)
     axes[0].yaxis.set_minor_formatter(plain)
     axes[0].tick_params(axis="y", which="minor", labelsize=7)
-    axes[0].set_title("training loss (next-token loss on the target tokens)", fontsize=10)
-    axes[0].set_ylabel("LM loss (log scale)")
-    axes[1].set_title("validation exact match during training", fontsize=10)
-    axes[1].set_ylabel("exact match")
-    axes[1].set_ylim(-0.03, 1.03)
-    axes[2].set_title("validation accuracy, mean over answer positions", fontsize=10)
-    axes[2].set_ylabel("accuracy")
-    axes[2].set_ylim(-0.03, 1.03)
-    if not any_eval:
-        for ax in axes[1:]:
+    for ax, ax_title, ylabel in zip(axes, ("training loss (next-token loss on the target tokens)",
+                                           "validation exact match during training",
+                                           "validation accuracy, mean over answer positions"),
+                                    ("LM loss (log scale)", "exact match", "accuracy")):
+        ax.set_title(ax_title, fontsize=10)
+        ax.set_ylabel(ylabel)
+    for ax in axes[1:]:
+        ax.set_ylim(-0.03, 1.03)
+        if not any_eval:
             ax.text(0.5, 0.5, "no evaluation records", ha="center", va="center", transform=ax.transAxes)
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)
         ax.grid(alpha=0.3, which="major")
-    _legend(axes[0], len(series))
+    _legend(axes[0])
     return _title_and_save(fig, path, title)
 
 

@@ -83,11 +83,9 @@ class _Axis:
 
 
 def vs_value_figure(study: Study, which: str, ylabel: str, title: str, xlabel: str) -> Figure | None:
-    """Mean ± std over seeds (error bars) of ``which`` (``exact_match`` or ``entropy``) against the
-    ablated value, each seed a faint dot; None when no setting has a value.
-
-    The std, not the 95% CI, is drawn: with 2-3 seeds the t-interval is 4-13 std wide and would hide
-    the data; the CI is in the tables. Numeric values are joined by a line, categories are not."""
+    """Mean ± std over seeds of ``which`` (``exact_match`` or ``entropy``) against the ablated value, each
+    seed a faint dot; None without data. The std, not the 95% CI (4-13 std wide for 2-3 seeds; it is in
+    the tables), so the data stay visible."""
     groups = _groups(study)
     values = [x for _, items in groups for x, _ in items]
     axis = _Axis.of(values)
@@ -142,12 +140,9 @@ def _line_series(study: Study, which: str) -> tuple[list[str], list[str], list[t
 
 
 def lines_figure(study: Study, which: str, xlabel: str, ylabel: str, title: str) -> Figure | None:
-    """One line per setting: entropy per layer (``which="layer"``), or accuracy per answer position
-    (mean ± std); None without data.
-
-    Crossed studies get one panel per level of the other factors (e.g. one per task kind, whose layer
-    counts or answer lengths may differ), the lines coloured by the first factor's level.
-    """
+    """One line per setting (mean ± std): entropy per layer (``which="layer"``) or accuracy per answer
+    position; None without data. A crossed study gets a panel per level of its other factors (their layer
+    counts or answer lengths may differ), lines coloured by the first factor's level."""
     firsts, panels, series = _line_series(study, which)
     if not series:
         return None
