@@ -1,15 +1,7 @@
-"""Analysis of trained runs: layer-wise representation entropy, linear probes, the paper's figures and
-tables, and reports.
-
-Modules (imported on first use, so ``import seqvcr.analysis`` stays cheap):
-
-* ``layer_entropy`` -- :func:`compute_layer_entropy`, :func:`write_entropy` (``seqvcr entropy``);
-* ``plots`` / ``tables`` -- PNG figures and Markdown/CSV tables, for one run or several (made with
-  ``seqvcr.reporting``, as the sweep report is);
-* ``report`` -- :func:`build_report` (``seqvcr report``): measures the runs; ``run_summary`` -- the
-  report's summary (``summary.json``), its figures and tables, and report.md rendered from them;
-* ``probe`` -- :func:`probe_run` (``seqvcr probe``): ridge probes of the running sum per layer and position;
-* ``cli`` -- the three subcommands.
+"""Analysis of trained runs: layer-wise representation entropy (``layer_entropy``, ``seqvcr entropy``),
+running-sum probes (``probe``, ``seqvcr probe``), and the run report (``report`` measures the runs,
+``run_summary`` summarises and renders them with ``tables`` and ``plots``; ``seqvcr report``). The
+modules are imported on first use, so ``import seqvcr.analysis`` stays cheap.
 """
 
 from __future__ import annotations

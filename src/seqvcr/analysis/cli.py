@@ -40,7 +40,6 @@ def add_data_or_test_file(p: argparse.ArgumentParser) -> None:
                    "default: the run's task.test_file")
 
 
-# --------------------------------------------------------------------------- entropy
 def _add_entropy(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "entropy", _cmd_entropy, "matrix entropy of every layer of a trained run "
                              "(per sequence and dataset level)")
@@ -53,9 +52,7 @@ def _add_entropy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", action="store_true", help="divide by log(min(T, d)): values in [0, 1]")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per forward pass")
     commands.add_step(p, "measure")
-    commands.add_device(p, "cpu", "cpu | cuda | auto")
-    p.add_argument("--out", default=None,
-                   help="directory for the files (default: RUN_DIR, or RUN_DIR/snapshots/step_N with --step)")
+    _add_device_and_out(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     commands.add_json(p)
 
@@ -68,12 +65,10 @@ def _cmd_entropy(args: argparse.Namespace) -> int:
     per-layer summary as JSON). Without --data, the run's task.test_file. seqvcr report reuses these
     files while they are up to date."""
     from seqvcr.analysis.layer_entropy import brief, compute_layer_entropy, write_entropy
-    from seqvcr.outputs import analysis_home
 
     commands.check_at_least("--n", args.n, 1)
     commands.check_at_least("--batch-size", args.batch_size, 1)
-    out = Path(args.out) if args.out else analysis_home(args.run_dir, args.step)
-    check_output_path(out, "--out", directory=True)
+    out = _out_dir(args)
     data = data_or_test_file(args)
     result = compute_layer_entropy(
         args.run_dir, data, n_sequences=args.n, seed=None if args.seed < 0 else args.seed,
@@ -98,7 +93,6 @@ def entropy_text(summary: dict[str, Any]) -> str:
     return "\n".join([head, table, *([f"saved: {files}"] if files else [])])
 
 
-# --------------------------------------------------------------------------- probe
 def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "probe", _cmd_probe, "linear probes of the running sum from every layer "
                              "at every answer position (multiplication runs)")
@@ -110,10 +104,23 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ridge", type=float, default=1e-2, help="ridge penalty lambda (times the fitted count)")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per forward pass")
     commands.add_step(p, "probe")
+    _add_device_and_out(p)
+    commands.add_json(p)
+
+
+def _add_device_and_out(p: argparse.ArgumentParser) -> None:
     commands.add_device(p, "cpu", "cpu | cuda | auto")
     p.add_argument("--out", default=None,
                    help="directory for the files (default: RUN_DIR, or RUN_DIR/snapshots/step_N with --step)")
-    commands.add_json(p)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """``--out``, else where ``seqvcr.outputs`` keeps a run's (or its snapshot's) results; checked."""
+    from seqvcr.outputs import analysis_home
+
+    out = Path(args.out) if args.out else analysis_home(args.run_dir, args.step)
+    check_output_path(out, "--out", directory=True)
+    return out
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -123,12 +130,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     (into RUN_DIR, or RUN_DIR/snapshots/step_N/ with --step); prints the R^2 table (--json: the result
     as JSON). Without --data, the run's task.test_file."""
     from seqvcr.analysis.probe import probe_run, write_probe
-    from seqvcr.outputs import analysis_home
 
     commands.check_at_least("--limit", args.limit, 0, " (0: every problem)")
     commands.check_at_least("--batch-size", args.batch_size, 1)
-    out = Path(args.out) if args.out else analysis_home(args.run_dir, args.step)
-    check_output_path(out, "--out", directory=True)
+    out = _out_dir(args)
     result = probe_run(args.run_dir, data_or_test_file(args), limit=args.limit,
                        fit_fraction=args.fit_fraction, lam=args.ridge, batch_size=args.batch_size,
                        device=args.device, step=args.step)
@@ -145,7 +150,6 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return commands.print_result(args, {**result, "files": {k: str(v) for k, v in files.items()}}, text)
 
 
-# --------------------------------------------------------------------------- report
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "report", _cmd_report, "Markdown report with figures and tables for "
                              "trained runs (or a sweep directory)")

@@ -1,32 +1,22 @@
 """Layer-wise representation entropy of a trained run (the paper's collapse measurement, Sec. 3.3).
 
-For every hidden state L0..LN of the model (L0 = token + position embeddings, LN = after the final
-LayerNorm, the Hugging Face convention of ``seqvcr.model``) and every sequence of a fixed sample:
+For every hidden state L0..LN (L0 = embeddings, LN = after the final LayerNorm, as ``seqvcr.model``
+returns them) and every sequence of a fixed sample:
 
-* **per-sequence entropy** (the paper's quantity, Eq. 2): Z = that sequence's T token representations
-  (T x d), Gram K = Z Z^T over its own tokens, ``seqvcr.entropy.matrix_entropy(Z, alpha)``. The
-  distribution over sequences gives the mean, the sample standard deviation, a 95% confidence interval
-  for the mean (normal approximation, ``mean +- 1.96 std / sqrt(n)``) and the histogram of Fig. 4.
-* **dataset-level entropy**: one vector per sequence -- the mean of its T token representations -- and
-  the entropy of those n vectors (Gram over sequences). It measures how spread the sequences are from
-  each other, where the per-sequence entropy measures how spread one sequence's tokens are.
+* **per-sequence entropy** (Eq. 2): ``seqvcr.entropy.matrix_entropy`` of that sequence's T token
+  representations Z (T x d, raw Gram K = Z Z^T, nats; alpha = 1 is von Neumann); over the sequences:
+  mean, std, a 95% CI (``seqvcr.reporting.stats.describe``) and the histogram of Fig. 4;
+* **dataset-level entropy**: of the n per-sequence mean vectors (how spread the sequences are from each
+  other, where the above is how spread one sequence's tokens are).
 
-Per-sequence entropy is at most log(min(T, d)), so configurations with longer sequences (pause tokens,
-a chain of thought) have a higher ceiling; every layer therefore also reports ``mean_normalized``, the
-mean of entropy / log(min(T, d)), and ``dataset_normalized`` = dataset entropy / log(min(n, d)).
+Per-sequence entropy is at most log(min(T, d)), so longer sequences (pauses, a chain of thought) have a
+higher ceiling: each layer also gives ``mean_normalized`` (mean of entropy / log(min(T, d))) and
+``dataset_normalized`` (/ log(min(n, d))); ``normalize=True`` divides every value so.
 
-Which tokens: the sequence is the training sequence (question, question end, pause block, chain of
-thought when the run uses one, answer, ``<eos>``), run teacher-forced as in training. T counts every
-real token the model reads -- the whole sequence except the final ``<eos>``, which is never an input
-(training feeds ``ids[:, :-1]``; decoding stops at ``<eos>``) -- and no padding.
-
-Which sequences: the whole file when it holds at most ``n_sequences`` lines; otherwise a sample of
-``n_sequences`` lines drawn without replacement with ``seed`` (``seed=None``: the first n lines), kept in
-file order. The chosen line indices are stored in the result, so every number can be traced back.
-
-Entropies are in nats (natural log), raw (uncentred) Gram as in the paper; ``normalize=True`` divides
-each value by the log of its rank bound, ``log(min(T, d))``, giving values in [0, 1] as in the paper's
-appendix plots. The default (alpha = 1) is the von Neumann entropy.
+T counts every real token of the teacher-forced training sequence except the final ``<eos>`` (never an
+input), no padding. The sample is the whole file when it has at most ``n_sequences`` lines, else
+``n_sequences`` lines drawn without replacement with ``seed`` (None: the first lines), in file order;
+the result keeps their indices.
 """
 
 from __future__ import annotations
@@ -72,9 +62,8 @@ def sample_indices(total: int, n: int | None, seed: int | None) -> list[int]:
     return sorted(torch.randperm(total, generator=g)[:n].tolist())
 
 
-def _read_sample(
-    loaded: LoadedRun, data_file: str | os.PathLike[str], n_sequences: int, seed: int | None
-) -> tuple[Path, int, list[int], EncodedData]:
+def _read_sample(loaded: LoadedRun, data_file: str | os.PathLike[str], n_sequences: int,
+                 seed: int | None) -> tuple[Path, int, list[int], EncodedData]:
     """Read ``data_file`` (a warning when it is not like the run's data), draw the fixed sample and encode
     it; returns the resolved path, the file's line count, the chosen line indices and the sample."""
     data_path = resolve_data_path(data_file)
@@ -92,10 +81,8 @@ def _read_sample(
     return data_path, len(examples), indices, data
 
 
-def _measure_sequences(
-    model: GPT, ids: torch.Tensor, lengths: list[int], batch_size: int, alpha: float,
-    normalize: bool, bar: ProgressBar,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _measure_sequences(model: GPT, ids: torch.Tensor, lengths: list[int], batch_size: int, alpha: float,
+                       normalize: bool, bar: ProgressBar) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the sample (``ids``: (n, max_len)) teacher-forced in batches; for every hidden state the entropy
     of each sequence's first ``lengths[i]`` tokens (n_layers, n) and their mean vector (n_layers, n, d)."""
     n = len(lengths)
@@ -124,9 +111,8 @@ def _measure_sequences(
     return per_seq, seq_means
 
 
-def _layer_summaries(
-    per_seq: torch.Tensor, dataset: torch.Tensor, lengths: list[int], d: int, normalize: bool
-) -> list[dict[str, Any]]:
+def _layer_summaries(per_seq: torch.Tensor, dataset: torch.Tensor, lengths: list[int], d: int,
+                     normalize: bool) -> list[dict[str, Any]]:
     """One dict per hidden state: statistics of ``per_seq`` (n_layers, n) and ``dataset`` (n_layers,),
     raw and normalised by their rank bounds, so that runs of different lengths compare."""
     n_layers, n = per_seq.shape
@@ -141,85 +127,41 @@ def _layer_summaries(
     layers: list[dict[str, Any]] = []
     for layer in range(n_layers):
         values = per_seq[layer].tolist()
-        layers.append(
-            {
-                "layer": layer,
-                "name": f"L{layer}",
-                **describe(values),
-                "mean_normalized": float(normed[layer].mean()),
-                "dataset": float(dataset[layer]),
-                "dataset_normalized": float(dataset_normed[layer]),
-                "values": values,
-            }
-        )
+        layers.append({"layer": layer, "name": f"L{layer}", **describe(values),
+                       "mean_normalized": float(normed[layer].mean()), "dataset": float(dataset[layer]),
+                       "dataset_normalized": float(dataset_normed[layer]), "values": values})
     return layers
 
 
-def _metadata(
-    loaded: LoadedRun, data_file: str | os.PathLike[str], indices: list[int], file_lines: int,
-    seed: int | None, alpha: float, normalize: bool, lengths: list[int],
-) -> dict[str, Any]:
+def _metadata(loaded: LoadedRun, data_file: str | os.PathLike[str], indices: list[int], file_lines: int,
+              seed: int | None, alpha: float, normalize: bool, lengths: list[int]) -> dict[str, Any]:
     """What was measured and how (the result's fields before ``layers``), enough to reproduce it."""
     n = len(indices)
+    sample = "the whole file" if n == file_lines else (
+        f"its first {n} lines" if seed is None else f"a random sample of {n} lines, seed {seed}")
     return {
-        "run_dir": str(loaded.run_dir),
-        "data": str(data_file),
-        "task": loaded.task.describe(),
-        "method": loaded.config.method.name,
-        "step": loaded.step,
-        "n": n,
-        "file_lines": file_lines,
-        "sample": "the whole file" if n == file_lines
-        else (f"its first {n} lines" if seed is None else f"a random sample of {n} lines, seed {seed}"),
-        "seed": seed,
-        "indices": indices,
-        "alpha": alpha,
-        "normalized": normalize,
+        "run_dir": str(loaded.run_dir), "data": str(data_file), "task": loaded.task.describe(),
+        "method": loaded.config.method.name, "step": loaded.step, "n": n, "file_lines": file_lines,
+        "sample": sample, "seed": seed, "indices": indices, "alpha": alpha, "normalized": normalize,
         "units": "fraction of log(min(T, d))" if normalize else "nats",
         "tokens": "every real token of the teacher-forced training sequence except the final <eos>",
         "tokens_per_sequence": {"min": min(lengths), "max": max(lengths)},
-        "n_embd": loaded.model.config.n_embd,
-        "n_layer": loaded.model.config.n_layer,
+        "n_embd": loaded.model.config.n_embd, "n_layer": loaded.model.config.n_layer,
         "dataset_level": "entropy of the n per-sequence mean vectors (mean over each sequence's tokens)",
         "ci": "95% normal approximation, mean +- 1.96 * std / sqrt(n), std with n - 1",
     }
 
 
 @torch.no_grad()
-def compute_layer_entropy(
-    run: str | os.PathLike[str] | LoadedRun,
-    data_file: str | os.PathLike[str],
-    n_sequences: int | None = 1000,
-    seed: int | None = 0,
-    batch_size: int = 256,
-    alpha: float = 1.0,
-    normalize: bool = False,
-    device: str = "cpu",
-    progress: bool = False,
-    step: int | None = None,
-) -> dict[str, Any]:
-    """Per-sequence and dataset-level matrix entropy of every layer of a trained run (see module doc).
-
-    Args:
-        run: a run directory (``config.yaml`` + its saved weights) or an already loaded run.
-        step: measure the run's snapshot of this step (``train.snapshot_steps``) instead of its final
-            weights (a run directory only).
-        data_file: a data file in the run's task format; ``ref:...`` names a shipped reference file.
-        n_sequences: size of the fixed sample (None: every line of the file).
-        seed: sampling seed when the file is larger than the sample (None: the first lines).
-        batch_size: sequences per forward pass.
-        alpha: Renyi order (1 = von Neumann, the paper's choice).
-        normalize: divide by log(min(T, d)) (per sequence) / log(min(n, d)) (dataset level).
-        device: ``cpu``, ``cuda``, ``auto``.
-        progress: a progress bar on stderr (``seqvcr.progress``).
-
-    Returns:
-        A JSON-able dict: ``layers`` (one dict per hidden state with ``layer``, ``name``, ``mean``,
-        ``std``, ``ci95``, quantiles, ``values`` = the per-sequence entropies in sample order and
-        ``dataset`` = the dataset-level entropy) and the metadata needed to reproduce it, with its
-        ``source`` (weights and data with their SHA-256, ``seqvcr.outputs``) when the weights came
-        from a file.
-    """
+def compute_layer_entropy(run: str | os.PathLike[str] | LoadedRun, data_file: str | os.PathLike[str],
+                          n_sequences: int | None = 1000, seed: int | None = 0, batch_size: int = 256,
+                          alpha: float = 1.0, normalize: bool = False, device: str = "cpu",
+                          progress: bool = False, step: int | None = None) -> dict[str, Any]:
+    """Per-sequence and dataset-level matrix entropy of every layer (module docstring) of ``run``, a run
+    directory (``step``: its snapshot of that step) or a loaded run, on ``data_file`` (``ref:...``: a
+    shipped file); ``n_sequences`` None means 1000. A JSON-able dict: ``layers`` (per hidden state its
+    statistics, the per-sequence ``values`` in sample order and the ``dataset`` entropy), the metadata to
+    reproduce it, and its ``source`` (``seqvcr.outputs``) when the weights came from a file."""
     t0 = time.perf_counter()
     if n_sequences is None:
         n_sequences = 1000
@@ -242,9 +184,8 @@ def compute_layer_entropy(
     result = _metadata(loaded, data_file, indices, file_lines, seed, alpha, normalize, lengths)
     result.update(layers=layers, seconds=time.perf_counter() - t0, device=str(dev), n_requested=n_sequences)
     if loaded.weights is not None:
-        result["source"] = outputs.source(
-            loaded.run_dir, loaded.weights, loaded.step, str(data_file), data_path
-        )
+        result["source"] = outputs.source(loaded.run_dir, loaded.weights, loaded.step, str(data_file),
+                                          data_path)
     return result
 
 

@@ -1,22 +1,8 @@
-"""The paper's figures as PNG files (matplotlib, no display needed), for one run or several side by side.
-
-* :func:`plot_entropy_per_layer` -- mean per-sequence entropy per layer with 95% CIs, and the
-  dataset-level entropy (Fig. 2);
-* :func:`plot_entropy_hist` -- the distribution of per-sequence entropy, one panel per layer, runs
-  overlaid (Fig. 4);
-* :func:`plot_position_accuracy` -- accuracy per answer position (Fig. 6), with the majority-class
-  baseline of each position as the "chance" reference;
-* :func:`plot_loss_curves` -- training LM loss against step on a log axis, and validation exact match
-  against step (Fig. 5: the phase transition).
-
-* :func:`plot_entropy_vs_step` -- entropy of every layer against the training step, from the run's
-  snapshots (``train.snapshot_steps``): the representation collapse (or its absence) as it happens.
-
-Every function takes a list of :class:`Series` (one per run: label, method, data) so that colours are
-the same for a configuration in every figure: the paper's five configurations have fixed colours.
-
-Figures are ``matplotlib.figure.Figure`` objects of ``seqvcr.reporting.figures``, drawn and saved without
-``pyplot`` (no global matplotlib state changes, no figure is left open).
+"""The run report's figures as PNG files, for one run or several side by side: entropy per layer (Fig. 2),
+its distribution (Fig. 4), accuracy per answer position (Fig. 6), the learning curves (Fig. 5) and
+entropy per layer against the training step (from the run's snapshots). Each takes a list of
+:class:`Series` (one per run), so a configuration has the same colour in every figure; drawn and saved
+with ``seqvcr.reporting.figures`` (no pyplot).
 """
 
 from __future__ import annotations
@@ -79,18 +65,14 @@ def _title_and_save(fig: Figure, path: str | os.PathLike[str], title: str = "") 
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def _legend(ax: Any, n: int) -> None:
-    if n and ax.get_legend_handles_labels()[0]:  # nothing drawn (no records): no empty legend
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no records): no empty legend
         ax.legend(fontsize=8, frameon=False)
 
 
 def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Fig. 2: per-sequence entropy per layer (mean and 95% CI), the same normalised by its ceiling
-    log(min(T, d)) (runs with pause tokens have longer sequences, hence a higher ceiling), and the
-    dataset-level entropy per layer.
-
-    ``series[i].data`` is a result of ``compute_layer_entropy``.
-    """
+    """Fig. 2: per-sequence entropy per layer (mean, 95% CI), the same over its ceiling log(min(T, d)),
+    and the dataset-level entropy. ``series[i].data`` is a result of ``compute_layer_entropy``."""
     fig = new_figure((14, 3.9))
     axes = fig.subplots(1, 3)
     styles = _styles(series)
@@ -99,33 +81,29 @@ def plot_entropy_per_layer(series: Sequence[Series], path: str | os.PathLike[str
         layers = s.data["layers"]
         xs = [L["layer"] for L in layers]
         max_layers = max(max_layers, len(xs))
-        means = [L["mean"] for L in layers]
-        half = [L["ci95_half"] for L in layers]
-        axes[0].errorbar(xs, means, yerr=half, marker="o", ms=4, capsize=3, label=s.label, **st)
+        axes[0].errorbar(xs, [L["mean"] for L in layers], yerr=[L["ci95_half"] for L in layers], marker="o",
+                         ms=4, capsize=3, label=s.label, **st)
         axes[1].plot(xs, [L.get("mean_normalized", float("nan")) for L in layers], marker="o", ms=4,
                      label=s.label, **st)
         axes[2].plot(xs, [L["dataset"] for L in layers], marker="o", ms=4, label=s.label, **st)
     first = series[0].data if series else {}
     unit = "normalised entropy" if first.get("normalized") else "entropy (nats)"
     n = first.get("n", "?")
-    axes[0].set_title(f"per-sequence entropy (mean, 95% CI; {n} sequences)", fontsize=10)
-    axes[1].set_title("per-sequence entropy / log min(T, d)", fontsize=10)
-    axes[2].set_title("dataset-level entropy (one mean vector per sequence)", fontsize=10)
-    for i, ax in enumerate(axes):
+    titles = (f"per-sequence entropy (mean, 95% CI; {n} sequences)", "per-sequence entropy / log min(T, d)",
+              "dataset-level entropy (one mean vector per sequence)")
+    for ax, ax_title, ylabel in zip(axes, titles, (unit, "normalised entropy", unit)):
+        ax.set_title(ax_title, fontsize=10)
         ax.set_xlabel("layer (L0 = embeddings)")
-        ax.set_ylabel("normalised entropy" if i == 1 else unit)
+        ax.set_ylabel(ylabel)
         ax.set_xticks(range(max_layers))
         ax.set_xticklabels([f"L{i}" for i in range(max_layers)])
         ax.grid(alpha=0.3)
-    _legend(axes[0], len(series))
+    _legend(axes[0])
     return _title_and_save(fig, path, title)
 
 
 def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Fig. 4: histograms of per-sequence entropy, one panel per layer, the runs overlaid.
-
-    Bins are shared by all runs within a panel so the distributions are comparable.
-    """
+    """Fig. 4: histograms of per-sequence entropy, one panel per layer, the runs overlaid on shared bins."""
     n_layers = max((len(s.data["layers"]) for s in series), default=1)
     nrows, ncols = grid_shape(n_layers, 4)
     header = 0.5 if title else 0.25  # inches above the panels: title and legend
@@ -167,13 +145,9 @@ def plot_entropy_hist(series: Sequence[Series], path: str | os.PathLike[str], ti
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def plot_position_accuracy(
-    series: Sequence[Series],
-    path: str | os.PathLike[str],
-    baseline: Sequence[float] | None = None,
-    title: str = "",
-    position_note: str = "",
-) -> Path:
+def plot_position_accuracy(series: Sequence[Series], path: str | os.PathLike[str],
+                           baseline: Sequence[float] | None = None, title: str = "",
+                           position_note: str = "") -> Path:
     """Fig. 6: accuracy per answer position. ``series[i].data`` is a list of accuracies (position 0 first);
     ``baseline`` (optional) is the majority-class accuracy per position, drawn as the chance level."""
     fig = new_figure((8.5, 3.8))
@@ -201,11 +175,8 @@ def plot_position_accuracy(
 
 def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
     """Fig. 5: training LM loss (log scale), validation exact match and validation accuracy averaged over
-    the answer positions, against the training step. The last panel moves before exact match does: a
-    model that learns one more answer digit shows it there first.
-
-    ``series[i].data`` is the list of records of a run's ``metrics.jsonl``.
-    """
+    the answer positions (it moves before exact match does), against the step. ``series[i].data``: the
+    records of a run's ``metrics.jsonl``."""
     fig = new_figure((14, 3.9))
     axes = fig.subplots(1, 3)
     styles = _styles(series)
@@ -233,31 +204,27 @@ def plot_loss_curves(series: Sequence[Series], path: str | os.PathLike[str], tit
     axes[0].yaxis.set_major_formatter(plain)
     axes[0].yaxis.set_minor_formatter(plain)
     axes[0].tick_params(axis="y", which="minor", labelsize=7)
-    axes[0].set_title("training loss (next-token loss on the target tokens)", fontsize=10)
-    axes[0].set_ylabel("LM loss (log scale)")
-    axes[1].set_title("validation exact match during training", fontsize=10)
-    axes[1].set_ylabel("exact match")
-    axes[1].set_ylim(-0.03, 1.03)
-    axes[2].set_title("validation accuracy, mean over answer positions", fontsize=10)
-    axes[2].set_ylabel("accuracy")
-    axes[2].set_ylim(-0.03, 1.03)
-    if not any_eval:
-        for ax in axes[1:]:
+    for ax, ax_title, ylabel in zip(axes, ("training loss (next-token loss on the target tokens)",
+                                           "validation exact match during training",
+                                           "validation accuracy, mean over answer positions"),
+                                    ("LM loss (log scale)", "exact match", "accuracy")):
+        ax.set_title(ax_title, fontsize=10)
+        ax.set_ylabel(ylabel)
+    for ax in axes[1:]:
+        ax.set_ylim(-0.03, 1.03)
+        if not any_eval:
             ax.text(0.5, 0.5, "no evaluation records", ha="center", va="center", transform=ax.transAxes)
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_xlim(left=0, right=max(last_step, 1) * 1.02)
         ax.grid(alpha=0.3, which="major")
-    _legend(axes[0], len(series))
+    _legend(axes[0])
     return _title_and_save(fig, path, title)
 
 
 def plot_entropy_vs_step(series: Sequence[Series], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Entropy of every layer against the training step, one panel per run (a line per layer, L0 light
-    to LN dark), from the run's snapshots and its final weights.
-
-    ``series[i].data`` is a list of ``(step, result of compute_layer_entropy)`` pairs, in step order.
-    """
+    """Entropy of every layer against the training step, one panel per run (a line per layer, L0 light to
+    LN dark). ``series[i].data``: ``(step, result of compute_layer_entropy)`` pairs in step order."""
     import matplotlib
 
     nrows, ncols = grid_shape(len(series), 3)

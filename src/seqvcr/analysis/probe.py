@@ -12,8 +12,7 @@ are produced; one that fails does not. For every layer L0..LN and every answer p
 * the score: R^2 on the remaining, held-out problems, ``1 - SS_res / SS_tot`` (may be negative: worse
   than predicting the held-out mean).
 
-Written as ``probe.json`` (every R^2 with the settings and the source file), ``probe.csv`` (a row per
-layer) and ``probe.png`` (R^2 per layer and position as a heat map).
+Written as ``probe.json`` (every R^2, the settings), ``probe.csv`` and ``probe.png`` (a heat map).
 """
 
 from __future__ import annotations
@@ -37,11 +36,8 @@ from seqvcr.terms import answer_positions, running_sum_targets
 
 def ridge_r2(x_fit: torch.Tensor, y_fit: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
              lam: float) -> float:
-    """Held-out R^2 of a ridge regression of ``y`` (n,) on ``x`` (n, d), fit in closed form (float64).
-
-    The penalty is ``lam * n_fit`` on the weights (not the intercept), so ``lam`` does not depend on the
-    number of fitted problems.
-    """
+    """Held-out R^2 of a ridge regression of ``y`` (n,) on ``x`` (n, d) in closed form (float64); the
+    penalty ``lam * n_fit`` on the weights makes ``lam`` independent of the number of fitted problems."""
     x_fit, y_fit = x_fit.double(), y_fit.double()
     x_test, y_test = x_test.double(), y_test.double()
     mx, my = x_fit.mean(0), y_fit.mean()
@@ -72,17 +68,9 @@ def answer_states(run: Any, examples: list[Any], batch_size: int, device: torch.
     return torch.cat(chunks, dim=1)
 
 
-def probe_run(
-    run_dir: str | Path,
-    data_file: str | Path,
-    *,
-    limit: int = 0,
-    fit_fraction: float = 0.7,
-    lam: float = 1e-2,
-    batch_size: int = 256,
-    device: str = "cpu",
-    step: int | None = None,
-) -> dict[str, Any]:
+def probe_run(run_dir: str | Path, data_file: str | Path, *, limit: int = 0, fit_fraction: float = 0.7,
+              lam: float = 1e-2, batch_size: int = 256, device: str = "cpu",
+              step: int | None = None) -> dict[str, Any]:
     """R^2 of the running sum per layer and answer position (module docstring); the result dict."""
     if not 0.0 < fit_fraction < 1.0:
         raise ConfigError(f"--fit-fraction: must be in (0, 1), got {fit_fraction}")

@@ -1,41 +1,17 @@
 """``seqvcr report RUN_DIR... --out DIR``: one Markdown report with the paper's figures and tables.
 
-For every run the report measures, on one test file (``--data``, default: the run's
-``task.test_file``; ``--limit N``: its first N problems):
+For every run, on one test file (``--data``, default: the run's ``task.test_file``; ``--limit N``: its
+first N problems), the report measures exact match and accuracy per answer position by greedy decoding
+(what ``seqvcr eval`` prints), the matrix entropy of every layer (what ``seqvcr entropy`` prints; also at
+each snapshot of ``train.snapshot_steps``) and the decoding throughput (best of 5, the runs interleaved;
+T_norm relative to the vanilla run), and reads the run's ``metrics.jsonl``, ``config.yaml`` and
+``result.json``. A saved result that is up to date (``seqvcr.outputs``: the same weights, data,
+settings and seqvcr version) is reused and named in the report: one in the run directory, one an
+earlier report kept next to it (:func:`saved_analysis`), or one in ``DIR/analysis/<run>/``.
 
-* exact match and accuracy per answer position by greedy decoding (``seqvcr.evaluation.evaluate_file``,
-  exactly what ``seqvcr eval`` prints; the per-example predictions are kept),
-* per-sequence and dataset-level matrix entropy of every layer
-  (``seqvcr.analysis.layer_entropy.compute_layer_entropy``, exactly what ``seqvcr entropy`` prints),
-  and, for a run with snapshots (``train.snapshot_steps``), the same at every snapshot's step,
-* decoding throughput (best of 5 timed decodings, the runs interleaved) and T_norm relative to the
-  vanilla run (``--no-throughput`` leaves this out),
-
-and reads from the run directory the training curves (``metrics.jsonl``), the configuration
-(``config.yaml``) and the run's facts (``result.json``: steps, seed, time, machine, command).
-
-An evaluation or entropy result that is already on disk and up to date (the same weights, data content,
-settings and seqvcr version; see ``seqvcr.outputs``) is reused instead of measured again: one saved by
-``seqvcr eval`` / ``seqvcr entropy`` in the run directory (``eval/``, ``entropy.json``, a published run's
-``test_eval.json``), one an earlier report kept next to a run at ``OUT/runs/NAME`` (``seqvcr demo``:
-``OUT/analysis/NAME/``), or one in ``DIR/analysis/<run>/`` from an earlier (possibly interrupted)
-report. The report says which results it reused.
-
-Output layout (``DIR``)::
-
-    report.md               the report (written last: the report is complete iff it exists)
-    summary.json            every number of the report, machine readable
-    *.png                   entropy_per_layer, entropy_hist, position_accuracy, loss_curves
-                            (+ entropy_vs_step with snapshots)
-    *.md / *.csv            accuracy (Table 1 layout), positions, entropy, throughput (+ entropy_steps)
-    analysis/<run>/         eval.json, predictions.jsonl, entropy.json/.csv, entropy_values.csv, config.yaml
-                            (+ snapshots/step_<N>.entropy.json)
-
-Every input is checked before anything is written. Each file is then written (atomically) as soon as it
-is made, ``report.md`` last, so an interrupted report (Ctrl-C) keeps what it had finished, never looks
-complete, and the same command picks up its measurements. Other files in ``DIR`` are left alone (the
-demo keeps its data, configs and runs next to its report). A ``DIR`` that already holds a ``report.md``
-is refused unless ``force``.
+Every input is checked before anything is written; each file is then written atomically as soon as it
+is made, ``report.md`` last, so an interrupted report never looks complete and the same command picks
+up its measurements. ``run_summary.OUTPUTS`` is what DIR gets; other files there are left alone.
 """
 
 from __future__ import annotations
@@ -113,11 +89,8 @@ class RunAnalysis:
 
     @property
     def label(self) -> str:
-        return (
-            f"{self.name} ({tables.method_label(self.method, self.pauses)})"
-            if self.name != self.method
-            else tables.method_label(self.method, self.pauses)
-        )
+        label = tables.method_label(self.method, self.pauses)
+        return label if self.name == self.method else f"{self.name} ({label})"
 
 
 def _report_progress(progress: bool, text: str) -> None:
@@ -162,10 +135,8 @@ def _unique_names(run_dirs: Sequence[Path]) -> list[str]:
 
 
 def saved_analysis(rd: Path) -> list[Path]:
-    """The per-run directories of earlier reports that sit next to the run: a run at ``OUT/runs/NAME``
-    (the layout of ``seqvcr demo``) keeps its report's measurements in ``OUT/analysis/NAME/``. Their
-    files are candidates like the run's own ``eval/`` and ``entropy.json``; only those whose source
-    (SHA-256 of weights and data) and settings match are reused."""
+    """Where an earlier report next to the run kept its measurements: ``OUT/analysis/NAME/`` for a run at
+    ``OUT/runs/NAME`` (the layout of ``seqvcr demo``)."""
     home = rd.resolve()
     kept = home.parent.parent / PER_RUN_DIR / home.name
     return [kept] if home.parent.name == "runs" and kept.is_dir() else []
@@ -183,12 +154,16 @@ def _check_run(rd: Path, data_file: str | None) -> None:
     from seqvcr.runs import load_run
     from seqvcr.tasks import read_examples
 
-    cfg = load_run_config(rd)
+    data = _data_file(rd, load_run_config(rd), data_file)
+    read_examples(load_run(rd).task, resolve_data_path(data))
+
+
+def _data_file(rd: Path, cfg: C.Config, data_file: str | None) -> str:
+    """``data_file``, else the run's ``task.test_file`` (a DataError when it has none)."""
     data = data_file or cfg.task.test_file
     if not data:
         raise DataError(f"{rd}: the run's config has no task.test_file; pass --data FILE")
-    run = load_run(rd)
-    read_examples(run.task, resolve_data_path(data))
+    return data
 
 
 @dataclass
@@ -280,25 +255,12 @@ class _Measure:
         return sorted(steps + [(final_step, final)], key=lambda p: p[0]) if steps else []
 
 
-def analyze_run(
-    run_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    name: str | None = None,
-    data_file: str | None = None,
-    n_sequences: int | None = 1000,
-    device: str = "auto",
-    progress: bool = True,
-    limit: int = 0,
-    reuse: bool = True,
-) -> RunAnalysis:
-    """Evaluate one run and measure its layer entropy (also at each of its snapshots) on ``data_file``;
-    write the per-run files into ``out_dir`` (eval.json, predictions.jsonl, entropy.json/.csv,
-    entropy_values.csv, config.yaml, snapshots/step_<N>.entropy.json) as each is made.
-
-    With ``reuse``, an up-to-date saved result (``seqvcr.outputs``) in the run directory, next to it
-    (:func:`saved_analysis`) or in ``out_dir`` is taken instead of measuring again
-    (``RunAnalysis.reused`` says which)."""
+def analyze_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str | None = None,
+                data_file: str | None = None, n_sequences: int | None = 1000, device: str = "auto",
+                progress: bool = True, limit: int = 0, reuse: bool = True) -> RunAnalysis:
+    """Evaluate one run and measure its layer entropy (also at each snapshot) on ``data_file``, writing
+    the per-run files into ``out_dir`` as each is made; with ``reuse``, up-to-date saved results are
+    taken instead (``RunAnalysis.reused`` says which)."""
     from seqvcr.checkpoints import read_safetensors
     from seqvcr.datafiles import resolve_data_path
     from seqvcr.runs import build_task, load_run, precision_used, select_device
@@ -306,9 +268,7 @@ def analyze_run(
 
     rd = Path(run_dir)
     cfg = load_run_config(rd)
-    data = data_file or cfg.task.test_file
-    if not data:
-        raise DataError(f"{rd}: the run's config has no task.test_file; pass --data FILE")
+    data = _data_file(rd, cfg, data_file)
     data_path = resolve_data_path(data)
     m = _Measure(rd, Path(out_dir), name or rd.resolve().name, str(data), data_path, device, progress, reuse,
                  n_sequences, kept=saved_analysis(rd))
@@ -329,14 +289,8 @@ def analyze_run(
                        steps=m.snapshot_entropies(step, ent), reused=m.reused, limit=limit)
 
 
-def measure_throughput(
-    runs: Sequence[RunAnalysis],
-    repeats: int = 5,
-    batch_size: int = 256,
-    device: str = "auto",
-    progress: bool = True,
-    limit: int = 0,
-) -> None:
+def measure_throughput(runs: Sequence[RunAnalysis], repeats: int = 5, batch_size: int = 256,
+                       device: str = "auto", progress: bool = True, limit: int = 0) -> None:
     """Decoding speed of every run on its test file (its first ``limit`` problems with a limit):
     ``repeats`` timed greedy decodings per run, the runs interleaved (run 1, run 2, ..., run 1, ...) so
     that a busy moment of the machine does not fall on one run only; the fastest repeat counts
@@ -368,13 +322,8 @@ def measure_throughput(
                 times[i].append(res.seconds)
     for r, ts, (_, data) in zip(runs, times, prepared):
         best = min(ts)
-        r.throughput = {
-            "examples_per_s": len(data) / best if best > 0 else float("inf"),
-            "seconds": ts,
-            "repeats": repeats,
-            "batch_size": batch_size,
-            "n": len(data),
-        }
+        r.throughput = {"examples_per_s": len(data) / best if best > 0 else float("inf"), "seconds": ts,
+                        "repeats": repeats, "batch_size": batch_size, "n": len(data)}
 
 
 def _clear(out: Path) -> None:
@@ -391,33 +340,14 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
-def build_report(
-    run_dirs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    force: bool = False,
-    data_file: str | None = None,
-    n_sequences: int | None = 1000,
-    device: str = "auto",
-    command: str | None = None,
-    title: str | None = None,
-    intro: str = "",
-    extra: Callable[[Sequence[RunAnalysis]], str] | None = None,
-    progress: bool = True,
-    limit: int = 0,
-    throughput: bool = True,
-    reuse: bool = True,
-) -> Path:
-    """Analyse ``run_dirs`` and write the report into ``out``; returns the path of report.md.
-
-    ``data_file`` (default: each run's ``task.test_file``) is the file every run is evaluated on and its
-    entropy measured on (its first ``limit`` problems are evaluated when ``limit`` > 0);
-    ``n_sequences`` sequences of it enter the entropy. ``throughput=False`` leaves out the timed
-    decodings (the throughput table and T_norm). ``reuse=False`` measures everything afresh.
-    ``command`` is recorded as the command that made the report; ``intro`` is Markdown placed under the
-    title and ``extra(runs)`` Markdown computed from the analysed runs, placed after it (the demo's
-    intro and findings).
-    """
+def build_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                 force: bool = False, data_file: str | None = None, n_sequences: int | None = 1000,
+                 device: str = "auto", command: str | None = None, title: str | None = None, intro: str = "",
+                 extra: Callable[[Sequence[RunAnalysis]], str] | None = None, progress: bool = True,
+                 limit: int = 0, throughput: bool = True, reuse: bool = True) -> Path:
+    """Analyse ``run_dirs`` and write the report into ``out`` (module docstring); returns report.md's path.
+    ``command`` is recorded as what made the report; ``intro`` (Markdown) goes under the title, then
+    ``extra(runs)``, Markdown computed from the analysed runs (the demo's findings)."""
     out_dir = check_out_dir(out, force)
     if not run_dirs:
         raise RunDirError("report: no run directories given")

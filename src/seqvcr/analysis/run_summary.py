@@ -1,7 +1,6 @@
-"""The summary of a run report (:func:`summarize`: every number, what ``summary.json`` holds; one entry
-per run) and ``report.md`` rendered from it and the report's tables (:func:`render_report`: one small
-function per section, each a template filled with the summary's numbers). ``seqvcr.analysis.report``
-measures the runs; ``seqvcr.analysis.tables`` lays out the tables.
+"""The summary of a run report (:func:`summarize`: every number, ``summary.json``), its figures and tables,
+and ``report.md`` rendered from them (:func:`render_report`: one small template per section) for the
+runs ``seqvcr.analysis.report`` measured.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from seqvcr.analysis import plots, tables
 from seqvcr.analysis.tables import method_label
 from seqvcr.atomic import write_json_atomic, write_text_atomic
-from seqvcr.reporting.tables import Table, fmt_seconds, markdown_table, write_table
+from seqvcr.reporting.tables import Table, fmt_seconds, markdown_table, padded, write_table
 from seqvcr.runs import CONFIG_FILE, describe_machine, machine_info
 
 if TYPE_CHECKING:
@@ -60,10 +59,9 @@ def summarize(runs: Sequence[RunAnalysis], thr: Table | None, *, command: str | 
               seconds: float, throughput: bool, baseline: list[float] | None) -> dict[str, Any]:
     """Every number of the report (``summary.json``): the report's facts, one entry per run, the
     majority-class ``baseline``; report.md is rendered from it (:func:`render_report`)."""
-    tasks_seen = list(dict.fromkeys(r.entropy["task"] for r in runs))
     e0 = runs[0].entropy
     return {
-        "title": title or f"Seq-VCR report: {', '.join(tasks_seen)}",
+        "title": title or f"Seq-VCR report: {', '.join(dict.fromkeys(r.entropy['task'] for r in runs))}",
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "machine": describe_machine(machine_info()),
@@ -128,20 +126,11 @@ def _config_text(r: RunAnalysis) -> str:
 def render_report(summary: dict[str, Any], made: dict[str, Table], intro: str) -> str:
     """The Markdown of the report: ``summary`` (:func:`summarize`), the tables ``made`` (accuracy,
     positions, entropy, and entropy_steps / throughput when made) and the Markdown ``intro``."""
-    runs = summary["runs"]
-    sections: list[Callable[[], list[str]]] = [
-        lambda: _header(summary, intro),
-        lambda: _runs(runs, PER_RUN_DIR),
-        lambda: _accuracy(summary, made["accuracy"]),
-        lambda: _positions(summary, made["positions"]),
-        lambda: _entropy(summary, made["entropy"]),
-        lambda: _steps(made.get(STEP_TABLE), STEP_FIGURE),
-        _curves,
-        lambda: _throughput(summary, made.get("throughput")),
-        lambda: _commands(summary),
-        lambda: _files("throughput" in made, STEP_TABLE in made),
-    ]
-    return "\n".join(line for section in sections for line in section())
+    sections = [_header(summary, intro), _runs(summary["runs"]), _accuracy(summary, made["accuracy"]),
+                _positions(summary, made["positions"]), _entropy(summary, made["entropy"]),
+                _steps(made.get(STEP_TABLE)), _CURVES, _throughput(summary, made.get("throughput")),
+                _commands(summary), _files("throughput" in made, STEP_TABLE in made)]
+    return "\n".join(line for section in sections for line in section)
 
 
 def _header(summary: dict[str, Any], intro: str) -> list[str]:
@@ -157,12 +146,12 @@ def _header(summary: dict[str, Any], intro: str) -> list[str]:
     return md + ([intro.rstrip(), ""] if intro else [])
 
 
-def _runs(runs: list[Run], per_run: str) -> list[str]:
+def _runs(runs: list[Run]) -> list[str]:
     header = ["run", "task", "configuration", "model", "seed", "steps", "training time", "trained on"]
     rows = [[r["name"], r["task"], r["label"], r["model"], r["seed"], "-" if r["steps"] is None
              else r["steps"], fmt_seconds(r["train_time_s"]), r["trained_on"] or "-"] for r in runs]
     return ["## Runs", "", markdown_table(header, rows), "",
-            f"Configuration of each run (the complete config is in `{per_run}/<run>/config.yaml`):", "",
+            f"Configuration of each run (the complete config is in `{PER_RUN_DIR}/<run>/config.yaml`):", "",
             *(f"- **{r['name']}**: {r['configuration']}" for r in runs)]
 
 
@@ -186,8 +175,7 @@ def _positions(summary: dict[str, Any], table: Table) -> list[str]:
 def _layer_table(runs: list[Run], key: str, first: str, first_cell: Callable[[Run], str]) -> list[str]:
     """One row per run, one column per layer, of the per-layer list ``key`` of the summary."""
     width = max(len(r["entropy_mean"]) for r in runs)
-    rows = [[r["name"], first_cell(r), *[f"{v:.3f}" for v in r[key]], *["-"] * (width - len(r[key]))]
-            for r in runs]
+    rows = [[r["name"], first_cell(r), *padded(r[key], width)] for r in runs]
     return [markdown_table(["run", first, *[f"L{i}" for i in range(width)]], rows), ""]
 
 
@@ -225,21 +213,20 @@ def _entropy(summary: dict[str, Any], table: Table) -> list[str]:
     ]
 
 
-def _steps(table: Table | None, figure: str) -> list[str]:
+def _steps(table: Table | None) -> list[str]:
     if table is None:
         return []
     return ["## Entropy per layer during training (snapshots)", "",
             "Mean per-sequence entropy of every layer of the weights kept at each snapshot step "
             "(`train.snapshot_steps`) and of the final weights, on the same sequences as above.", "",
-            f"![entropy per layer against step]({figure})", "", table.to_markdown()]
+            f"![entropy per layer against step]({STEP_FIGURE})", "", table.to_markdown()]
 
 
-def _curves() -> list[str]:
-    return ["## Learning curves (Fig. 5)", "",
-            "Left: training next-token loss on the answer (and CoT) tokens, averaged over each logging "
-            "interval, log scale. Middle: exact match on the validation probe during training. Right: "
-            "accuracy on the same probe averaged over the answer positions.", "",
-            "![learning curves](loss_curves.png)", ""]
+_CURVES = ["## Learning curves (Fig. 5)", "",
+           "Left: training next-token loss on the answer (and CoT) tokens, averaged over each logging "
+           "interval, log scale. Middle: exact match on the validation probe during training. Right: "
+           "accuracy on the same probe averaged over the answer positions.", "",
+           "![learning curves](loss_curves.png)", ""]
 
 
 def _throughput(summary: dict[str, Any], table: Table | None) -> list[str]:
@@ -279,19 +266,17 @@ def _files(throughput: bool, steps: bool) -> list[str]:
             + (", `snapshots/step_<N>.entropy.json`" if steps else "") + ".", ""]
 
 
-def _context(runs: Sequence[RunAnalysis]) -> tuple[list[str], list[str], str, list[float] | None]:
-    """Tasks, data files, a caption suffix and the majority-class baseline (one data file only)."""
-    tasks_seen = list(dict.fromkeys(r.entropy["task"] for r in runs))
+def _context(runs: Sequence[RunAnalysis]) -> tuple[str, list[float] | None]:
+    """The figures' caption suffix (tasks, data files) and the majority-class baseline (one data file)."""
     datas = list(dict.fromkeys(r.data_file for r in runs))
-    on = f"{', '.join(tasks_seen)}, {', '.join(datas)}"
-    baseline = majority_baseline(runs[0].predictions) if len(datas) == 1 else None
-    return tasks_seen, datas, on, baseline
+    on = f"{', '.join(dict.fromkeys(r.entropy['task'] for r in runs))}, {', '.join(datas)}"
+    return on, majority_baseline(runs[0].predictions) if len(datas) == 1 else None
 
 
 def write_figures_and_tables(out: Path, runs: Sequence[RunAnalysis]) -> dict[str, Table]:
     """Every figure and table that needs no throughput, each written as soon as it is made."""
     series = lambda data: [plots.Series(r.label, r.method, d) for r, d in zip(runs, data)]  # noqa: E731
-    _, _, on, baseline = _context(runs)
+    on, baseline = _context(runs)
     ent = series([r.entropy for r in runs])
     plots.plot_entropy_per_layer(ent, out / "entropy_per_layer.png",
                                  title=f"Representation entropy per layer ({on})")
@@ -332,6 +317,6 @@ def write_report(out: Path, runs: Sequence[RunAnalysis], made: dict[str, Table],
         write_table(out, "throughput", thr)
         made = {**made, "throughput": thr}
     summary = summarize(runs, thr, command=command, title=title, seconds=seconds, throughput=throughput,
-                        baseline=_context(runs)[3])
+                        baseline=_context(runs)[1])
     write_json_atomic(out / SUMMARY_FILE, summary)
     write_text_atomic(out / REPORT_FILE, render_report(summary, made, intro))

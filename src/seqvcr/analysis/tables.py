@@ -1,18 +1,6 @@
-"""Tables as Markdown (for report.md) and CSV (for other tools): the numbers behind every figure.
-
-* :func:`accuracy_table` -- exact match in the layout of the paper's Table 1: one row per
-  configuration (With CoT, Vanilla, Pause, Seq-VCR, Seq-VCR + Pause, in the paper's order), one column
-  per task setting (``mult 4x4``, ...). Runs that share a cell (seeds) are averaged; the cell then says
-  ``mean +- std (n)``.
-* :func:`position_table` -- accuracy per answer position, one row per run.
-* :func:`entropy_table` -- mean per-sequence entropy per layer (+- the 95% CI half-width), one row per run.
-* :func:`entropy_steps_table` -- mean per-sequence entropy per layer at each snapshot step, one row per
-  (run, step).
-* :func:`throughput_table` -- decoding throughput and T_norm = examples/s of a run divided by that of the
-  no-CoT (vanilla) run of the same task (App. E).
-
-The tables are :class:`seqvcr.reporting.tables.Table` objects (raw values; Markdown formats them,
-CSV keeps full precision).
+"""The run report's tables (:class:`seqvcr.reporting.tables.Table`: raw values; Markdown formats them, CSV
+keeps full precision): exact match in the layout of the paper's Table 1, accuracy per answer position,
+entropy per layer (also per snapshot step), and throughput with T_norm (App. E).
 """
 
 from __future__ import annotations
@@ -20,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from seqvcr.reporting.stats import summarize
+from seqvcr.reporting.stats import Stats, summarize
 from seqvcr.reporting.tables import Table, fmt, fmt_pm
 
 __all__ = ["METHOD_ORDER", "Table", "accuracy_table", "entropy_steps_table", "entropy_table", "method_label",
@@ -42,45 +30,29 @@ def method_label(method: str, pauses: int = 2) -> str:
 
 
 def accuracy_table(entries: Sequence[dict[str, Any]]) -> Table:
-    """Table 1 layout. ``entries``: dicts with ``method``, ``pauses``, ``task`` (column) and ``exact_match``.
-
-    Rows follow the paper's order (unknown configurations after them, alphabetically); columns follow
-    the order in which task settings first appear. CSV: one column per task (mean) plus ``n``.
-    """
-    columns: list[str] = []
+    """Table 1: a row per configuration (``method``, ``pauses``; the paper's order, others after them
+    alphabetically), a column per ``task`` (in order of appearance), the mean ``exact_match`` of its
+    runs (Markdown: ``mean +- std (n runs)`` over several)."""
+    columns = list(dict.fromkeys(str(e["task"]) for e in entries))
     cells: dict[tuple[str, str], list[float]] = {}
-    row_keys: dict[str, str] = {}
+    methods: dict[str, str] = {}
     for e in entries:
-        task = str(e["task"])
-        if task not in columns:
-            columns.append(task)
         label = method_label(e["method"], int(e.get("pauses", 2)))
-        row_keys.setdefault(label, e["method"])
-        cells.setdefault((label, task), []).append(float(e["exact_match"]))
+        methods.setdefault(label, e["method"])
+        cells.setdefault((label, str(e["task"])), []).append(float(e["exact_match"]))
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    labels = sorted(methods, key=lambda label: (rank.get(methods[label], len(METHOD_ORDER)), label))
+    stats = {key: summarize(vals) for key, vals in cells.items()}
+    rows = [[label, *[stats[(label, c)].mean if (label, c) in stats else None for c in columns]]
+            for label in labels]
+    md = [[label, *[_mean_cell(stats.get((label, c))) for c in columns]] for label in labels]
+    return Table(["configuration", *columns], rows, md)
 
-    def order(label: str) -> tuple[int, str]:
-        m = row_keys[label]
-        return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), label)
 
-    labels = sorted(row_keys, key=order)
-    header = ["configuration", *columns]
-    rows: list[list[Any]] = []
-    md: list[list[str]] = []
-    for label in labels:
-        raw: list[Any] = [label]
-        txt: list[str] = [label]
-        for col in columns:
-            vals = cells.get((label, col))
-            if not vals:
-                raw.append(None)
-                txt.append("-")
-                continue
-            st = summarize(vals)
-            raw.append(st.mean)
-            txt.append(fmt(st.mean) if st.n == 1 else f"{fmt_pm(st.mean, st.std, sign='+-')} ({st.n} runs)")
-        rows.append(raw)
-        md.append(txt)
-    return Table(header, rows, md)
+def _mean_cell(st: Stats | None) -> str:
+    if st is None:
+        return "-"
+    return fmt(st.mean) if st.n == 1 else f"{fmt_pm(st.mean, st.std, sign='+-')} ({st.n} runs)"
 
 
 def position_table(entries: Sequence[dict[str, Any]], baseline: Sequence[float] | None = None) -> Table:
@@ -101,24 +73,15 @@ def entropy_table(entries: Sequence[dict[str, Any]]) -> Table:
     ``compute_layer_entropy``). Markdown cells: ``mean +- ci95_half``; CSV: mean and CI half-width."""
     width = max(len(e["entropy"]["layers"]) for e in entries)
     names = [f"L{i}" for i in range(width)]
-    header_md = ["run", *names]
-    header_csv = ["run", *[c for n in names for c in (f"{n}_mean", f"{n}_ci95_half")]]
     rows: list[list[Any]] = []
     md: list[list[str]] = []
     for e in entries:
         layers = e["entropy"]["layers"]
-        raw: list[Any] = [e["run"]]
-        txt: list[str] = [e["run"]]
-        for i in range(width):
-            if i < len(layers):
-                raw += [layers[i]["mean"], layers[i]["ci95_half"]]
-                txt.append(fmt_pm(layers[i]["mean"], layers[i]["ci95_half"], sign="+-"))
-            else:
-                raw += [None, None]
-                txt.append("-")
-        rows.append(raw)
-        md.append(txt)
-    return Table(header_csv, rows, md, markdown_header=header_md)
+        pad = width - len(layers)
+        rows.append([e["run"], *[v for L in layers for v in (L["mean"], L["ci95_half"])], *[None] * 2 * pad])
+        md.append([e["run"], *[fmt_pm(L["mean"], L["ci95_half"], sign="+-") for L in layers], *["-"] * pad])
+    header = ["run", *[c for n in names for c in (f"{n}_mean", f"{n}_ci95_half")]]
+    return Table(header, rows, md, markdown_header=["run", *names])
 
 
 def entropy_steps_table(entries: Sequence[dict[str, Any]]) -> Table:

@@ -1,15 +1,7 @@
-"""The reporting layer: what the run report (``seqvcr.analysis.report``) and the sweep report
-(``seqvcr.experiments.aggregate``) are both made of.
-
-* ``stats`` -- summaries and 95% confidence intervals: of a distribution (normal approximation) and
-  over a few seeds (Student's t); an exact rank test comparing two settings over their seeds;
-* ``tables`` -- :class:`~seqvcr.reporting.tables.Table`, the Markdown-table and CSV writers and the
-  number formats of a cell;
-* ``figures`` -- matplotlib ``Figure`` objects without pyplot, saved atomically as PNG;
-* ``study`` -- the summary of a study (its runs, its settings over seeds), and what renders it:
-  ``study_tables`` (Markdown, CSV) and ``study_figures`` (PNG).
-
-It reads no run and knows no task: the reports above it choose what to count and how to draw it.
+"""What the run report (``seqvcr.analysis.report``) and the sweep report (``seqvcr.experiments.aggregate``)
+are both made of: statistics (``stats``), the one Markdown-table and CSV writer (``tables``), figures
+without pyplot (``figures``), and the summary of a study (``study``) with its tables (``study_tables``)
+and figures (``study_figures``). It reads no run and knows no task.
 """
 
 from __future__ import annotations

@@ -1,24 +1,15 @@
-"""Summary statistics and confidence intervals, for a distribution of measurements or a few seeds.
+"""Summaries, 95% confidence intervals and rank statistics of a few numbers.
 
-Two situations, two intervals:
-
-* :func:`describe` -- many values of one measurement (the per-sequence entropies of a layer, n in the
-  hundreds): mean, sample standard deviation (n - 1), quantiles and a 95% confidence interval for the
-  mean from the normal approximation, ``mean +- 1.96 * std / sqrt(n)``. Computed in float64 with
-  torch, as ``entropy.json`` records it.
-* :func:`summarize` -- a few runs of one setting (seeds, n of 2 to 5): mean, sample standard deviation
-  and the 95% confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's t quantile
-  (:func:`t_quantile`, exact, computed here: 12.71 for 2 seeds, 4.30 for 3, 2.78 for 5). With one value
-  there is no spread: std and the interval are NaN. NaN and None values are left out.
-
-And one test for comparing two settings over their seeds, :func:`exact_rank_test`: the exact
-one-sided permutation test of the Mann-Whitney statistic, which assumes nothing about the distribution
-over seeds (accuracies near 0 with 3 seeds are far from normal).
-
-And one measure of whether two quantities move together over runs or settings,
-:func:`spearman_test`: Spearman's rank correlation (Pearson's r of the ranks, ties given their mean
-rank) with the two-sided p of its usual t approximation, ``t = rho * sqrt((n - 2) / (1 - rho^2))``
-on ``n - 2`` degrees of freedom.
+* :func:`describe` -- many values of one measurement (per-sequence entropies): mean, std (n - 1),
+  quantiles, and the normal-approximation CI ``mean +- 1.96 * std / sqrt(n)`` (float64, torch).
+* :func:`summarize` -- a few seeds of one setting: mean, std (n - 1) and the CI
+  ``mean +- t(0.975, n - 1) * std / sqrt(n)`` with Student's exact t quantile (:func:`t_quantile`: 12.71
+  for 2 seeds, 4.30 for 3); one value has NaN std and CI; NaN and None are left out.
+* :func:`exact_rank_test` -- the exact one-sided permutation test of the Mann-Whitney U of two settings
+  over their seeds (no assumption on the distribution: accuracies near 0 are far from normal).
+* :func:`spearman_test` -- Spearman's rho (Pearson's r of the ranks, ties at their mean rank) with a
+  two-sided p: exact over permutations for a few pairs, else ``t = rho * sqrt((n - 2) / (1 - rho^2))``
+  on n - 2 degrees of freedom.
 """
 
 from __future__ import annotations
@@ -48,18 +39,8 @@ def describe(values: list[float]) -> dict[str, Any]:
     std = float(t.std(unbiased=True)) if n > 1 else 0.0
     half = Z95 * std / math.sqrt(n)
     q = torch.quantile(t, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
-    return {
-        "n": n,
-        "mean": mean,
-        "std": std,
-        "ci95": [mean - half, mean + half],
-        "ci95_half": half,
-        "min": q[0],
-        "q25": q[1],
-        "median": q[2],
-        "q75": q[3],
-        "max": q[4],
-    }
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "ci95_half": half,
+            "min": q[0], "q25": q[1], "median": q[2], "q75": q[3], "max": q[4]}
 
 
 def _t_two_sided_prob(t: float, nu: int) -> float:
@@ -132,9 +113,8 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
 
 
-def exact_rank_test(
-    a: Sequence[float], b: Sequence[float], max_splits: int = 2_000_000
-) -> tuple[float, float, int]:
+def exact_rank_test(a: Sequence[float], b: Sequence[float],
+                    max_splits: int = 2_000_000) -> tuple[float, float, int]:
     """(U, one-sided p, number of splits): p = P(U' >= U) over every split of ``a + b`` into groups of
     len(a) and len(b), each split equally likely under the null hypothesis that the labels do not matter."""
     pooled = [*a, *b]
@@ -174,10 +154,9 @@ SPEARMAN_EXACT_MAX = 8
 
 
 def spearman_test(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """(rho, two-sided p): Spearman's rank correlation of paired ``x`` and ``y``, and its p-value: exact
-    for up to ``SPEARMAN_EXACT_MAX`` pairs (the share of the n! pairings of the ranks whose |rho| is at
-    least the observed one), else the t approximation on n - 2 degrees of freedom. Needs n >= 3 pairs
-    and neither variable constant, else ``ValueError``."""
+    """(rho, two-sided p) of paired ``x`` and ``y``; p is exact (the share of the n! pairings of the ranks
+    with |rho| at least the observed) up to ``SPEARMAN_EXACT_MAX`` pairs. ``ValueError`` for fewer than 3
+    pairs or a constant variable."""
     n = len(x)
     if n != len(y) or n < 3:
         raise ValueError(f"spearman: needs at least 3 pairs of equal length, got {len(x)} and {len(y)}")

@@ -1,14 +1,7 @@
-"""The summary of a study (a sweep, or a published results directory): the numbers every table, CSV and
-figure of its report is rendered from.
-
-* :class:`RunRecord` -- one run: its status and the numbers read from its files;
-* :class:`SettingSummary` -- one setting (a row of a study table): its runs and the statistics over its
-  finished seeds (``seqvcr.reporting.stats.summarize``: mean, sample std, Student's t 95% CI);
-* :class:`StudySummary` -- one ablation of the plan: its facts and its settings in plan order;
-* :class:`SweepSummary` -- the whole directory: the manifest's facts, every run, every study.
-
-Reading the files is the sweep's business (``seqvcr.experiments.aggregate.collect``); rendering is
-``study_tables`` (Markdown, CSV) and ``study_figures`` (PNG). This module only holds and summarises.
+"""The summary of a study (a sweep, or a published results directory) that every table, CSV and figure of
+its report is rendered from: :class:`RunRecord` (one run), :class:`SettingSummary` (one setting and the
+statistics over its finished seeds, ``stats.summarize``), :class:`StudySummary` (one ablation) and
+:class:`SweepSummary` (the directory). ``seqvcr.experiments.aggregate.collect`` reads the files.
 """
 
 from __future__ import annotations

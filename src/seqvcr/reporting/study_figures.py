@@ -1,19 +1,12 @@
-"""Figures of a study summary (``seqvcr.reporting.study``), as ``Figure`` objects the caller saves.
-
-The sweep report draws, per study, exact match and intermediate-layer entropy against the ablated value
-(:func:`vs_value_figure`), entropy per layer and accuracy per answer position (:func:`lines_figure`)
-and the learning curves (:func:`curves_figure`); ``seqvcr report STUDY --lambda-plot / --value-plot``
-draws :func:`lambda_figure` and :func:`value_figure`.
-
-A numeric ablated value (a projection dimension, a coefficient) is an axis: its settings are joined by
-a line. A categorical one (``covariance over: batch`` against ``batch_time``) has no order between its
-settings: each is a point with its error bar, and nothing joins them.
+"""Figures of a study summary (``seqvcr.reporting.study``), as ``Figure`` objects the caller saves: those
+of the sweep report, and of ``seqvcr report STUDY --lambda-plot / --value-plot``. A numeric ablated
+value is an axis whose settings a line joins; a categorical one (``over: batch`` / ``batch_time``) is
+a point per setting with its error bar, unjoined.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +20,6 @@ from seqvcr.reporting.study_tables import family_scale, lambda_pair
 __all__ = ["curves_figure", "lambda_figure", "lines_figure", "value_figure", "vs_value_figure"]
 
 Study = list[SettingSummary]
-CI_LABELS = ("exact match (test), mean ± 95% CI", "entropy L1..L(N-1), mean ± 95% CI")
 
 
 def _colors(n: int) -> list[Any]:
@@ -36,10 +28,6 @@ def _colors(n: int) -> list[Any]:
 
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "viridis"]
     return [cmap(i % 10) if n <= 10 else cmap(i / max(1, n - 1)) for i in range(n)]
-
-
-def _numeric(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _groups(study: Study) -> list[tuple[str, list[tuple[Any, SettingSummary]]]]:
@@ -72,7 +60,7 @@ class _Axis:
     @classmethod
     def of(cls, values: list[Any]) -> _Axis:
         uniq = list(dict.fromkeys(values))
-        if _numeric(uniq) and len(uniq) > 1:
+        if len(uniq) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in uniq):
             xs = [float(v) for v in values]
             log = min(xs) > 0 and max(xs) / min(xs) >= 8
             return cls(True, log, [f"{v:g}" for v in uniq], {repr(v): float(v) for v in values})
@@ -95,11 +83,9 @@ class _Axis:
 
 
 def vs_value_figure(study: Study, which: str, ylabel: str, title: str, xlabel: str) -> Figure | None:
-    """Mean ± std over seeds (error bars) of ``which`` (``exact_match`` or ``entropy``) against the
-    ablated value, each seed a faint dot; None when no setting has a value.
-
-    The std, not the 95% CI, is drawn: with 2-3 seeds the t-interval is 4-13 std wide and would hide
-    the data; the CI is in the tables. Numeric values are joined by a line, categories are not."""
+    """Mean ± std over seeds of ``which`` (``exact_match`` or ``entropy``) against the ablated value, each
+    seed a faint dot; None without data. The std, not the 95% CI (4-13 std wide for 2-3 seeds; it is in
+    the tables), so the data stay visible."""
     groups = _groups(study)
     values = [x for _, items in groups for x, _ in items]
     axis = _Axis.of(values)
@@ -154,12 +140,9 @@ def _line_series(study: Study, which: str) -> tuple[list[str], list[str], list[t
 
 
 def lines_figure(study: Study, which: str, xlabel: str, ylabel: str, title: str) -> Figure | None:
-    """One line per setting: entropy per layer (``which="layer"``), or accuracy per answer position
-    (mean ± std); None without data.
-
-    Crossed studies get one panel per level of the other factors (e.g. one per task kind, whose layer
-    counts or answer lengths may differ), the lines coloured by the first factor's level.
-    """
+    """One line per setting (mean ± std): entropy per layer (``which="layer"``) or accuracy per answer
+    position; None without data. A crossed study gets a panel per level of its other factors (their layer
+    counts or answer lengths may differ), lines coloured by the first factor's level."""
     firsts, panels, series = _line_series(study, which)
     if not series:
         return None
@@ -174,9 +157,8 @@ def lines_figure(study: Study, which: str, xlabel: str, ylabel: str, title: str)
             xs = [k for k, st in enumerate(sts) if st.n]
             (line,) = ax.plot(xs, [sts[k].mean for k in xs], marker="o", ms=3.5, lw=1.4, color=color)
             handles.setdefault(first, line)
-            if len(firsts) <= 6 and all(sts[k].n > 1 for k in xs):  # +- 1 std over seeds
-                ax.fill_between(xs, [sts[k].mean - sts[k].std for k in xs],
-                                [sts[k].mean + sts[k].std for k in xs], color=color, alpha=0.12, lw=0)
+            if len(firsts) <= 6:
+                _std_band(ax, xs, [sts[k] for k in xs], color)
             width = max(width, len(sts))
         ax.set_xticks(range(width))
         # layers from L0; answer positions from 1, as in the run report (multiplication: least significant)
@@ -190,9 +172,7 @@ def lines_figure(study: Study, which: str, xlabel: str, ylabel: str, title: str)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
-    fig.legend([handles[f] for f in firsts if f in handles], [f for f in firsts if f in handles],
-               fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
+    _legend_right(fig, [handles[f] for f in firsts if f in handles], [f for f in firsts if f in handles])
     return fig
 
 
@@ -214,9 +194,7 @@ def curves_figure(study: Study, title: str) -> Figure | None:
                 continue
             xs = [step for step, _ in pts]
             ax.plot(xs, [st.mean for _, st in pts], lw=1.3, color=color, label=label)
-            if all(st.n > 1 for _, st in pts):
-                ax.fill_between(xs, [st.mean - st.std for _, st in pts], [st.mean + st.std for _, st in pts],
-                                color=color, alpha=0.12, lw=0)
+            _std_band(ax, xs, [st for _, st in pts], color)
     ax_em.set_ylim(-0.03, 1.03)
     ax_em.set_ylabel("validation exact match (periodic probe)")
     ax_lm.set_yscale("log")
@@ -228,26 +206,34 @@ def curves_figure(study: Study, title: str) -> Figure | None:
     handles, labels = ax_em.get_legend_handles_labels()
     if not handles:
         handles, labels = ax_lm.get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
+    _legend_right(fig, handles, labels)
     return fig
 
 
-def _errorbar(ax: Any, x: float, st: Stats, **kw: Any) -> None:
-    """One point: the mean with its 95% CI (no bar for one seed)."""
-    if st.n == 0:
-        return
-    half = 0.0 if st.n < 2 or math.isnan(st.ci_high) else st.ci_high - st.mean
-    ax.errorbar([x], [st.mean], yerr=[[half], [half]], capsize=3, **kw)
+def _std_band(ax: Any, xs: list[Any], sts: list[Stats], color: Any) -> None:
+    """A band of +- 1 std over seeds around the means (none unless every point has two seeds)."""
+    if all(st.n > 1 for st in sts):
+        ax.fill_between(xs, [st.mean - st.std for st in sts], [st.mean + st.std for st in sts], color=color,
+                        alpha=0.12, lw=0)
+
+
+def _legend_right(fig: Figure, handles: list[Any], labels: list[str]) -> None:
+    """The figure's legend to the right of its panels, and a tight layout."""
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
 
 
 def _ci_panels(study: Study, xs: list[float], xlabel: str, style: list[dict[str, Any]]) -> tuple[Figure, Any]:
-    """Exact match (left) and intermediate entropy (right) of each setting at ``xs``, mean ± 95% CI."""
+    """Exact match (left) and intermediate entropy (right) of each setting at ``xs``, mean ± 95% CI (no
+    bar for one seed)."""
     fig = new_figure((10.0, 4.0))
     axes = fig.subplots(1, 2)
-    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"), CI_LABELS):
-        for x, s, kw in zip(xs, study, style):
-            _errorbar(ax, x, getattr(s, which), ms=6, **kw)
+    labels = ("exact match (test), mean ± 95% CI", "entropy L1..L(N-1), mean ± 95% CI")
+    for ax, which, ylabel in zip(axes, ("exact_match", "entropy"), labels):
+        for x, st, kw in zip(xs, [getattr(s, which) for s in study], style):
+            half = 0.0 if st.n < 2 or math.isnan(st.ci_high) else st.ci_high - st.mean
+            if st.n:
+                ax.errorbar([x], [st.mean], yerr=[[half], [half]], capsize=3, ms=6, **kw)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -22,15 +22,12 @@ from seqvcr.reporting.study import (
     middle_positions,
     probe_middle,
 )
-from seqvcr.reporting.tables import fmt, fmt_interval, fmt_pm, markdown_table, write_csv
+from seqvcr.reporting.tables import fmt, fmt_pm, markdown_table, padded, write_csv
 
 __all__ = ["PRINTED", "TERMS", "correlation_text", "is_lambda_study", "lambda_pair", "means_table",
            "rank_test_text", "setting_table", "study_tables_text", "write_study_csvs"]
 
 Study = list[SettingSummary]
-
-
-# ---------------------------------------------------------------------------------------------- cells
 
 
 def pm_cell(st: Stats, digits: int = 3) -> str:
@@ -47,16 +44,15 @@ def interval_cell(st: Stats, digits: int = 3, bounds: tuple[float, float] | None
     lo, hi = st.ci_low, st.ci_high
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return fmt_interval(lo, hi, digits)
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def ci_cell(st: Stats, digits: int = 3) -> str:
     """``mean ± half-width of the 95% CI`` (the half-width alone is enough to read a table)."""
     if st.n == 0:
         return "-"
-    if st.n == 1 or math.isnan(st.ci_high):
-        return f"{st.mean:.{digits}f}"
-    return f"{st.mean:.{digits}f} ± {st.ci_high - st.mean:.{digits}f}"
+    half = st.ci_high - st.mean
+    return fmt(st.mean, digits) if st.n == 1 or math.isnan(half) else fmt_pm(st.mean, half, digits)
 
 
 def range_cell(vals: list[float], digits: int) -> str:
@@ -69,19 +65,9 @@ def range_cell(vals: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})"
 
 
-def seeds_cell(s: SettingSummary) -> str:
-    """``done/planned``, or ``skipped`` when the plan skips every seed."""
-    if sum(r.status == "skipped" for r in s.runs) == s.planned:
-        return "skipped"
-    return f"{len(s.done)}/{s.planned}"
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table whose cells may hold ``|`` (setting labels of crossed studies): escaped."""
     return markdown_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
-
-
-# ---------------------------------------------------------------------------------------------- the report
 
 
 def setting_table(study: Study, metrics: list[str], normalized: bool) -> str:
@@ -93,7 +79,8 @@ def setting_table(study: Study, metrics: list[str], normalized: bool) -> str:
         header += ["entropy L1..L(N-1) (mean ± std)", "95% CI"]
     rows = []
     for s in study:
-        row = [s.label, seeds_cell(s)]
+        skipped = sum(r.status == "skipped" for r in s.runs) == s.planned  # the plan skips every seed
+        row = [s.label, "skipped" if skipped else f"{len(s.done)}/{s.planned}"]
         if "exact_match" in metrics:
             row += [pm_cell(s.exact_match), interval_cell(s.exact_match, bounds=(0.0, 1.0))]
         if "matrix_entropy" in metrics:
@@ -159,9 +146,6 @@ def write_study_csvs(dest: Path, sweep: SweepSummary) -> None:
     write_csv(dest / "runs.csv", RUN_COLUMNS, run_rows, blank_nan=True)
 
 
-# ---------------------------------------------------------------------------------------------- printed
-
-
 def hardest_positions(study: Study, k: int = 2) -> list[int]:
     """The ``k`` answer positions (0-based) with the lowest accuracy averaged over the settings."""
     width = max((len(s.position_accuracy) for s in study), default=0)
@@ -180,20 +164,17 @@ def ci_table(study: Study) -> str:
     header = ["setting", "seeds", "exact match (95% CI)", "entropy L1..L(N-1)"]
     header += [f"entropy L{k}" for k in range(layers)]
     header += [f"accuracy, position {p + 1}" for p in hard]
-    rows: list[list[Any]] = []
-    for s in study:
-        row = [s.label, f"{len(s.done)}/{s.planned}", ci_cell(s.exact_match), ci_cell(s.entropy)]
-        row += [fmt(s.layer_entropy[k].mean) if k < len(s.layer_entropy) else "-" for k in range(layers)]
-        row += [ci_cell(s.position_accuracy[p], 2) if p < len(s.position_accuracy) else "-" for p in hard]
-        rows.append(row)
+    rows = [[s.label, f"{len(s.done)}/{s.planned}", ci_cell(s.exact_match), ci_cell(s.entropy),
+             *padded([x.mean for x in s.layer_entropy], layers),
+             *[ci_cell(s.position_accuracy[p], 2) if p < len(s.position_accuracy) else "-" for p in hard]]
+            for s in study]
     return markdown_table(header, rows)
 
 
 def position_table(study: Study) -> str:
     """Accuracy per answer position (1 = least significant digit), mean over seeds."""
     width = max((len(s.position_accuracy) for s in study), default=0)
-    rows = [[s.label] + [fmt(st.mean, 2) for st in s.position_accuracy]
-            + ["-"] * (width - len(s.position_accuracy)) for s in study]
+    rows = [[s.label, *padded([st.mean for st in s.position_accuracy], width, 2)] for s in study]
     return markdown_table(["setting"] + [f"position {p + 1}" for p in range(width)], rows)
 
 
@@ -202,14 +183,10 @@ def run_table(study: Study) -> str:
     done = [(s, r) for s in study for r in s.done]
     width = max((len(r.position_accuracy or []) for _, r in done), default=0)
     layers = max((len(r.layer_entropy or []) for _, r in done), default=0)
-    header = ["setting", "seed", "exact match"] + [f"pos {p + 1}" for p in range(width)]
-    header += [f"entropy L{k}" for k in range(layers)]
-    rows: list[list[Any]] = []
-    for s, r in done:
-        pos = list(r.position_accuracy or [])
-        ent = list(r.layer_entropy or [])
-        row = [s.label, r.seed, fmt(r.exact_match)] + [fmt(v, 2) for v in pos] + ["-"] * (width - len(pos))
-        rows.append(row + [fmt(v) for v in ent] + ["-"] * (layers - len(ent)))
+    header = ["setting", "seed", "exact match", *[f"pos {p + 1}" for p in range(width)],
+              *[f"entropy L{k}" for k in range(layers)]]
+    rows = [[s.label, r.seed, fmt(r.exact_match), *padded(r.position_accuracy or [], width, 2),
+             *padded(r.layer_entropy or [], layers)] for s, r in done]
     return markdown_table(header, rows)
 
 
@@ -241,11 +218,8 @@ def probe_table(study: Study) -> str:
     mid = ", ".join(str(k + 1) for k in middle_positions(width))
     header = ["setting", "seed", "exact match"] + [f"entropy L{k}" for k in range(layers)]
     header += [f"R^2 L{k} (pos {mid})" for k in range(layers)]
-    rows: list[list[Any]] = []
-    for s, r in done:
-        ent = list(r.layer_entropy or [])
-        rows.append([s.label, r.seed, fmt(r.exact_match)] + [fmt(v) for v in ent]
-                    + ["-"] * (layers - len(ent)) + [fmt(v, 2) for v in probe_middle(r.probe_r2 or [])])
+    rows = [[s.label, r.seed, fmt(r.exact_match), *padded(r.layer_entropy or [], layers),
+             *[fmt(v, 2) for v in probe_middle(r.probe_r2 or [])]] for s, r in done]
     return markdown_table(header, rows)
 
 
@@ -296,25 +270,26 @@ def correlation_text(study: Study) -> str:
     runs = [(r.exact_match, r.entropy_intermediate) for s in study for r in s.done
             if r.exact_match is not None and r.entropy_intermediate is not None]
     means = [(s.exact_match.mean, s.entropy.mean) for s in study if s.exact_match.n and s.entropy.n]
-    parts = []
-    for what, pairs in (("runs", runs), ("settings (means over seeds)", means)):
-        try:
-            rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
-            parts.append(f"over {len(pairs)} {what}: rho = {rho:+.2f} (two-sided p = {p:.2g})")
-        except ValueError as err:
-            parts.append(f"over {len(pairs)} {what}: not defined ({str(err).removeprefix('spearman: ')})")
+    parts = [f"over {len(pairs)} {what}: {_rho(pairs)}"
+             for what, pairs in (("runs", runs), ("settings (means over seeds)", means))]
     text = "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
     probed = [(r.exact_match, sum(m[1:-1]) / len(m[1:-1])) for s in study for r in s.done
               if r.exact_match is not None and r.probe_r2
               and len(m := probe_middle(r.probe_r2)) > 2]
     if probed:
-        try:
-            rho, p = spearman_test([a for a, _ in probed], [b for _, b in probed])
-            text += (f" With the probe's R^2 of the running sum (middle positions, layers L1..L(N-1)), over "
-                     f"{len(probed)} runs: rho = {rho:+.2f} (two-sided p = {p:.2g}).")
-        except ValueError as err:
-            text += f" With the probe's R^2: not defined ({str(err).removeprefix('spearman: ')})."
+        rho = _rho(probed)
+        text += (f" With the probe's R^2 of the running sum (middle positions, layers L1..L(N-1)), over "
+                 f"{len(probed)} runs: {rho}." if rho.startswith("rho") else f" With the probe's R^2: {rho}.")
     return text
+
+
+def _rho(pairs: list[tuple[Any, Any]]) -> str:
+    """``rho = ... (two-sided p = ...)`` of the pairs (``spearman_test``), or why it is not defined."""
+    try:
+        rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
+    except ValueError as err:
+        return f"not defined ({str(err).removeprefix('spearman: ')})"
+    return f"rho = {rho:+.2f} (two-sided p = {p:.2g})"
 
 
 def lambda_pair(s: SettingSummary) -> tuple[float, float]:
@@ -344,7 +319,10 @@ def family_scale(pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def lambda_grid(study: Study) -> str:
-    """Exact match (mean ± 95% CI) with one row per ratio lambda2/lambda1, one column per scale."""
+    """Exact match (mean ± 95% CI) with one row per ratio lambda2/lambda1, one column per scale ("" when
+    the study is not one of lambda pairs)."""
+    if not is_lambda_study(study):
+        return ""
     keys = family_scale([lambda_pair(s) for s in study])
     ratios = sorted({r for r, _ in keys})
     scales = sorted({c for _, c in keys})
@@ -360,18 +338,12 @@ def lambda_grid(study: Study) -> str:
     return markdown_table(["lambda2 / lambda1"] + [f"scale x{c:g}" for c in scales], rows)
 
 
-def _lambda_section(study: Study) -> str:
-    if not is_lambda_study(study):
-        return ""
-    return "Exact match by ratio and scale of the pair:\n\n" + lambda_grid(study)
-
-
 #: The tables ``seqvcr report STUDY --table NAME`` prints, in this order: name -> (caption, render).
 #: ``main`` stands for study, positions and lambda (the grid of a study of lambda pairs only).
 PRINTED: dict[str, tuple[str, Callable[[Study], str]]] = {
     "study": ("", ci_table),
     "positions": ("Accuracy per answer position (mean over seeds):\n\n", position_table),
-    "lambda": ("", _lambda_section),
+    "lambda": ("Exact match by ratio and scale of the pair:\n\n", lambda_grid),
     "correlation": ("", correlation_text),
     "terms": ("Loss terms at the end of training (last training record) and training time, "
               "mean (range) over the finished runs:\n\n", terms_table),

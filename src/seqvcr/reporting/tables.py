@@ -1,9 +1,6 @@
-"""Tables as Markdown (for a report) and CSV (for other tools), and the number formats of their cells.
-
-A :class:`Table` holds raw values, and optionally the Markdown cells already formatted: its Markdown
-formats the values (:func:`fmt`), its CSV keeps them at full precision, so the CSV next to a table holds
-the numbers behind it. :func:`markdown_table` and :func:`csv_text` are the only Markdown-table and CSV
-writers of the reports.
+"""The reports' one Markdown-table and CSV writer (:func:`markdown_table`, :func:`csv_text`), the number
+formats of a cell, and :class:`Table`: raw values whose Markdown is formatted and whose CSV keeps full
+precision, so the CSV next to a table holds the numbers behind it.
 """
 
 from __future__ import annotations
@@ -19,11 +16,8 @@ from typing import Any
 
 from seqvcr.atomic import write_text_atomic
 
-__all__ = ["Table", "csv_text", "fmt", "fmt_interval", "fmt_pm", "fmt_seconds", "markdown_table", "write_csv",
+__all__ = ["Table", "csv_text", "fmt", "fmt_pm", "fmt_seconds", "markdown_table", "padded", "write_csv",
            "write_table"]
-
-
-# ---------------------------------------------------------------------------------------------- cells
 
 
 def fmt(value: Any, digits: int = 3, missing: str = "-") -> str:
@@ -40,9 +34,9 @@ def fmt_pm(mean: float, spread: float, digits: int = 3, sign: str = "±") -> str
     return f"{mean:.{digits}f} {sign} {spread:.{digits}f}"
 
 
-def fmt_interval(low: float, high: float, digits: int = 3) -> str:
-    """A confidence interval, ``[low, high]``."""
-    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+def padded(values: Sequence[Any], width: int, digits: int = 3) -> list[str]:
+    """The cells (:func:`fmt`) of ``values``, then ``-`` up to ``width`` cells."""
+    return [fmt(v, digits) for v in values] + ["-"] * (width - len(values))
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -50,9 +44,6 @@ def fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-# ---------------------------------------------------------------------------------------------- writers
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -73,23 +64,16 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]], *, blank_nan:
     return buf.getvalue()
 
 
-def write_csv(
-    path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]], *,
-    blank_nan: bool = False,
-) -> Path:
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]], *,
+              blank_nan: bool = False) -> Path:
     """Write :func:`csv_text` to ``path`` atomically."""
     return write_text_atomic(path, csv_text(header, rows, blank_nan=blank_nan))
 
 
 @dataclass
 class Table:
-    """A header and rows of raw values.
-
-    ``markdown_rows`` may hold the Markdown cells already formatted (else each value goes through
-    :func:`fmt` with ``digits``); ``markdown_header`` replaces the header in Markdown when the CSV has
-    other columns (e.g. a mean and a CI half-width per layer in CSV, one ``mean +- half`` cell in
-    Markdown).
-    """
+    """A header and rows of raw values; ``markdown_rows`` / ``markdown_header``, when given, are the
+    Markdown cells and header (e.g. one ``mean +- half`` cell where the CSV has two columns)."""
 
     header: list[str]
     rows: list[list[Any]]
