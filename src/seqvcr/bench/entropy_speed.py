@@ -12,7 +12,7 @@ from seqvcr.bench.harness import Settings, autocast, tf32, timed, untrained_mode
 from seqvcr.entropy import matrix_entropy
 from seqvcr.reporting.tables import markdown_table
 
-__all__ = ["TITLE", "markdown", "run", "targets"]
+__all__ = ["TITLE", "markdown", "run"]
 
 TITLE = "entropy of every layer over 1000 sequences"
 
@@ -66,18 +66,13 @@ def run(s: Settings) -> dict[str, Any]:
         "sequences": n,
         "seq_len": data.max_length,
         "batch": batch,
-        "precision": "bf16 autocast forward, float64 entropy" if s.cuda else "fp32 forward, float64 entropy",
+        "precision": f"{s.precision} forward, float64 entropy",
         "runs": len(runs),
         "total_s": best["total_s"],
         "forward_s": best["forward_s"],
         "entropy_s": best["entropy_s"],
         "mean_normalized_entropy_per_layer": [round(float(v), 4) for v in means[0]],
     }
-
-
-def targets(res: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
-    """None: the time is reported, not judged."""
-    return []
 
 
 def markdown(res: dict[str, Any]) -> list[str]:

@@ -1,8 +1,8 @@
 """The five benchmarks as one suite: run the chosen ones, judge their targets, render bench.md.
 
-Every benchmark is a module with ``TITLE``, ``run(settings) -> result``, ``targets(result, settings)``
-(rows of the targets table) and ``markdown(result)`` (its section of bench.md); a new benchmark is a
-module of this package added to :data:`MODULES`.
+Every benchmark is a module with ``TITLE``, ``run(settings) -> result``, ``markdown(result)`` (its
+section of bench.md) and, if it has targets, ``targets(result, settings)`` (rows of the targets table);
+a new benchmark is a module of this package added to :data:`MODULES`.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def evaluate_targets(results: dict[str, Any], s: Settings) -> list[dict[str, Any
     out: list[dict[str, Any]] = []
     for key, module in MODULES.items():
         res = results.get(key)
-        if res is not None and "error" not in res:
+        if res is not None and "error" not in res and hasattr(module, "targets"):
             out += module.targets(res, s)
     return out
 
