@@ -48,10 +48,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     n_embd = cfg.get("n_embd", 768)
     checks = [
         (cfg.get("n_inner") in (None, 4 * n_embd), f"n_inner={cfg.get('n_inner')} (only 4*n_embd)"),
-        (
-            cfg.get("activation_function", "gelu_new") in _TANH_GELU,
-            f"activation_function={cfg.get('activation_function')!r} (only {', '.join(_TANH_GELU)})",
-        ),
+        (cfg.get("activation_function", "gelu_new") in _TANH_GELU,
+         f"activation_function={cfg.get('activation_function')!r} (only {', '.join(_TANH_GELU)})"),
         (cfg.get("scale_attn_weights", True), "scale_attn_weights=false"),
         (not cfg.get("scale_attn_by_inverse_layer_idx", False), "scale_attn_by_inverse_layer_idx=true"),
         (not cfg.get("add_cross_attention", False), "add_cross_attention=true"),
@@ -72,10 +70,9 @@ def _load_file(file: Path) -> dict[str, torch.Tensor]:
     from seqvcr.checkpoints import SAFE_TORCH_LOAD, torch_load_is_safe
 
     if not torch_load_is_safe():  # older weights_only loading can be made to run code by a crafted file
-        raise SeqVCRError(
-            f"{file}: reading a pickled state dict needs torch >= {SAFE_TORCH_LOAD} (this is "
-            f"{torch.__version__}); convert the directory to model.safetensors or upgrade torch"
-        )
+        raise SeqVCRError(f"{file}: reading a pickled state dict needs torch >= {SAFE_TORCH_LOAD} (this is "
+                          f"{torch.__version__}); convert the directory to model.safetensors or upgrade "
+                          "torch")
     obj = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(obj, Mapping):
         raise SeqVCRError(f"{file}: expected a state dict")
@@ -123,9 +120,8 @@ def _copy_weights(model: GPT, src: dict[str, torch.Tensor], same_vocab: bool, ke
         if key.endswith(_CONV1D):
             value = value.t()  # Conv1D (in, out) -> Linear (out, in)
         if value.shape != dst.shape:
-            raise SeqVCRError(
-                f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(dst.shape)}"
-            )
+            raise SeqVCRError(f"{path}: tensor {key} has shape {tuple(value.shape)}, "
+                              f"expected {tuple(dst.shape)}")
         dst.copy_(value)
     if missing:
         more = " ..." if len(missing) > 5 else ""
@@ -144,13 +140,8 @@ def _copy_weights(model: GPT, src: dict[str, torch.Tensor], same_vocab: bool, ke
             dst[:rows].copy_(value[:rows])
 
 
-def load_hf_gpt2(
-    path: str | os.PathLike[str],
-    vocab_size: int | None = None,
-    *,
-    dropout: float | None = None,
-    keep_token_rows: bool = False,
-) -> GPT:
+def load_hf_gpt2(path: str | os.PathLike[str], vocab_size: int | None = None, *,
+                 dropout: float | None = None, keep_token_rows: bool = False) -> GPT:
     """Build a :class:`GPT` from a local Hugging Face GPT-2 directory (config.json + weights, of a
     ``GPT2LMHeadModel`` or a bare ``GPT2Model``); dropout defaults to the checkpoint's ``resid_pdrop``.
 
@@ -181,13 +172,8 @@ def load_hf_gpt2(
     return model
 
 
-def save_hf_gpt2(
-    model: GPT,
-    path: str | os.PathLike[str],
-    *,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-) -> None:
+def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int | None = None,
+                 pad_token_id: int | None = None) -> None:
     """Write ``model`` as a Hugging Face GPT-2 directory (config.json + model.safetensors) that
     ``GPT2LMHeadModel.from_pretrained`` loads with the same logits, as does :func:`load_hf_gpt2`.
 
@@ -283,22 +269,18 @@ class SeqVCRPlugin(nn.Module):
         if hasattr(hidden, "hidden_states"):  # a transformers ModelOutput or our GPTOutput
             hidden = hidden.hidden_states
             if hidden is None:
-                raise SeqVCRError(
-                    "the model output has no hidden_states: call the model with output_hidden_states=True"
-                )
+                raise SeqVCRError("the model output has no hidden_states: call the model with "
+                                  "output_hidden_states=True")
         if not isinstance(hidden, Sequence) or isinstance(hidden, str):
-            raise SeqVCRError(
-                "expected a model output with hidden_states, a tuple of hidden states or a (B, T, D) tensor,"
-                f" got {type(hidden).__name__}"
-            )
+            raise SeqVCRError("expected a model output with hidden_states, a tuple of hidden states or a "
+                              f"(B, T, D) tensor, got {type(hidden).__name__}")
         n = len(hidden)
         if not -n <= self.layer < n:
             raise SeqVCRError(f"seqvcr.layer={self.layer} is out of range for {n} hidden states")
         h = hidden[self.layer]
         if h is None:
-            raise SeqVCRError(
-                f"hidden state {self.layer} was not returned by the model (see output_hidden_states)"
-            )
+            raise SeqVCRError(f"hidden state {self.layer} was not returned by the model "
+                              "(see output_hidden_states)")
         return h
 
     def forward(

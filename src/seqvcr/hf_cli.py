@@ -124,9 +124,8 @@ def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, A
     }
 
 
-def export_hf(
-    run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False
-) -> dict[str, Any]:
+def export_hf(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+              force: bool = False) -> dict[str, Any]:
     """Write the run's model (its final weights, else its latest checkpoint) and tokenizer as a Hugging
     Face GPT-2 directory; returns a summary. RunDirError when ``run_dir`` is not a run with weights, or
     ``out_dir`` is in the way (a file, the run itself, or non-empty without ``force``)."""
@@ -229,9 +228,6 @@ def _cmd_export_hf(args: argparse.Namespace) -> int:
     config.)"""
     summary = export_hf(args.run_dir, args.out_dir, force=args.force)
     if not summary["finished"]:
-        print(
-            f"note: {args.run_dir} has no result.json; exported its latest checkpoint "
-            f"(step {summary['step']})",
-            file=sys.stderr,
-        )
+        print(f"note: {args.run_dir} has no result.json; exported its latest checkpoint "
+              f"(step {summary['step']})", file=sys.stderr)
     return commands.print_json(summary)

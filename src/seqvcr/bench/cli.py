@@ -90,8 +90,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     commands.print_json({"out": str(out), "targets": targets})
     a = report["results"].get("a")
     if a is not None and not a["values_match"]:
-        raise SeqVCRError(
-            f"bench (a): the two Seq-VCR forms differ (relative {a['rel_value_diff']:.1e} > 1e-4); "
-            f"see {out / 'bench.json'}"
-        )
+        raise SeqVCRError(f"bench (a): the two Seq-VCR forms differ (relative {a['rel_value_diff']:.1e} > "
+                          f"1e-4); see {out / 'bench.json'}")
     return 0

@@ -54,10 +54,7 @@ def run(s: Settings) -> dict[str, Any]:
         reps = 1 if slow else (2 if s.quick else 3)
         with torch.no_grad(), autocast(s.device):
             model(data.ids[: min(batch, 8)], output_hidden_states=True)
-        runs = []
-        for _ in range(reps):
-            total = timed(s, run_all)
-            runs.append({"total_s": total, **timing})
+        runs = [{"total_s": timed(s, run_all), **timing} for _ in range(reps)]  # timing: of that run
     best = sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]  # the median run
     s.log(f"(e) {preset}: {n} sequences, {best['total_s']:.2f} s (entropy {best['entropy_s']:.2f} s)")
     return {

@@ -76,10 +76,11 @@ class Settings:
         return CLOCKS[self.clock]()
 
 
-def timed(s: Settings, fn: Callable[[], Any]) -> float:
-    """Seconds of one call of ``fn`` on the chosen clock."""
+def timed(s: Settings, fn: Callable[[], Any], calls: int = 1) -> float:
+    """Seconds of ``calls`` calls of ``fn`` on the chosen clock."""
     t0 = s.now()
-    fn()
+    for _ in range(calls):
+        fn()
     return s.now() - t0
 
 
@@ -96,21 +97,13 @@ def measure_interleaved(
     measurement is per call)."""
     from torch.utils.benchmark import Measurement, TaskSpec  # imported when timing: it is slow to import
 
-    def blocked(fn: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(block):
-                fn()
-
-        return run
-
-    calls = {k: blocked(fn) if block > 1 else fn for k, fn in fns.items()}
-    for fn in calls.values():
-        for _ in range(warmup):
+    for fn in fns.values():
+        for _ in range(warmup * block):
             fn()
-    raw: dict[str, list[float]] = {k: [] for k in calls}
+    raw: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        for k, fn in calls.items():
-            raw[k].append(timed(s, fn))
+        for k, fn in fns.items():
+            raw[k].append(timed(s, fn, block))
     threads = torch.get_num_threads()
     return {k: Measurement(block, times, TaskSpec(stmt=k, setup="", num_threads=threads))
             for k, times in raw.items()}

@@ -21,7 +21,7 @@ from seqvcr.sequences import encode_examples, make_batch
 from seqvcr.terms import build_train_module
 from seqvcr.training import build_optimizer
 
-__all__ = ["CASES", "TITLE", "TrainStep", "case_config", "markdown", "run", "targets"]
+__all__ = ["CASES", "TITLE", "TrainStep", "markdown", "run", "targets"]
 
 TITLE = "training step with vs without Seq-VCR"
 
@@ -42,24 +42,18 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def case_config(case: str, method: str, device: torch.device, batch_size: int | None = None) -> C.Config:
-    """The resolved Config of a (b)/(c) case for ``method`` (``seqvcr_pause`` or ``pause``)."""
-    data = json.loads(json.dumps(CASES[case]))  # deep copy
-    data["method"] = {"name": method, "pauses": 2}
-    data["train"] = {"device": str(device)}
-    if batch_size is not None:
-        data["optim"]["batch_size"] = batch_size
-    return C.resolve(C.from_dict(data))
-
-
 class TrainStep:
     """One configured training step, exactly as ``seqvcr.training`` runs it (forward, LM + Seq-VCR loss,
     backward, gradient clipping, AdamW), cycling over four fixed batches kept on the device."""
 
     def __init__(self, case: str, method: str, device: torch.device, *, compile_model: bool = False,
                  batch_size: int | None = None, seed: int = 0) -> None:
-        cfg = case_config(case, method, device, batch_size)
-        self.cfg = cfg
+        spec = json.loads(json.dumps(CASES[case]))  # deep copy
+        spec["method"] = {"name": method, "pauses": 2}  # seqvcr_pause or pause
+        spec["train"] = {"device": str(device)}
+        if batch_size is not None:
+            spec["optim"]["batch_size"] = batch_size
+        self.cfg = cfg = C.resolve(C.from_dict(spec))
         self.device = device
         bs = cfg.optim.batch_size
         task = build_task(cfg)
@@ -67,8 +61,7 @@ class TrainStep:
         examples = task.generate(max(4 * bs, 256), seed=seed + 1)
         data = encode_examples(fmt, examples).to(device)  # (M, L) on the device
         torch.manual_seed(seed)
-        model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).to(device)
-        self.model = model
+        self.model = model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).to(device)
         self.tm = build_train_module(cfg, model, fmt, examples, device)
         self.tm.train()
         if compile_model:
