@@ -290,17 +290,10 @@ def parse_args(
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "command", None) == "train" and all(is_override(a) for a in extra):
         args.overrides = list(args.overrides) + extra
-    elif extra:
-        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # with the usage of the sub-command on the line
+        subs = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        subs.get(getattr(args, "command", None), parser).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
-
-
-def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The parser of the sub-command on the line (so that its usage is the one printed), else ``parser``."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices.get(getattr(args, "command", None), parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

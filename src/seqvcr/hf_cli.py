@@ -66,7 +66,6 @@ def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> di
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """One exported JSON file: indented, newline-terminated, written atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
@@ -100,7 +99,6 @@ def _write_tokenizer(out: Path, run: LoadedRun) -> None:
 def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """``seqvcr.json``: where the model came from, its vocabulary and the prompt it takes (with an
     example built from the task's first generated problem)."""
-    tok = run.fmt.tokenizer
     example = run.task.generate(1, seed=0)[0]
     line = run.task.format_line(example)
     question = line[: line.index(run.task.question_end) + len(run.task.question_end)]
@@ -113,7 +111,7 @@ def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, A
         "method": run.config.method.name,
         "pauses": run.fmt.pauses,
         "cot": run.fmt.cot,
-        "vocabulary": list(tok.tokens),
+        "vocabulary": list(run.fmt.tokenizer.tokens),
         "prompt_example": " ".join(run.fmt.prompt_tokens(example)),
         "target_example": " ".join(run.fmt.target_tokens(example)),
         "question_example": question,
@@ -221,11 +219,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
     """Export the trained weights of RUN_DIR (model.safetensors, else the latest checkpoint) to OUT_DIR in
-    the Hugging Face GPT-2 format, with a word-level tokenizer for the run's vocabulary and a
-    generation_config.json: AutoTokenizer and AutoModelForCausalLM load it,
-    model(**tok(prompt, return_tensors='pt')) computes the run's logits and generate(**enc) gives its
-    greedy answer. (The other direction needs no command: set model.init_from: DIR in a training
-    config.)"""
+    the Hugging Face GPT-2 format, with a word-level tokenizer and a generation_config.json:
+    AutoTokenizer and AutoModelForCausalLM load it, the model computes the run's logits and generate()
+    gives its greedy answer. (The other direction: set model.init_from: DIR in a training config.)"""
     summary = export_hf(args.run_dir, args.out_dir, force=args.force)
     if not summary["finished"]:
         print(f"note: {args.run_dir} has no result.json; exported its latest checkpoint "

@@ -46,9 +46,7 @@ def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (canonical form: every option spelled out)."""
     parts = ["seqvcr", "bench", "--out", args.out, "--only", ",".join(parse_only(args.only)),
              "--device", args.device]
-    for flag in ("quick", "full", "compile"):
-        if getattr(args, flag):
-            parts.append(f"--{flag}")
+    parts += [f"--{flag}" for flag in ("quick", "full", "compile") if getattr(args, flag)]
     if args.clock != "wall":
         parts += ["--clock", args.clock]
     for name in ("threads", "repeats", "warmup", "peak_tflops", "mfu_batch"):

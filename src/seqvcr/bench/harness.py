@@ -118,8 +118,7 @@ def stats(m: Measurement) -> dict[str, Any]:
 def tf32(enabled: bool) -> Iterator[None]:
     """Set the CUDA TF32 switches for a block and restore them after."""
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:

@@ -35,11 +35,7 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 
 def peak_bf16_tflops(device_name: str) -> float | None:
     """Dense bf16 peak of a GPU from ``PEAK_BF16_TFLOPS``, or None when the name is not in the table."""
-    name = device_name.lower()
-    for key, peak in PEAK_BF16_TFLOPS:
-        if key in name:
-            return peak
-    return None
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name.lower()), None)
 
 
 def run(s: Settings) -> dict[str, Any]:

@@ -123,10 +123,8 @@ def run(s: Settings) -> dict[str, Any]:
             warm, reps, block = s.warmup + 1, max(2 * s.repeats, 10), 5
         with tf32(s.cuda):
             times = measure_interleaved(s, {"with": with_sv.step, "without": without.step}, warm, reps, block)
-            parts = measure_interleaved(
-                s, {"head": with_sv.head_step(), "projection": with_sv.head_step(projection_only=True)},
-                warm, reps,
-            )
+            heads = {"head": with_sv.head_step(), "projection": with_sv.head_step(projection_only=True)}
+            parts = measure_interleaved(s, heads, warm, reps)
         t_with, t_without = times["with"].median, times["without"].median  # per step
         t_head, t_proj = parts["head"].median, parts["projection"].median
         cfg = with_sv.cfg

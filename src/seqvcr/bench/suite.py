@@ -87,15 +87,11 @@ def evaluate_targets(results: dict[str, Any], s: Settings) -> list[dict[str, Any
     return out
 
 
+_UNIT_FORMAT = {"x": "{:.1f}x", "ratio": "{:+.1%}", "fraction": "{:.1%}"}  # a measured number, by its unit
+
+
 def _fmt_measured(t: dict[str, Any]) -> str:
-    m = t["measured"]
-    if m is None:
-        return "-"
-    if t["unit"] == "x":
-        return f"{m:.1f}x"
-    if t["unit"] in ("ratio", "fraction"):
-        return f"{m:+.1%}" if t["unit"] == "ratio" else f"{m:.1%}"
-    return f"{m:.4g}"
+    return "-" if t["measured"] is None else _UNIT_FORMAT.get(t["unit"], "{:.4g}").format(t["measured"])
 
 
 _CLOCK_TEXT = {"wall": "wall-clock time", "cpu": "CPU time of the benchmark process (time.process_time)"}
