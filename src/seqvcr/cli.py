@@ -20,7 +20,6 @@ from seqvcr.errors import ConfigError, RunDirError
 __all__ = ["HelpFormatter", "Parser", "build_parser", "is_override", "main", "parse_args"]
 
 
-# --------------------------------------------------------------------------- data
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "data", _cmd_data,
                              "generate a task's train/valid/test files in the task's line format")
@@ -71,9 +70,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         for split, n in wanted.items():
             if n > 0 and (out / f"{split}.txt").exists():
                 raise RunDirError(f"{out / f'{split}.txt'} already exists; use --force to overwrite it")
-    excluded: set[str] = set()
-    for f in args.exclude:
-        excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
+    excluded = {task.key(ex) for f in args.exclude for ex in read_examples(task, resolve_data_path(f))}
     summary: dict[str, Any] = {"task": task.describe(), "out": str(out)}
     generated: dict[str, list[Any]] = {}
     for split, n in wanted.items():  # everything first: a failure overwrites nothing
@@ -93,7 +90,6 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return commands.print_json(summary)
 
 
-# --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "train", _cmd_train,
                              "train one run from a YAML config (overrides as section.key=value)")
@@ -198,7 +194,6 @@ def mark_unused(text: str, unused: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "eval", _cmd_eval,
                              "exact match and accuracy per answer position of a trained run on a file")
@@ -253,12 +248,9 @@ def eval_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="seqvcr",
-        description="Seq-VCR: train and measure transformers on multi-step arithmetic (Arefin et al. 2025).",
-    )
+    parser = Parser(prog="seqvcr", description="Seq-VCR: train and measure transformers on multi-step "
+                    "arithmetic (Arefin et al. 2025).")
     parser.add_argument("--version", action="version", version=f"seqvcr {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

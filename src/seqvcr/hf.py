@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from seqvcr.errors import ConfigError, SeqVCRError
 from seqvcr.model import GPT, GPTConfig
+from seqvcr.objectives import SeqVCR
 
 __all__ = ["SeqVCRPlugin", "attach_seqvcr", "load_hf_gpt2", "save_hf_gpt2"]
 
@@ -191,9 +192,7 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
     for key, value in state.items():
         if key == _HEAD and cfg.tie_weights:
             continue
-        value = value.detach()
-        if key.endswith(_CONV1D):
-            value = value.t()  # Linear (out, in) -> Conv1D (in, out)
+        value = value.detach().t() if key.endswith(_CONV1D) else value.detach()  # Conv1D: (in, out)
         tensors[key] = value.to("cpu").contiguous().clone()
     if not cfg.bias:  # HF GPT-2 has biases everywhere: zero ones compute the same function
         for key in list(tensors):
@@ -204,8 +203,7 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
         "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size,
-        "n_ctx": cfg.block_size,
+        **dict.fromkeys(("n_positions", "n_ctx"), cfg.block_size),
         "n_embd": cfg.n_embd,
         "n_layer": cfg.n_layer,
         "n_head": cfg.n_head,
@@ -219,8 +217,7 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int 
         "reorder_and_upcast_attn": False,
         "use_cache": True,
         "tie_word_embeddings": cfg.tie_weights,
-        "bos_token_id": eos_token_id,
-        "eos_token_id": eos_token_id,
+        **dict.fromkeys(("bos_token_id", "eos_token_id"), eos_token_id),
         "pad_token_id": pad_token_id,
         "torch_dtype": str(state[_WTE].dtype).removeprefix("torch."),
     }
@@ -249,8 +246,6 @@ class SeqVCRPlugin(nn.Module):
 
     def __init__(self, hidden_size: int, layer: int = -1, **options: Any) -> None:
         super().__init__()
-        from seqvcr.objectives import SeqVCR
-
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ConfigError(f"seqvcr.layer: must be an integer index into hidden_states, got {layer!r}")
         self.layer = layer

@@ -1,15 +1,11 @@
 """``seqvcr export-hf RUN_DIR OUT_DIR``: a trained run as a Hugging Face GPT-2 directory.
 
-OUT_DIR holds what ``transformers`` needs (``AutoTokenizer`` / ``AutoModelForCausalLM.from_pretrained``
-load it, ``model(**enc)`` computes the run's logits and ``generate`` its greedy answer): config.json and
-model.safetensors (``seqvcr.hf.save_hf_gpt2``), generation_config.json (greedy until <eos>),
-tokenizer.json (word level, split at whitespace and around the task's separators, so a question copied
-from a data file tokenises as it is), tokenizer_config.json (left padding, and no ``token_type_ids``,
-which GPT-2 would embed as tokens), seqvcr.json (where it came from, the prompt format) and README.md
-(the model card). A prompt is a data file's question through its separator, then, for the methods with
-pauses, the pause block, which neither the data files nor the tokenizer add.
-
-The other direction needs no command: ``model.init_from: DIR`` in a training config.
+OUT_DIR: config.json and model.safetensors (``seqvcr.hf.save_hf_gpt2``), generation_config.json (greedy
+until <eos>), tokenizer.json (word level, split at whitespace and around the task's separators, so a
+question copied from a data file tokenises as it is), tokenizer_config.json (left padding, and no
+``token_type_ids``, which GPT-2 would embed as tokens), seqvcr.json (where it came from, the prompt
+format) and README.md (the model card: a prompt is a data file's question through its separator, then,
+for the methods with pauses, the pause block, which neither the data files nor the tokenizer add).
 """
 
 from __future__ import annotations
@@ -44,7 +40,6 @@ def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> di
     ``skip_special_tokens=True`` drops them. No unknown token: a word outside the vocabulary is an error,
     as in seqvcr's own tokenizer (a wrong token would be a wrong prompt, never one to guess at).
     """
-    special = set(SPECIAL_TOKENS)
     split: list[dict[str, Any]] = [{"type": "WhitespaceSplit"}]
     if separators:
         pattern = "|".join(re.escape(t) for t in sorted(set(separators), key=len, reverse=True))
@@ -56,7 +51,7 @@ def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> di
         "padding": None,
         "added_tokens": [{"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
                           "normalized": False, "special": True}
-                         for i, tok in enumerate(tokenizer.tokens) if tok in special],
+                         for i, tok in enumerate(tokenizer.tokens) if tok in SPECIAL_TOKENS],
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": split},
         "post_processor": None,
@@ -81,9 +76,8 @@ def _write_tokenizer(out: Path, run: LoadedRun) -> None:
         "num_beams": 1,
         "max_new_tokens": run.fmt.max_new_tokens(),
     })
-    special = set(SPECIAL_TOKENS)
     separators = tuple(t for t in (run.task.question_end, run.task.cot_end)
-                       if t in tok.index and t not in special)
+                       if t in tok.index and t not in SPECIAL_TOKENS)
     _write_json(out / "tokenizer.json", tokenizer_json(tok, separators))
     _write_json(out / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -1,11 +1,8 @@
 """``seqvcr bench``: how fast the pieces of this implementation are, with the machine stated.
 
-One module per benchmark, each target a RATIO of two measurements alternated in one process, so that
-machine load and clock drift cancel: ``loss`` (a) Seq-VCR loss vs per-position d x d covariance,
-``step`` (b) a training step with vs without Seq-VCR, ``mfu`` (c) GPU tokens/s and MFU, ``decoding`` (d)
-greedy decoding with vs without KV cache, ``entropy_speed`` (e) the entropy of every layer. ``harness``
-holds what they share, ``suite`` runs them and renders bench.md, ``cli`` is the command. ``--quick``
-shrinks sizes and repeats (its numbers are marked as not the targets' settings).
+One module per benchmark, (a) ``loss`` to (e) ``entropy_speed`` (``suite.MODULES``), each target a RATIO
+of two measurements alternated in one process, so that machine load and clock drift cancel. ``harness``
+holds what they share, ``suite`` runs them and renders bench.md, ``cli`` is the command.
 """
 
 from __future__ import annotations

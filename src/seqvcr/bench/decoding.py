@@ -69,7 +69,6 @@ def _case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
         times = measure_interleaved(s, {"kv_cache": cached, "naive": naive}, warm, reps)
         t_eval = measure(s, lambda: evaluate(model, fmt, data, batch_size=batch), 0, 1 if slow else reps)
     same = [(a == b).flatten() for a, b in zip(outputs["cache"], outputs["naive"])]
-    agree = float(torch.cat(same).float().mean())  # fraction of identical tokens
     t_cache, t_naive = times["kv_cache"].median, times["naive"].median
     s.log(f"(d) {preset} {digits}x{digits}: {n / t_cache:,.1f} ex/s with cache, {n / t_naive:,.1f} naive")
     return {
@@ -83,7 +82,7 @@ def _case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
         "kv_cache": {**stats(times["kv_cache"]), "examples_per_s": len(data) / t_cache},
         "naive": {**stats(times["naive"]), "examples_per_s": len(data) / t_naive},
         "speedup": t_naive / t_cache,
-        "token_agreement": agree,
+        "token_agreement": float(torch.cat(same).float().mean()),  # fraction of identical tokens
         "evaluate_examples_per_s": len(data) / t_eval.median,
         "note": "untrained weights and a fixed number of new tokens (no stop at <eos>) for both decoders",
     }

@@ -42,16 +42,14 @@ def run(s: Settings) -> dict[str, Any]:
             for length in sorted(set(rows.tolist())):  # one batched call per sequence length
                 sel = (rows == length).nonzero().squeeze(1)
                 ent[:, sel] = matrix_entropy(h[:, sel, :length], alpha=1.0, normalize=True)
-            t2 = s.now()
             timing["forward_s"] += t1 - t0
-            timing["entropy_s"] += t2 - t1
+            timing["entropy_s"] += s.now() - t1
             sums = ent.sum(1) if sums is None else sums + ent.sum(1)
         means[:] = [sums / n]
 
     with tf32(s.cuda):
         # warm-up on one batch, then full passes (one on a CPU at the full size: it takes minutes)
-        slow = not s.cuda and not s.quick
-        reps = 1 if slow else (2 if s.quick else 3)
+        reps = 1 if not s.cuda and not s.quick else (2 if s.quick else 3)
         with torch.no_grad(), autocast(s.device):
             model(data.ids[: min(batch, 8)], output_hidden_states=True)
         runs = [{"total_s": timed(s, run_all), **timing} for _ in range(reps)]  # timing: of that run

@@ -1,11 +1,10 @@
 """What every benchmark of ``seqvcr bench`` shares: its settings, the clock, timed repeats with A/B
 interleaving, and the record of a target.
 
-A timed region is one call between two readings of the chosen clock (``--clock``), with the GPU
-synchronised before each; repeats become ``torch.utils.benchmark`` ``Measurement`` objects. The repeat
-loop is our own rather than ``Timer.blocked_autorange``: every comparison alternates the compared
-functions (A B A B ...) with a fixed warm-up and repeat count, so a change of load on the machine hits
-each alike and the ratio of their medians stays fair.
+Repeats become ``torch.utils.benchmark`` ``Measurement`` objects, but the loop is our own rather than
+``Timer.blocked_autorange``: every comparison alternates the compared functions (A B A B ...) with a
+fixed warm-up and repeat count, so a change of load on the machine hits each alike and the ratio of
+their medians stays fair.
 """
 
 from __future__ import annotations
