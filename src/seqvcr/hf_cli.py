@@ -65,8 +65,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _write_tokenizer(out: Path, run: LoadedRun) -> None:
-    """``generation_config.json``, ``tokenizer.json`` and ``tokenizer_config.json``: the run's vocabulary
-    and decoding, so that ``AutoTokenizer`` and ``model.generate`` behave as seqvcr does."""
+    """The tokenizer and generation files, so that ``AutoTokenizer`` and ``generate`` act as seqvcr does."""
     tok = run.fmt.tokenizer
     _write_json(out / "generation_config.json", {  # greedy, until <eos>, the task's budget
         "bos_token_id": tok.eos_id,
@@ -91,8 +90,7 @@ def _write_tokenizer(out: Path, run: LoadedRun) -> None:
 
 
 def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``seqvcr.json``: where the model came from, its vocabulary and the prompt it takes (with an
-    example built from the task's first generated problem)."""
+    """``seqvcr.json``: where the model came from, its vocabulary and the prompt it takes, by example."""
     example = run.task.generate(1, seed=0)[0]
     line = run.task.format_line(example)
     question = line[: line.index(run.task.question_end) + len(run.task.question_end)]
