@@ -1,9 +1,5 @@
-"""seqvcr: the reference implementation of Seq-VCR (Arefin et al., ICLR 2025, arXiv 2411.02344).
-
-The public API in one place::
-
-    from seqvcr import seq_vcr_loss, SeqVCR, matrix_entropy, GPT, GPTConfig, load_config, train
-"""
+"""seqvcr: the reference implementation of Seq-VCR (Arefin et al., ICLR 2025, arXiv 2411.02344), and
+its public API in one place."""
 
 from seqvcr.config import Config, load_config
 from seqvcr.entropy import matrix_entropy

@@ -1,11 +1,8 @@
 """The ``seqvcr`` command: data, train, eval, entropy, report, demo, sweep, bench, export-hf.
 
-Plain argparse. Every user error is a ``SeqVCRError`` and every filesystem error (a path below a file, a
-full disk, no permission) an ``OSError``; both are printed as one line naming the file (exit status 2),
-never as a traceback (``seqvcr.commands``, which also holds what every sub-command module shares).
-``seqvcr train`` takes its ``section.key=value`` overrides anywhere on the line (before or after the
-options, as Hydra and lingua do): ``parse_args`` collects them. This module defines ``data``, ``train``,
-and ``eval`` and registers the commands of the other layers (``build_parser``).
+Plain argparse (what every sub-command shares is in ``seqvcr.commands``). This module defines ``data``,
+``train`` and ``eval`` and registers the commands of the other layers (``build_parser``); ``train`` takes
+its ``section.key=value`` overrides anywhere on the line, as Hydra and lingua do (``parse_args``).
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from seqvcr.errors import ConfigError, RunDirError
 __all__ = ["HelpFormatter", "Parser", "build_parser", "is_override", "main", "parse_args"]
 
 
-# --------------------------------------------------------------------------- data
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "data", _cmd_data,
                              "generate a task's train/valid/test files in the task's line format")
@@ -74,20 +70,17 @@ def _cmd_data(args: argparse.Namespace) -> int:
         for split, n in wanted.items():
             if n > 0 and (out / f"{split}.txt").exists():
                 raise RunDirError(f"{out / f'{split}.txt'} already exists; use --force to overwrite it")
-    excluded: set[str] = set()
-    for f in args.exclude:
-        excluded |= {task.key(ex) for ex in read_examples(task, resolve_data_path(f))}
-    seeds = {"test": args.seed + 2, "valid": args.seed + 1, "train": args.seed}
+    excluded = {task.key(ex) for f in args.exclude for ex in read_examples(task, resolve_data_path(f))}
     summary: dict[str, Any] = {"task": task.describe(), "out": str(out)}
     generated: dict[str, list[Any]] = {}
-    for split in ("test", "valid", "train"):  # everything first: a failure overwrites nothing
-        n = wanted[split]
+    for split, n in wanted.items():  # everything first: a failure overwrites nothing
         if n <= 0:
             continue
         # Feng et al.: only the training set mixes in fewer operators (--under); test and validation
         # sets have exactly the requested number
         source = task if split == "train" else task.for_evaluation()
-        generated[split] = source.generate(n, seed=seeds[split], exclude=frozenset(excluded))
+        seed = args.seed + {"train": 0, "valid": 1, "test": 2}[split]
+        generated[split] = source.generate(n, seed=seed, exclude=frozenset(excluded))
         excluded |= {task.key(ex) for ex in generated[split]}
     out.mkdir(parents=True, exist_ok=True)
     for split, examples in generated.items():
@@ -97,7 +90,6 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return commands.print_json(summary)
 
 
-# --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "train", _cmd_train,
                              "train one run from a YAML config (overrides as section.key=value)")
@@ -160,11 +152,8 @@ def _train_text(out: Path, steps: int, valid: float | None, test_file: str | Non
 
 
 def unused_keys(cfg: Any) -> dict[str, str]:
-    """Keys of a resolved config that the run will not read, each with the reason: a method's pause
-    count without pauses, the Seq-VCR section without Seq-VCR, the options of the other tasks, the W&B
-    settings without W&B, the epochs when ``optim.max_steps`` decides. A key ending in ``.*`` stands
-    for a whole section. (``--print-config`` marks them; config.yaml keeps every key, so that it can be
-    re-run as it is.)"""
+    """Keys of a resolved config that the run will not read, each with the reason (``section.*``: a whole
+    section), for ``--print-config`` to mark; config.yaml keeps every key, so that it re-runs as it is."""
     from seqvcr.config import METHODS
 
     method = cfg.method.name
@@ -205,7 +194,6 @@ def mark_unused(text: str, unused: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = commands.add_command(sub, "eval", _cmd_eval,
                              "exact match and accuracy per answer position of a trained run on a file")
@@ -233,24 +221,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from seqvcr.analysis.cli import data_or_test_file
     from seqvcr.evaluation import evaluate_file
 
-    summary = evaluate_file(
-        args.run_dir,
-        data_or_test_file(args),
-        predictions=args.predictions,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
-        step=args.step,
-        progress=not args.quiet,
-        save=not args.no_save,
-    )
+    summary = evaluate_file(args.run_dir, data_or_test_file(args), predictions=args.predictions,
+                            batch_size=args.batch_size, limit=args.limit, device=args.device, step=args.step,
+                            progress=not args.quiet, save=not args.no_save)
     return commands.print_result(args, summary, eval_text(summary))
 
 
 def eval_text(summary: dict[str, Any]) -> str:
     """The readable form of ``seqvcr eval``'s summary: what was scored on what, Hugging Face's
-    ``***** eval metrics *****`` block (exact match, accuracy per answer position, examples/s), then
-    where the result was kept."""
+    ``***** eval metrics *****`` block, then where the result was kept."""
     acc = summary["position_accuracy"]
     rows = [
         ("exact_match", f"{summary['exact_match']:.4f}"),
@@ -269,12 +248,9 @@ def eval_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="seqvcr",
-        description="Seq-VCR: train and measure transformers on multi-step arithmetic (Arefin et al. 2025).",
-    )
+    parser = Parser(prog="seqvcr", description="Seq-VCR: train and measure transformers on multi-step "
+                    "arithmetic (Arefin et al. 2025).")
     parser.add_argument("--version", action="version", version=f"seqvcr {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -300,27 +276,16 @@ def is_override(arg: str) -> bool:
 def parse_args(
     argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None
 ) -> argparse.Namespace:
-    """Parse a ``seqvcr`` command line; ``train``'s overrides may come anywhere on it.
-
-    argparse takes the positional overrides of ``train`` only before its first option; the ones after
-    an option are left over as unknown words, and are appended here in the order given (the last one
-    of a key wins, as before). Any other unknown word is the usual usage error (exit status 2).
-    """
+    """Parse a ``seqvcr`` command line. argparse leaves ``train``'s overrides after its first option over
+    as unknown words: they are appended in the order given; any other unknown word is a usage error."""
     parser = parser or build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "command", None) == "train" and all(is_override(a) for a in extra):
         args.overrides = list(args.overrides) + extra
-    elif extra:
-        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # with the usage of the sub-command on the line
+        subs = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        subs.get(getattr(args, "command", None), parser).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
-
-
-def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The parser of the sub-command on the line (so that its usage is the one printed), else ``parser``."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices.get(getattr(args, "command", None), parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,10 @@
 """What every ``seqvcr`` sub-command module shares: the parser, one way to add a command, the arguments
 several commands take, the range check of a count, the JSON result line and the one-line error.
 
-The modules that define commands (``seqvcr.cli``, ``seqvcr.analysis.cli``, ``seqvcr.experiments.cli``,
-``seqvcr.bench.cli``, ``seqvcr.hf_cli``) each have a ``register(subparsers)`` that calls
-:func:`add_command` once per command. A command's handler takes the parsed arguments and returns the exit
-status, and its docstring is what ``seqvcr COMMAND --help`` describes it with (one text for the reader
-of the code and the user of the command). A bad input raises a ``SeqVCRError`` (a filesystem refusal an
-``OSError``), which :func:`run` prints as one line naming the file, key or flag (exit status 2), never
-as a traceback.
+Each module that defines commands has a ``register(subparsers)`` calling :func:`add_command` once per
+command. A handler takes the parsed arguments and returns the exit status; its docstring is also its
+``--help`` description. A bad input raises a ``SeqVCRError`` (a filesystem refusal an ``OSError``), which
+:func:`run` prints as one line naming the file, key or flag (exit status 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -30,9 +27,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's ``ArgumentDefaultsHelpFormatter`` (every option's help ends with its default), minus
-    the noise: nothing is added for a default of None or False (an unset option or a flag) or to a help
-    text that already says what its default is."""
+    """argparse's ``ArgumentDefaultsHelpFormatter``, except for a default of None, False or [] or a help
+    text that already says its default."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -56,27 +52,22 @@ def add_command(
     sub: argparse._SubParsersAction, name: str, handler: Handler, help: str
 ) -> argparse.ArgumentParser:
     """Add the sub-command ``name`` run by ``handler``: ``help`` is its line in ``seqvcr --help``, the
-    handler's docstring its description in ``seqvcr NAME --help`` (argparse reflows it). Returns the
-    command's parser, for its arguments."""
+    handler's docstring its description in ``seqvcr NAME --help``. Returns the command's parser."""
     p = sub.add_parser(name, help=help, description=inspect.getdoc(handler))
     p.set_defaults(func=handler)
     return p
 
-
-# ---------------------------------------------------------------------------------------------- arguments
 
 RUN_DIR_HELP = "a run directory (config.yaml + model.safetensors or checkpoint.safetensors)"
 DEVICE_HELP = "auto (CUDA if available) | cpu | cuda | cuda:N"
 
 
 def add_run_dir(p: argparse.ArgumentParser) -> None:
-    """The positional ``run_dir`` of the commands that read a trained run."""
     p.add_argument("run_dir", help=RUN_DIR_HELP)
 
 
 def add_step(p: argparse.ArgumentParser, verb: str) -> None:
-    """``--step N``: the snapshot of a training step (``train.snapshot_steps``) instead of the final
-    weights; ``verb`` says what the command does with it (score, measure)."""
+    """``--step N``; ``verb`` says what the command does with the snapshot (score, measure)."""
     p.add_argument("--step", type=int, default=None,
                    help=f"{verb} the snapshot of this training step (train.snapshot_steps) instead of the "
                    "final weights")
@@ -84,19 +75,14 @@ def add_step(p: argparse.ArgumentParser, verb: str) -> None:
 
 def add_out(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--out DIR``: where the command writes (required when there is no ``default``)."""
-    if default is None:
-        p.add_argument("--out", required=True, help="output directory")
-    else:
-        p.add_argument("--out", default=default, help="output directory")
+    p.add_argument("--out", required=default is None, default=default, help="output directory")
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "auto", help: str = DEVICE_HELP) -> None:
-    """``--device``: where the command computes."""
     p.add_argument("--device", default=default, help=help)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
-    """``--json``: print the result as one JSON line (for scripts) instead of the readable summary."""
     p.add_argument("--json", action="store_true",
                    help="print the result as one JSON object on stdout (for scripts) instead of the summary")
 
@@ -106,9 +92,6 @@ def check_at_least(flag: str, value: int | None, low: int, hint: str = "", what:
     got 0`` (``hint`` adds what the edge means: `` (0: every example)``); None (unset) passes."""
     if value is not None and value < low:
         raise ConfigError(f"{flag}: expected {what} >= {low}{hint}, got {value}")
-
-
-# ---------------------------------------------------------------------------------------------- output
 
 
 def command_line() -> str:
@@ -123,8 +106,7 @@ def print_json(obj: Any) -> int:
 
 
 def print_result(args: argparse.Namespace, obj: Any, text: str) -> int:
-    """Print a command's result: the readable ``text`` (a few lines), or ``obj`` as one JSON line when
-    the command line has ``--json``. Returns 0, the exit status of success."""
+    """Print the readable ``text``, or with ``--json`` ``obj`` as one JSON line. Returns 0."""
     if getattr(args, "json", False):
         return print_json(obj)
     print(text.rstrip("\n"))
@@ -132,8 +114,8 @@ def print_result(args: argparse.Namespace, obj: Any, text: str) -> int:
 
 
 def metrics_block(title: str, rows: list[tuple[str, str]]) -> str:
-    """Rows of ``name = value`` under ``***** TITLE *****``, names left-aligned and values right-aligned
-    in their columns (the layout of Hugging Face Trainer's ``log_metrics``)."""
+    """Rows of ``name = value`` under ``***** TITLE *****``, aligned as Hugging Face Trainer's
+    ``log_metrics`` does."""
     kw = max((len(k) for k, _ in rows), default=0)
     vw = max((len(v) for _, v in rows), default=0)
     return "\n".join([f"***** {title} *****", *(f"  {k:<{kw}} = {v:>{vw}}" for k, v in rows)])
@@ -150,19 +132,15 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line(r).rstrip() for r in cols)
 
 
-def _os_error(err: OSError) -> str:
-    """``path: reason`` for an OSError (both paths of a failed rename)."""
-    reason = err.strerror or str(err) or type(err).__name__
-    if err.filename is not None and err.filename2 is not None:
-        return f"{err.filename} -> {err.filename2}: {reason}"
-    if err.filename is not None:
-        return f"{err.filename}: {reason}"
-    return reason
-
-
 def error_line(command: str, err: SeqVCRError | OSError) -> str:
-    """``seqvcr COMMAND: error: ...``, the one line a bad input gets (an OSError names its path)."""
-    what = _os_error(err) if isinstance(err, OSError) else str(err)
+    """``seqvcr COMMAND: error: ...``, the one line a bad input gets (an OSError names its path, or both
+    paths of a failed rename)."""
+    what = str(err)
+    if isinstance(err, OSError):
+        what = err.strerror or str(err) or type(err).__name__
+        if err.filename is not None:
+            path = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
+            what = f"{path}: {what}"
     return f"seqvcr {command}: error: {what}"
 
 
@@ -171,13 +149,10 @@ def run(args: argparse.Namespace) -> int:
     interrupted (Ctrl-C), 0 when stdout is closed early (``seqvcr sweep ... | head``)."""
     try:
         return int(args.func(args) or 0)
-    except SeqVCRError as err:
-        print(error_line(args.command, err), file=sys.stderr)
-        return 2
     except BrokenPipeError:
         sys.stderr.close()
         return 0
-    except OSError as err:  # the filesystem said no: a path below a file, a full disk, no permission
+    except (SeqVCRError, OSError) as err:  # OSError: a path below a file, a full disk, no permission
         print(error_line(args.command, err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

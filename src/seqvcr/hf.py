@@ -1,18 +1,11 @@
 """Hugging Face interoperability: GPT-2 checkpoints in and out, and Seq-VCR for any HF causal LM.
 
-GPT-2 import / export needs only ``torch`` and ``safetensors``: a Hugging Face GPT-2 directory is a
-``config.json`` plus ``model.safetensors`` (or ``pytorch_model.bin``), and our :class:`~seqvcr.model.GPT`
-uses GPT-2's parameter names, so conversion is renaming plus a transpose of the ``Conv1D`` weights
-(HF stores them as ``(in, out)``, ``nn.Linear`` as ``(out, in)``).
-
-The paper fine-tunes pre-trained GPT-2 small on multiplication (SPEC section 5). Our vocabulary is
-task-specific (a few dozen tokens, not GPT-2's 50257 BPE tokens), so by default only the position
-embeddings, the blocks and the final LayerNorm carry over; the token embedding (and the tied head) are
-re-initialised when the vocabulary sizes differ. See :func:`load_hf_gpt2`.
-
-``transformers`` is optional: it is imported lazily and only :func:`attach_seqvcr` reads a
-``transformers`` model's config. :class:`SeqVCRPlugin` works on the ``hidden_states`` tuple of any model
-output (paper appendix I: Llama-3.2-1B with LoRA), see ``examples/hf_plugin_llama.py``.
+GPT-2 import / export needs only ``torch`` and ``safetensors``: our :class:`~seqvcr.model.GPT` uses
+GPT-2's parameter names, so conversion is renaming plus a transpose of the ``Conv1D`` weights (HF
+stores them as ``(in, out)``, ``nn.Linear`` as ``(out, in)``). The paper fine-tunes pre-trained GPT-2
+small on multiplication; our vocabulary is task-specific, so by default only the position embeddings,
+the blocks and the final LayerNorm carry over (:func:`load_hf_gpt2`). :class:`SeqVCRPlugin` works on
+the ``hidden_states`` of any model output (paper appendix I: Llama-3.2-1B with LoRA).
 """
 
 from __future__ import annotations
@@ -28,6 +21,7 @@ import torch.nn as nn
 
 from seqvcr.errors import ConfigError, SeqVCRError
 from seqvcr.model import GPT, GPTConfig
+from seqvcr.objectives import SeqVCR
 
 __all__ = ["SeqVCRPlugin", "attach_seqvcr", "load_hf_gpt2", "save_hf_gpt2"]
 
@@ -35,9 +29,6 @@ __all__ = ["SeqVCRPlugin", "attach_seqvcr", "load_hf_gpt2", "save_hf_gpt2"]
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Activation names that are GPT-2's tanh-approximated GELU (what our MLP computes).
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -58,10 +49,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     n_embd = cfg.get("n_embd", 768)
     checks = [
         (cfg.get("n_inner") in (None, 4 * n_embd), f"n_inner={cfg.get('n_inner')} (only 4*n_embd)"),
-        (
-            cfg.get("activation_function", "gelu_new") in _TANH_GELU,
-            f"activation_function={cfg.get('activation_function')!r} (only {', '.join(_TANH_GELU)})",
-        ),
+        (cfg.get("activation_function", "gelu_new") in _TANH_GELU,
+         f"activation_function={cfg.get('activation_function')!r} (only {', '.join(_TANH_GELU)})"),
         (cfg.get("scale_attn_weights", True), "scale_attn_weights=false"),
         (not cfg.get("scale_attn_by_inverse_layer_idx", False), "scale_attn_by_inverse_layer_idx=true"),
         (not cfg.get("add_cross_attention", False), "add_cross_attention=true"),
@@ -72,27 +61,19 @@ def _read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _safetensors() -> Any:
-    """The ``safetensors.torch`` module, or a one-line error saying how to install it."""
-    try:
-        import safetensors.torch
-    except ImportError as exc:
-        raise SeqVCRError("reading / writing model.safetensors needs `pip install safetensors`") from exc
-    return safetensors.torch
-
-
 def _load_file(file: Path) -> dict[str, torch.Tensor]:
     if file.suffix == ".safetensors":
-        load_file = _safetensors().load_file
-
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise SeqVCRError("reading / writing model.safetensors needs `pip install safetensors`") from exc
         return load_file(str(file), device="cpu")
     from seqvcr.checkpoints import SAFE_TORCH_LOAD, torch_load_is_safe
 
     if not torch_load_is_safe():  # older weights_only loading can be made to run code by a crafted file
-        raise SeqVCRError(
-            f"{file}: reading a pickled state dict needs torch >= {SAFE_TORCH_LOAD} (this is "
-            f"{torch.__version__}); convert the directory to model.safetensors or upgrade torch"
-        )
+        raise SeqVCRError(f"{file}: reading a pickled state dict needs torch >= {SAFE_TORCH_LOAD} (this is "
+                          f"{torch.__version__}); convert the directory to model.safetensors or upgrade "
+                          "torch")
     obj = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(obj, Mapping):
         raise SeqVCRError(f"{file}: expected a state dict")
@@ -100,58 +81,39 @@ def _load_file(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of the checkpoint: single file or sharded (``*.index.json``), safetensors preferred."""
+    """All tensors of the checkpoint under GPT2LMHeadModel's names (a bare GPT2Model's "h.0..." get the
+    ``transformer.`` prefix): single file or sharded (``*.index.json``), safetensors preferred."""
     for single, index in (
         ("model.safetensors", "model.safetensors.index.json"),
         ("pytorch_model.bin", "pytorch_model.bin.index.json"),
     ):
+        tensors: dict[str, torch.Tensor] = {}
         if (path / single).is_file():
-            return _load_file(path / single)
-        if (path / index).is_file():
+            tensors = _load_file(path / single)
+        elif (path / index).is_file():
             weight_map = json.loads((path / index).read_text()).get("weight_map", {})
-            tensors: dict[str, torch.Tensor] = {}
             for shard in sorted(set(weight_map.values())):
                 tensors.update(_load_file(path / shard))
-            return tensors
+        else:
+            continue
+        return {k if k.startswith("lm_head.") else "transformer." + k.removeprefix("transformer."): v
+                for k, v in tensors.items()}
     raise SeqVCRError(f"{path}: no model.safetensors or pytorch_model.bin (weights of the GPT-2 model)")
 
 
 _HEAD, _WTE = "lm_head.weight", "transformer.wte.weight"
 
 
-def _gpt_config(cfg: dict[str, Any], vocab_size: int, dropout: float | None) -> GPTConfig:
-    """Our model config from a GPT-2 ``config.json`` (GPT2Config's defaults where a key is absent)."""
-    return GPTConfig(
-        vocab_size=vocab_size,
-        block_size=int(cfg.get("n_positions", cfg.get("n_ctx", 1024))),
-        n_layer=int(cfg.get("n_layer", 12)),
-        n_head=int(cfg.get("n_head", 12)),
-        n_embd=int(cfg.get("n_embd", 768)),
-        dropout=float(cfg.get("resid_pdrop", 0.1)) if dropout is None else float(dropout),
-        bias=True,
-        tie_weights=bool(cfg.get("tie_word_embeddings", True)),
-        layer_norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)),
-    )
-
-
-def _with_prefix(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Tensors under GPT2LMHeadModel's names: GPT2Model's ("h.0...") get the ``transformer.`` prefix."""
-    src: dict[str, torch.Tensor] = {}
-    for key, tensor in raw.items():
-        if key.startswith("lm_head."):
-            src[key] = tensor
-        else:
-            src["transformer." + key.removeprefix("transformer.")] = tensor
-    return src
-
-
 @torch.no_grad()
-def _copy_body(target: dict[str, torch.Tensor], src: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy all but the token embedding and head into ``target``, Conv1D transposed; all must be there."""
+def _copy_weights(model: GPT, src: dict[str, torch.Tensor], same_vocab: bool, keep_token_rows: bool,
+                  path: Path) -> None:
+    """Copy ``src`` into ``model``, Conv1D weights transposed: every tensor, except that the token
+    embedding and head (vocab, n_embd) are copied only when the vocabularies match (see load_hf_gpt2)."""
+    target = model.state_dict()  # tied: both names present, same storage
     missing = []
     for key, dst in target.items():
         if key in (_HEAD, _WTE):
-            continue  # _copy_token_rows
+            continue  # below
         if key not in src:
             missing.append(key)
             continue
@@ -159,25 +121,16 @@ def _copy_body(target: dict[str, torch.Tensor], src: dict[str, torch.Tensor], pa
         if key.endswith(_CONV1D):
             value = value.t()  # Conv1D (in, out) -> Linear (out, in)
         if value.shape != dst.shape:
-            raise SeqVCRError(
-                f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(dst.shape)}"
-            )
+            raise SeqVCRError(f"{path}: tensor {key} has shape {tuple(value.shape)}, "
+                              f"expected {tuple(dst.shape)}")
         dst.copy_(value)
     if missing:
         more = " ..." if len(missing) > 5 else ""
         raise SeqVCRError(f"{path}: missing tensors {', '.join(missing[:5])}{more}")
-
-
-@torch.no_grad()
-def _copy_token_rows(
-    target: dict[str, torch.Tensor], src: dict[str, torch.Tensor], tie_weights: bool, same_vocab: bool,
-    keep_token_rows: bool, path: Path,
-) -> None:
-    """Token embedding and head (vocab, n_embd): copied when the vocabularies match (see load_hf_gpt2)."""
     if _WTE not in src:
         raise SeqVCRError(f"{path}: missing tensor {_WTE}")
     heads = [(_WTE, src[_WTE])]
-    if not tie_weights:
+    if not model.config.tie_weights:
         heads.append((_HEAD, src.get(_HEAD, src[_WTE])))  # untied but absent: HF would tie
     for key, value in heads:
         dst = target[key]
@@ -188,61 +141,45 @@ def _copy_token_rows(
             dst[:rows].copy_(value[:rows])
 
 
-def load_hf_gpt2(
-    path: str | os.PathLike[str],
-    vocab_size: int | None = None,
-    *,
-    dropout: float | None = None,
-    keep_token_rows: bool = False,
-) -> GPT:
-    """Build a :class:`GPT` from a local Hugging Face GPT-2 directory (config.json + weights).
+def load_hf_gpt2(path: str | os.PathLike[str], vocab_size: int | None = None, *,
+                 dropout: float | None = None, keep_token_rows: bool = False) -> GPT:
+    """Build a :class:`GPT` from a local Hugging Face GPT-2 directory (config.json + weights, of a
+    ``GPT2LMHeadModel`` or a bare ``GPT2Model``); dropout defaults to the checkpoint's ``resid_pdrop``.
 
-    Reads n_layer, n_head, n_embd, n_positions (-> block_size), vocab_size, layer_norm_epsilon and
-    tie_word_embeddings; dropout defaults to the checkpoint's ``resid_pdrop`` (GPT-2: 0.1). Accepts
-    ``GPT2LMHeadModel`` checkpoints (keys prefixed ``transformer.``) and bare ``GPT2Model`` ones.
+    vocab_size: the task's vocabulary size. When it differs from the checkpoint's, the token embedding and
+    head keep our fresh initialisation (our token ids are not GPT-2 BPE ids); ``keep_token_rows=True``
+    copies their first min(old, new) rows instead.
 
-    vocab_size: the task's vocabulary size. When it differs from the checkpoint's, the token embedding
-    (and the head, tied or not) cannot carry over meaningfully -- our token ids are task-specific, not
-    GPT-2 BPE ids -- so they keep our fresh N(0, 0.02) initialisation; only position embeddings, blocks
-    and ln_f are loaded. ``keep_token_rows=True`` instead copies the first min(old, new) rows (useful only
-    if the task's ids were chosen to coincide with GPT-2's) and initialises the rest.
-
-    Raises SeqVCRError when the directory lacks config.json or weights, the model_type is not gpt2, the
-    config uses a GPT-2 option we do not implement, or tensors are missing / of the wrong shape.
+    Raises SeqVCRError when the directory lacks config.json or weights, is not a GPT-2 we implement, or
+    tensors are missing / of the wrong shape.
     """
     path = Path(path)
-    cfg = _read_config(path)
+    cfg = _read_config(path)  # GPT2Config's defaults where a key is absent
     src_vocab = int(cfg.get("vocab_size", 50257))
-    config = _gpt_config(cfg, int(vocab_size) if vocab_size is not None else src_vocab, dropout)
-    src = _with_prefix(_read_weights(path))
+    config = GPTConfig(
+        vocab_size=int(vocab_size) if vocab_size is not None else src_vocab,
+        block_size=int(cfg.get("n_positions", cfg.get("n_ctx", 1024))),
+        n_layer=int(cfg.get("n_layer", 12)),
+        n_head=int(cfg.get("n_head", 12)),
+        n_embd=int(cfg.get("n_embd", 768)),
+        dropout=float(cfg.get("resid_pdrop", 0.1)) if dropout is None else float(dropout),
+        bias=True,
+        tie_weights=bool(cfg.get("tie_word_embeddings", True)),
+        layer_norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)),
+    )
+    src = _read_weights(path)
     model = GPT(config)
-    target = model.state_dict()  # tied: both names present, same storage
-    _copy_body(target, src, path)
-    same_vocab = config.vocab_size == src_vocab
-    _copy_token_rows(target, src, config.tie_weights, same_vocab, keep_token_rows, path)
+    _copy_weights(model, src, config.vocab_size == src_vocab, keep_token_rows, path)
     return model
 
 
-# ---------------------------------------------------------------------------------------------- writing
+def save_hf_gpt2(model: GPT, path: str | os.PathLike[str], *, eos_token_id: int | None = None,
+                 pad_token_id: int | None = None) -> None:
+    """Write ``model`` as a Hugging Face GPT-2 directory (config.json + model.safetensors) that
+    ``GPT2LMHeadModel.from_pretrained`` loads with the same logits, as does :func:`load_hf_gpt2`.
 
-
-def save_hf_gpt2(
-    model: GPT,
-    path: str | os.PathLike[str],
-    *,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-) -> None:
-    """Write ``model`` as a Hugging Face GPT-2 directory: config.json + model.safetensors.
-
-    ``transformers.GPT2LMHeadModel.from_pretrained(path)`` loads it and computes the same logits, and
-    :func:`load_hf_gpt2` reads it back. Keys use the ``GPT2LMHeadModel`` layout (``transformer.`` prefix),
-    Conv1D weights are transposed to HF's ``(in, out)``. safetensors refuses tensors that share storage,
-    so a tied model stores the token embedding once (``lm_head.weight`` omitted; HF re-ties it from
-    ``tie_word_embeddings``). A model built with ``bias=False`` is written with zero biases (HF GPT-2
-    always has them), which computes the same function. ``eos_token_id`` goes into the config (bos too),
-    and ``pad_token_id``; left out, they are null rather than GPT-2's 50256, which lies outside a task
-    vocabulary.
+    A tied model stores the token embedding once (safetensors refuses shared storage; HF re-ties it). The
+    token ids, left out, are null rather than GPT-2's 50256, which lies outside a task vocabulary.
     """
     from seqvcr.atomic import write_text_atomic
     from seqvcr.checkpoints import write_safetensors
@@ -253,33 +190,26 @@ def save_hf_gpt2(
     tensors: dict[str, torch.Tensor] = {}
     state = model.state_dict()
     for key, value in state.items():
-        if key == "lm_head.weight" and cfg.tie_weights:
+        if key == _HEAD and cfg.tie_weights:
             continue
-        value = value.detach()
-        if key.endswith(_CONV1D):
-            value = value.t()  # Linear (out, in) -> Conv1D (in, out)
+        value = value.detach().t() if key.endswith(_CONV1D) else value.detach()  # Conv1D: (in, out)
         tensors[key] = value.to("cpu").contiguous().clone()
     if not cfg.bias:  # HF GPT-2 has biases everywhere: zero ones compute the same function
-        ref = state["transformer.wte.weight"]
         for key in list(tensors):
             if key.endswith("weight") and ("ln_" in key or key.endswith(_CONV1D)):
-                bias_key = key[: -len("weight")] + "bias"
                 width = tensors[key].shape[-1] if key.endswith(_CONV1D) else tensors[key].shape[0]
-                tensors[bias_key] = torch.zeros(width, dtype=ref.dtype)
+                tensors[key[: -len("weight")] + "bias"] = torch.zeros(width, dtype=state[_WTE].dtype)
     hf_config = {
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
         "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size,
-        "n_ctx": cfg.block_size,
+        **dict.fromkeys(("n_positions", "n_ctx"), cfg.block_size),
         "n_embd": cfg.n_embd,
         "n_layer": cfg.n_layer,
         "n_head": cfg.n_head,
         "n_inner": None,
         "activation_function": "gelu_new",
-        "resid_pdrop": cfg.dropout,
-        "embd_pdrop": cfg.dropout,
-        "attn_pdrop": cfg.dropout,
+        **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), cfg.dropout),
         "layer_norm_epsilon": cfg.layer_norm_eps,
         "initializer_range": 0.02,
         "scale_attn_weights": True,
@@ -287,17 +217,13 @@ def save_hf_gpt2(
         "reorder_and_upcast_attn": False,
         "use_cache": True,
         "tie_word_embeddings": cfg.tie_weights,
-        "bos_token_id": eos_token_id,
-        "eos_token_id": eos_token_id,
+        **dict.fromkeys(("bos_token_id", "eos_token_id"), eos_token_id),
         "pad_token_id": pad_token_id,
-        "torch_dtype": str(state["transformer.wte.weight"].dtype).removeprefix("torch."),
+        "torch_dtype": str(state[_WTE].dtype).removeprefix("torch."),
     }
     # atomic, and a failed write (a full disk) raises instead of leaving a short file
     write_safetensors(path / "model.safetensors", tensors, {"format": "pt"})
     write_text_atomic(path / "config.json", json.dumps(hf_config, indent=2) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------- plug-in
 
 
 class SeqVCRPlugin(nn.Module):
@@ -310,21 +236,16 @@ class SeqVCRPlugin(nn.Module):
         out = model(input_ids, attention_mask=mask, labels=labels, output_hidden_states=True)
         loss = out.loss + plugin(out, attention_mask=mask)
 
-    The plug-in owns the trained projection (``plugin.seqvcr.projection``, ``hidden_size -> proj_dim``):
-    add its parameters to the optimiser. ``layer`` indexes the ``hidden_states`` tuple (length
-    n_layers + 1 in ``transformers``: [0] = embeddings, [-1] = last layer after the final norm); the
-    default -1 is the paper's main choice (GPT-2 "L12"). ``attention_mask`` (B, T), 1 = real token,
-    keeps padded positions out of the statistics. Hidden states are cast to the projection's dtype
-    (float32 by default) so that a bf16 model works unchanged. The last terms are kept in
-    ``plugin.last`` (a ``SeqVCROutput`` of detached tensors) for logging.
+    The plug-in owns the trained projection (``plugin.seqvcr``): add its parameters to the optimiser.
+    ``layer`` indexes the ``hidden_states`` tuple ([0] = embeddings; the default -1, the last layer, is
+    the paper's main choice); ``attention_mask`` (B, T), 1 = real token, keeps padding out of the
+    statistics. Hidden states are cast to the projection's dtype, so a bf16 model works unchanged.
+    ``options`` are :class:`~seqvcr.objectives.SeqVCR`'s (``proj_dim``, ``lambda1``, ...). The last terms
+    are kept, detached, in ``plugin.last`` for logging.
     """
 
     def __init__(self, hidden_size: int, layer: int = -1, **options: Any) -> None:
-        """``options`` are :class:`~seqvcr.objectives.SeqVCR`'s (``proj_dim``, ``lambda1``, ``lambda2``,
-        ``eta``, ``over``, ``bias``), with its defaults: the paper's multiplication setting."""
         super().__init__()
-        from seqvcr.objectives import SeqVCR
-
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ConfigError(f"seqvcr.layer: must be an integer index into hidden_states, got {layer!r}")
         self.layer = layer
@@ -341,22 +262,18 @@ class SeqVCRPlugin(nn.Module):
         if hasattr(hidden, "hidden_states"):  # a transformers ModelOutput or our GPTOutput
             hidden = hidden.hidden_states
             if hidden is None:
-                raise SeqVCRError(
-                    "the model output has no hidden_states: call the model with output_hidden_states=True"
-                )
+                raise SeqVCRError("the model output has no hidden_states: call the model with "
+                                  "output_hidden_states=True")
         if not isinstance(hidden, Sequence) or isinstance(hidden, str):
-            raise SeqVCRError(
-                "expected a model output with hidden_states, a tuple of hidden states or a (B, T, D) tensor,"
-                f" got {type(hidden).__name__}"
-            )
+            raise SeqVCRError("expected a model output with hidden_states, a tuple of hidden states or a "
+                              f"(B, T, D) tensor, got {type(hidden).__name__}")
         n = len(hidden)
         if not -n <= self.layer < n:
             raise SeqVCRError(f"seqvcr.layer={self.layer} is out of range for {n} hidden states")
         h = hidden[self.layer]
         if h is None:
-            raise SeqVCRError(
-                f"hidden state {self.layer} was not returned by the model (see output_hidden_states)"
-            )
+            raise SeqVCRError(f"hidden state {self.layer} was not returned by the model "
+                              "(see output_hidden_states)")
         return h
 
     def forward(
@@ -385,8 +302,7 @@ def _hidden_size(model: nn.Module) -> int:
 
 def attach_seqvcr(model: nn.Module, layer: int = -1, **kw: Any) -> SeqVCRPlugin:
     """A :class:`SeqVCRPlugin` sized from ``model.config`` (``hidden_size``, or ``n_embd`` for our GPT),
-    on the device of the model's first parameter. The model is not modified: add the plug-in's parameters
-    to the optimiser and call the model with ``output_hidden_states=True``. ``kw`` go to SeqVCRPlugin."""
+    on the device of the model's first parameter; the model is not modified."""
     plugin = SeqVCRPlugin(_hidden_size(model), layer=layer, **kw)
     first = next(model.parameters(), None)
     if first is not None:

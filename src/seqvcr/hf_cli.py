@@ -1,36 +1,11 @@
 """``seqvcr export-hf RUN_DIR OUT_DIR``: a trained run as a Hugging Face GPT-2 directory.
 
-The directory holds what ``transformers`` needs to load the model and its tokenizer::
-
-    OUT_DIR/config.json             GPT2Config (written by seqvcr.hf.save_hf_gpt2), with the run's
-                                    eos_token_id and pad_token_id
-    OUT_DIR/generation_config.json  greedy decoding until <eos>, at most the task's longest target
-    OUT_DIR/model.safetensors       GPT2LMHeadModel weights (Conv1D layout, tied head stored once)
-    OUT_DIR/tokenizer.json          a word-level tokenizer with the run's vocabulary: split at whitespace
-                                    and around the task's separators (``||``, ``####``), so a question
-                                    copied from a data file (``5 1 6 * 0 4 9||``) tokenises as it is
-    OUT_DIR/tokenizer_config.json   so that AutoTokenizer / PreTrainedTokenizerFast load it; it returns
-                                    input_ids and attention_mask only (``model_input_names``) and pads
-                                    on the left, as generation wants
-    OUT_DIR/seqvcr.json             where it came from: run, step, task, method, prompt format
-    OUT_DIR/README.md               the model card: what the model is and the prompt it takes
-
-so that the standard idioms work::
-
-    tok = AutoTokenizer.from_pretrained(OUT_DIR)
-    model = AutoModelForCausalLM.from_pretrained(OUT_DIR)          # GPT2LMHeadModel
-    enc = tok(["5 6 3 2 * 7 4 3 4|| </pause_start> <pause> <pause> </pause_end>"], return_tensors="pt")
-    model(**enc).logits                                             # the run's model's logits
-    tok.batch_decode(model.generate(**enc)[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-
-and ``generate`` gives seqvcr's own greedy answer. The prompt is a data file's question through its
-separator, then, for the methods with pauses, the pause block (``pause_block`` in seqvcr.json): the data
-files do not hold it and the tokenizer does not add it. (GPT-2 adds ``token_type_ids`` through its token
-embedding, so a tokenizer that returned them would shift every logit: ``model_input_names`` leaves them
-out.)
-
-Training in the other direction (from a local Hugging Face GPT-2 directory) needs no command: set
-``model.init_from: DIR`` in the config (``seqvcr.runs.build_model`` calls ``seqvcr.hf.load_hf_gpt2``).
+OUT_DIR: config.json and model.safetensors (``seqvcr.hf.save_hf_gpt2``), generation_config.json (greedy
+until <eos>), tokenizer.json (word level, split at whitespace and around the task's separators, so a
+question copied from a data file tokenises as it is), tokenizer_config.json (left padding, and no
+``token_type_ids``, which GPT-2 would embed as tokens), seqvcr.json (where it came from, the prompt
+format) and README.md (the model card: a prompt is a data file's question through its separator, then,
+for the methods with pauses, the pause block, which neither the data files nor the tokenizer add).
 """
 
 from __future__ import annotations
@@ -54,30 +29,17 @@ if TYPE_CHECKING:
 __all__ = ["export_hf", "model_card", "register", "tokenizer_json"]
 
 #: Files this command writes; with ``--force`` they are overwritten, other files in OUT_DIR are kept.
-EXPORT_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "seqvcr.json",
-    "README.md",
-)
-#: What the exported tokenizer returns: no ``token_type_ids`` (GPT-2 would embed them as tokens).
-MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
+EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                "tokenizer_config.json", "seqvcr.json", "README.md")
 
 
 def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> dict[str, Any]:
     """The run's vocabulary in the ``tokenizers`` JSON format: a WordLevel model after a whitespace split
-    that also splits off each of ``separators`` (the task's ``||`` and ``####``, which Deng et al.'s files
-    write against the digit before them: ``5 1 6 * 0 4 9||``).
-
-    The five special tokens (pad, eos, pause markers) are registered as special added tokens, so
-    ``decode(..., skip_special_tokens=True)`` drops them. There is no unknown token: encoding a token that
-    is not in the task's vocabulary is an error, as in seqvcr's own tokenizer (a wrong token would be a
-    wrong prompt, never a prompt to guess at).
+    that also splits off each of ``separators`` (``||`` and ``####``, which Deng et al.'s files write
+    against the digit before them). The special tokens are special added tokens, so
+    ``skip_special_tokens=True`` drops them. No unknown token: a word outside the vocabulary is an error,
+    as in seqvcr's own tokenizer (a wrong token would be a wrong prompt, never one to guess at).
     """
-    special = set(SPECIAL_TOKENS)
     split: list[dict[str, Any]] = [{"type": "WhitespaceSplit"}]
     if separators:
         pattern = "|".join(re.escape(t) for t in sorted(set(separators), key=len, reverse=True))
@@ -87,19 +49,9 @@ def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> di
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": [
-            {
-                "id": i,
-                "content": tok,
-                "single_word": False,
-                "lstrip": False,
-                "rstrip": False,
-                "normalized": False,
-                "special": True,
-            }
-            for i, tok in enumerate(tokenizer.tokens)
-            if tok in special
-        ],
+        "added_tokens": [{"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True}
+                         for i, tok in enumerate(tokenizer.tokens) if tok in SPECIAL_TOKENS],
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": split},
         "post_processor": None,
@@ -109,23 +61,11 @@ def tokenizer_json(tokenizer: Tokenizer, separators: tuple[str, ...] = ()) -> di
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """One exported JSON file: indented, newline-terminated, written atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def _check_export_dir(out: Path, run_dir: str | os.PathLike[str], force: bool) -> None:
-    """Refuse an OUT_DIR that is a file, the run directory itself, or non-empty without ``force``."""
-    check_output_path(out, "OUT_DIR", directory=True)
-    if out.is_dir() and Path(run_dir).is_dir() and out.resolve() == Path(run_dir).resolve():
-        raise RunDirError(f"{out}: is the run directory itself (its model.safetensors would be replaced); "
-                          "choose another OUT_DIR")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
-
-
 def _write_tokenizer(out: Path, run: LoadedRun) -> None:
-    """``generation_config.json``, ``tokenizer.json`` and ``tokenizer_config.json``: the run's vocabulary
-    and decoding, so that ``AutoTokenizer`` and ``model.generate`` behave as seqvcr does."""
+    """The tokenizer and generation files, so that ``AutoTokenizer`` and ``generate`` act as seqvcr does."""
     tok = run.fmt.tokenizer
     _write_json(out / "generation_config.json", {  # greedy, until <eos>, the task's budget
         "bos_token_id": tok.eos_id,
@@ -135,14 +75,13 @@ def _write_tokenizer(out: Path, run: LoadedRun) -> None:
         "num_beams": 1,
         "max_new_tokens": run.fmt.max_new_tokens(),
     })
-    special = set(SPECIAL_TOKENS)
     separators = tuple(t for t in (run.task.question_end, run.task.cot_end)
-                       if t in tok.index and t not in special)
+                       if t in tok.index and t not in SPECIAL_TOKENS)
     _write_json(out / "tokenizer.json", tokenizer_json(tok, separators))
     _write_json(out / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": run.model.config.block_size,
-        "model_input_names": MODEL_INPUT_NAMES,
+        "model_input_names": ["input_ids", "attention_mask"],  # no token_type_ids: GPT-2 embeds them
         "padding_side": "left",
         "pad_token": tok.tokens[tok.pad_id],
         "eos_token": tok.tokens[tok.eos_id],
@@ -151,9 +90,7 @@ def _write_tokenizer(out: Path, run: LoadedRun) -> None:
 
 
 def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``seqvcr.json``: where the model came from, its vocabulary and the prompt it takes (with an
-    example built from the task's first generated problem)."""
-    tok = run.fmt.tokenizer
+    """``seqvcr.json``: where the model came from, its vocabulary and the prompt it takes, by example."""
     example = run.task.generate(1, seed=0)[0]
     line = run.task.format_line(example)
     question = line[: line.index(run.task.question_end) + len(run.task.question_end)]
@@ -166,7 +103,7 @@ def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, A
         "method": run.config.method.name,
         "pauses": run.fmt.pauses,
         "cot": run.fmt.cot,
-        "vocabulary": list(tok.tokens),
+        "vocabulary": list(run.fmt.tokenizer.tokens),
         "prompt_example": " ".join(run.fmt.prompt_tokens(example)),
         "target_example": " ".join(run.fmt.target_tokens(example)),
         "question_example": question,
@@ -177,23 +114,21 @@ def _export_meta(run: LoadedRun, run_dir: str | os.PathLike[str]) -> dict[str, A
     }
 
 
-def export_hf(
-    run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False
-) -> dict[str, Any]:
-    """Write the run's model (its final weights, or its latest checkpoint) and tokenizer as a Hugging
-    Face GPT-2 directory.
-
-    Refuses an ``out_dir`` that is a file, or a non-empty directory unless ``force`` (then the files
-    listed in ``EXPORT_FILES`` are overwritten and any other file is left alone). Returns a summary dict.
-
-    Raises:
-        RunDirError: ``run_dir`` is not a run with a checkpoint, or ``out_dir`` is in the way.
-    """
+def export_hf(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+              force: bool = False) -> dict[str, Any]:
+    """Write the run's model (its final weights, else its latest checkpoint) and tokenizer as a Hugging
+    Face GPT-2 directory; returns a summary. RunDirError when ``run_dir`` is not a run with weights, or
+    ``out_dir`` is in the way (a file, the run itself, or non-empty without ``force``)."""
     from seqvcr.hf import save_hf_gpt2
     from seqvcr.runs import load_run
 
     out = Path(out_dir)
-    _check_export_dir(out, run_dir, force)
+    check_output_path(out, "OUT_DIR", directory=True)
+    if out.is_dir() and Path(run_dir).is_dir() and out.resolve() == Path(run_dir).resolve():
+        raise RunDirError(f"{out}: is the run directory itself (its model.safetensors would be replaced); "
+                          "choose another OUT_DIR")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RunDirError(f"{out}: directory is not empty; use --force to overwrite the exported files")
     run = load_run(run_dir, device="cpu")  # RunDirError without config.yaml and saved weights
     tok = run.fmt.tokenizer
     save_hf_gpt2(run.model, out, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)  # config + weights
@@ -264,9 +199,6 @@ The continuation is what `seqvcr eval` decodes for the same question: the model'
 """
 
 
-# --------------------------------------------------------------------------- command line
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export-hf`` to the ``seqvcr`` command."""
     p = commands.add_command(subparsers, "export-hf", _cmd_export_hf,
@@ -279,16 +211,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
     """Export the trained weights of RUN_DIR (model.safetensors, else the latest checkpoint) to OUT_DIR in
-    the Hugging Face GPT-2 format, with a word-level tokenizer for the run's vocabulary and a
-    generation_config.json: AutoTokenizer and AutoModelForCausalLM load it,
-    model(**tok(prompt, return_tensors='pt')) computes the run's logits and generate(**enc) gives its
-    greedy answer. (The other direction needs no command: set model.init_from: DIR in a training
-    config.)"""
+    the Hugging Face GPT-2 format, with a word-level tokenizer and a generation_config.json:
+    AutoTokenizer and AutoModelForCausalLM load it, the model computes the run's logits and generate()
+    gives its greedy answer. (The other direction: set model.init_from: DIR in a training config.)"""
     summary = export_hf(args.run_dir, args.out_dir, force=args.force)
     if not summary["finished"]:
-        print(
-            f"note: {args.run_dir} has no result.json; exported its latest checkpoint "
-            f"(step {summary['step']})",
-            file=sys.stderr,
-        )
+        print(f"note: {args.run_dir} has no result.json; exported its latest checkpoint "
+              f"(step {summary['step']})", file=sys.stderr)
     return commands.print_json(summary)

@@ -1,24 +1,8 @@
 """``seqvcr bench``: how fast the pieces of this implementation are, with the machine stated.
 
-Five benchmarks, one module each, each timed with warm-up runs and then repeated runs (the median is
-reported; the GPU synchronised around every timed region). Every speed target is a RATIO of two
-measurements taken in the same process, one right after the other and alternated, so that machine
-load and clock drift cancel as far as they can:
-
-* ``loss`` -- (a) the Seq-VCR loss against the per-position d x d covariance (target >= 20x);
-* ``step`` -- (b) a training step with and without Seq-VCR (overhead <= 15% on CPU, <= 5% on GPU);
-* ``mfu`` -- (c) GPU only: training tokens/s and model FLOPs utilisation of gpt2-small (>= 40% on an
-  H100; on a CPU recorded as skipped, never estimated);
-* ``decoding`` -- (d) greedy decoding with the KV cache against naive decoding, and ``evaluate``;
-* ``entropy_speed`` -- (e) the entropy of every layer over 1000 sequences.
-
-``harness`` holds what they share (settings, the clock, timed and interleaved repeats, a target's
-record), ``suite`` runs them and renders bench.md, ``cli`` is the command (``seqvcr.bench.cli``,
-registered by ``seqvcr.cli``). ``--quick`` shrinks the
-sizes and repeats so that a test can run everything in seconds; its numbers are not the targets'
-settings and are marked so in the output. Timings are wall-clock by default; ``--clock cpu`` times the
-CPU time of this process instead (CPU runs only), which with ``--threads 1`` is the compute time of the
-code and stays steady when other jobs share the machine.
+One module per benchmark, (a) ``loss`` to (e) ``entropy_speed`` (``suite.MODULES``), each target a RATIO
+of two measurements alternated in one process, so that machine load and clock drift cancel. ``harness``
+holds what they share, ``suite`` runs them and renders bench.md, ``cli`` is the command.
 """
 
 from __future__ import annotations

@@ -46,9 +46,7 @@ def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (canonical form: every option spelled out)."""
     parts = ["seqvcr", "bench", "--out", args.out, "--only", ",".join(parse_only(args.only)),
              "--device", args.device]
-    for flag in ("quick", "full", "compile"):
-        if getattr(args, flag):
-            parts.append(f"--{flag}")
+    parts += [f"--{flag}" for flag in ("quick", "full", "compile") if getattr(args, flag)]
     if args.clock != "wall":
         parts += ["--clock", args.clock]
     for name in ("threads", "repeats", "warmup", "peak_tflops", "mfu_batch"):
@@ -65,14 +63,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     commands.check_at_least("--repeats", args.repeats, 1)
     commands.check_at_least("--warmup", args.warmup, 0)
     commands.check_at_least("--threads", args.threads, 1)
-    from torch.utils.benchmark import set_torch_threads  # slow to import: not for `seqvcr --help`
-
-    # an in-process caller keeps its thread setting
-    with set_torch_threads(args.threads if args.threads is not None else torch.get_num_threads()):
-        return _bench(args)
-
-
-def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {out} exists and is not a directory")
@@ -86,9 +76,11 @@ def _bench(args: argparse.Namespace) -> int:
     s = Settings(device=device, only=only, quick=args.quick, full=args.full, compile=args.compile,
                  warmup=warmup, repeats=repeats, peak_tflops=args.peak_tflops, mfu_batch=args.mfu_batch,
                  clock=args.clock, log=lambda msg: bar.write(f"bench: {msg}"), done=bar.update)
-    command = _command(args)
-    with bar:
-        report = run_benchmarks(s, command)
+    from torch.utils.benchmark import set_torch_threads  # slow to import: not for `seqvcr --help`
+
+    # an in-process caller keeps its thread setting
+    with set_torch_threads(args.threads if args.threads is not None else torch.get_num_threads()), bar:
+        report = run_benchmarks(s, _command(args))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", report)
     write_text_atomic(out / "bench.md", render_markdown(report))
@@ -96,8 +88,6 @@ def _bench(args: argparse.Namespace) -> int:
     commands.print_json({"out": str(out), "targets": targets})
     a = report["results"].get("a")
     if a is not None and not a["values_match"]:
-        raise SeqVCRError(
-            f"bench (a): the two Seq-VCR forms differ (relative {a['rel_value_diff']:.1e} > 1e-4); "
-            f"see {out / 'bench.json'}"
-        )
+        raise SeqVCRError(f"bench (a): the two Seq-VCR forms differ (relative {a['rel_value_diff']:.1e} > "
+                          f"1e-4); see {out / 'bench.json'}")
     return 0

@@ -14,7 +14,6 @@ from seqvcr.bench.harness import (
     autocast,
     measure,
     measure_interleaved,
-    precision_text,
     stats,
     tf32,
     untrained_model,
@@ -25,7 +24,7 @@ from seqvcr.evaluation import evaluate
 from seqvcr.reporting.tables import markdown_table
 from seqvcr.tasks import read_examples
 
-__all__ = ["TITLE", "markdown", "naive_generate", "run", "targets"]
+__all__ = ["TITLE", "markdown", "naive_generate", "run"]
 
 TITLE = "evaluation: greedy decoding with KV cache vs naive"
 
@@ -33,7 +32,6 @@ TITLE = "evaluation: greedy decoding with KV cache vs naive"
 @torch.no_grad()
 def naive_generate(model: Any, prompt: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Greedy decoding without a cache: one full forward pass over the whole prefix per new token.
-
     prompt: (B, P). Returns (B, max_new_tokens)."""
     seq = prompt  # (B, P + k)
     out = []
@@ -71,7 +69,6 @@ def _case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
         times = measure_interleaved(s, {"kv_cache": cached, "naive": naive}, warm, reps)
         t_eval = measure(s, lambda: evaluate(model, fmt, data, batch_size=batch), 0, 1 if slow else reps)
     same = [(a == b).flatten() for a, b in zip(outputs["cache"], outputs["naive"])]
-    agree = float(torch.cat(same).float().mean())  # fraction of identical tokens
     t_cache, t_naive = times["kv_cache"].median, times["naive"].median
     s.log(f"(d) {preset} {digits}x{digits}: {n / t_cache:,.1f} ex/s with cache, {n / t_naive:,.1f} naive")
     return {
@@ -81,11 +78,11 @@ def _case(s: Settings, preset: str, digits: int, n: int) -> dict[str, Any]:
         "batch": batch,
         "prompt_len": p,
         "new_tokens": new,
-        "precision": precision_text(s),
+        "precision": s.precision,
         "kv_cache": {**stats(times["kv_cache"]), "examples_per_s": len(data) / t_cache},
         "naive": {**stats(times["naive"]), "examples_per_s": len(data) / t_naive},
         "speedup": t_naive / t_cache,
-        "token_agreement": agree,
+        "token_agreement": float(torch.cat(same).float().mean()),  # fraction of identical tokens
         "evaluate_examples_per_s": len(data) / t_eval.median,
         "note": "untrained weights and a fixed number of new tokens (no stop at <eos>) for both decoders",
     }
@@ -97,11 +94,6 @@ def run(s: Settings) -> dict[str, Any]:
     if s.full:
         cases["gpt2-small 5x5"] = _case(s, "gpt2-small", 5, 1000 if s.cuda else 64)
     return {"cases": cases}
-
-
-def targets(res: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
-    """None: the speed-up is reported, not judged."""
-    return []
 
 
 def markdown(res: dict[str, Any]) -> list[str]:

@@ -12,7 +12,7 @@ from seqvcr.bench.harness import Settings, autocast, tf32, timed, untrained_mode
 from seqvcr.entropy import matrix_entropy
 from seqvcr.reporting.tables import markdown_table
 
-__all__ = ["TITLE", "markdown", "run", "targets"]
+__all__ = ["TITLE", "markdown", "run"]
 
 TITLE = "entropy of every layer over 1000 sequences"
 
@@ -42,22 +42,17 @@ def run(s: Settings) -> dict[str, Any]:
             for length in sorted(set(rows.tolist())):  # one batched call per sequence length
                 sel = (rows == length).nonzero().squeeze(1)
                 ent[:, sel] = matrix_entropy(h[:, sel, :length], alpha=1.0, normalize=True)
-            t2 = s.now()
             timing["forward_s"] += t1 - t0
-            timing["entropy_s"] += t2 - t1
+            timing["entropy_s"] += s.now() - t1
             sums = ent.sum(1) if sums is None else sums + ent.sum(1)
         means[:] = [sums / n]
 
     with tf32(s.cuda):
         # warm-up on one batch, then full passes (one on a CPU at the full size: it takes minutes)
-        slow = not s.cuda and not s.quick
-        reps = 1 if slow else (2 if s.quick else 3)
+        reps = 1 if not s.cuda and not s.quick else (2 if s.quick else 3)
         with torch.no_grad(), autocast(s.device):
             model(data.ids[: min(batch, 8)], output_hidden_states=True)
-        runs = []
-        for _ in range(reps):
-            total = timed(s, run_all)
-            runs.append({"total_s": total, **timing})
+        runs = [{"total_s": timed(s, run_all), **timing} for _ in range(reps)]  # timing: of that run
     best = sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]  # the median run
     s.log(f"(e) {preset}: {n} sequences, {best['total_s']:.2f} s (entropy {best['entropy_s']:.2f} s)")
     return {
@@ -66,18 +61,13 @@ def run(s: Settings) -> dict[str, Any]:
         "sequences": n,
         "seq_len": data.max_length,
         "batch": batch,
-        "precision": "bf16 autocast forward, float64 entropy" if s.cuda else "fp32 forward, float64 entropy",
+        "precision": f"{s.precision} forward, float64 entropy",
         "runs": len(runs),
         "total_s": best["total_s"],
         "forward_s": best["forward_s"],
         "entropy_s": best["entropy_s"],
         "mean_normalized_entropy_per_layer": [round(float(v), 4) for v in means[0]],
     }
-
-
-def targets(res: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
-    """None: the time is reported, not judged."""
-    return []
 
 
 def markdown(res: dict[str, Any]) -> list[str]:

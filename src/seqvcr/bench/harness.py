@@ -1,15 +1,10 @@
 """What every benchmark of ``seqvcr bench`` shares: its settings, the clock, timed repeats with A/B
 interleaving, and the record of a target.
 
-Every timed region is one call of a function between two readings of the chosen clock (wall time,
-``time.perf_counter``, or with ``--clock cpu`` the CPU time of this process, ``time.process_time``),
-with the GPU synchronised before each reading. Repeats are summarised as ``torch.utils.benchmark``
-``Measurement`` objects (median, spread; ``number_per_run`` for blocks of several calls), and the thread
-count of a run is set with ``torch.utils.benchmark.set_torch_threads``. The repeat loop is this
-module's own rather than ``Timer.timeit`` / ``Timer.blocked_autorange``: those choose the warm-up and
-the number of runs themselves and time one statement after the other, whereas every comparison here
-alternates the compared functions (A B A B ...) with a fixed warm-up and repeat count, so that a change
-of load on the machine hits each of them alike and the ratio of their medians stays fair.
+Repeats become ``torch.utils.benchmark`` ``Measurement`` objects, but the loop is our own rather than
+``Timer.blocked_autorange``: every comparison alternates the compared functions (A B A B ...) with a
+fixed warm-up and repeat count, so a change of load on the machine hits each alike and the ratio of
+their medians stays fair.
 """
 
 from __future__ import annotations
@@ -32,14 +27,12 @@ from seqvcr.tasks import Example, Task
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
 
-__all__ = ["CLOCKS", "MODELS", "Settings", "autocast", "measure", "measure_interleaved", "ms",
-           "precision_text", "stats", "sync", "target", "tf32", "timed", "untrained_model"]
+__all__ = ["CLOCKS", "MODELS", "Settings", "autocast", "measure", "measure_interleaved", "ms", "stats",
+           "target", "tf32", "timed", "untrained_model"]
 
-#: ``--clock``: wall time by default; the CPU time of this process, which on a CPU run with one thread
-#: is the compute time of the code and, unlike wall time, does not grow when other processes share the
-#: cores.
+#: ``--clock``: wall time, or the CPU time of this process (with one thread the compute time of the
+#: code, which unlike wall time does not grow when other processes share the cores).
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-
 
 #: The models the benchmarks time: ``tiny`` as configs/tiny_cpu.yaml has it, and GPT-2 small (the paper's
 #: multiplication model).
@@ -70,62 +63,49 @@ class Settings:
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def precision(self) -> str:
+        """How the forward passes run (see :func:`autocast`), in a report."""
+        return "bf16 autocast" if self.cuda else "fp32"
+
     def now(self) -> float:
         """The chosen clock, once the GPU has finished the work queued so far."""
-        sync(self.device)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
         return CLOCKS[self.clock]()
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the GPU (nothing on a CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(s: Settings, fn: Callable[[], Any]) -> float:
-    """Seconds of one call of ``fn`` on the chosen clock."""
+def timed(s: Settings, fn: Callable[[], Any], calls: int = 1) -> float:
+    """Seconds of ``calls`` calls of ``fn`` on the chosen clock."""
     t0 = s.now()
-    fn()
+    for _ in range(calls):
+        fn()
     return s.now() - t0
-
-
-def _measurement(label: str, raw: list[float], block: int) -> Measurement:
-    """The timed repeats of ``label`` (``block`` calls per repeat) as a torch.utils.benchmark record."""
-    from torch.utils.benchmark import Measurement, TaskSpec  # imported when timing: it is slow to import
-
-    return Measurement(block, raw, TaskSpec(stmt=label, setup="", num_threads=torch.get_num_threads()))
 
 
 def measure(s: Settings, fn: Callable[[], Any], warmup: int, repeats: int, label: str = "") -> Measurement:
     """``warmup`` untimed calls of ``fn``, then ``repeats`` timed ones."""
-    for _ in range(warmup):
-        fn()
-    return _measurement(label, [timed(s, fn) for _ in range(repeats)], 1)
+    return measure_interleaved(s, {label: fn}, warmup, repeats)[label]
 
 
 def measure_interleaved(
     s: Settings, fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, block: int = 1
 ) -> dict[str, Measurement]:
-    """Like :func:`measure` for several functions, alternating them (A B A B ...) so that load changes
-    on the machine hit every function alike; a ratio of their medians is then a fair comparison. With
-    ``block`` > 1 each timed region runs its function ``block`` times (the measurement is per call)."""
+    """Time several functions alternately (A B A B ...) after ``warmup`` untimed calls of each; a ratio of
+    their medians is then a fair comparison. Each timed region runs its function ``block`` times (the
+    measurement is per call)."""
+    from torch.utils.benchmark import Measurement, TaskSpec  # imported when timing: it is slow to import
 
-    def blocked(fn: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(block):
-                fn()
-
-        return run
-
-    calls = {k: blocked(fn) if block > 1 else fn for k, fn in fns.items()}
-    for fn in calls.values():
-        for _ in range(warmup):
+    for fn in fns.values():
+        for _ in range(warmup * block):
             fn()
-    raw: dict[str, list[float]] = {k: [] for k in calls}
+    raw: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        for k, fn in calls.items():
-            raw[k].append(timed(s, fn))
-    return {k: _measurement(k, times, block) for k, times in raw.items()}
+        for k, fn in fns.items():
+            raw[k].append(timed(s, fn, block))
+    threads = torch.get_num_threads()
+    return {k: Measurement(block, times, TaskSpec(stmt=k, setup="", num_threads=threads))
+            for k, times in raw.items()}
 
 
 def stats(m: Measurement) -> dict[str, Any]:
@@ -137,8 +117,7 @@ def stats(m: Measurement) -> dict[str, Any]:
 def tf32(enabled: bool) -> Iterator[None]:
     """Set the CUDA TF32 switches for a block and restore them after."""
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
@@ -148,11 +127,6 @@ def tf32(enabled: bool) -> Iterator[None]:
 def autocast(device: torch.device) -> AbstractContextManager[Any]:
     """The training fast path's precision: bf16 autocast on CUDA, fp32 on CPU (``train.precision: auto``)."""
     return _run_autocast(device, "auto")
-
-
-def precision_text(s: Settings) -> str:
-    """How the forward passes of a benchmark run, in its report."""
-    return "bf16 autocast" if s.cuda else "fp32"
 
 
 def ms(seconds: float) -> str:

@@ -1,8 +1,6 @@
-"""(c) GPU only: training tokens/s of gpt2-small (Seq-VCR + pause, bf16 autocast, TF32, fused AdamW,
-optional torch.compile) at the batch that gives the most tokens/s (it fills the GPU), and the model
-FLOPs utilisation MFU = flops_per_token * tokens/s / peak, with flops_per_token = 6 N + 12 L H Q T
-(``GPT.flops_per_token``) and the dense bf16 peak of the device (table ``PEAK_BF16_TFLOPS``).
-Target: >= 40% on an H100. On a CPU it is recorded as skipped, never estimated.
+"""(c) GPU only: training tokens/s of gpt2-small (Seq-VCR + pause, bf16 autocast, TF32, optional
+torch.compile) at the batch with the most tokens/s, and MFU = ``GPT.flops_per_token`` * tokens/s / the
+device's dense bf16 peak. Target: >= 40% on an H100. On a CPU it is recorded as skipped, never estimated.
 """
 
 from __future__ import annotations
@@ -37,11 +35,7 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 
 def peak_bf16_tflops(device_name: str) -> float | None:
     """Dense bf16 peak of a GPU from ``PEAK_BF16_TFLOPS``, or None when the name is not in the table."""
-    name = device_name.lower()
-    for key, peak in PEAK_BF16_TFLOPS:
-        if key in name:
-            return peak
-    return None
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name.lower()), None)
 
 
 def run(s: Settings) -> dict[str, Any]:
@@ -52,7 +46,6 @@ def run(s: Settings) -> dict[str, Any]:
     peak = s.peak_tflops or peak_bf16_tflops(name)
     candidates = [s.mfu_batch] if s.mfu_batch else ([64, 128] if s.quick else [128, 256, 512, 1024, 2048])
     tried: dict[int, Any] = {}
-    best: tuple[float, int] | None = None
     with tf32(True):
         for bs in candidates:
             try:
@@ -68,27 +61,24 @@ def run(s: Settings) -> dict[str, Any]:
             tried[bs] = {"step_s": t, "tokens_per_s": tok_s,
                          "max_memory_gib": torch.cuda.max_memory_allocated(s.device) / 2**30}
             s.log(f"(c) batch {bs}: {tok_s:,.0f} tokens/s")
-            if best is None or tok_s > best[0]:
-                best = (tok_s, bs)
             del ts
             torch.cuda.empty_cache()
-        if best is None:
+        fits = {b: r["tokens_per_s"] for b, r in tried.items() if isinstance(r, dict)}
+        if not fits:
             raise SeqVCRError("bench (c): even the smallest batch does not fit on the GPU")
-        bs = best[1]
-        result_step = TrainStep(
-            "gpt2-small", "seqvcr_pause", s.device, batch_size=bs, compile_model=s.compile
-        )
-        times = measure(s, result_step.step, 5 if s.compile else 3, 5 if s.quick else 20)
+        bs = max(fits, key=fits.__getitem__)  # the first of the fastest
+        best = TrainStep("gpt2-small", "seqvcr_pause", s.device, batch_size=bs, compile_model=s.compile)
+        times = measure(s, best.step, 5 if s.compile else 3, 5 if s.quick else 20)
     t = times.median
-    tok_s = result_step.tokens_per_step / t
-    fpt = result_step.model.flops_per_token(result_step.seq_len)
+    tok_s = best.tokens_per_step / t
+    fpt = best.model.flops_per_token(best.seq_len)
     mfu = fpt * tok_s / (peak * 1e12) if peak else None
     return {
         "gpu": name,
         "peak_bf16_tflops": peak,
         "peak_source": "--peak-tflops" if s.peak_tflops else ("PEAK_BF16_TFLOPS table" if peak else None),
         "batch": bs,
-        "seq_len": result_step.seq_len,
+        "seq_len": best.seq_len,
         "compile": s.compile,
         "batches_tried": {str(k): v for k, v in tried.items()},
         "step": stats(times),

@@ -1,11 +1,7 @@
-"""(b) One full training step (forward, LM loss, Seq-VCR loss, backward, gradient clipping, AdamW step:
-the step of ``seqvcr.training``) with Seq-VCR (method ``seqvcr_pause``) and without it (``pause``, the
-same sequences), for the tiny preset (configs/tiny_cpu.yaml: 3x3, n_layer 2, n_embd 128, proj 256,
-batch 64) and gpt2-small (5x5, proj 2048, batch 32). Overhead = t_with / t_without - 1. Targets: <= 15%
-on CPU, <= 5% on GPU. The time of the Seq-VCR head alone (projection + loss, forward + backward) and
-its FLOP share are reported to explain the overhead.
-
-:class:`TrainStep` is also what (c) times.
+"""(b) One full training step of ``seqvcr.training`` with Seq-VCR (method ``seqvcr_pause``) and without
+it (``pause``, the same sequences), for the tiny preset and gpt2-small (:data:`CASES`). Overhead =
+t_with / t_without - 1; targets <= 15% on CPU, <= 5% on GPU. The Seq-VCR head's own time and FLOP share
+are reported to explain the overhead. :class:`TrainStep` is also what (c) times.
 """
 
 from __future__ import annotations
@@ -17,17 +13,7 @@ from typing import Any
 import torch
 
 from seqvcr import config as C
-from seqvcr.bench.harness import (
-    MODELS,
-    Settings,
-    autocast,
-    measure_interleaved,
-    ms,
-    precision_text,
-    stats,
-    target,
-    tf32,
-)
+from seqvcr.bench.harness import MODELS, Settings, autocast, measure_interleaved, ms, stats, target, tf32
 from seqvcr.objectives import SeqVCR
 from seqvcr.reporting.tables import markdown_table
 from seqvcr.runs import build_format, build_model, build_task
@@ -35,11 +21,11 @@ from seqvcr.sequences import encode_examples, make_batch
 from seqvcr.terms import build_train_module
 from seqvcr.training import build_optimizer
 
-__all__ = ["CASES", "TITLE", "TrainStep", "case_config", "markdown", "run", "targets"]
+__all__ = ["CASES", "TITLE", "TrainStep", "markdown", "run", "targets"]
 
 TITLE = "training step with vs without Seq-VCR"
 
-# The two settings. tiny mirrors configs/tiny_cpu.yaml; gpt2-small is the paper's multiplication run.
+# tiny mirrors configs/tiny_cpu.yaml (3x3); gpt2-small is the paper's multiplication run (5x5).
 CASES: dict[str, dict[str, Any]] = {
     "tiny": {
         "task": {"name": "mult", "digits": 3},
@@ -56,28 +42,18 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def case_config(case: str, method: str, device: torch.device, batch_size: int | None = None) -> C.Config:
-    """The resolved Config of a (b)/(c) case for ``method`` (``seqvcr_pause`` or ``pause``)."""
-    data = json.loads(json.dumps(CASES[case]))  # deep copy
-    data["method"] = {"name": method, "pauses": 2}
-    data["train"] = {"device": str(device)}
-    if batch_size is not None:
-        data["optim"]["batch_size"] = batch_size
-    return C.resolve(C.from_dict(data))
-
-
 class TrainStep:
-    """One configured training step, exactly as ``seqvcr.training`` runs it, on a few fixed batches.
-
-    The data are pre-tokenised, padded to one length and kept on the device; batches are cycled so
-    consecutive steps see different data. ``step()`` does forward (bf16 autocast on CUDA), LM +
-    Seq-VCR loss, backward, gradient clipping and the AdamW update (fused on CUDA).
-    """
+    """One configured training step, exactly as ``seqvcr.training`` runs it (forward, LM + Seq-VCR loss,
+    backward, gradient clipping, AdamW), cycling over four fixed batches kept on the device."""
 
     def __init__(self, case: str, method: str, device: torch.device, *, compile_model: bool = False,
                  batch_size: int | None = None, seed: int = 0) -> None:
-        cfg = case_config(case, method, device, batch_size)
-        self.cfg = cfg
+        spec = json.loads(json.dumps(CASES[case]))  # deep copy
+        spec["method"] = {"name": method, "pauses": 2}  # seqvcr_pause or pause
+        spec["train"] = {"device": str(device)}
+        if batch_size is not None:
+            spec["optim"]["batch_size"] = batch_size
+        self.cfg = cfg = C.resolve(C.from_dict(spec))
         self.device = device
         bs = cfg.optim.batch_size
         task = build_task(cfg)
@@ -85,8 +61,7 @@ class TrainStep:
         examples = task.generate(max(4 * bs, 256), seed=seed + 1)
         data = encode_examples(fmt, examples).to(device)  # (M, L) on the device
         torch.manual_seed(seed)
-        model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).to(device)
-        self.model = model
+        self.model = model = build_model(cfg, fmt.tokenizer.vocab_size, data.max_length).to(device)
         self.tm = build_train_module(cfg, model, fmt, examples, device)
         self.tm.train()
         if compile_model:
@@ -148,10 +123,8 @@ def run(s: Settings) -> dict[str, Any]:
             warm, reps, block = s.warmup + 1, max(2 * s.repeats, 10), 5
         with tf32(s.cuda):
             times = measure_interleaved(s, {"with": with_sv.step, "without": without.step}, warm, reps, block)
-            parts = measure_interleaved(
-                s, {"head": with_sv.head_step(), "projection": with_sv.head_step(projection_only=True)},
-                warm, reps,
-            )
+            heads = {"head": with_sv.head_step(), "projection": with_sv.head_step(projection_only=True)}
+            parts = measure_interleaved(s, heads, warm, reps)
         t_with, t_without = times["with"].median, times["without"].median  # per step
         t_head, t_proj = parts["head"].median, parts["projection"].median
         cfg = with_sv.cfg
@@ -169,7 +142,7 @@ def run(s: Settings) -> dict[str, Any]:
                 "n_embd": n_embd,
                 "proj_dim": proj,
                 "params": with_sv.model.num_params(),
-                "precision": precision_text(s),
+                "precision": s.precision,
                 "compile": s.compile,
                 "steps_per_timing": block,
             },
@@ -195,23 +168,20 @@ def targets(res: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
     """The overhead of each case on this device (<= 15% on CPU, <= 5% on GPU); on a CPU the GPU targets
     are listed as not measured."""
     out: list[dict[str, Any]] = []
-    where = "GPU" if s.cuda else "CPU"
-    limit = 0.05 if s.cuda else 0.15
-    for case in ("tiny", "gpt2-small"):
-        tid, what = f"b-{where.lower()}-{case}", f"Seq-VCR step overhead, {case}, {where}"
-        r = res["cases"].get(case)
-        if r is None:
-            out.append(target(tid, what, "", None, "", f"<= {limit:.0%}", None, "not measured (--quick)"))
-            continue
-        st = r["setting"]
-        setting = f"batch {st['batch']}, T {st['seq_len']}, proj {st['proj_dim']}, {st['precision']}"
-        status = "n/a (quick)" if s.quick else None
-        out.append(target(tid, what, setting, r["overhead"], "ratio", f"<= {limit:.0%}",
-                          r["overhead"] <= limit, status))
-    if not s.cuda:
+    here = "GPU" if s.cuda else "CPU"
+    for where in dict.fromkeys([here, "GPU"]):
+        limit = 0.05 if where == "GPU" else 0.15
         for case in ("tiny", "gpt2-small"):
-            out.append(target(f"b-gpu-{case}", f"Seq-VCR step overhead, {case}, GPU", "", None, "", "<= 5%",
-                              None, "not measured (no GPU)"))
+            tid, what = f"b-{where.lower()}-{case}", f"Seq-VCR step overhead, {case}, {where}"
+            r = res["cases"].get(case) if where == here else None
+            if r is None:
+                why = "not measured (--quick)" if where == here else "not measured (no GPU)"
+                out.append(target(tid, what, "", None, "", f"<= {limit:.0%}", None, why))
+                continue
+            st = r["setting"]
+            setting = f"batch {st['batch']}, T {st['seq_len']}, proj {st['proj_dim']}, {st['precision']}"
+            out.append(target(tid, what, setting, r["overhead"], "ratio", f"<= {limit:.0%}",
+                              r["overhead"] <= limit, "n/a (quick)" if s.quick else None))
     return out
 
 

@@ -1,8 +1,8 @@
 """The five benchmarks as one suite: run the chosen ones, judge their targets, render bench.md.
 
-Every benchmark is a module with ``TITLE``, ``run(settings) -> result``, ``targets(result, settings)``
-(rows of the targets table) and ``markdown(result)`` (its section of bench.md); a new benchmark is a
-module of this package added to :data:`MODULES`.
+Every benchmark is a module with ``TITLE``, ``run(settings) -> result``, ``markdown(result)`` (its
+section of bench.md) and, if it has targets, ``targets(result, settings)`` (rows of the targets table);
+a new benchmark is a module of this package added to :data:`MODULES`.
 """
 
 from __future__ import annotations
@@ -82,20 +82,16 @@ def evaluate_targets(results: dict[str, Any], s: Settings) -> list[dict[str, Any
     out: list[dict[str, Any]] = []
     for key, module in MODULES.items():
         res = results.get(key)
-        if res is not None and "error" not in res:
+        if res is not None and "error" not in res and hasattr(module, "targets"):
             out += module.targets(res, s)
     return out
 
 
+_UNIT_FORMAT = {"x": "{:.1f}x", "ratio": "{:+.1%}", "fraction": "{:.1%}"}  # a measured number, by its unit
+
+
 def _fmt_measured(t: dict[str, Any]) -> str:
-    m = t["measured"]
-    if m is None:
-        return "-"
-    if t["unit"] == "x":
-        return f"{m:.1f}x"
-    if t["unit"] in ("ratio", "fraction"):
-        return f"{m:+.1%}" if t["unit"] == "ratio" else f"{m:.1%}"
-    return f"{m:.4g}"
+    return "-" if t["measured"] is None else _UNIT_FORMAT.get(t["unit"], "{:.4g}").format(t["measured"])
 
 
 _CLOCK_TEXT = {"wall": "wall-clock time", "cpu": "CPU time of the benchmark process (time.process_time)"}
