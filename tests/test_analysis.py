@@ -14,11 +14,11 @@ from oracles import oracle_entropy_means, oracle_eval
 
 from seqvcr import config as C
 from seqvcr import training
-from seqvcr.analysis import tables
 from seqvcr.analysis.layer_entropy import compute_layer_entropy, sample_indices, write_entropy
 from seqvcr.analysis.report import build_report, majority_baseline
 from seqvcr.cli import main
 from seqvcr.errors import RunDirError
+from seqvcr.reporting import run_tables as tables
 from seqvcr.runs import LoadedRun, build_format, build_model, build_task, load_run
 from seqvcr.sequences import encode_examples
 from seqvcr.tasks import make_task, read_examples, write_examples

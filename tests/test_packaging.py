@@ -162,7 +162,7 @@ def test_plots_leave_matplotlib_global_state_alone(tmp_path: Path) -> None:
 import sys, matplotlib
 matplotlib.use("svg")
 before = dict(matplotlib.rcParams)
-from seqvcr.analysis import plots
+from seqvcr.reporting import run_figures as plots
 from seqvcr.experiments import aggregate
 layers = [{{"layer": i, "mean": 1.0 + i, "ci95_half": 0.1, "mean_normalized": 0.5, "dataset": 2.0,
            "values": [1.0 + i, 1.2 + i]}} for i in range(3)]

@@ -1,6 +1,6 @@
 """Analysis of trained runs: layer-wise representation entropy (``layer_entropy``, ``seqvcr entropy``),
 running-sum probes (``probe``, ``seqvcr probe``), and the run report (``report`` measures the runs,
-``run_summary`` summarises and renders them with ``tables`` and ``plots``; ``seqvcr report``). The
+``seqvcr.reporting.run`` summarises and renders them; ``seqvcr report``). The
 modules are imported on first use, so ``import seqvcr.analysis`` stays cheap.
 """
 

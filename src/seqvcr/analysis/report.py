@@ -29,19 +29,19 @@ from typing import Any
 
 from seqvcr import config as C
 from seqvcr import outputs
-from seqvcr.analysis import tables
 from seqvcr.analysis.layer_entropy import compute_layer_entropy, sample_indices, write_entropy
-from seqvcr.analysis.run_summary import (
+from seqvcr.atomic import write_json_atomic
+from seqvcr.errors import DataError, RunDirError
+from seqvcr.outputs import ENTROPY_JSON
+from seqvcr.reporting.run import (
     OUTPUTS,
     PER_RUN_DIR,
     REPORT_FILE,
+    RunAnalysis,
     majority_baseline,
     write_figures_and_tables,
     write_report,
 )
-from seqvcr.atomic import write_json_atomic
-from seqvcr.errors import DataError, RunDirError
-from seqvcr.outputs import ENTROPY_JSON
 from seqvcr.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -58,39 +58,6 @@ __all__ = ["OUTPUTS", "REPORT_FILE", "RunAnalysis", "analyze_run", "build_report
 RUN_EVAL = "eval.json"  # DIR/analysis/<run>/eval.json: the run's evaluation ...
 RUN_PREDICTIONS = "predictions.jsonl"  # ... and its predictions, one JSON object per example
 TEST_EVAL = "test_eval.json"  # a published run's re-scoring (seqvcr.experiments.publish)
-
-
-@dataclass
-class RunAnalysis:
-    """Everything the report shows about one run."""
-
-    name: str
-    run_dir: Path
-    config: C.Config
-    result: dict[str, Any] | None
-    metrics: list[dict[str, Any]]
-    eval: dict[str, Any]
-    entropy: dict[str, Any]
-    predictions: list[dict[str, Any]]
-    data_file: str
-    params: int | None
-    throughput: dict[str, Any] | None = None  # best-of-k decoding speed (measure_throughput)
-    steps: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (step, entropy): snapshots
-    reused: dict[str, str] = field(default_factory=dict)  # eval / entropy -> the file it came from
-    limit: int = 0
-
-    @property
-    def method(self) -> str:
-        return self.config.method.name
-
-    @property
-    def pauses(self) -> int:
-        return self.config.method.num_pauses or self.config.method.pauses
-
-    @property
-    def label(self) -> str:
-        label = tables.method_label(self.method, self.pauses)
-        return label if self.name == self.method else f"{self.name} ({label})"
 
 
 def _report_progress(progress: bool, text: str) -> None:

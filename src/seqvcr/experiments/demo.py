@@ -270,7 +270,7 @@ def findings(runs: Sequence[Any]) -> str:
     which alone raises the ceiling of the raw entropy.
     """
     from seqvcr.analysis.report import majority_baseline
-    from seqvcr.analysis.tables import method_label
+    from seqvcr.reporting.run_tables import method_label
 
     if not runs:
         return ""

@@ -1,6 +1,6 @@
-"""The summary of a run report (:func:`summarize`: every number, ``summary.json``), its figures and tables,
-and ``report.md`` rendered from them (:func:`render_report`: one small template per section) for the
-runs ``seqvcr.analysis.report`` measured.
+"""The run report's summary and its rendering: :class:`RunAnalysis` (what ``seqvcr.analysis.report``
+measured of one run), :func:`summarize` (every number, ``summary.json``), the figures and tables
+(``run_figures``, ``run_tables``) and ``report.md`` (:func:`render_report`: one small template per section).
 """
 
 from __future__ import annotations
@@ -8,18 +8,33 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seqvcr.analysis import plots, tables
-from seqvcr.analysis.tables import method_label
 from seqvcr.atomic import write_json_atomic, write_text_atomic
+from seqvcr.reporting.run_figures import (
+    Series,
+    plot_entropy_hist,
+    plot_entropy_per_layer,
+    plot_entropy_vs_step,
+    plot_loss_curves,
+    plot_position_accuracy,
+)
+from seqvcr.reporting.run_tables import (
+    accuracy_table,
+    entropy_steps_table,
+    entropy_table,
+    method_label,
+    position_table,
+    throughput_table,
+)
 from seqvcr.reporting.tables import Table, fmt_seconds, markdown_table, padded, write_table
 from seqvcr.runs import CONFIG_FILE, describe_machine, machine_info
 
 if TYPE_CHECKING:
-    from seqvcr.analysis.report import RunAnalysis
+    from seqvcr.config import Config
 
 __all__ = ["OUTPUTS", "REPORT_FILE", "majority_baseline", "render_report", "summarize",
            "write_figures_and_tables", "write_report"]
@@ -42,6 +57,40 @@ OUTPUTS = (
     STEP_FIGURE,
     *(f"{t}.{e}" for t in (*TABLES, STEP_TABLE) for e in ("md", "csv")),
 )
+
+
+
+@dataclass
+class RunAnalysis:
+    """Everything the report shows about one run."""
+
+    name: str
+    run_dir: Path
+    config: Config
+    result: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+    eval: dict[str, Any]
+    entropy: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    data_file: str
+    params: int | None
+    throughput: dict[str, Any] | None = None  # best-of-k decoding speed (measure_throughput)
+    steps: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (step, entropy): snapshots
+    reused: dict[str, str] = field(default_factory=dict)  # eval / entropy -> the file it came from
+    limit: int = 0
+
+    @property
+    def method(self) -> str:
+        return self.config.method.name
+
+    @property
+    def pauses(self) -> int:
+        return self.config.method.num_pauses or self.config.method.pauses
+
+    @property
+    def label(self) -> str:
+        label = method_label(self.method, self.pauses)
+        return label if self.name == self.method else f"{self.name} ({label})"
 
 
 def majority_baseline(predictions: Sequence[dict[str, Any]]) -> list[float]:
@@ -77,7 +126,7 @@ def summarize(runs: Sequence[RunAnalysis], thr: Table | None, *, command: str | 
 def _run_summary(r: RunAnalysis, thr: Table | None) -> dict[str, Any]:
     """One run's entry of the summary: the run, its training, its evaluation, its entropy per layer."""
     res, ent = r.result or {}, r.entropy
-    per_layer = {key: [L[field] for L in ent["layers"]] for key, field in (
+    per_layer = {key: [L[key_in_layer] for L in ent["layers"]] for key, key_in_layer in (
         ("entropy_mean", "mean"), ("entropy_ci95_half", "ci95_half"),
         ("entropy_mean_normalized", "mean_normalized"), ("entropy_dataset", "dataset"))}
     return {
@@ -275,31 +324,29 @@ def _context(runs: Sequence[RunAnalysis]) -> tuple[str, list[float] | None]:
 
 def write_figures_and_tables(out: Path, runs: Sequence[RunAnalysis]) -> dict[str, Table]:
     """Every figure and table that needs no throughput, each written as soon as it is made."""
-    series = lambda data: [plots.Series(r.label, r.method, d) for r, d in zip(runs, data)]  # noqa: E731
+    series = lambda data: [Series(r.label, r.method, d) for r, d in zip(runs, data)]  # noqa: E731
     on, baseline = _context(runs)
     ent = series([r.entropy for r in runs])
-    plots.plot_entropy_per_layer(ent, out / "entropy_per_layer.png",
-                                 title=f"Representation entropy per layer ({on})")
-    plots.plot_entropy_hist(ent, out / "entropy_hist.png", title=f"Per-sequence entropy per layer ({on})")
+    plot_entropy_per_layer(ent, out / "entropy_per_layer.png",
+                           title=f"Representation entropy per layer ({on})")
+    plot_entropy_hist(ent, out / "entropy_hist.png", title=f"Per-sequence entropy per layer ({on})")
     accuracy, note = series([r.eval["position_accuracy"] for r in runs]), _position_note(runs)
-    plots.plot_position_accuracy(accuracy, out / "position_accuracy.png", baseline, position_note=note,
-                                 title=f"Accuracy per answer position ({on})")
-    plots.plot_loss_curves(series([r.metrics for r in runs]), out / "loss_curves.png",
-                           title="Learning curves")
+    plot_position_accuracy(accuracy, out / "position_accuracy.png", baseline, position_note=note,
+                           title=f"Accuracy per answer position ({on})")
+    plot_loss_curves(series([r.metrics for r in runs]), out / "loss_curves.png", title="Learning curves")
     with_steps = [r for r in runs if r.steps]
     made: dict[str, Table] = {
-        "accuracy": tables.accuracy_table([{"method": r.method, "pauses": r.pauses, "task": r.entropy["task"],
-                                            "exact_match": r.eval["exact_match"]} for r in runs]),
-        "positions": tables.position_table(
+        "accuracy": accuracy_table([{"method": r.method, "pauses": r.pauses, "task": r.entropy["task"],
+                                     "exact_match": r.eval["exact_match"]} for r in runs]),
+        "positions": position_table(
             [{"run": r.name, "position_accuracy": r.eval["position_accuracy"]} for r in runs],
             baseline=baseline),
-        "entropy": tables.entropy_table([{"run": r.name, "entropy": r.entropy} for r in runs]),
+        "entropy": entropy_table([{"run": r.name, "entropy": r.entropy} for r in runs]),
     }
     if with_steps:
-        plots.plot_entropy_vs_step([plots.Series(r.label, r.method, r.steps) for r in with_steps],
-                                   out / STEP_FIGURE,
-                                   title=f"Entropy per layer during training, from the snapshots ({on})")
-        made[STEP_TABLE] = tables.entropy_steps_table([{"run": r.name, "steps": r.steps} for r in with_steps])
+        plot_entropy_vs_step([Series(r.label, r.method, r.steps) for r in with_steps], out / STEP_FIGURE,
+                             title=f"Entropy per layer during training, from the snapshots ({on})")
+        made[STEP_TABLE] = entropy_steps_table([{"run": r.name, "steps": r.steps} for r in with_steps])
     for stem, table in made.items():
         write_table(out, stem, table)
     return made
@@ -310,7 +357,7 @@ def write_report(out: Path, runs: Sequence[RunAnalysis], made: dict[str, Table],
     """The throughput table (when measured), summary.json and, last, report.md, into ``out``."""
     thr = None
     if throughput:
-        thr = tables.throughput_table([
+        thr = throughput_table([
             {"run": r.name, "method": r.method, "pauses": r.pauses, "task": r.entropy["task"],
              "examples_per_s": (r.throughput or r.eval)["examples_per_s"]} for r in runs
         ])
