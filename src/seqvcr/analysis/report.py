@@ -11,7 +11,7 @@ earlier report kept next to it (:func:`saved_analysis`), or one in ``DIR/analysi
 
 Every input is checked before anything is written; each file is then written atomically as soon as it
 is made, ``report.md`` last, so an interrupted report never looks complete and the same command picks
-up its measurements. ``run_summary.OUTPUTS`` is what DIR gets; other files there are left alone.
+up its measurements. ``seqvcr.reporting.run.OUTPUTS`` is what DIR gets; other files there are left alone.
 """
 
 from __future__ import annotations
