@@ -29,7 +29,7 @@ from seqvcr.reporting.study import (
     layer_means,
     summarize_sweep,
 )
-from seqvcr.reporting.study_report import REPORT_MARK, write_study_report
+from seqvcr.reporting.study_report import REPORT_FILE, REPORT_MARK, write_study_report
 from seqvcr.runs import METRICS_FILE, RESULT_FILE
 
 __all__ = ["Stats", "collect", "print_tables", "report_sweep", "summarize", "t_quantile"]
@@ -127,7 +127,7 @@ def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bo
     sweep = Path(sweep_dir)
     summary = collect(sweep)
     dest = Path(out) if out is not None else sweep / "report"
-    md_file = dest / "report.md"
+    md_file = dest / REPORT_FILE
     ours = md_file.is_file() and REPORT_MARK in md_file.read_text()[:400]  # a report written before
     if dest.exists() and any(dest.iterdir()) and not force and not ours:
         raise RunDirError(f"{dest}: exists and does not hold a sweep report; use --force or another --out")

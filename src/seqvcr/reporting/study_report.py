@@ -15,9 +15,10 @@ from seqvcr.atomic import write_text_atomic
 from seqvcr.reporting import study_figures as F
 from seqvcr.reporting import study_tables as T
 from seqvcr.reporting.figures import save_figure
+from seqvcr.reporting.run import REPORT_FILE
 from seqvcr.reporting.study import StudySummary, SweepSummary
 
-__all__ = ["REPORT_MARK", "write_study_report"]
+__all__ = ["REPORT_FILE", "REPORT_MARK", "write_study_report"]
 
 REPORT_MARK = "<!-- seqvcr sweep report -->"
 LEGEND_OUTSIDE = ("layer_entropy", "position_accuracy", "learning_curves")  # saved with bbox "tight"
@@ -33,7 +34,7 @@ def write_study_report(dest: Path, summary: SweepSummary, directory: str, status
     for study in summary.studies:
         md += _study_section(study, summary, dest)
     T.write_study_csvs(dest, summary)
-    write_text_atomic(dest / "report.md", "\n".join(md).rstrip() + "\n")
+    write_text_atomic(dest / REPORT_FILE, "\n".join(md).rstrip() + "\n")
 
 
 def _overview(directory: str, summary: SweepSummary, statuses: Sequence[str]) -> list[str]:
