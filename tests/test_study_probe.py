@@ -133,3 +133,41 @@ def test_an_unknown_label_to_exclude_is_a_one_line_error(capsys: pytest.CaptureF
     out, err = capsys.readouterr()
     assert out == "" and err.strip().count("\n") == 0
     assert "--exclude: no setting 'Cot'; settings: " in err and "Vanilla" in err
+
+
+def _exact_matches(study: Path, label: str) -> list[float]:
+    """The exact match of every run of ``label`` in a committed study, read from its eval.json files."""
+    manifest = json.loads((study / "manifest.json").read_text())
+    return [json.loads((study / r["dir"] / "eval.json").read_text())["exact_match"]
+            for r in manifest["runs"] if r["setting"] == label]
+
+
+def test_the_rank_test_goes_with_studies_holding_both_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    """With several studies, `--rank-test A B` goes with each study holding A and B or, where none does,
+    with the pooled settings (`directory: label`); U against pairs counted here; absent labels: one line."""
+    table1 = ROOT / "results" / "cpu_table1"
+    studies = [str(STUDY), str(table1)]
+
+    def u(a: list[float], b: list[float]) -> float:
+        return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in a for y in b)
+
+    capsys.readouterr()
+    assert main(["report", *studies, "--table", "study", "--rank-test", "Vanilla", "Seq-VCR"]) == 0
+    sections = capsys.readouterr().out.split("### ")[1:]
+    assert [s.count("Rank test") for s in sections] == [1, 1, 0]  # each study, not the pooled one
+    for section, study in zip(sections, (STUDY, table1)):
+        a, b = _exact_matches(study, "Vanilla"), _exact_matches(study, "Seq-VCR")
+        assert f"U = {u(a, b):g} of {len(a) * len(b)} pairs" in section
+    # groups from two studies: only the pooled settings hold both
+    assert main(["report", *studies, "--table", "study", "--rank-test", "cpu_finetune: Vanilla",
+                 "cpu_table1: Vanilla|cpu_table1: CoT"]) == 0
+    sections = capsys.readouterr().out.split("### ")[1:]
+    assert [s.count("Rank test") for s in sections] == [0, 0, 1]
+    a = _exact_matches(STUDY, "Vanilla")
+    b = _exact_matches(table1, "Vanilla") + _exact_matches(table1, "CoT")
+    assert f"U = {u(a, b):g} of {len(a) * len(b)} pairs" in sections[2]
+    # a label no study holds (CoT is only in cpu_table1): nothing printed, one line naming it
+    assert main(["report", str(STUDY), "--rank-test", "Vanilla", "CoT"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().count("\n") == 0
+    assert "--rank-test: no study has every setting of 'Vanilla' and 'CoT'" in err

@@ -98,27 +98,49 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
                  rank_test: tuple[str, str] | None = None, lambda_plot: str | Path | None = None,
                  value_plot: str | Path | None = None, exclude: Sequence[str] = ()) -> None:
     """Print the Markdown ``tables`` (names of ``seqvcr.reporting.study_tables.PRINTED``, or ``main``)
-    and the rank test of every study of every directory on stdout; with several studies, the tables
-    again over all their runs pooled (settings named ``directory: label``), so that, e.g., a correlation
-    spans every study; ``exclude`` leaves the settings of these labels out of every table. Draw the
-    lambda / value plots. Everything is checked before anything is printed."""
+    of every study of every directory on stdout; with several studies, the tables again over all their
+    runs pooled (settings named ``directory: label``), so that, e.g., a correlation spans every study;
+    ``exclude`` leaves the settings of these labels out of every table. The rank test goes with each
+    study holding both of its groups or, where none does, with the pooled settings (groups named
+    ``directory: label``). Draw the lambda / value plots. Everything is checked before anything is
+    printed."""
     summaries = [(Path(d), collect(d)) for d in sweep_dirs]
     labels = {s.label for _, summary in summaries for st in summary.studies for s in st.settings}
     if unknown := [x for x in exclude if x not in labels]:
         raise RunDirError(f"--exclude: no setting {unknown[0]!r}; settings: {', '.join(sorted(labels))}")
     studies = [(d, replace(st, settings=[s for s in st.settings if s.label not in exclude]))
                for d, summary in summaries for st in summary.studies]
-    texts = [T.study_tables_text(st, tables, rank_test) for _, st in studies]
+    singles = [st for _, st in studies]
+    pooled = None
     if len(studies) > 1 and "lambda" not in tables:
-        pooled = [replace(s, label=f"{d.name}: {s.label}") for d, st in studies for s in st.settings]
-        part = f"the {len(studies)} studies above, pooled"
-        texts.append(T.study_tables_text(StudySummary("all", part, None, [], pooled), tables, None))
+        settings = [replace(s, label=f"{d.name}: {s.label}") for d, st in studies for s in st.settings]
+        pooled = StudySummary("all", f"the {len(studies)} studies above, pooled", None, [], settings)
+    tested = [id(st) for st in _rank_tested(singles, pooled, rank_test)]
+    texts = [T.study_tables_text(st, tables, rank_test if id(st) in tested else None)
+             for st in [*singles, *([pooled] if pooled else [])]]
     sys.stdout.write("".join(texts))
     for _, st in studies:
         if lambda_plot is not None:
             save_figure(F.lambda_figure(st.settings), lambda_plot, dpi=120)
         if value_plot is not None:
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
+
+
+def _rank_tested(singles: list[StudySummary], pooled: StudySummary | None,
+                 rank_test: tuple[str, str] | None) -> list[StudySummary]:
+    """The studies the rank test ``rank_test`` goes with: each single study that holds both groups or,
+    where none does, the pooled one; a one-line error when none holds them."""
+    if rank_test is None:
+        return []
+    holding = [st for st in singles if T.holds_groups(st.settings, *rank_test)]
+    if not holding and pooled is not None and T.holds_groups(pooled.settings, *rank_test):
+        holding = [pooled]
+    if not holding:
+        names = "; ".join(f"{st.name}: {', '.join(s.label for s in st.settings)}"
+                          for st in [*singles, *([pooled] if pooled else [])])
+        raise RunDirError(f"--rank-test: no study has every setting of {rank_test[0]!r} and "
+                          f"{rank_test[1]!r}; settings by study: {names}")
+    return holding
 
 
 def report_sweep(sweep_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:

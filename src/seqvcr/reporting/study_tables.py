@@ -25,7 +25,7 @@ from seqvcr.reporting.study import (
 from seqvcr.reporting.tables import fmt, fmt_pm, markdown_table, padded, write_csv
 
 __all__ = ["PRINTED", "TERMS", "correlation_text", "is_lambda_study", "lambda_pair", "means_table",
-           "rank_test_text", "setting_table", "study_tables_text", "write_study_csvs"]
+           "holds_groups", "rank_test_text", "setting_table", "study_tables_text", "write_study_csvs"]
 
 Study = list[SettingSummary]
 
@@ -242,9 +242,20 @@ def terms_table(study: Study) -> str:
     return markdown_table(header, rows)
 
 
+def _labels(spec: str) -> list[str]:
+    """The setting labels of a rank-test group: ``spec`` split at ``|``."""
+    return [x.strip() for x in spec.split("|") if x.strip()]
+
+
+def holds_groups(study: Study, *specs: str) -> bool:
+    """Whether ``study`` has a setting of every label named in ``specs`` (rank-test groups)."""
+    present = {s.label for s in study}
+    return all(x in present for spec in specs for x in _labels(spec))
+
+
 def _group(study: Study, spec: str) -> tuple[list[str], list[float]]:
     """The labels named in ``spec`` (``|``-separated) and the exact match of their finished runs."""
-    labels = [x.strip() for x in spec.split("|") if x.strip()]
+    labels = _labels(spec)
     by_label = {s.label: s for s in study}
     unknown = [x for x in labels if x not in by_label]
     if unknown:
