@@ -220,6 +220,33 @@ def test_icot_si_config_checks() -> None:
     assert cur.steps_per_token == round((512 // 16) / 8)  # Deng's 8 tokens per epoch of 32 steps
 
 
+def test_the_cost_estimate_follows_the_cot_removal() -> None:
+    """`seqvcr sweep --dry-run`'s FLOPs under ICoT-SI: every step at the width of the batch the curriculum
+    really builds there (no smoothing), against 6N + 12 L H Q T summed step by step; Deng's pace from
+    the epoch length."""
+    from seqvcr.experiments.estimate import run_cost
+
+    steps = 40
+    cfg = C.resolve(C.load_config(None, micro_overrides("pause", steps) + [
+        "curriculum.name=icot_si", "curriculum.steps_per_token=3", "curriculum.start_step=4",
+        "curriculum.smoothing_lambda=null"]))
+    task = build_task(cfg)
+    train_ex, _ = load_splits(cfg, task)
+    cur = build_curriculum(cfg, build_format(cfg, task), train_ex, 0, torch.device("cpu"))
+    rows = torch.arange(cfg.optim.batch_size)
+    widths = [cur.batch(rows, step).x.shape[1] + 1 for step in range(steps)]  # x: the sequence less one
+    assert widths[0] > widths[-1] and len(set(widths)) > 3  # the CoT goes within the run
+    L, H, d = cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd
+    cost = run_cost(cfg)
+    six_n = 6 * cost.params
+    flops = sum(cfg.optim.batch_size * t * (six_n + 12 * L * H * (d // H) * t) for t in widths)
+    assert cost.steps == steps and cost.seq_len == pytest.approx(sum(widths) / steps, rel=1e-12)
+    assert cost.flops == pytest.approx(flops, rel=1e-12)
+    deng = C.resolve(C.load_config(None, micro_overrides("vanilla", 400) + ["curriculum.name=icot_si"]))
+    per_token = round((512 // 16) / 8)  # 8 tokens per epoch of 32 steps
+    assert run_cost(deng).seq_lens[max(run_cost(deng).seq_lens)] == per_token  # full CoT for one interval
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 

@@ -177,14 +177,21 @@ def _fixed(cfg: C.Config, fmt: SequenceFormat, examples: Sequence[Example], pad_
     return FixedFormat(data)
 
 
+def steps_per_token(cfg: C.Config, n_examples: int) -> int:
+    """ICoT-SI's steps between removals: ``curriculum.steps_per_token``, else an epoch of ``n_examples``
+    over Deng et al.'s Delta (``curriculum.tokens_per_epoch``)."""
+    c = cfg.curriculum
+    if c.steps_per_token is not None:
+        return c.steps_per_token
+    steps_per_epoch = max(1, n_examples // cfg.optim.batch_size)
+    return max(1, round(steps_per_epoch / c.tokens_per_epoch))
+
+
 def _icot_si(cfg: C.Config, fmt: SequenceFormat, examples: Sequence[Example], pad_to: int) -> Curriculum:
     c = cfg.curriculum
     with_cot = SequenceFormat(fmt.task, fmt.tokenizer, cot=True, pauses=fmt.pauses)
     data = encode_examples(with_cot, examples, where="train")
-    steps = c.steps_per_token
-    if steps is None:  # Deng et al.'s Delta tokens per epoch
-        steps_per_epoch = max(1, len(examples) // cfg.optim.batch_size)
-        steps = max(1, round(steps_per_epoch / c.tokens_per_epoch))
+    steps = steps_per_token(cfg, len(examples))
     cot_lengths = torch.tensor([len(ex.cot) for ex in examples], dtype=torch.long)
     lam = math.inf if c.smoothing_lambda is None else c.smoothing_lambda
     return CotRemoval(data, cot_lengths, pad_id=fmt.tokenizer.pad_id, steps_per_token=steps,

@@ -4,14 +4,18 @@ assumed model FLOPs utilisation (MFU) of a stated GPU peak.
 For a run: ``steps`` (``optim.max_steps``, else the training loop's count over ``optim.epochs``) x
 ``batch * T`` tokens per step (every batch is padded to the longest training sequence, ``T`` tokens) x
 the GPT's training FLOPs per token, ``6 N + 12 L H Q T`` (``GPT.flops_per_token``, the count ``seqvcr
-bench`` uses for MFU). GPU seconds = FLOPs / (MFU x peak). Left out: the Seq-VCR projection and its N x N
-Gram matrices (about 2% of a GPT-2 small step at projection 2048), the validation, evaluation and entropy.
-The MFU is an assumption, printed with the estimate (``seqvcr bench`` on the GPU measures the real one).
+bench`` uses for MFU). Under ICoT-SI ``T`` shrinks as the schedule removes CoT tokens: each step counts
+at the length of its scheduled removal (the smoothing's random extra removal, which shortens only some
+rows of a batch, is left out). GPU seconds = FLOPs / (MFU x peak). Left out: the Seq-VCR projection and
+its N x N Gram matrices (about 2% of a GPT-2 small step at projection 2048), the validation, evaluation
+and entropy. The MFU is an assumption, printed with the estimate (``seqvcr bench`` on the GPU measures
+the real one).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +39,25 @@ class RunCost:
 
     steps: int
     batch_size: int
-    seq_len: int  # T: tokens of the padded training sequence
+    seq_lens: dict[int, int]  # padded training length T -> steps at it (one entry without a curriculum)
     params: int  # N: the GPT's non-embedding parameters (the 6N of the FLOPs count)
-    flops_per_token: int
-    flops: float  # steps x batch x T x flops_per_token
+    flops: float  # sum over steps of batch x T x flops_per_token(T)
+
+    @property
+    def seq_len(self) -> float:
+        """T averaged over the steps."""
+        return sum(t * n for t, n in self.seq_lens.items()) / self.steps
+
+    @property
+    def flops_per_token(self) -> float:
+        """FLOPs per token averaged over every token trained."""
+        return self.flops / (self.steps * self.batch_size * self.seq_len)
+
+    def seq_len_text(self) -> str:
+        """``T``, or under a curriculum its range and mean: ``15-40 (mean 19.3)``."""
+        if len(self.seq_lens) == 1:
+            return f"{next(iter(self.seq_lens))}"
+        return f"{min(self.seq_lens)}-{max(self.seq_lens)} (mean {self.seq_len:.1f})"
 
     def gpu_hours(self, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_PEAK_TFLOPS) -> float:
         """Hours of one GPU computing at ``mfu`` of ``peak_tflops``."""
@@ -57,23 +76,47 @@ def run_cost(config: dict[str, Any] | C.Config) -> RunCost:
     cfg = C.resolve(config if isinstance(config, C.Config) else C.from_dict(config))
     task = build_task(cfg)
     fmt = build_format(cfg, task)
-    # the longest training sequence, prompt (question, separator, pause block) + target ([CoT,] answer,
-    # <eos>), over a sample of the task's problems (every multiplication problem of a size has the same)
-    T = max(len(fmt.prompt_tokens(ex)) + len(fmt.target_tokens(ex)) for ex in task.generate(256, seed=0))
-    vocab = fmt.tokenizer.vocab_size
-    m = cfg.model
-    with torch.device("meta"):
-        model = GPT(GPTConfig(vocab_size=vocab, block_size=max(T, m.block_size or 0), n_layer=m.n_layer,
-                              n_head=m.n_head, n_embd=m.n_embd, dropout=0.0, bias=m.bias,
-                              tie_weights=m.tie_weights))
     batch, n = cfg.optim.batch_size, cfg.task.train_size
     if cfg.task.train_file:  # its lines are the training examples
         with open(resolve_data_path(cfg.task.train_file)) as f:
             n = sum(1 for line in f if line.strip())
     per_epoch = max(1, n // min(batch, n))
     steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * per_epoch))
-    fpt = model.flops_per_token(T)
-    return RunCost(steps, batch, T, model.num_params(non_embedding=True), fpt, float(steps * batch * T * fpt))
+    seq_lens = _steps_by_length(cfg, fmt, n, steps)
+    m = cfg.model
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=fmt.tokenizer.vocab_size,
+                              block_size=max(*seq_lens, m.block_size or 0), n_layer=m.n_layer,
+                              n_head=m.n_head, n_embd=m.n_embd, dropout=0.0, bias=m.bias,
+                              tie_weights=m.tie_weights))
+    flops = sum(k * batch * t * model.flops_per_token(t) for t, k in seq_lens.items())
+    return RunCost(steps, batch, seq_lens, model.num_params(non_embedding=True), float(flops))
+
+
+def _steps_by_length(cfg: C.Config, fmt: Any, n_examples: int, steps: int) -> dict[int, int]:
+    """Training steps at each padded length T. T: the longest prompt (question, separator, pause block) +
+    target ([CoT,] answer, <eos>) over a sample of the task's problems (every multiplication problem of a
+    size has the same); under ICoT-SI, the full CoT's length until the first removal, one token less per
+    removal, and the run's own length once the whole CoT (and its separator) is gone."""
+    from seqvcr.curriculum import steps_per_token
+    from seqvcr.sequences import SequenceFormat
+
+    sample = fmt.task.generate(256, seed=0)
+    def longest(f: SequenceFormat) -> int:
+        return max(len(f.prompt_tokens(ex)) + len(f.target_tokens(ex)) for ex in sample)
+
+    if cfg.curriculum.name != "icot_si":
+        return {longest(fmt): steps}
+    full = longest(SequenceFormat(fmt.task, fmt.tokenizer, cot=True, pauses=fmt.pauses))
+    lengths = [full - k for k in range(max(len(ex.cot) for ex in sample))] + [longest(fmt)]
+    every, start = steps_per_token(cfg, n_examples), cfg.curriculum.start_step
+    counts: Counter[int] = Counter()
+    for k, t in enumerate(lengths):  # k tokens removed from step start + k * every (0 from step 0)
+        lo = 0 if k == 0 else min(steps, start + k * every)
+        hi = steps if k == len(lengths) - 1 else min(steps, start + (k + 1) * every)
+        if hi > lo:
+            counts[t] += hi - lo
+    return dict(counts)
 
 
 def estimate_lines(runs: list[Any], *, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_PEAK_TFLOPS,
@@ -95,7 +138,7 @@ def estimate_lines(runs: list[Any], *, mfu: float = DEFAULT_MFU, peak_tflops: fl
         hours = cost.gpu_hours(mfu, peak_tflops)
         total += hours * len(members)
         lines.append(f"  {setting}: {len(members)} run(s) x {cost.steps:,} steps x {cost.batch_size} x "
-                     f"{cost.seq_len} tokens x {cost.flops_per_token / 1e6:,.1f} MFLOP/token = "
+                     f"{cost.seq_len_text()} tokens x {cost.flops_per_token / 1e6:,.1f} MFLOP/token = "
                      f"{cost.flops:.3g} FLOP, {hours:,.1f} GPU hours each")
     lines.append(f"total: {len(runs)} runs, {total:,.0f} GPU hours ({total / 24:,.1f} GPU days) on {gpu} "
                  f"at MFU {mfu:.0%}; FLOPs per token = 6 N + 12 L H Q T (GPT.flops_per_token), tokens = "
