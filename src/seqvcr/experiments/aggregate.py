@@ -110,14 +110,13 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
         raise RunDirError(f"--exclude: no setting {unknown[0]!r}; settings: {', '.join(sorted(labels))}")
     studies = [(d, replace(st, settings=[s for s in st.settings if s.label not in exclude]))
                for d, summary in summaries for st in summary.studies]
-    singles = [st for _, st in studies]
-    pooled = None
+    printed = [st for _, st in studies]
     if len(studies) > 1 and "lambda" not in tables:
         settings = [replace(s, label=f"{d.name}: {s.label}") for d, st in studies for s in st.settings]
-        pooled = StudySummary("all", f"the {len(studies)} studies above, pooled", None, [], settings)
-    tested = [id(st) for st in _rank_tested(singles, pooled, rank_test)]
-    texts = [T.study_tables_text(st, tables, rank_test if id(st) in tested else None)
-             for st in [*singles, *([pooled] if pooled else [])]]
+        printed.append(StudySummary("all", f"the {len(studies)} studies above, pooled", None, [], settings))
+    tested = _rank_tested(printed, len(studies), rank_test)
+    texts = [T.study_tables_text(st, tables, rank_test if any(st is t for t in tested) else None)
+             for st in printed]
     sys.stdout.write("".join(texts))
     for _, st in studies:
         if lambda_plot is not None:
@@ -126,20 +125,21 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
 
 
-def _rank_tested(singles: list[StudySummary], pooled: StudySummary | None,
+def _rank_tested(printed: list[StudySummary], n_single: int,
                  rank_test: tuple[str, str] | None) -> list[StudySummary]:
-    """The studies the rank test ``rank_test`` goes with: each single study that holds both groups or,
-    where none does, the pooled one; a one-line error when none holds them."""
+    """The studies the rank test ``rank_test`` goes with: each of the first ``n_single`` (single studies)
+    that holds both groups or, where none does, the pooled one after them; a one-line error when none
+    holds them."""
     if rank_test is None:
         return []
+    singles, pooled = printed[:n_single], printed[n_single:]
     holding = [st for st in singles if T.holds_groups(st.settings, *rank_test)]
-    if not holding and pooled is not None and T.holds_groups(pooled.settings, *rank_test):
-        holding = [pooled]
+    holding = holding or [st for st in pooled if T.holds_groups(st.settings, *rank_test)]
     if not holding:
-        names = "; ".join(f"{st.name}: {', '.join(s.label for s in st.settings)}"
-                          for st in [*singles, *([pooled] if pooled else [])])
+        names = "; ".join(f"{st.name}: {', '.join(s.label for s in st.settings)}" for st in singles)
+        across = " (across directories: 'directory: label')" if pooled else ""
         raise RunDirError(f"--rank-test: no study has every setting of {rank_test[0]!r} and "
-                          f"{rank_test[1]!r}; settings by study: {names}")
+                          f"{rank_test[1]!r}; settings by study{across}: {names}")
     return holding
 
 

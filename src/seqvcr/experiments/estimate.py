@@ -17,10 +17,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqvcr import config as C
 from seqvcr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from seqvcr.sequences import SequenceFormat
 
 __all__ = ["DEFAULT_GPU", "DEFAULT_MFU", "DEFAULT_PEAK_TFLOPS", "RunCost", "estimate_lines", "run_cost"]
 
@@ -93,7 +96,7 @@ def run_cost(config: dict[str, Any] | C.Config) -> RunCost:
     return RunCost(steps, batch, seq_lens, model.num_params(non_embedding=True), float(flops))
 
 
-def _steps_by_length(cfg: C.Config, fmt: Any, n_examples: int, steps: int) -> dict[int, int]:
+def _steps_by_length(cfg: C.Config, fmt: SequenceFormat, n_examples: int, steps: int) -> dict[int, int]:
     """Training steps at each padded length T. T: the longest prompt (question, separator, pause block) +
     target ([CoT,] answer, <eos>) over a sample of the task's problems (every multiplication problem of a
     size has the same); under ICoT-SI, the full CoT's length until the first removal, one token less per
@@ -102,6 +105,7 @@ def _steps_by_length(cfg: C.Config, fmt: Any, n_examples: int, steps: int) -> di
     from seqvcr.sequences import SequenceFormat
 
     sample = fmt.task.generate(256, seed=0)
+
     def longest(f: SequenceFormat) -> int:
         return max(len(f.prompt_tokens(ex)) + len(f.target_tokens(ex)) for ex in sample)
 
