@@ -593,6 +593,55 @@ def test_publish_one_study_of_a_sweep_shares_its_common_run(tmp_path: Path) -> N
         pub.main([str(sweep), str(tmp_path / "x"), "--no-weights", "--study", "nope"])
 
 
+@pytest.mark.slow
+def test_republishing_keeps_what_was_measured_of_unchanged_runs(tmp_path: Path) -> None:
+    """Publishing with weights re-scores every run; the evaluations name the study's own directory
+    (not the temporary one it is built in), and republishing (--force) keeps, for a run with the
+    same weights, its later measurements and -- when the re-scoring agrees but for timing -- its
+    evaluation files byte for byte; a changed evaluation is written anew, other weights keep nothing."""
+    from seqvcr.tasks import make_task, write_examples
+
+    task = make_task("mult", digits=2)
+    test = tmp_path / "test.txt"
+    write_examples(task, test, task.generate(24, seed=5))
+    sweep = S.prepare_sweep(parse_plan(mini_plan(
+        seeds=[0], eval_data=str(test),
+        ablations=[{"part": "proj", "action": "REPLACE", "key": "seqvcr.proj_dim", "replacements": [8]}],
+    )), tmp_path / "sw")
+    (rid,) = [r["id"] for r in S.load_manifest(sweep)["runs"]]
+    assert S.run_one(sweep, rid).status == "done"
+    pub = _publish_module()
+    out = tmp_path / "results" / "study"
+    rd = out / "proj_dim_8_s0"
+
+    assert pub.main([str(sweep), str(out)]) == 0
+    first = json.loads((rd / "test_eval.json").read_text())
+    assert first["run_dir"] == str(rd) and Path(first["saved"]) == rd / "eval" / Path(first["saved"]).name
+    assert json.loads(Path(first["saved"]).read_text())["run_dir"] == str(rd)
+    assert first["exact_match"] == json.loads((sweep / "runs" / rid / "eval.json").read_text())["exact_match"]
+    assert ".partial" not in "".join(p.read_text() for p in rd.rglob("*.json"))
+
+    # measured since, and a timing no re-scoring reproduces: both survive a republication
+    (rd / "probe.json").write_text('{"probe": 1}')
+    (rd / "test_eval.json").write_text(json.dumps({**first, "seconds": 123.0}))
+    before = {p.relative_to(rd): p.read_bytes() for p in rd.rglob("*") if p.is_file()}
+    assert pub.main([str(sweep), str(out), "--force"]) == 0
+    assert {p.relative_to(rd): p.read_bytes() for p in rd.rglob("*") if p.is_file()} == before
+
+    # an evaluation that no longer agrees (here: edited) is replaced by the fresh one
+    (rd / "test_eval.json").write_text(json.dumps({**first, "n": 999}))
+    assert pub.main([str(sweep), str(out), "--force"]) == 0
+    again = json.loads((rd / "test_eval.json").read_text())
+    assert again["n"] == first["n"] and (rd / "probe.json").is_file()
+
+    # other weights: nothing of the earlier publication is kept
+    (rd / "model.safetensors").write_bytes(b"other weights")
+    assert pub.main([str(sweep), str(out), "--force"]) == 0
+    assert not (rd / "probe.json").exists()
+    published = (rd / "model.safetensors").read_bytes()
+    assert published == (sweep / "runs" / rid / "model.safetensors").read_bytes()
+
+
 def _module(name: str) -> types.ModuleType:
     import importlib.util
 

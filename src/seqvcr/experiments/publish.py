@@ -7,6 +7,11 @@ weights -- never a checkpoint. The manifest and plan are copied with each run's 
 new directory, so ``seqvcr report results/STUDY`` aggregates the study as it did the sweep. With weights,
 every run is re-scored with this seqvcr (``TEST_EVAL``), which must agree with the sweep's ``eval.json``.
 An existing study directory is only replaced with ``force``, and only once the new one is complete.
+
+Republishing a growing study changes only what changed: a run whose weights are those already published
+keeps what was measured of it since (``seqvcr probe``'s files, for one), and where its re-scoring gives
+the published evaluation again -- every field but the timing -- the published files are kept byte for
+byte. The evaluations record the run's place in the study, never the temporary directory it is built in.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from seqvcr.atomic import write_json_atomic
 from seqvcr.checkpoints import MODEL_FILE
 from seqvcr.errors import RunDirError
 from seqvcr.experiments import sweep as S
-from seqvcr.outputs import ENTROPY_FILES
+from seqvcr.outputs import ENTROPY_FILES, EVAL_DIR, file_sha256
 from seqvcr.runs import CONFIG_FILE, METRICS_FILE, RESULT_FILE
 
 __all__ = ["RUN_FILES", "TEST_EVAL", "publish", "select_study", "slug"]
@@ -32,6 +37,8 @@ __all__ = ["RUN_FILES", "TEST_EVAL", "publish", "select_study", "slug"]
 RUN_FILES = (CONFIG_FILE, S.SPEC, RESULT_FILE, METRICS_FILE, S.EVAL, *ENTROPY_FILES)
 #: The re-scoring of a published run with weights.
 TEST_EVAL = "test_eval.json"
+#: The fields of an evaluation that say how fast it ran, not what it measured.
+_TIMING = ("examples_per_s", "seconds")
 
 
 def slug(label: str) -> str:
@@ -88,29 +95,68 @@ def publish(
         for f in RUN_FILES + ((MODEL_FILE,) if weights else ()):
             if (src / f).is_file():
                 shutil.copy2(src / f, dst / f)
+        if force:
+            _keep_measurements(out / name, dst)
         published.append(run)
     write_json_atomic(tmp / S.MANIFEST, manifest)
     if (sweep / S.PLAN_COPY).is_file():
         shutil.copy2(sweep / S.PLAN_COPY, tmp / S.PLAN_COPY)
     if weights:
         for run in published:
-            _rescore(tmp / run["dir"])
+            _rescore(tmp / run["dir"], out / run["dir"])
     if out.exists():  # replaced only now that the new study is complete (force)
         shutil.rmtree(out)
     tmp.rename(out)
     return published
 
 
-def _rescore(rd: Path) -> None:
-    """Evaluate a published run on the sweep's evaluation file; it must agree with the sweep's."""
+def _keep_measurements(old: Path, new: Path) -> None:
+    """Copy into the run directory ``new`` what the earlier publication ``old`` of the same weights
+    holds beyond the sweep's files (re-scorings, probes); nothing where the weights differ."""
+    if not ((old / MODEL_FILE).is_file() and (new / MODEL_FILE).is_file()):
+        return
+    if file_sha256(old / MODEL_FILE) != file_sha256(new / MODEL_FILE):
+        return
+    for item in old.iterdir():
+        if (new / item.name).exists():
+            continue
+        if item.is_dir():
+            shutil.copytree(item, new / item.name)
+        else:
+            shutil.copy2(item, new / item.name)
+
+
+def _measured(summary: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation without its timing: what must agree for a published one to stand."""
+    return {k: v for k, v in summary.items() if k not in _TIMING}
+
+
+def _rescore(rd: Path, final: Path) -> None:
+    """Evaluate the published run ``rd`` (which will move to ``final``) on the sweep's evaluation file;
+    it must agree with the sweep's. The files it writes name ``final``; where an evaluation kept from an
+    earlier publication measured the same, that one's files stay as they were."""
     from seqvcr.evaluation import evaluate_file
 
     spec = json.loads((rd / S.SPEC).read_text())
     data = spec.get("eval_data")
     if not data:
         raise RunDirError(f"{rd}: the sweep evaluated on a held-out file; publish with --no-weights")
+    kept = {p: p.read_bytes() for p in [rd / TEST_EVAL, *(rd / EVAL_DIR).glob("*")] if p.is_file()}
     fresh = evaluate_file(str(rd), data, limit=spec.get("eval_limit") or 0, save=True)
-    write_json_atomic(rd / TEST_EVAL, fresh)
+    for key in ("run_dir", "saved"):  # the temporary study directory -> the study's own
+        if key in fresh:
+            fresh[key] = str(final / Path(fresh[key]).relative_to(rd))
+    if "saved" in fresh:
+        write_json_atomic(rd / Path(fresh["saved"]).relative_to(final), {k: v for k, v in fresh.items()
+                                                                        if k != "saved"})
+    earlier = json.loads(kept[rd / TEST_EVAL]) if rd / TEST_EVAL in kept else None
+    preds = rd / EVAL_DIR / fresh.get("predictions_file", "")
+    same_preds = not preds.is_file() or kept.get(preds, preds.read_bytes()) == preds.read_bytes()
+    if earlier is not None and _measured(earlier) == _measured(fresh) and same_preds:
+        for path, content in kept.items():
+            path.write_bytes(content)
+    else:
+        write_json_atomic(rd / TEST_EVAL, fresh)
     old = json.loads((rd / S.EVAL).read_text())
     if fresh["exact_match"] != old["exact_match"] or fresh["n"] != old["n"]:
         raise RunDirError(f"{rd}: seqvcr eval gives exact match {fresh['exact_match']} on {fresh['n']} "
