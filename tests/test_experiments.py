@@ -642,6 +642,42 @@ def test_republishing_keeps_what_was_measured_of_unchanged_runs(tmp_path: Path) 
     assert published == (sweep / "runs" / rid / "model.safetensors").read_bytes()
 
 
+def test_dry_run_estimates_the_time_left_from_the_finished_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A setting's runs to go take its finished runs' mean time; a setting without one, its FLOPs at the
+    finished runs' seconds per FLOP; a started run, the steps after its checkpoint. Computed by hand."""
+    import torch
+
+    from seqvcr.checkpoints import META_KEY, write_safetensors
+    from seqvcr.cli import main
+    from seqvcr.experiments.estimate import run_cost
+
+    plan = mini_plan(seeds=[0, 1, 2], ablations=[
+        {"part": "depth", "action": "REPLACE", "key": "model.n_layer", "replacements": [1, 2]}])
+    plan_file = write_plan(tmp_path, plan)
+    sweep = S.prepare_sweep(parse_plan(plan), tmp_path / "sw")
+    manifest = S.load_manifest(sweep)
+    ids = {(r["setting"], r["seed"]): r["id"] for r in manifest["runs"]}
+    assert main(["sweep", str(plan_file), "--dry-run", "--out", str(sweep)]) == 0
+    assert "time left" not in capsys.readouterr().out  # nothing finished: nothing measured
+    for seed, seconds in ((0, 36_000.0), (1, 108_000.0)):
+        (sweep / "runs" / ids[("n_layer=1", seed)] / "result.json").write_text(
+            json.dumps({"train_time_s": seconds}))
+    for key, step in (((("n_layer=1", 2)), 4), (("n_layer=2", 0), 2)):  # started: checkpoints at 4 and 2 of 8
+        write_safetensors(sweep / "runs" / ids[key] / "checkpoint.safetensors", {"x": torch.zeros(1)},
+                          {META_KEY: json.dumps({"step": step})})
+    assert main(["sweep", str(plan_file), "--dry-run", "--out", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    runs = {r.setting: r for r in S.expand(parse_plan(plan))[1]}
+    f1, f2 = (run_cost(runs[f"n_layer={n}"].config).flops for n in (1, 2))
+    one = (36_000 + 108_000) / 2 / 3600  # hours, the mean of the finished pair
+    two = (36_000 + 108_000) / (2 * f1) * f2 / 3600  # by FLOPs at their pace
+    assert f"n_layer=1: 2 done, 1 to go, {one * (1 - 4 / 8):,.1f} h (a run {one:,.1f} h, mean of 2)" in out
+    assert (f"n_layer=2: 0 done, 3 to go, {two * (3 - 2 / 8):,.1f} h (a run {two:,.1f} h, by FLOPs" in out)
+    assert f"left: 4 runs, {one / 2 + two * (3 - 2 / 8):,.1f} hours of one worker" in out
+
+
 def _module(name: str) -> types.ModuleType:
     import importlib.util
 

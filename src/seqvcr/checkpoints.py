@@ -36,7 +36,8 @@ from seqvcr.atomic import write_bytes_atomic
 from seqvcr.errors import RunDirError
 from seqvcr.runfiles import CHECKPOINT_FILE, MODEL_FILE
 
-__all__ = ["CHECKPOINT_FILE", "FORMAT", "MODEL_FILE", "SAFE_TORCH_LOAD", "Checkpoint", "load_state_tensors",
+__all__ = ["CHECKPOINT_FILE", "FORMAT", "MODEL_FILE", "SAFE_TORCH_LOAD", "Checkpoint", "checkpoint_step",
+           "load_state_tensors",
            "read_checkpoint", "read_safetensors", "rng_state", "save_checkpoint", "save_model",
            "set_rng_state", "state_tensors", "torch_load_is_safe", "write_safetensors"]
 
@@ -128,14 +129,14 @@ def _remedy(path: Path) -> str:
     ``model.safetensors``, the step of the weights a readable checkpoint beside it holds."""
     if path.name == CHECKPOINT_FILE:
         return "restore it from a copy, or start the run over with --force"
-    step = _checkpoint_step(path.parent / CHECKPOINT_FILE) if path.name == MODEL_FILE else None
+    step = checkpoint_step(path.parent / CHECKPOINT_FILE) if path.name == MODEL_FILE else None
     if step is not None:
         return (f"{CHECKPOINT_FILE} beside it holds the weights of step {step}: remove {path.name} to use "
                 "them, or restore it from a copy")
     return "restore it from a copy, or re-train the run with --force"
 
 
-def _checkpoint_step(path: Path) -> int | None:
+def checkpoint_step(path: Path) -> int | None:
     """The step in the header of a training checkpoint that safetensors opens (it checks the header
     against the file's size, so a truncated file does not count), or None."""
     from safetensors import safe_open

@@ -185,7 +185,27 @@ def _dry_run_plan(plan: Plan, sweep: Path, args: argparse.Namespace) -> int:
         runs, mfu=args.mfu if args.mfu is not None else estimate.DEFAULT_MFU,
         peak_tflops=args.peak_tflops or estimate.DEFAULT_PEAK_TFLOPS, gpu=gpu,
     )))
+    if (sweep / S.RUNS).is_dir():
+        train_s, started = _progress(sweep, runs)
+        print("\n".join(estimate.measured_lines(runs, train_s, started)))
     return 0
+
+
+def _progress(sweep: Path, runs: list[S.RunEntry]) -> tuple[dict[str, float], dict[str, int]]:
+    """Of a sweep's runs: the training time of each finished one, the checkpoint step of each started one."""
+    from seqvcr.checkpoints import checkpoint_step
+    from seqvcr.runfiles import CHECKPOINT_FILE, RESULT_FILE
+
+    train_s: dict[str, float] = {}
+    started: dict[str, int] = {}
+    for r in runs:
+        rd = sweep / S.RUNS / r.id
+        result = S.read_json(rd / RESULT_FILE)
+        if isinstance(result, dict) and isinstance(result.get("train_time_s"), (int, float)):
+            train_s[r.id] = float(result["train_time_s"])
+        elif (step := checkpoint_step(rd / CHECKPOINT_FILE)) is not None:
+            started[r.id] = step
+    return train_s, started
 
 
 def _sweep_slurm(sweep: Path, name: str, todo: list[dict[str, Any]], args: argparse.Namespace) -> int:

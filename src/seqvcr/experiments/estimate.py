@@ -10,6 +10,10 @@ rows of a batch, is left out). GPU seconds = FLOPs / (MFU x peak). Left out: the
 its N x N Gram matrices (about 2% of a GPT-2 small step at projection 2048), the validation, evaluation
 and entropy. The MFU is an assumption, printed with the estimate (``seqvcr bench`` on the GPU measures
 the real one).
+
+Once some runs of a sweep have finished, what is left is also estimated from them, on the machine they
+ran on (``measured_lines``): a run to go takes its setting's mean training time, or, in a setting with
+no finished run, its FLOPs at the finished runs' pace; a started run only the steps after its checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from seqvcr.errors import ConfigError
 if TYPE_CHECKING:
     from seqvcr.sequences import SequenceFormat
 
-__all__ = ["DEFAULT_GPU", "DEFAULT_MFU", "DEFAULT_PEAK_TFLOPS", "RunCost", "estimate_lines", "run_cost"]
+__all__ = ["DEFAULT_GPU", "DEFAULT_MFU", "DEFAULT_PEAK_TFLOPS", "RunCost", "estimate_lines", "measured_lines",
+           "run_cost"]
 
 #: The GPU the estimate is stated for, and its dense bf16 peak (NVIDIA's data sheet; the "a100" entry of
 #: ``seqvcr.bench.mfu.PEAK_BF16_TFLOPS``).
@@ -147,4 +152,35 @@ def estimate_lines(runs: list[Any], *, mfu: float = DEFAULT_MFU, peak_tflops: fl
     lines.append(f"total: {len(runs)} runs, {total:,.0f} GPU hours ({total / 24:,.1f} GPU days) on {gpu} "
                  f"at MFU {mfu:.0%}; FLOPs per token = 6 N + 12 L H Q T (GPT.flops_per_token), tokens = "
                  "batch x padded length; Seq-VCR head, validation and evaluation not counted")
+    return lines
+
+
+def measured_lines(runs: list[Any], train_s: dict[str, float], started: dict[str, int]) -> list[str]:
+    """The time left to a sweep by its finished runs' training times, as ``seqvcr sweep --dry-run`` prints
+    it (nothing when no run has finished). ``runs``: the sweep's RunEntry objects; ``train_s``: a finished
+    run's id -> its ``train_time_s``; ``started``: an unfinished run's id -> the step of its checkpoint."""
+    costs = {r.id: run_cost(r.config) for r in runs if r.skip is None}
+    finished = [i for i in train_s if i in costs]
+    if not finished:
+        return []
+    pace = sum(train_s[i] for i in finished) / sum(costs[i].flops for i in finished)  # seconds per FLOP
+    groups: dict[str, list[Any]] = {}
+    for r in runs:
+        if r.skip is None:
+            groups.setdefault(r.setting, []).append(r)
+    lines = [f"time left, measured: the training times of the {len(finished)} finished run(s) (result.json), "
+             "on the machine and with the workers they had:"]
+    total, left_runs = 0.0, 0
+    for setting, members in groups.items():
+        times = [train_s[r.id] for r in members if r.id in train_s]
+        left = [r for r in members if r.id not in train_s]
+        each = sum(times) / len(times) if times else pace * costs[left[0].id].flops
+        hours = sum(each * (1 - started.get(r.id, 0) / costs[r.id].steps) for r in left) / 3600
+        total += hours
+        left_runs += len(left)
+        basis = f"mean of {len(times)}" if times else "by FLOPs at the finished runs' pace"
+        lines.append(f"  {setting}: {len(times)} done, {len(left)} to go"
+                     + (f", {hours:,.1f} h (a run {each / 3600:,.1f} h, {basis})" if left else ""))
+    lines.append(f"left: {left_runs} runs, {total:,.1f} hours of one worker (a started run from its "
+                 "checkpoint); W workers running as the finished runs did take about 1/W of it")
     return lines
