@@ -664,7 +664,7 @@ def test_dry_run_estimates_the_time_left_from_the_finished_runs(
     for seed, seconds in ((0, 36_000.0), (1, 108_000.0)):
         (sweep / "runs" / ids[("n_layer=1", seed)] / "result.json").write_text(
             json.dumps({"train_time_s": seconds}))
-    for key, step in (((("n_layer=1", 2)), 4), (("n_layer=2", 0), 2)):  # started: checkpoints at 4 and 2 of 8
+    for key, step in ((("n_layer=1", 2), 4), (("n_layer=2", 0), 2)):  # started: checkpoints at 4 and 2 of 8
         write_safetensors(sweep / "runs" / ids[key] / "checkpoint.safetensors", {"x": torch.zeros(1)},
                           {META_KEY: json.dumps({"step": step})})
     assert main(["sweep", str(plan_file), "--dry-run", "--out", str(sweep)]) == 0
