@@ -171,3 +171,11 @@ def test_the_rank_test_goes_with_studies_holding_both_groups(capsys: pytest.Capt
     out, err = capsys.readouterr()
     assert out == "" and err.strip().count("\n") == 0
     assert "--rank-test: no study has every setting of 'Vanilla' and 'CoT'" in err
+
+
+@pytest.mark.parametrize(("p", "text"), [(0.1, "0.10"), (0.35, "0.35"), (0.0462, "0.046"), (0.01, "0.01"),
+                                         (0.0022, "0.0022"), (7.2e-09, "7.2e-09"), (1.0, "1.00")])
+def test_p_values_print_with_two_decimals_or_two_significant_digits(p: float, text: str) -> None:
+    from seqvcr.reporting.tables import fmt_p
+
+    assert fmt_p(p) == text

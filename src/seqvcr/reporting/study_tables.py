@@ -22,7 +22,7 @@ from seqvcr.reporting.study import (
     middle_positions,
     probe_middle,
 )
-from seqvcr.reporting.tables import fmt, fmt_pm, markdown_table, padded, write_csv
+from seqvcr.reporting.tables import fmt, fmt_p, fmt_pm, markdown_table, padded, write_csv
 
 __all__ = ["PRINTED", "TERMS", "correlation_text", "is_lambda_study", "lambda_pair", "means_table",
            "holds_groups", "rank_test_text", "setting_table", "study_tables_text", "write_study_csvs"]
@@ -272,7 +272,7 @@ def rank_test_text(study: Study, spec_a: str, spec_b: str) -> str:
     except ValueError as err:
         raise SeqVCRError(str(err)) from None
     return (f"Rank test, exact match of {' + '.join(la)} ({len(a)} runs) over {' + '.join(lb)} ({len(b)} "
-            f"runs): U = {u:g} of {len(a) * len(b)} pairs; exact one-sided p = {p:.4g} ({splits} splits); "
+            f"runs): U = {u:g} of {len(a) * len(b)} pairs; exact one-sided p = {fmt_p(p)} ({splits} splits); "
             f"lowest of A {min(a):.3f}, highest of B {max(b):.3f}.")
 
 
@@ -300,7 +300,7 @@ def _rho(pairs: list[tuple[Any, Any]]) -> str:
         rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
     except ValueError as err:
         return f"not defined ({str(err).removeprefix('spearman: ')})"
-    return f"rho = {rho:+.2f} (two-sided p = {p:.2g})"
+    return f"rho = {rho:+.2f} (two-sided p = {fmt_p(p)})"
 
 
 def lambda_pair(s: SettingSummary) -> tuple[float, float]:

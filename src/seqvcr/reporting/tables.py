@@ -16,8 +16,8 @@ from typing import Any
 
 from seqvcr.atomic import write_text_atomic
 
-__all__ = ["Table", "csv_text", "fmt", "fmt_pm", "fmt_seconds", "markdown_table", "padded", "write_csv",
-           "write_table"]
+__all__ = ["Table", "csv_text", "fmt", "fmt_p", "fmt_pm", "fmt_seconds", "markdown_table", "padded",
+           "write_csv", "write_table"]
 
 
 def fmt(value: Any, digits: int = 3, missing: str = "-") -> str:
@@ -32,6 +32,11 @@ def fmt(value: Any, digits: int = 3, missing: str = "-") -> str:
 def fmt_pm(mean: float, spread: float, digits: int = 3, sign: str = "±") -> str:
     """``mean ± spread`` (a standard deviation or a confidence half-width), both with ``digits``."""
     return f"{mean:.{digits}f} {sign} {spread:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value to two significant digits, keeping a trailing zero (0.10, 0.35, 0.046, 7.2e-09)."""
+    return f"{p:.2f}" if p >= 0.1 else f"{p:.2g}"
 
 
 def padded(values: Sequence[Any], width: int, digits: int = 3) -> list[str]:
