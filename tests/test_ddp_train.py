@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -225,9 +226,20 @@ def test_ddp_resume_with_dropout_equals_an_uninterrupted_run(tmp_path: Path) -> 
     exactly the weights of an uninterrupted one (sharing rank 0's state gives both ranks the same
     dropout masks after the resume)."""
     overrides = micro_overrides("seqvcr_pause", 20) + ["model.dropout=0.1"]
-    mp.spawn(_resume_worker, args=(_free_port(), str(tmp_path), overrides), nprocs=WORLD, join=True)
-    a = read_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b = read_checkpoint(tmp_path / "resumed" / "checkpoint.safetensors")
+    for attempt in (1, 2):
+        out = tmp_path / f"attempt{attempt}"
+        try:
+            mp.spawn(_resume_worker, args=(_free_port(), str(out), overrides), nprocs=WORLD, join=True)
+            break
+        except mp.ProcessExitedException as err:
+            # A worker killed by a signal, not one that raised (ProcessRaisedException fails at once):
+            # on a fully loaded 2-core machine gloo once aborted a worker ("terminate called without an
+            # active exception"). Once more from scratch; a second death fails the test.
+            if attempt == 2:
+                raise
+            warnings.warn(f"retrying the 2-process run once: {err}", stacklevel=1)
+    a = read_checkpoint(out / "straight" / "checkpoint.safetensors")
+    b = read_checkpoint(out / "resumed" / "checkpoint.safetensors")
     assert a.step == b.step == 20 and a.info["world_size"] == b.info["world_size"] == WORLD
     assert not torch.equal(a.tensors["rng.0.torch"], a.tensors["rng.1.torch"])  # each rank its own
     for name, value in a.tensors.items():
