@@ -633,6 +633,9 @@ def test_republishing_keeps_what_was_measured_of_unchanged_runs(tmp_path: Path) 
     assert pub.main([str(sweep), str(out), "--force"]) == 0
     again = json.loads((rd / "test_eval.json").read_text())
     assert again["n"] == first["n"] and (rd / "probe.json").is_file()
+    (rd / "test_eval.json").write_text('{"torn')  # unreadable: as if absent, written anew
+    assert pub.main([str(sweep), str(out), "--force"]) == 0
+    assert json.loads((rd / "test_eval.json").read_text())["exact_match"] == first["exact_match"]
 
     # other weights: nothing of the earlier publication is kept
     (rd / "model.safetensors").write_bytes(b"other weights")

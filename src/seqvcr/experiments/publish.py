@@ -141,18 +141,19 @@ def _rescore(rd: Path, final: Path) -> None:
     data = spec.get("eval_data")
     if not data:
         raise RunDirError(f"{rd}: the sweep evaluated on a held-out file; publish with --no-weights")
+    earlier = S.read_json(rd / TEST_EVAL)  # kept from an earlier publication; None if absent or unreadable
     kept = {p: p.read_bytes() for p in [rd / TEST_EVAL, *(rd / EVAL_DIR).glob("*")] if p.is_file()}
     fresh = evaluate_file(str(rd), data, limit=spec.get("eval_limit") or 0, save=True)
     for key in ("run_dir", "saved"):  # the temporary study directory -> the study's own
         if key in fresh:
             fresh[key] = str(final / Path(fresh[key]).relative_to(rd))
-    if "saved" in fresh:
-        write_json_atomic(rd / Path(fresh["saved"]).relative_to(final), {k: v for k, v in fresh.items()
-                                                                        if k != "saved"})
-    earlier = json.loads(kept[rd / TEST_EVAL]) if rd / TEST_EVAL in kept else None
-    preds = rd / EVAL_DIR / fresh.get("predictions_file", "")
-    same_preds = not preds.is_file() or kept.get(preds, preds.read_bytes()) == preds.read_bytes()
-    if earlier is not None and _measured(earlier) == _measured(fresh) and same_preds:
+    if "saved" in fresh:  # the copy in eval/ is written without its own path, as evaluate_file writes it
+        write_json_atomic(rd / Path(fresh["saved"]).relative_to(final),
+                          {k: v for k, v in fresh.items() if k != "saved"})
+    preds = rd / EVAL_DIR / str(fresh.get("predictions_file"))
+    same = (isinstance(earlier, dict) and _measured(earlier) == _measured(fresh)
+            and kept.get(preds) in (None, preds.read_bytes() if preds.is_file() else None))
+    if same:
         for path, content in kept.items():
             path.write_bytes(content)
     else:
