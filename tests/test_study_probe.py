@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,24 @@ def test_p_values_print_with_two_decimals_or_two_significant_digits(p: float, te
     from seqvcr.reporting.tables import fmt_p
 
     assert fmt_p(p) == text
+
+
+def test_the_study_report_holds_the_curves_and_probe_tables(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`seqvcr report STUDY` writes into report.md the per-run curves and probe tables that `--table`
+    prints (rows checked against the run files above); without probe.json files the probe table goes."""
+    study = tmp_path / "cpu_finetune"
+    shutil.copytree(STUDY, study, ignore=shutil.ignore_patterns("model.safetensors", "report"))
+    printed = {name: _rows(_printed(capsys, name), "setting") for name in ("curves", "probe")}
+    assert main(["report", str(study), "--quiet"]) == 0
+    report = (study / "report" / "report.md").read_text()
+    section = report.split("## ")[1]  # the study's section (cpu_finetune has one study)
+    assert "first validation probe at 0.5 and 0.9" in section and "running-sum probe" in section
+    assert _rows(section.split("Learning curves:")[1], "setting") == printed["curves"]
+    assert _rows(section.split("running-sum probe")[1], "setting") == printed["probe"]
+
+    for probe in study.glob("*/probe.json"):
+        probe.unlink()
+    assert main(["report", str(study), "--quiet", "--force"]) == 0
+    report = (study / "report" / "report.md").read_text()
+    assert "first validation probe at 0.5" in report and "running-sum probe" not in report

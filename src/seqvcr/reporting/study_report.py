@@ -1,7 +1,9 @@
 """The report of a study over seeds, ``report.md`` with its CSVs and figures, rendered from a
 :class:`~seqvcr.reporting.study.SweepSummary` (``seqvcr.experiments.aggregate`` reads the directory
 into it): the overview, then per study its table over seeds, the means per layer and per answer
-position, its figures and the runs that are not in the table.
+position, per run the steps to 0.5 / 0.9 validation exact match and the running-sum probe's R^2 (where
+the runs were probed during training or with ``seqvcr probe``), its figures and the runs that are not in
+the table.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def _overview(directory: str, summary: SweepSummary, statuses: Sequence[str]) ->
 
 
 def _study_section(study: StudySummary, summary: SweepSummary, dest: Path) -> list[str]:
-    """One study: its table over seeds, the means per layer and per answer position, its plots (written
-    into ``dest``) and the runs that are not in the table."""
+    """One study: its table over seeds, the means per layer and per answer position, the per-run curves
+    and probe tables where their data exist, its plots (written into ``dest``) and the runs that are not
+    in the table."""
     metrics, settings = summary.metrics, study.settings
     md = [f"## {study.name}", ""]
     if study.part:
@@ -85,6 +88,11 @@ def _study_section(study: StudySummary, summary: SweepSummary, dest: Path) -> li
         md += ["Accuracy per answer position (mean over seeds; position 1 = the first answer token "
                "of the file's order, for multiplication the least significant digit):", ""]
         md += [T.means_table(settings, "position", "p", 2), ""]
+    done = [r for s in settings for r in s.done]
+    present = {"curves": any(r.valid_curve for r in done), "probe": any(r.probe_r2 for r in done)}
+    for name in (n for n, has in present.items() if has):  # as `seqvcr report STUDY --table NAME` prints
+        caption, render = T.PRINTED[name]
+        md += [caption.strip(), "", render(settings), ""]
     for file, alt in _study_plots(study, metrics, dest):
         md += [f"![{alt}]({file})", ""]
     notes = {f"- {s.label}, seed {r.seed} (`runs/{r.id}`): {r.status}" + (f": {r.error}" if r.error else "")
