@@ -201,3 +201,34 @@ def test_the_study_report_holds_the_curves_and_probe_tables(tmp_path: Path,
     assert main(["report", str(study), "--quiet", "--force"]) == 0
     report = (study / "report" / "report.md").read_text()
     assert "first validation probe at 0.5" in report and "running-sum probe" not in report
+
+
+def test_the_correlation_plot_draws_every_run_at_its_files_numbers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--correlation-plot`: one point per run at (entropy of L1, exact match) and (probe R^2 of L1 at
+    positions 3-4, exact match), read here from the run files; the panel titles carry the printed rhos."""
+    from seqvcr.experiments.aggregate import collect
+    from seqvcr.reporting.study_figures import correlation_figure
+
+    png = tmp_path / "corr.png"
+    capsys.readouterr()
+    assert main(["report", str(STUDY), "--table", "correlation", "--correlation-plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    manifest = json.loads((STUDY / "manifest.json").read_text())
+    expected: dict[str, set[tuple[float, float]]] = {"entropy": set(), "probe": set()}
+    for r in manifest["runs"]:
+        rd = STUDY / r["dir"]
+        em = json.loads((rd / "test_eval.json").read_text())["exact_match"]
+        expected["entropy"].add((round(json.loads((rd / "entropy.json").read_text())["layers"][1]["mean"], 6),
+                                 round(em, 6)))
+        r2 = json.loads((rd / "probe.json").read_text())["r2"][1]
+        expected["probe"].add((round((r2[2] + r2[3]) / 2, 6), round(em, 6)))
+    fig = correlation_figure(collect(STUDY).studies[0].settings, "title")
+    axes = fig.axes[:2]
+    for ax, which in zip(axes, ("entropy", "probe")):
+        drawn = {(round(float(x), 6), round(float(y), 6)) for c in ax.collections for x, y in c.get_offsets()}
+        assert drawn == expected[which]
+        assert ax.get_title().split(": ", 1)[1] in text  # "rho = ... (two-sided p = ...)", as printed
+    assert len(fig.legends[0].get_texts()) == 4  # one entry per setting

@@ -96,13 +96,15 @@ def collect(sweep_dir: str | Path) -> SweepSummary:
 
 def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
                  rank_test: tuple[str, str] | None = None, lambda_plot: str | Path | None = None,
-                 value_plot: str | Path | None = None, exclude: Sequence[str] = ()) -> None:
+                 value_plot: str | Path | None = None, correlation_plot: str | Path | None = None,
+                 exclude: Sequence[str] = ()) -> None:
     """Print the Markdown ``tables`` (names of ``seqvcr.reporting.study_tables.PRINTED``, or ``main``)
     of every study of every directory on stdout; with several studies, the tables again over all their
     runs pooled (settings named ``directory: label``), so that, e.g., a correlation spans every study;
     ``exclude`` leaves the settings of these labels out of every table. The rank test goes with each
     study holding both of its groups or, where none does, with the pooled settings (groups named
-    ``directory: label``). Draw the lambda / value plots. Everything is checked before anything is
+    ``directory: label``). Draw the lambda / value plots of each study, and the correlation plot of the
+    last table printed (the pooled settings, or the one study). Everything is checked before anything is
     printed."""
     summaries = [(Path(d), collect(d)) for d in sweep_dirs]
     labels = {s.label for _, summary in summaries for st in summary.studies for s in st.settings}
@@ -123,6 +125,12 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
             save_figure(F.lambda_figure(st.settings), lambda_plot, dpi=120)
         if value_plot is not None:
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
+    if correlation_plot is not None:
+        last = printed[-1]
+        title = ", ".join(d.name for d, _ in summaries) + ("" if last.name != "all" else ": every run pooled")
+        title += f" (left out: {', '.join(exclude)})" if exclude else ""
+        fig = F.correlation_figure(last.settings, title)
+        save_figure(fig, correlation_plot, dpi=120, bbox_inches="tight")
 
 
 def _rank_tested(printed: list[StudySummary], n_single: int,

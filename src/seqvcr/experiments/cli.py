@@ -97,7 +97,8 @@ def _extend_report(sub: argparse._SubParsersAction) -> None:
             from seqvcr.experiments import aggregate
 
             aggregate.print_tables(paths, printed, rank_test=args.rank_test, lambda_plot=args.lambda_plot,
-                                   value_plot=args.value_plot, exclude=args.exclude)
+                                   value_plot=args.value_plot, correlation_plot=args.correlation_plot,
+                                   exclude=args.exclude)
             return 0
         if sweeps and len(paths) == 1:
             from seqvcr.experiments import aggregate
@@ -108,8 +109,9 @@ def _extend_report(sub: argparse._SubParsersAction) -> None:
             raise RunDirError(f"{sweeps[0]}: is a sweep directory; report a sweep on its own (seqvcr report "
                               f"{sweeps[0]}), or print tables of several (--table)")
         if printed is not None:
-            raise ConfigError("report: --table, --runs, --terms, --correlation, --rank-test, --lambda-plot "
-                              "and --value-plot take sweep or study directories (holding manifest.json)")
+            raise ConfigError("report: --table, --runs, --terms, --correlation, --rank-test, --lambda-plot, "
+                              "--value-plot and --correlation-plot take sweep or study directories (holding "
+                              "manifest.json)")
         return int(report_runs(args))
 
     report.set_defaults(func=cmd_report)
@@ -134,6 +136,8 @@ def _add_study_tables(report: argparse.ArgumentParser) -> None:
                    help="leave the settings of this label out of the tables (repeatable)")
     g.add_argument("--lambda-plot", metavar="PNG", help="exact match and entropy against lambda2/lambda1")
     g.add_argument("--value-plot", metavar="PNG", help="exact match and entropy against the ablated value")
+    g.add_argument("--correlation-plot", metavar="PNG", help="exact match of every run against its entropy "
+                   "and its running-sum probe R^2 (several directories or studies: pooled)")
 
 
 def _printed_tables(args: argparse.Namespace) -> list[str] | None:
@@ -142,7 +146,7 @@ def _printed_tables(args: argparse.Namespace) -> list[str] | None:
     if unknown := [n for n in asked if n not in TABLES]:
         raise ConfigError(f"--table: no table {unknown[0]!r}; tables: {', '.join(TABLES)}")
     extra = [n for n in ("runs", "terms", "correlation") if getattr(args, n)]
-    if not (asked or extra or args.rank_test or args.lambda_plot or args.value_plot):
+    if not (asked or extra or args.rank_test or args.lambda_plot or args.value_plot or args.correlation_plot):
         return None
     return (asked or ["main"]) + extra
 

@@ -1,7 +1,7 @@
 """Figures of a study summary (``seqvcr.reporting.study``), as ``Figure`` objects the caller saves: those
-of the sweep report, and of ``seqvcr report STUDY --lambda-plot / --value-plot``. A numeric ablated
-value is an axis whose settings a line joins; a categorical one (``over: batch`` / ``batch_time``) is
-a point per setting with its error bar, unjoined.
+of the sweep report, and of ``seqvcr report STUDY --lambda-plot / --value-plot / --correlation-plot``. A
+numeric ablated value is an axis whose settings a line joins; a categorical one (``over: batch`` /
+``batch_time``) is a point per setting with its error bar, unjoined.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from matplotlib.figure import Figure
 from seqvcr.reporting.figures import new_figure
 from seqvcr.reporting.stats import Stats
 from seqvcr.reporting.study import SettingSummary, curve_stats
-from seqvcr.reporting.study_tables import family_scale, lambda_pair
+from seqvcr.reporting.study_tables import family_scale, lambda_pair, rho_text, run_points
 
-__all__ = ["curves_figure", "lambda_figure", "lines_figure", "value_figure", "vs_value_figure"]
+__all__ = ["correlation_figure", "curves_figure", "lambda_figure", "lines_figure", "value_figure",
+           "vs_value_figure"]
 
 Study = list[SettingSummary]
 
@@ -269,4 +270,37 @@ def value_figure(study: Study, xlabel: str) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
     fig.tight_layout()
+    return fig
+
+
+MARKERS = "osD^vPX*<>"
+
+
+def correlation_figure(study: Study, title: str) -> Figure:
+    """Exact match of every finished run against its intermediate layers' entropy (left) and against the
+    running-sum probe's R^2 at the middle positions (right; runs with a ``probe.json``), one marker per
+    setting, Spearman's rho over the runs above each panel: the picture of ``--table correlation``."""
+    points = run_points(study)
+    labels = list(dict.fromkeys(label for label, *_ in points))
+    colors = _colors(min(len(labels), 10))
+    fig = new_figure((11.0, 4.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    handles: dict[str, Any] = {}
+    for ax, k, xlabel in zip(axes, (2, 3), ("entropy L1..L(N-1)",
+                                            "probe R^2 of the running sum, middle positions, L1..L(N-1)")):
+        pairs = [(p[k], p[1]) for p in points if p[k] is not None]
+        for i, label in enumerate(labels):
+            xy = [(p[k], p[1]) for p in points if p[0] == label and p[k] is not None]
+            if xy:
+                handles[label] = ax.scatter([x for x, _ in xy], [y for _, y in xy], s=30, alpha=0.85,
+                                            marker=MARKERS[i // 10 % len(MARKERS)], color=colors[i % 10],
+                                            linewidths=0)
+        ax.set_title(f"{len(pairs)} runs: {rho_text([(y, x) for x, y in pairs])}" if pairs
+                     else "no run has this measurement", fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("exact match (test)")
+    fig.suptitle(title, fontsize=10)
+    _legend_right(fig, [handles[x] for x in labels if x in handles], [x for x in labels if x in handles])
     return fig

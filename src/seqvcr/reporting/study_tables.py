@@ -24,8 +24,9 @@ from seqvcr.reporting.study import (
 )
 from seqvcr.reporting.tables import fmt, fmt_p, fmt_pm, markdown_table, padded, write_csv
 
-__all__ = ["PRINTED", "TERMS", "correlation_text", "is_lambda_study", "lambda_pair", "means_table",
-           "holds_groups", "rank_test_text", "setting_table", "study_tables_text", "write_study_csvs"]
+__all__ = ["PRINTED", "TERMS", "correlation_text", "holds_groups", "is_lambda_study", "lambda_pair",
+           "means_table", "rank_test_text", "rho_text", "run_points", "setting_table", "study_tables_text",
+           "write_study_csvs"]
 
 Study = list[SettingSummary]
 
@@ -276,25 +277,39 @@ def rank_test_text(study: Study, spec_a: str, spec_b: str) -> str:
             f"lowest of A {min(a):.3f}, highest of B {max(b):.3f}.")
 
 
+def run_points(study: Study) -> list[tuple[str, float, float | None, float | None]]:
+    """What the correlation compares, per finished run with an exact match: (setting label, exact match,
+    entropy L1..L(N-1), the running-sum probe's R^2 at the middle positions averaged over L1..L(N-1));
+    None where the run has no entropy, or no probe over at least one intermediate layer."""
+    points = []
+    for s in study:
+        for r in s.done:
+            if r.exact_match is None:
+                continue
+            mid = probe_middle(r.probe_r2) if r.probe_r2 else []
+            probe = sum(mid[1:-1]) / len(mid[1:-1]) if len(mid) > 2 else None
+            points.append((s.label, r.exact_match, r.entropy_intermediate, probe))
+    return points
+
+
 def correlation_text(study: Study) -> str:
-    """Spearman's rho of exact match against intermediate entropy: over runs and over setting means."""
-    runs = [(r.exact_match, r.entropy_intermediate) for s in study for r in s.done
-            if r.exact_match is not None and r.entropy_intermediate is not None]
+    """Spearman's rho of exact match against intermediate entropy: over runs and over setting means; and
+    against the running-sum probe's R^2 over the runs that have one."""
+    points = run_points(study)
+    runs = [(em, h) for _, em, h, _ in points if h is not None]
     means = [(s.exact_match.mean, s.entropy.mean) for s in study if s.exact_match.n and s.entropy.n]
-    parts = [f"over {len(pairs)} {what}: {_rho(pairs)}"
+    parts = [f"over {len(pairs)} {what}: {rho_text(pairs)}"
              for what, pairs in (("runs", runs), ("settings (means over seeds)", means))]
     text = "Spearman rank correlation of exact match with entropy L1..L(N-1), " + "; ".join(parts) + "."
-    probed = [(r.exact_match, sum(m[1:-1]) / len(m[1:-1])) for s in study for r in s.done
-              if r.exact_match is not None and r.probe_r2
-              and len(m := probe_middle(r.probe_r2)) > 2]
+    probed = [(em, r2) for _, em, _, r2 in points if r2 is not None]
     if probed:
-        rho = _rho(probed)
+        rho = rho_text(probed)
         text += (f" With the probe's R^2 of the running sum (middle positions, layers L1..L(N-1)), over "
                  f"{len(probed)} runs: {rho}." if rho.startswith("rho") else f" With the probe's R^2: {rho}.")
     return text
 
 
-def _rho(pairs: list[tuple[Any, Any]]) -> str:
+def rho_text(pairs: list[tuple[Any, Any]]) -> str:
     """``rho = ... (two-sided p = ...)`` of the pairs (``spearman_test``), or why it is not defined."""
     try:
         rho, p = spearman_test([a for a, _ in pairs], [b for _, b in pairs])
