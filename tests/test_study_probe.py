@@ -184,8 +184,9 @@ def test_p_values_print_with_two_decimals_or_two_significant_digits(p: float, te
 
 def test_the_study_report_holds_the_curves_and_probe_tables(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """`seqvcr report STUDY` writes into report.md the per-run curves and probe tables that `--table`
-    prints (rows checked against the run files above); without probe.json files the probe table goes."""
+    """`seqvcr report STUDY` writes into report.md the per-run curves and probe tables and the
+    correlation that `--table` prints (checked against the run files above), with the correlation's
+    figure; without probe.json files the probe table goes."""
     study = tmp_path / "cpu_finetune"
     shutil.copytree(STUDY, study, ignore=shutil.ignore_patterns("model.safetensors", "report"))
     printed = {name: _rows(_printed(capsys, name), "setting") for name in ("curves", "probe")}
@@ -195,6 +196,10 @@ def test_the_study_report_holds_the_curves_and_probe_tables(tmp_path: Path,
     assert "first validation probe at 0.5 and 0.9" in section and "running-sum probe" in section
     assert _rows(section.split("Learning curves:")[1], "setting") == printed["curves"]
     assert _rows(section.split("running-sum probe")[1], "setting") == printed["probe"]
+    correlation = _printed(capsys, "correlation").split("\n\n")[1].strip()  # after the study's heading
+    assert f"Does collapse predict failure? {correlation}" in section and "over 12 runs" in correlation
+    assert "(configuration_collapse.png)" in section
+    assert (study / "report" / "configuration_collapse.png").is_file()
 
     for probe in study.glob("*/probe.json"):
         probe.unlink()

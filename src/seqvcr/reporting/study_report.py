@@ -23,7 +23,7 @@ from seqvcr.reporting.study import StudySummary, SweepSummary
 __all__ = ["REPORT_FILE", "REPORT_MARK", "write_study_report"]
 
 REPORT_MARK = "<!-- seqvcr sweep report -->"
-LEGEND_OUTSIDE = ("layer_entropy", "position_accuracy", "learning_curves")  # saved with bbox "tight"
+LEGEND_OUTSIDE = ("layer_entropy", "position_accuracy", "learning_curves", "collapse")  # bbox "tight"
 
 
 def write_study_report(dest: Path, summary: SweepSummary, directory: str, statuses: Sequence[str]) -> None:
@@ -93,6 +93,8 @@ def _study_section(study: StudySummary, summary: SweepSummary, dest: Path) -> li
     for name in (n for n, has in present.items() if has):  # as `seqvcr report STUDY --table NAME` prints
         caption, render = T.PRINTED[name]
         md += [caption.strip(), "", render(settings), ""]
+    if _correlated(settings):
+        md += ["Does collapse predict failure? " + T.correlation_text(settings), ""]
     for file, alt in _study_plots(study, metrics, dest):
         md += [f"![{alt}]({file})", ""]
     notes = {f"- {s.label}, seed {r.seed} (`runs/{r.id}`): {r.status}" + (f": {r.error}" if r.error else "")
@@ -100,6 +102,12 @@ def _study_section(study: StudySummary, summary: SweepSummary, dest: Path) -> li
     if notes:
         md += ["Runs not in the table:", ""] + sorted(notes) + [""]
     return md
+
+
+def _correlated(settings: T.Study) -> bool:
+    """Whether the study has the 3 finished runs with exact match and entropy that a rank correlation
+    needs (its section then says and draws how exact match follows entropy and the probe)."""
+    return sum(entropy is not None for _, _, entropy, _ in T.run_points(settings)) >= 3
 
 
 def _slug(name: str) -> str:
@@ -124,6 +132,9 @@ def _study_plots(study: StudySummary, metrics: list[str], dest: Path) -> list[tu
         figures.append(("position_accuracy", "accuracy per answer position", F.lines_figure(
             settings, "position", "answer position", "accuracy (mean ± std over seeds)", title)))
     figures.append(("learning_curves", "learning curves", F.curves_figure(settings, title)))
+    if _correlated(settings):
+        figures.append(("collapse", "exact match against entropy and probe R^2, per run",
+                        F.correlation_figure(settings, title)))
     plots = []
     for stem, alt, fig in figures:
         if fig is not None:
