@@ -21,6 +21,7 @@ __all__ = ["correlation_figure", "curves_figure", "lambda_figure", "lines_figure
            "vs_value_figure"]
 
 Study = list[SettingSummary]
+MARKERS = "osD^vPX*<>"  # with tab10's colours, 100 settings told apart (the correlation figure)
 
 
 def _colors(n: int) -> list[Any]:
@@ -271,9 +272,6 @@ def value_figure(study: Study, xlabel: str) -> Figure:
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
     fig.tight_layout()
     return fig
-
-
-MARKERS = "osD^vPX*<>"
 
 
 def correlation_figure(study: Study, title: str) -> Figure:
