@@ -444,3 +444,24 @@ def test_logged_losses_are_the_objective_of_the_step(
     assert rec["seqvcr_covariance"] == pytest.approx(cov_ref, rel=1e-5)
     assert rec["seqvcr_loss"] == pytest.approx(0.6 * var_ref + 0.2 * cov_ref, rel=1e-4)
     assert rec["loss"] == pytest.approx(lm_ref + 0.6 * var_ref + 0.2 * cov_ref, rel=1e-5)
+
+
+def test_a_loss_term_leaves_the_initial_weights_and_the_batches_alone() -> None:
+    """Paired seeds of an ablation start alike: with Seq-VCR or the running-sum term switched on, the GPT
+    is built from the same seeded generator state, so its initial weights equal those of the run
+    without them (what docs/results.md's paired-seed comparisons rely on)."""
+    import random
+
+    from seqvcr import training as T
+
+    weights = []
+    for extra in ([], ["method.name=seqvcr"], ["running_sum.weight=1", "running_sum.layer=1"]):
+        cfg = C.resolve(C.load_config(None, micro_overrides("vanilla") + extra))
+        torch.manual_seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
+        data, examples = T._load_data(cfg, torch.device("cpu"))
+        tm, _ = T._build_model(cfg, data, examples, torch.device("cpu"), T.Ranks(False, 0, 1))
+        weights.append(tm.model.state_dict())
+    for other in weights[1:]:
+        assert other.keys() == weights[0].keys()
+        assert all(torch.equal(other[k], weights[0][k]) for k in weights[0])
