@@ -127,7 +127,8 @@ def print_tables(sweep_dirs: Sequence[str | Path], tables: list[str], *,
             save_figure(F.value_figure(st.settings, st.xlabel), value_plot, dpi=120)
     if correlation_plot is not None:
         last = printed[-1]  # the pooled settings when there are several studies, else the one
-        title = ", ".join(d.name for d, _ in summaries) + (": every run pooled" if len(printed) > len(studies) else "")
+        pooled = len(printed) > len(studies)
+        title = ", ".join(d.name for d, _ in summaries) + (": every run pooled" if pooled else "")
         title += f" (left out: {', '.join(exclude)})" if exclude else ""
         fig = F.correlation_figure(last.settings, title)
         save_figure(fig, correlation_plot, dpi=120, bbox_inches="tight")
