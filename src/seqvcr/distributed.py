@@ -32,7 +32,7 @@ from torch import Tensor
 from seqvcr.errors import ConfigError, RunDirError, SeqVCRError
 
 __all__ = ["all_gather_with_grad", "any_rank", "barrier", "gather_to_rank0", "init_from_env",
-           "is_distributed", "local_rank", "on_rank0", "rank", "world_size"]
+           "is_distributed", "local_rank", "on_rank0", "rank", "shutdown", "world_size"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -84,6 +84,14 @@ def init_from_env(backend: str | None = None) -> bool:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend, init_method="env://")
     return True
+
+
+def shutdown() -> None:
+    """Leave the process group (after a final barrier): a process that exits while still in it can be
+    aborted by gloo's threads at interpreter exit ("terminate called without an active exception")."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -165,6 +165,7 @@ def train(
     cfg = C.resolve(cfg)
     rd = Path(run_dir)
     on_cpu = runs.select_device(cfg.train.device).type == "cpu"  # torchrun: gloo on CPU, NCCL on GPU
+    owns_group = not dist_utils.is_distributed()  # started here (torchrun), so left here too
     distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
     ranks = Ranks(distributed, dist_utils.rank(), dist_utils.world_size())
     # what the run directory holds decides resume or refusal; nothing is changed yet
@@ -201,7 +202,9 @@ def train(
         prog.close()
         if metrics is not None:
             metrics.close()
-        if ranks.distributed:
+        if ranks.distributed and owns_group:
+            dist_utils.shutdown()
+        elif ranks.distributed:
             dist_utils.barrier()
 
 
