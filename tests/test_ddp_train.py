@@ -182,7 +182,8 @@ def test_torchrun_two_processes_trains_like_one(tmp_path: Path) -> None:
 
 def _resume_worker(rank: int, port: int, out_dir: str, overrides: list[str]) -> None:
     """In each of 2 processes: an uninterrupted run, then a run killed after its step-10 checkpoint and
-    resumed (what a new ``torchrun`` of the same command does)."""
+    resumed (what a new ``torchrun`` of the same command does); the three ``train`` calls share the
+    process group the first one started."""
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD)})
     torch.set_num_threads(1)
@@ -190,6 +191,7 @@ def _resume_worker(rank: int, port: int, out_dir: str, overrides: list[str]) -> 
     out = Path(out_dir)
     try:
         training.train(cfg, out / "straight", progress=False)
+        assert dist.is_initialized()  # the group train started stays up for the next run (left at exit)
         real_lr_at = training.lr_at
 
         def crash_at_13(step: int, total: int, optim: C.OptimConfig) -> float:

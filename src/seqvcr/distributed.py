@@ -21,6 +21,7 @@ exchanges the sizes first.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -83,14 +84,18 @@ def init_from_env(backend: str | None = None) -> bool:
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend, init_method="env://")
+    # The group stays up for later calls in this process (a second group on the same MASTER_PORT could
+    # meet the first one's store before it is gone) and is left once, at exit.
+    atexit.register(shutdown)
     return True
 
 
 def shutdown() -> None:
-    """Leave the process group (after a final barrier): a process that exits while still in it can be
-    aborted by gloo's threads at interpreter exit ("terminate called without an active exception")."""
+    """Leave the process group if this process is in one: a process that exits while still in it can be
+    aborted by gloo's threads at interpreter exit ("terminate called without an active exception").
+    Registered with ``atexit`` by :func:`init_from_env`; callers synchronise the ranks before (``train``
+    ends with a barrier)."""
     if is_distributed():
-        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -165,7 +165,6 @@ def train(
     cfg = C.resolve(cfg)
     rd = Path(run_dir)
     on_cpu = runs.select_device(cfg.train.device).type == "cpu"  # torchrun: gloo on CPU, NCCL on GPU
-    owns_group = not dist_utils.is_distributed()  # started here (torchrun), so left here too
     distributed = dist_utils.init_from_env("gloo" if on_cpu else None)
     ranks = Ranks(distributed, dist_utils.rank(), dist_utils.world_size())
     # what the run directory holds decides resume or refusal; nothing is changed yet
@@ -202,9 +201,7 @@ def train(
         prog.close()
         if metrics is not None:
             metrics.close()
-        if ranks.distributed and owns_group:
-            dist_utils.shutdown()
-        elif ranks.distributed:
+        if ranks.distributed:  # every rank done before any leaves (the group is left at exit)
             dist_utils.barrier()
 
 
