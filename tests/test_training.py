@@ -17,6 +17,7 @@ from seqvcr.cli import main
 from seqvcr.errors import ConfigError, RunDirError, TrainingDivergedError
 from seqvcr.runs import build_task, load_run, load_splits
 from seqvcr.tasks import make_task, read_examples
+from seqvcr.terms import Batch
 
 
 def _cfg(method: str = "seqvcr_pause", steps: int = 20, extra: list[str] | None = None) -> C.Config:
@@ -448,20 +449,27 @@ def test_logged_losses_are_the_objective_of_the_step(
 
 def test_a_loss_term_leaves_the_initial_weights_and_the_batches_alone() -> None:
     """Paired seeds of an ablation start alike: with Seq-VCR or the running-sum term switched on, the GPT
-    is built from the same seeded generator state, so its initial weights equal those of the run
-    without them (what docs/results.md's paired-seed comparisons rely on)."""
+    is built from the same seeded generator state and the steps see the same batches (under ICoT-SI the
+    same CoT removal too), as in the run without the term: what docs/results.md's paired-seed
+    comparisons rely on."""
     import random
 
-    from seqvcr import training as T
-
-    weights = []
-    for extra in ([], ["method.name=seqvcr"], ["running_sum.weight=1", "running_sum.layer=1"]):
-        cfg = C.resolve(C.load_config(None, micro_overrides("vanilla") + extra))
+    def start(overrides: list[str]) -> tuple[dict[str, torch.Tensor], list[Batch]]:
+        cfg = C.resolve(C.load_config(None, micro_overrides("vanilla", 400) + overrides))
         torch.manual_seed(cfg.train.seed)
         random.seed(cfg.train.seed)
-        data, examples = T._load_data(cfg, torch.device("cpu"))
-        tm, _ = T._build_model(cfg, data, examples, torch.device("cpu"), T.Ranks(False, 0, 1))
-        weights.append(tm.model.state_dict())
-    for other in weights[1:]:
-        assert other.keys() == weights[0].keys()
-        assert all(torch.equal(other[k], weights[0][k]) for k in weights[0])
+        cpu, ranks = torch.device("cpu"), training.Ranks(False, 0, 1)
+        data, examples = training._load_data(cfg, cpu)
+        tm, _ = training._build_model(cfg, data, examples, cpu, ranks)
+        sampler, _, _ = training._plan_batches(cfg, data, ranks)
+        batches = [data.curriculum.batch(sampler.indices(step), step) for step in (0, 37, 150, 399)]
+        return tm.model.state_dict(), batches
+
+    icot = ["curriculum.name=icot_si", "curriculum.steps_per_token=10"]
+    seqvcr, running_sum = ["method.name=seqvcr"], ["running_sum.weight=1", "running_sum.layer=1"]
+    for base, with_term in (([], seqvcr), ([], running_sum), (icot, icot + seqvcr)):
+        (w0, b0), (w1, b1) = start(base), start(with_term)
+        assert w1.keys() == w0.keys()
+        assert all(torch.equal(w1[k], w0[k]) for k in w0)
+        for a, b in zip(b0, b1, strict=True):
+            assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("x", "y", "mask", "rows"))
